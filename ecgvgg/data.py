@@ -1,0 +1,272 @@
+"""Load heartbeat tables as ``X`` / ``y`` / ``groups`` and validate them before anything else runs.
+
+Supported inputs:
+
+* a headerless Kaggle-style CSV (one beat per row, label in the last column),
+* a CSV or Parquet file with a header, a label column and an optional group column,
+* separate X and y files (CSV or Parquet).
+
+Every problem raises :class:`ecgvgg.errors.DataError` naming the file, the column and the
+first bad row. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecgvgg.errors import DataError
+
+DEFAULT_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 4)
+_CSV_SUFFIXES = {".csv", ".txt", ".tsv"}
+_PARQUET_SUFFIXES = {".parquet", ".pq"}
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a table came from, so that messages can point at a line or row."""
+
+    path: Path
+    header_lines: int  # 0 for headerless CSV, 1 with a header, -1 for Parquet
+
+    def where(self, i: int) -> str:
+        if self.header_lines < 0:
+            return f"row {i}"
+        return f"line {i + 1 + self.header_lines}"
+
+
+def load_xy(
+    path: str | Path,
+    y_path: str | Path | None = None,
+    *,
+    label_column: str = "label",
+    group_column: str | None = None,
+    header: bool | None = None,
+    classes: Sequence[int] = DEFAULT_CLASSES,
+) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
+    """Load and validate beats as ``(X, y, groups)``; ``groups`` is None without a group column.
+
+    ``header=None`` detects whether a CSV has a header row; ``header=False`` declares a
+    headerless Kaggle-style CSV whose last column is the label. With ``y_path`` the labels come
+    from a second file (one column, or a column named ``label_column``).
+    """
+    text_columns = {group_column} if group_column else set()
+    table, src = _read_table(path, header, text_columns)
+    if y_path is None:
+        X, y, groups = _split_columns(table, src, label_column, group_column, label_last=src.header_lines == 0)
+        y_src = src
+    else:
+        y_table, y_src = _read_table(y_path, header, set())
+        groups = _pop_group(table, src, group_column)
+        X = table
+        y = _pick_label(y_table, y_src, label_column)
+        if len(X) != len(y):
+            raise DataError(
+                f"{src.path}: {len(X)} rows of X but {y_src.path} has {len(y)} labels; "
+                "X and y files must have the same number of rows"
+            )
+    X = _validate_features(X, src)
+    y = _validate_labels(y, y_src, classes)
+    return X, y, groups
+
+
+def _read_table(path: str | Path, header: bool | None, text_columns: set[str]) -> tuple[pd.DataFrame, _Source]:
+    """Read a CSV or Parquet file into a DataFrame, failing with a DataError that names it."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file")
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, expected a CSV or Parquet file")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: file is empty")
+    suffix = p.suffix.lower()
+    if suffix in _PARQUET_SUFFIXES:
+        try:
+            table = pd.read_parquet(p)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise DataError(f"{p}: cannot read as Parquet ({exc})") from exc
+        src = _Source(p, -1)
+    elif suffix in _CSV_SUFFIXES or suffix == "":
+        table, src = _read_csv(p, header, text_columns)
+    else:
+        raise DataError(f"{p}: unknown file type '{suffix}' (expected .csv or .parquet)")
+    if table.shape[0] == 0:
+        raise DataError(f"{p}: table has no rows")
+    return table, src
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.DataFrame, _Source]:
+    """Read a CSV with pyarrow straight into float32 columns (``text_columns`` kept as text)."""
+    with p.open(newline="") as fh:
+        first = next(csv.reader(fh), [])
+    if not first:
+        raise DataError(f"{p}: file is empty")
+    numeric_first = all(_is_number(f) for f in first)
+    if header is False and not numeric_first:
+        bad = next(f for f in first if not _is_number(f))
+        raise DataError(
+            f"{p}: line 1 looks like a header row ({bad!r}), but the file is declared headerless; "
+            "remove the row or set data.header: true"
+        )
+    has_header = (not numeric_first) if header is None else header
+    src = _Source(p, 1 if has_header else 0)
+    names = first if has_header else list(range(len(first)))
+    dtypes = {n: np.float32 for n in names if n not in text_columns}
+    try:
+        table = pd.read_csv(
+            p, header=0 if has_header else None, engine="pyarrow", dtype=dtypes if has_header else np.float32
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{p}: file is empty") from exc
+    except Exception:  # noqa: BLE001 - diagnose the exact line below
+        _diagnose_csv(p, src, len(first), set(dtypes) if has_header else None, names)
+        raise
+    return table, src
+
+
+def _diagnose_csv(p: Path, src: _Source, width: int, numeric: set | None, names: list) -> None:
+    """Find the first ragged line or non-numeric cell of a CSV that pyarrow refused."""
+    with p.open(newline="") as fh:
+        reader = csv.reader(fh)
+        if src.header_lines:
+            next(reader)
+        for i, row in enumerate(reader):
+            if len(row) != width:
+                raise DataError(
+                    f"{p}: {src.where(i)} has {len(row)} columns, expected {width} (ragged row)"
+                )
+            for j, cell in enumerate(row):
+                if (numeric is None or names[j] in numeric) and cell.strip() and not _is_number(cell):
+                    raise DataError(
+                        f"{p}: column {_colname(names[j])} is not numeric at {src.where(i)}: {cell!r}"
+                    )
+    raise DataError(f"{p}: cannot parse as CSV")
+
+
+def _colname(name: object) -> str:
+    return f"{name}" if isinstance(name, int) else f"'{name}'"
+
+
+def _pop_group(table: pd.DataFrame, src: _Source, group_column: str | None) -> pd.Series | None:
+    if group_column is None:
+        return None
+    if group_column not in table.columns:
+        raise DataError(f"{src.path}: no group column '{group_column}' (columns: {_preview(table.columns)})")
+    groups = table.pop(group_column)
+    if groups.isna().any():
+        i = int(np.flatnonzero(groups.isna().to_numpy())[0])
+        raise DataError(f"{src.path}: group column '{group_column}' is empty at {src.where(i)}")
+    return groups.astype(str)
+
+
+def _pick_label(table: pd.DataFrame, src: _Source, label_column: str) -> pd.Series:
+    if label_column in table.columns:
+        return table[label_column]
+    if table.shape[1] == 1:
+        return table.iloc[:, 0]
+    raise DataError(f"{src.path}: no label column '{label_column}' (columns: {_preview(table.columns)})")
+
+
+def _split_columns(
+    table: pd.DataFrame, src: _Source, label_column: str, group_column: str | None, *, label_last: bool
+) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
+    """Separate features, labels and groups of a single table."""
+    groups = _pop_group(table, src, group_column)
+    if label_last:
+        y = table.pop(table.columns[-1])
+    else:
+        if label_column not in table.columns:
+            raise DataError(
+                f"{src.path}: no label column '{label_column}' (columns: {_preview(table.columns)}); "
+                "set data.label_column"
+            )
+        y = table.pop(label_column)
+    if table.shape[1] == 0:
+        raise DataError(f"{src.path}: no feature columns besides the label")
+    return table, y, groups
+
+
+def _preview(columns: pd.Index, n: int = 6) -> str:
+    names = [str(c) for c in columns]
+    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def _validate_features(X: pd.DataFrame, src: _Source) -> pd.DataFrame:
+    """Check that every feature cell is a finite number; return X as float32."""
+    for col in X.columns:
+        if not pd.api.types.is_numeric_dtype(X[col]):
+            coerced = pd.to_numeric(X[col], errors="coerce")
+            bad = coerced.isna() & X[col].notna()
+            if bad.any():
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(
+                    f"{src.path}: column {_colname(col)} is not numeric at {src.where(i)}: {X[col].iloc[i]!r}"
+                )
+            X[col] = coerced
+    values = X.to_numpy(dtype=np.float32, copy=False)
+    finite = np.isfinite(values)
+    if not finite.all():
+        i, j = (int(v) for v in np.argwhere(~finite)[0])
+        raise DataError(
+            f"{src.path}: column {_colname(X.columns[j])} has {values[i, j]} at {src.where(i)}; "
+            "beats must be finite numbers"
+        )
+    if values is X.to_numpy(copy=False) and all(X.dtypes == np.float32):
+        return X
+    return pd.DataFrame(values, index=X.index, columns=X.columns)
+
+
+def _validate_labels(y: pd.Series, src: _Source, classes: Sequence[int]) -> pd.Series:
+    """Check that labels are integers from ``classes`` and that there are at least two classes."""
+    name = y.name if y.name is not None else "label"
+    numeric = pd.to_numeric(y, errors="coerce")
+    bad = numeric.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{src.path}: label column {_colname(name)} is not a number at {src.where(i)}: {y.iloc[i]!r}")
+    values = numeric.to_numpy(dtype=np.float64)
+    not_int = ~np.isfinite(values) | (values != np.round(values))
+    if not_int.any():
+        i = int(np.flatnonzero(not_int)[0])
+        raise DataError(
+            f"{src.path}: label column {_colname(name)} has {values[i]:g} at {src.where(i)}; labels must be integers"
+        )
+    allowed = set(int(c) for c in classes)
+    outside = ~np.isin(values, list(allowed))
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise DataError(
+            f"{src.path}: label column {_colname(name)} has {values[i]:g} at {src.where(i)}, "
+            f"outside the configured classes {sorted(allowed)}"
+        )
+    labels = pd.Series(values.astype(np.int64), index=y.index, name="label")
+    present = np.unique(labels.to_numpy())
+    if len(present) < 2:
+        raise DataError(
+            f"{src.path}: all {len(labels)} rows have label {int(present[0])}; "
+            "a classifier needs at least two classes"
+        )
+    return labels
+
+
+def class_counts(y: np.ndarray | pd.Series, classes: Sequence[int] = DEFAULT_CLASSES) -> dict[int, int]:
+    """Count rows per class, including classes with no rows."""
+    values, counts = np.unique(np.asarray(y), return_counts=True)
+    found = dict(zip(values.tolist(), counts.tolist()))
+    return {int(c): int(found.get(c, 0)) for c in classes} | {
+        int(v): int(n) for v, n in found.items() if v not in set(classes)
+    }
+

@@ -1,0 +1,231 @@
+"""Split first, then oversample the training split only.
+
+:func:`split_then_oversample` is the one entry point: it makes the stratified (and, with
+``groups``, grouped) train/validation/test split and only then resamples the training rows.
+Validation and test keep their original rows and class counts, so no synthetic beat built from a
+test beat, and no beat of a test group, can ever reach training. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from ecgvgg.data import class_counts
+from ecgvgg.errors import DataError
+
+SAMPLERS: tuple[str, ...] = ("adasyn", "smote", "random", "none")
+
+
+class Sampler(Protocol):
+    """Anything with imbalanced-learn's ``fit_resample(X, y)``."""
+
+    def fit_resample(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class Splits:
+    """Train (resampled), validation and test arrays, with the original row positions and class counts."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    train_index: np.ndarray
+    val_index: np.ndarray
+    test_index: np.ndarray
+    classes: tuple[int, ...]
+    sampler: str
+    counts: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    @property
+    def counts_before(self) -> dict[int, int]:
+        """Training-split class counts before oversampling."""
+        return self.counts["train_before"]
+
+    @property
+    def counts_after(self) -> dict[int, int]:
+        """Training-split class counts after oversampling."""
+        return self.counts["train_after"]
+
+    def map_x(self, fn: Any) -> Splits:
+        """Return a copy whose three X arrays went through ``fn`` (e.g. :func:`ecgvgg.shapes.to_1d`)."""
+        return Splits(
+            fn(self.X_train), self.y_train, fn(self.X_val), self.y_val, fn(self.X_test), self.y_test,
+            self.train_index, self.val_index, self.test_index, self.classes, self.sampler, self.counts,
+        )
+
+
+def make_sampler(name: str, *, seed: int = 0, **params: Any) -> Sampler | None:
+    """Build an imbalanced-learn sampler by name (``adasyn``, ``smote``, ``random``, ``none``)."""
+    from imblearn.over_sampling import ADASYN, SMOTE, RandomOverSampler
+
+    name = name.lower()
+    if name == "none":
+        if params:
+            raise ValueError(f"sampler 'none' takes no parameters, got {sorted(params)}")
+        return None
+    kinds = {"adasyn": ADASYN, "smote": SMOTE, "random": RandomOverSampler}
+    if name not in kinds:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    try:
+        return kinds[name](random_state=seed, **params)
+    except TypeError as exc:
+        raise ValueError(f"sampler {name!r}: {exc}") from exc
+
+
+def split_then_oversample(
+    X: pd.DataFrame | np.ndarray,
+    y: pd.Series | np.ndarray,
+    *,
+    groups: pd.Series | np.ndarray | None = None,
+    test_size: float = 0.2,
+    val_size: float = 0.1,
+    sampler: str | Sampler = "adasyn",
+    sampler_params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+) -> Splits:
+    """Split stratified (grouped when ``groups`` is given), then oversample the training split only.
+
+    ``test_size`` and ``val_size`` are fractions of all rows. ``sampler`` is a name from
+    :data:`SAMPLERS` (with ``sampler_params`` passed to it) or any object with ``fit_resample``.
+    ADASYN failures on a class fall back to SMOTE for that class, with a warning.
+    """
+    Xa = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
+    ya = np.asarray(y).astype(np.int64)
+    ga = None if groups is None else np.asarray(groups)
+    if Xa.ndim != 2:
+        raise DataError(f"X must be 2-D (beats x samples), got shape {Xa.shape}")
+    if len(Xa) != len(ya) or (ga is not None and len(ga) != len(ya)):
+        raise DataError(f"X has {len(Xa)} rows, y {len(ya)}" + ("" if ga is None else f", groups {len(ga)}"))
+    if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
+        raise ValueError(f"need 0 < test_size, val_size and test_size + val_size < 1; got {test_size}, {val_size}")
+    classes = tuple(int(c) for c in (classes if classes is not None else np.unique(ya)))
+    _check_splittable(ya, ga, classes)
+
+    rows = np.arange(len(ya))
+    rest, test = _split(rows, ya, ga, test_size, seed)
+    train, val = _split(rest, ya, ga, val_size / (1 - test_size), seed + 1)
+    missing = [c for c in classes if c in set(ya.tolist()) and not np.any(ya[train] == c)]
+    if missing:
+        raise DataError(f"class(es) {missing} have no rows in the training split; add data or reduce test_size/val_size")
+
+    X_tr, y_tr = Xa[train], ya[train]
+    name = sampler if isinstance(sampler, str) else type(sampler).__name__
+    X_res, y_res = _oversample(X_tr, y_tr, sampler, dict(sampler_params or {}), seed)
+    counts = {
+        "all": class_counts(ya, classes),
+        "train_before": class_counts(y_tr, classes),
+        "train_after": class_counts(y_res, classes),
+        "val": class_counts(ya[val], classes),
+        "test": class_counts(ya[test], classes),
+    }
+    return Splits(
+        X_res, y_res, Xa[val], ya[val], Xa[test], ya[test], train, val, test, classes, name.lower(), counts
+    )
+
+
+def _check_splittable(y: np.ndarray, groups: np.ndarray | None, classes: Sequence[int]) -> None:
+    """Each class needs a row (a group, when grouped) for each of train, validation and test."""
+    present = np.unique(y)
+    if len(present) < 2:
+        raise DataError(f"all {len(y)} rows have label {int(present[0])}; need at least two classes to split")
+    for c in present:
+        if groups is None:
+            n, what = int(np.sum(y == c)), "rows"
+        else:
+            n, what = len(np.unique(groups[y == c])), "groups"
+        if n < 3:
+            raise DataError(
+                f"class {int(c)} has only {n} {what}; a stratified train/validation/test split needs at least 3"
+            )
+
+
+def _split(rows: np.ndarray, y: np.ndarray, groups: np.ndarray | None, size: float, seed: int):
+    """Split ``rows`` in two, stratified by ``y`` and grouped by ``groups`` when given."""
+    if groups is None:
+        a, b = train_test_split(rows, test_size=size, stratify=y[rows], random_state=seed)
+        return np.sort(a), np.sort(b)
+    g = groups[rows]
+    n_splits = max(2, min(round(1 / size), len(np.unique(g))))
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        a, b = next(cv.split(rows, y[rows], g))
+    return rows[a], rows[b]
+
+
+def _oversample(
+    X: np.ndarray, y: np.ndarray, sampler: str | Sampler, params: dict[str, Any], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample the training rows; ADASYN falls back to SMOTE per class where it cannot work."""
+    if not isinstance(sampler, str):
+        X_res, y_res = sampler.fit_resample(X, y)
+        return np.asarray(X_res, dtype=np.float32), np.asarray(y_res, dtype=np.int64)
+    built = make_sampler(sampler, seed=seed, **params)
+    if built is None:
+        return X, y
+    if sampler.lower() != "adasyn":
+        X_res, y_res = built.fit_resample(X, y)
+        return np.asarray(X_res, dtype=np.float32), np.asarray(y_res, dtype=np.int64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            X_res, y_res = built.fit_resample(X, y)
+        return np.asarray(X_res, dtype=np.float32), np.asarray(y_res, dtype=np.int64)
+    except (RuntimeError, ValueError, UserWarning):
+        return _adasyn_per_class(X, y, params, seed)
+
+
+def _adasyn_per_class(X: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int):
+    """Run ADASYN one minority class at a time, using SMOTE (fewer neighbours) where ADASYN fails."""
+    from imblearn.over_sampling import ADASYN, SMOTE, RandomOverSampler
+
+    values, counts = np.unique(y, return_counts=True)
+    target = int(counts.max())
+    k = int(params.get("n_neighbors", 5))
+    extra = {k_: v for k_, v in params.items() if k_ not in {"n_neighbors", "sampling_strategy"}}
+    new_X, new_y = [X], [y]
+    for c, n in zip(values.tolist(), counts.tolist()):
+        if n == target:
+            continue
+        strategy = {c: target}
+        reason = None
+        if n <= k:
+            reason = f"it has {n} rows, not more than n_neighbors={k}"
+        else:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", UserWarning)
+                    Xr, _ = ADASYN(sampling_strategy=strategy, n_neighbors=k, random_state=seed, **extra).fit_resample(X, y)
+                new_X.append(Xr[len(X):])
+                new_y.append(np.full(len(Xr) - len(X), c, dtype=np.int64))
+                continue
+            except (RuntimeError, ValueError, UserWarning) as exc:
+                reason = str(exc).strip().splitlines()[0]
+        if n >= 2:
+            k_smote = min(5, n - 1)
+            warnings.warn(
+                f"ADASYN cannot oversample class {c} ({reason}); using SMOTE with k_neighbors={k_smote} for it",
+                stacklevel=3,
+            )
+            fallback = SMOTE(sampling_strategy=strategy, k_neighbors=k_smote, random_state=seed)
+        else:
+            warnings.warn(
+                f"ADASYN cannot oversample class {c} ({reason}); it has 1 row, so it is duplicated instead",
+                stacklevel=3,
+            )
+            fallback = RandomOverSampler(sampling_strategy=strategy, random_state=seed)
+        Xr, _ = fallback.fit_resample(X, y)
+        new_X.append(np.asarray(Xr[len(X):], dtype=np.float32))
+        new_y.append(np.full(len(Xr) - len(X), c, dtype=np.int64))
+    return np.concatenate(new_X).astype(np.float32, copy=False), np.concatenate(new_y)
