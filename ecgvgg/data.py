@@ -270,3 +270,26 @@ def class_counts(y: np.ndarray | pd.Series, classes: Sequence[int] = DEFAULT_CLA
         int(v): int(n) for v, n in found.items() if v not in set(classes)
     }
 
+
+
+def load_x(
+    path: str | Path,
+    *,
+    length: int | None = None,
+    label_column: str = "label",
+    group_column: str | None = None,
+    header: bool | None = None,
+) -> pd.DataFrame:
+    """Load and validate beats without requiring labels (for prediction).
+
+    A label column (``label_column``, or in a headerless CSV a last column beyond ``length``) and
+    the group column are dropped when present.
+    """
+    table, src = _read_table(path, header, {group_column} if group_column else set())
+    if group_column:
+        _pop_group(table, src, group_column)
+    if src.header_lines == 0 and length is not None and table.shape[1] == length + 1:
+        table = table.iloc[:, :length]
+    elif label_column in table.columns:
+        table = table.drop(columns=[label_column])
+    return _validate_features(table, src)

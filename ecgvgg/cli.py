@@ -1,0 +1,268 @@
+"""The ``ecgvgg`` command: run, evaluate, predict and sweep pipelines.
+
+Exit status: 0 success, 2 bad config or bad data (one line, no traceback unless ``--debug``),
+3 the model collapsed (predicts one class for almost everything, or never finds a class).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from ecgvgg.errors import ConfigError, DataError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_COLLAPSED = 0, 2, 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Train and compare VGG16-style ECG heartbeat classifiers without leaks or silent collapse.")
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+_state = {"debug": False}
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+    """Leak-safe training and comparison of VGG16-style heartbeat classifiers."""
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Turn bad input into exit status 2 with one clear line."""
+    try:
+        yield
+    except (DataError, ConfigError) as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def _scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for i, name in enumerate(names):
+        table.add_row(name, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}",
+                      f"{scores['f1'][i]:.3f}", str(scores["support"][i]))
+    table.add_section()
+    table.add_row("macro F1", "", "", f"{scores['macro_f1']:.3f}", "")
+    table.add_row("accuracy", "", "", f"{scores['accuracy']:.3f}", "")
+    return table
+
+
+def _collapse_box(reason: str) -> None:
+    err_console.print(Panel(f"[bold]The model collapsed:[/] {reason}.\n"
+                            "Its accuracy means nothing: check class weights, the sampler, the learning rate.",
+                            title="[bold red]COLLAPSED MODEL[/]", border_style="red"))
+
+
+def _progress_callback(progress: Any, epochs: int) -> Any:
+    """A Keras callback that drives a rich progress bar over epochs and batches."""
+    import keras
+
+    class RichProgress(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Optional[dict] = None) -> None:
+            self.epoch_task = progress.add_task("epochs", total=epochs)
+            self.batch_task = progress.add_task("batches", total=self.params.get("steps") or None)
+
+        def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+            progress.reset(self.batch_task, description=f"epoch {epoch + 1}")
+
+        def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+            progress.advance(self.batch_task)
+
+        def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+            f1 = (logs or {}).get("val_macro_f1")
+            progress.update(self.epoch_task, completed=epoch + 1,
+                            description=f"epochs (val macro-F1 {f1:.3f})" if f1 is not None else "epochs")
+
+    return RichProgress()
+
+
+def _run_one(cfg: Any, parent_run_id: Optional[str] = None) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ecgvgg.pipeline import run_pipeline
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        return run_pipeline(cfg, callbacks=[_progress_callback(progress, cfg.training.epochs)],
+                            parent_run_id=parent_run_id)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value.")] = None,
+) -> None:
+    """Run a pipeline in one MLflow run; print the run id, the test per-class table and the model path."""
+    from ecgvgg.config import load_config
+
+    with _guard():
+        cfg = load_config(config, set_ or [])
+        result = _run_one(cfg)
+    console.print(f"run id: [bold]{result.run_id}[/]  (experiment {cfg.tracking.experiment}, "
+                  f"store {cfg.tracking.resolved_uri()})")
+    console.print(_scores_table(result.test_scores, result.class_names, "test split"))
+    console.print(f"model: {result.model_uri}  (local copy: {result.model_path})")
+    if result.collapsed:
+        _collapse_box(result.collapse_reason or "collapsed")
+        raise typer.Exit(EXIT_COLLAPSED)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="Labelled beats (CSV or Parquet).")],
+    run_id: Annotated[Optional[str], typer.Option("--run", help="Score the model logged by this MLflow run.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Score this .keras model file.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of a table with a header.")] = "label",
+    group_column: Annotated[Optional[str], typer.Option(help="Group column to ignore.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print scores as JSON.")] = False,
+) -> None:
+    """Score a saved model on another table; print the per-class table or JSON."""
+    from ecgvgg.data import load_xy
+    from ecgvgg.inference import load_model
+
+    with _guard():
+        loaded = _load(run_id, model, tracking_uri)
+        X, y, _ = load_xy(data, label_column=label_column, group_column=group_column,
+                          classes=loaded.classes)
+        scores = loaded.score(X, y)
+    names = loaded.class_names
+    if as_json:
+        by_class = {m: {names[i]: scores[m][c] for i, c in enumerate(loaded.classes)}
+                    for m in ("precision", "recall", "f1", "support")}
+        print(json.dumps({"macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"], **by_class,
+                          "confusion_matrix": scores["confusion_matrix"], "class_names": names}, indent=2))
+    else:
+        console.print(_scores_table(scores, names, f"{data}"))
+
+
+def _load(run_id: Optional[str], model: Optional[Path], tracking_uri: Optional[str]) -> Any:
+    from ecgvgg.inference import load_model
+
+    if (run_id is None) == (model is None):
+        raise ConfigError("give exactly one of --run RUN_ID or --model PATH")
+    if run_id is not None:
+        import mlflow
+
+        from ecgvgg.config import TrackingConfig
+
+        mlflow.set_tracking_uri(TrackingConfig(uri=tracking_uri).resolved_uri())
+        return load_model(run_id=run_id)
+    return load_model(model)
+
+
+@app.command()
+def predict(
+    data: Annotated[Path, typer.Argument(help="Beats to classify (CSV or Parquet; labels optional).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
+    model: Annotated[Optional[Path], typer.Option("--model", help=".keras model file.")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run", help="Use the model logged by this MLflow run.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column to ignore if present.")] = "label",
+    group_column: Annotated[Optional[str], typer.Option(help="Group column to ignore.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
+) -> None:
+    """Write predicted classes and class probabilities, one row per beat."""
+    import numpy as np
+    import pandas as pd
+
+    from ecgvgg.data import load_x
+
+    with _guard():
+        if out.suffix.lower() not in {".csv", ".parquet"}:
+            raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
+        loaded = _load(run_id, model, tracking_uri)
+        X = load_x(data, length=loaded.length, label_column=label_column, group_column=group_column)
+        probs = loaded.predict_proba(X)
+    idx = np.argmax(probs, axis=1)
+    frame = pd.DataFrame({"prediction": np.asarray(loaded.classes)[idx],
+                          "class_name": np.asarray(loaded.class_names)[idx]})
+    for i, name in enumerate(loaded.class_names):
+        frame[f"p_{name}"] = probs[:, i]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    frame.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else frame.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    console.print(f"wrote {len(frame)} predictions to {out}")
+
+
+def _parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    import yaml
+
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ConfigError(f"--grid {item!r}: expected key.path=v1,v2,...")
+        grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+    return grid
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    grid: Annotated[list[str], typer.Option("--grid", "-g", help="key.path=v1,v2,... (repeatable).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value.")] = None,
+) -> None:
+    """Run every combination of the grid as child runs of one parent run; print them by val macro-F1.
+
+    Exits 3 only when every combination collapsed.
+    """
+    import mlflow
+
+    from ecgvgg import tracking
+    from ecgvgg.config import load_config
+    from ecgvgg.pipeline import grid_configs, load_data
+
+    with _guard():
+        cfg = load_config(config, set_ or [])
+        combos = grid_configs(cfg, _parse_grid(grid))
+        load_data(cfg)  # fail on bad data before any run exists
+        experiment_id = tracking.configure(cfg.tracking.resolved_uri(), cfg.tracking.experiment)
+        rows = []
+        with tracking.start_run(experiment_id, cfg.tracking.run_name or "sweep") as parent:
+            mlflow.set_tag("sweep", "true")
+            mlflow.log_param("grid", json.dumps({k: v for k, v in _parse_grid(grid).items()}))
+            for combo, child_cfg in combos:
+                console.print(f"[bold]combination[/] {combo}")
+                result = _run_one(child_cfg, parent_run_id=parent.info.run_id)
+                rows.append((combo, result))
+    rows.sort(key=lambda r: r[1].val_scores.get("macro_f1", 0.0), reverse=True)
+    table = Table(title=f"sweep {parent.info.run_id}", title_justify="left")
+    for col in ("run", *grid_keys(rows), "val macro-F1", "test macro-F1", "collapsed"):
+        table.add_column(col)
+    for combo, r in rows:
+        table.add_row(r.run_id[:8], *(str(v) for v in combo.values()), f"{r.val_scores.get('macro_f1', 0):.3f}",
+                      f"{r.test_scores['macro_f1']:.3f}", "[red]yes[/]" if r.collapsed else "no")
+    console.print(table)
+    if rows and all(r.collapsed for _, r in rows):
+        _collapse_box("every combination of the sweep collapsed")
+        raise typer.Exit(EXIT_COLLAPSED)
+
+
+def grid_keys(rows: Sequence[tuple[dict[str, Any], Any]]) -> list[str]:
+    """Column names for the swept keys."""
+    return list(rows[0][0]) if rows else []
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,224 @@
+"""The typed pipeline configuration: YAML -> pydantic, strict, with errors that name the YAML path.
+
+A pipeline file may start with ``extends: [piece.yaml, ...]`` (paths relative to the file): the
+pieces are merged in order, then the file's own keys, then ``--set key.path=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ecgvgg.errors import ConfigError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+SAMPLE_PREFIX = "sample:"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class DataConfig(_Section):
+    """Where the beats are and how to read them."""
+
+    path: str = Field(min_length=1)
+    y_path: str | None = None
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    header: Literal["auto", True, False] = "auto"
+    label_column: str = "label"
+    group_column: str | None = None
+    class_names: list[str] = Field(default_factory=lambda: ["N", "S", "V", "F", "Q"], min_length=2)
+
+    @field_validator("class_names")
+    @classmethod
+    def _unique_names(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique, got {names}")
+        return names
+
+    def resolved_path(self, which: str = "path") -> Path:
+        """The data file as a path; ``sample:NAME`` names a sample bundled with the package."""
+        value = getattr(self, which)
+        if value.startswith(SAMPLE_PREFIX):
+            from ecgvgg import sample_path
+
+            return sample_path(value[len(SAMPLE_PREFIX):])
+        return Path(value).expanduser()
+
+
+class SplitConfig(_Section):
+    """Train/validation/test fractions of all rows; grouped by ``data.group_column`` when set."""
+
+    test_size: float = Field(0.2, gt=0, lt=1)
+    val_size: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+    grouped: bool = True
+
+    @model_validator(mode="after")
+    def _sizes(self) -> SplitConfig:
+        if self.test_size + self.val_size >= 1:
+            raise ValueError(f"test_size + val_size must be < 1, got {self.test_size} + {self.val_size}")
+        return self
+
+
+class ResamplingConfig(_Section):
+    """Oversampling of the training split only."""
+
+    sampler: Literal["adasyn", "smote", "random", "none"] = "adasyn"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class InputConfig(_Section):
+    """How a beat becomes a network input: ``1d`` (length x 1) or ``2d`` (an image)."""
+
+    kind: Literal["1d", "2d"] = "1d"
+    method: Literal["fold", "gaf"] = "fold"
+    size: int | None = Field(None, gt=0)
+
+
+class ModelConfig(_Section):
+    """Knobs of :func:`ecgvgg.models.vgg16_1d` / ``vgg16_2d``."""
+
+    width: float = Field(1.0, gt=0, le=4)
+    dense_units: int = Field(4096, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    batch_norm: bool = False
+    weights: str | None = None
+
+
+class TrainingConfig(_Section):
+    """Keras training settings."""
+
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(256, gt=0)
+    learning_rate: float = Field(0.001, gt=0)
+    class_weight: Literal["auto", "balanced", "none"] | dict[int, float] = "auto"
+    monitor: Literal["val_macro_f1", "val_loss", "val_accuracy"] = "val_macro_f1"
+    early_stopping_patience: int | None = Field(8, ge=0)
+    reduce_lr_patience: int | None = Field(3, ge=0)
+    collapse_patience: int = Field(3, gt=0)
+    collapse_dominance: float = Field(0.98, gt=0.5, le=1)
+    stop_on_collapse: bool = False
+    deterministic: bool = False
+    mixed_precision: Literal["auto", True, False] = "auto"
+    seed: int = 0
+
+
+class TrackingConfig(_Section):
+    """MLflow experiment and store; ``uri`` null means ``$MLFLOW_TRACKING_URI`` or ./mlruns (SQLite)."""
+
+    experiment: str = Field("ecgvgg", min_length=1)
+    uri: str | None = None
+    run_name: str | None = None
+
+    def resolved_uri(self) -> str:
+        """The tracking URI in force: the config's, else ``$MLFLOW_TRACKING_URI``, else ./mlruns/mlflow.db."""
+        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+class PipelineConfig(_Section):
+    """A whole study: data -> split -> resampling -> input -> model -> training -> tracking."""
+
+    data: DataConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    resampling: ResamplingConfig = Field(default_factory=ResamplingConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """Every resolved value as ``section.key`` -> value (for MLflow params)."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Read a pipeline YAML (with its ``extends`` pieces) and ``key.path=value`` overrides, then validate."""
+    raw = _read_yaml_tree(Path(path), seen=())
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        _set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict[str, Any], source: str = "<config>") -> PipelineConfig:
+    """Validate a plain dict as a :class:`PipelineConfig`, raising ConfigError with YAML paths."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def _describe(err: dict[str, Any]) -> str:
+    """One pydantic error as ``yaml.path: problem (got value)``."""
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "literal[", "dict[")))
+    loc = loc or "<top level>"
+    if err["type"] == "extra_forbidden":
+        parent = PipelineConfig
+        for part in err["loc"][:-1]:
+            field = parent.model_fields.get(str(part))
+            parent = field.annotation if field is not None else None  # type: ignore[assignment]
+            if parent is None:
+                break
+        allowed = ", ".join(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else ""
+        return f"{loc}: unknown key" + (f" (allowed: {allowed})" if allowed else "")
+    if err["type"] == "missing":
+        return f"{loc}: required"
+    msg = err["msg"].replace("Value error, ", "")
+    return f"{loc}: {msg} (got {err.get('input')!r})"
+
+
+def _read_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """Read ``path`` and merge the pieces it ``extends`` under it."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    pieces = raw.pop("extends", []) or []
+    if isinstance(pieces, str):
+        pieces = [pieces]
+    merged: dict[str, Any] = {}
+    for piece in pieces:
+        merged = _merge(merged, _read_yaml_tree(path.parent / piece, seen + (path,)))
+    return _merge(merged, raw)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = raw
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

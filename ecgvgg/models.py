@@ -1,0 +1,99 @@
+"""VGG16-style networks for beats: the same layout, layer names and knobs in 1D and 2D.
+
+The layout is Keras' ``VGG16``: five blocks of 2, 2, 3, 3, 3 convolutions (64, 128, 256, 512,
+512 filters times ``width``; 3-wide kernels, same padding, ReLU), a max-pool after each block,
+then ``fc1``, ``fc2`` and the ``predictions`` softmax. Unlike Keras' image model, the pools use
+``padding="same"``, so a dimension rounds up (187 -> 94 -> 47 -> 24 -> 12 -> 6) and never reaches
+zero: five pools work on short beats and on small folded images (14 x 14 -> 1 x 1). For inputs
+whose sizes are multiples of 32 the result equals Keras' valid pooling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+from keras import layers
+
+BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+
+
+def vgg16_1d(
+    input_shape: Sequence[int] = (187, 1),
+    classes: int = 5,
+    *,
+    width: float = 1.0,
+    dense_units: int = 4096,
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+    include_top: bool = True,
+    pooling: str | None = None,
+    weights: str | Path | None = None,
+    classifier_activation: str = "softmax",
+) -> keras.Model:
+    """VGG16 for beats of shape ``(length, channels)`` with ``Conv1D`` / ``MaxPooling1D``."""
+    return _vgg16(tuple(input_shape), 1, classes, width, dense_units, dropout, batch_norm,
+                  include_top, pooling, weights, classifier_activation, "vgg16_1d")
+
+
+def vgg16_2d(
+    input_shape: Sequence[int] = (14, 14, 1),
+    classes: int = 5,
+    *,
+    width: float = 1.0,
+    dense_units: int = 4096,
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+    include_top: bool = True,
+    pooling: str | None = None,
+    weights: str | Path | None = None,
+    classifier_activation: str = "softmax",
+) -> keras.Model:
+    """VGG16 for beat images of shape ``(h, w, channels)`` with ``Conv2D`` / ``MaxPooling2D``."""
+    return _vgg16(tuple(input_shape), 2, classes, width, dense_units, dropout, batch_norm,
+                  include_top, pooling, weights, classifier_activation, "vgg16_2d")
+
+
+def _vgg16(input_shape, dims, classes, width, dense_units, dropout, batch_norm,
+           include_top, pooling, weights, classifier_activation, name) -> keras.Model:
+    if len(input_shape) != dims + 1:
+        raise ValueError(f"{name} needs an input shape of {dims + 1} dimensions, got {input_shape}")
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+    conv = layers.Conv1D if dims == 1 else layers.Conv2D
+    pool = layers.MaxPooling1D if dims == 1 else layers.MaxPooling2D
+    inputs = keras.Input(shape=input_shape, name="beat")
+    x = inputs
+    for b, (n_conv, filters) in enumerate(BLOCKS, start=1):
+        f = max(1, round(filters * width))
+        for i in range(1, n_conv + 1):
+            cname = f"block{b}_conv{i}"
+            if batch_norm:
+                x = conv(f, 3, padding="same", use_bias=False, name=cname)(x)
+                x = layers.BatchNormalization(name=f"{cname}_bn")(x)
+                x = layers.Activation("relu", name=f"{cname}_relu")(x)
+            else:
+                x = conv(f, 3, padding="same", activation="relu", name=cname)(x)
+        x = pool(2, padding="same", name=f"block{b}_pool")(x)
+    if include_top:
+        x = layers.Flatten(name="flatten")(x)
+        for fc in ("fc1", "fc2"):
+            x = layers.Dense(dense_units, activation="relu", name=fc)(x)
+            if dropout:
+                x = layers.Dropout(dropout, name=f"{fc}_dropout")(x)
+        # float32 output keeps the softmax stable under mixed precision
+        x = layers.Dense(classes, activation=classifier_activation, dtype="float32", name="predictions")(x)
+    elif pooling is not None:
+        glob = {("avg", 1): layers.GlobalAveragePooling1D, ("max", 1): layers.GlobalMaxPooling1D,
+                ("avg", 2): layers.GlobalAveragePooling2D, ("max", 2): layers.GlobalMaxPooling2D}
+        x = glob[(pooling, dims)](name=f"global_{pooling}_pool")(x)
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found: {path}")
+        model.load_weights(path)
+    return model

@@ -1,0 +1,143 @@
+"""MLflow logging: params, per-epoch per-class metrics, final scores, figures, the model and collapse tags."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+log = logging.getLogger("ecgvgg")
+
+for _noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.models.model"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
+def configure(uri: str, experiment: str) -> str:
+    """Point MLflow at ``uri`` and return the experiment id, creating both as needed.
+
+    For a SQLite store the database folder is created and new experiments keep their artifacts
+    in ``artifacts/`` beside the database, so one folder holds a whole study.
+    """
+    db = sqlite_path(uri)
+    artifact_location = None
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        artifact_location = (db.parent.resolve() / "artifacts").as_uri()
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return mlflow.create_experiment(experiment, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:
+        found = mlflow.get_experiment_by_name(experiment)  # created by a concurrent run
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+@contextmanager
+def start_run(experiment_id: str, run_name: str | None = None, run_id: str | None = None,
+              nested: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that ends FINISHED only when the block completes; FAILED on any error or interrupt."""
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, run_id=run_id, nested=nested)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.set_tag("ecgvgg.status", "interrupted")
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException as exc:
+        mlflow.set_tag("ecgvgg.error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log resolved config values as params (lists and dicts as JSON)."""
+    mlflow.log_params({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in params.items()})
+
+
+def log_counts(counts: Mapping[str, Mapping[int, int]], names: Sequence[str]) -> None:
+    """Log class counts per split (``count_train_before_N`` ...) as params and as a JSON artifact."""
+    mlflow.log_params({f"count_{split}_{names[c]}": n for split, by in counts.items() for c, n in by.items()
+                       if c < len(names)})
+    mlflow.log_dict({split: {names[c]: n for c, n in by.items() if c < len(names)} for split, by in counts.items()},
+                    "class_counts.json")
+
+
+def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
+    """Log one epoch's metrics with ``step`` = epoch number (1-based)."""
+    mlflow.log_metrics({k: float(v) for k, v in logs.items() if np.isscalar(v)}, step=epoch + 1)
+
+
+def flat_scores(scores: Mapping[str, Any], names: Sequence[str], prefix: str) -> dict[str, float]:
+    """``{prefix}_accuracy``, ``{prefix}_macro_f1`` and ``{prefix}_<metric>_<class>``."""
+    out = {f"{prefix}_accuracy": scores["accuracy"], f"{prefix}_macro_f1": scores["macro_f1"]}
+    for metric in ("precision", "recall", "f1"):
+        for i, name in enumerate(names):
+            out[f"{prefix}_{metric}_{name}"] = scores[metric][i]
+    return out
+
+
+def log_evaluation(scores: Mapping[str, Any], matrix: np.ndarray, report: str, names: Sequence[str],
+                   prefix: str = "test") -> None:
+    """Log final scores, the confusion matrix (PNG and JSON) and the classification report."""
+    mlflow.log_metrics(flat_scores(scores, names, prefix))
+    mlflow.log_dict({"labels": list(names), "rows": "true", "columns": "predicted", "matrix": matrix.tolist()},
+                    f"{prefix}_confusion_matrix.json")
+    mlflow.log_figure(confusion_figure(matrix, names, title=f"{prefix} confusion matrix"),
+                      f"{prefix}_confusion_matrix.png")
+    mlflow.log_text(report, f"{prefix}_classification_report.txt")
+
+
+def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str = "confusion matrix"):
+    """A matplotlib figure of the confusion matrix with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ConfusionMatrixDisplay(matrix, display_labels=list(names)).plot(ax=ax, colorbar=False, values_format="d")
+    ax.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def log_model(model: Any, example: np.ndarray, metadata: Mapping[str, Any]) -> str:
+    """Log the Keras model with its signature and ecgvgg metadata; return its ``runs:/`` URI."""
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    probs = model.predict(example, verbose=0)
+    signature = infer_signature(example, probs)
+    info = mlflow.keras.log_model(model, name="model", signature=signature, metadata=dict(metadata),
+                                  pip_requirements=["tensorflow", "keras"])
+    mlflow.log_dict(dict(metadata), "model/ecgvgg.json")
+    return info.model_uri if hasattr(info, "model_uri") else f"runs:/{mlflow.active_run().info.run_id}/model"
+
+
+def local_run_dir(uri: str, run_id: str) -> Path:
+    """A folder for a run's local files (checkpoints): beside a SQLite store, else under ./mlruns."""
+    db = sqlite_path(uri)
+    root = db.parent if db is not None else Path("mlruns")
+    path = root / "runs" / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path

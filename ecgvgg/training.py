@@ -1,0 +1,244 @@
+"""Train with Keras ``model.fit``: class weights, a tf.data pipeline, per-class validation and collapse detection."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ecgvgg.metrics import collapse_reason, per_class_scores
+from ecgvgg.resampling import Splits
+
+log = logging.getLogger("ecgvgg")
+
+ClassWeight = str | Mapping[int, float] | None
+
+
+@dataclass
+class FitResult:
+    """What training produced: the (best) model, per-epoch history and the collapse verdict."""
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_epoch: int | None
+    class_weight: dict[int, float] | None
+    collapsed: bool
+    collapse_reason: str | None
+    checkpoint: Path | None = None
+    val_scores: dict[str, Any] = field(default_factory=dict)
+
+
+def setup_device(*, mixed_precision: bool | str = "auto", deterministic: bool = False, seed: int = 0) -> tf.distribute.Strategy:
+    """Seed everything, pick the precision policy and return the distribution strategy to build models in.
+
+    ``mixed_precision="auto"`` turns float16 compute on when a GPU is present; several GPUs are
+    used through ``MirroredStrategy``; ``deterministic`` enables TensorFlow's op determinism.
+    """
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    gpus = tf.config.list_physical_devices("GPU")
+    use_mixed = bool(gpus) if mixed_precision == "auto" else bool(mixed_precision)
+    keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def balanced_class_weight(counts: Mapping[int, int]) -> dict[int, float]:
+    """``n_rows / (n_classes * n_rows_of_class)`` per class, as scikit-learn's ``"balanced"``."""
+    present = {int(c): int(n) for c, n in counts.items() if n > 0}
+    total, k = sum(present.values()), len(present)
+    return {c: total / (k * n) for c, n in present.items()}
+
+
+def resolve_class_weight(spec: ClassWeight, splits: Splits) -> dict[int, float] | None:
+    """Turn a class-weight setting into Keras' dict.
+
+    ``"balanced"`` is computed from the training counts *before* oversampling (the data as
+    collected). ``"auto"`` (the default) means balanced weights when no sampler ran and none
+    when the training split was oversampled, so the two corrections are never stacked unasked.
+    """
+    if spec is None or spec == "none":
+        return None
+    if spec == "auto":
+        return balanced_class_weight(splits.counts_before) if splits.sampler == "none" else None
+    if spec == "balanced":
+        if splits.sampler != "none":
+            warnings.warn(
+                f"class_weight='balanced' on a training split already oversampled with {splits.sampler}: "
+                "both corrections apply; use class_weight='auto' to apply only one",
+                stacklevel=2,
+            )
+        return balanced_class_weight(splits.counts_before)
+    if isinstance(spec, Mapping):
+        return {int(c): float(w) for c, w in spec.items()}
+    raise ValueError(f"class_weight must be 'auto', 'balanced', 'none' or a dict, got {spec!r}")
+
+
+def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0) -> tf.data.Dataset:
+    """A prefetched tf.data pipeline over in-memory arrays; shuffling permutes indices, not rows."""
+    X_t, y_t = tf.constant(X), tf.constant(y)
+    idx = tf.data.Dataset.range(len(X))
+    if shuffle:
+        idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
+    ds = idx.batch(batch_size).map(lambda i: (tf.gather(X_t, i), tf.gather(y_t, i)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """After each epoch, score the validation split per class and add the scores to ``logs``.
+
+    Adds ``val_loss``, ``val_accuracy``, ``val_macro_f1`` and ``val_{precision,recall,f1}_<class>``
+    so that early stopping and checkpoints can monitor ``val_macro_f1``.
+    """
+
+    def __init__(self, X_val: np.ndarray, y_val: np.ndarray, classes: Sequence[int], names: Sequence[str],
+                 batch_size: int = 256, on_epoch: Callable[[int, dict[str, float]], None] | None = None):
+        super().__init__()
+        self.y_val = np.asarray(y_val)
+        self.classes, self.names = list(classes), list(names)
+        self.dataset = tf.data.Dataset.from_tensor_slices(X_val).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        self.on_epoch = on_epoch
+        self.last_pred: np.ndarray | None = None
+        self.last_scores: dict[str, Any] = {}
+
+    def score(self) -> dict[str, float]:
+        """Predict the validation split with the current weights and return flat metrics."""
+        probs = self.model.predict(self.dataset, verbose=0)
+        pred = np.asarray(self.classes)[np.argmax(probs, axis=1)]
+        self.last_pred = pred
+        self.last_scores = per_class_scores(self.y_val, pred, self.classes)
+        idx = np.searchsorted(self.classes, self.y_val)
+        p_true = np.clip(probs[np.arange(len(idx)), idx], 1e-7, 1.0)
+        flat = {"val_loss": float(-np.mean(np.log(p_true))), "val_accuracy": self.last_scores["accuracy"],
+                "val_macro_f1": self.last_scores["macro_f1"]}
+        for c, name in zip(self.classes, self.names):
+            for metric in ("precision", "recall", "f1"):
+                flat[f"val_{metric}_{name}"] = self.last_scores[metric][c]
+        return flat
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        flat = self.score()
+        if logs is not None:
+            logs.update(flat)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, dict(logs or flat))
+
+
+class CollapseMonitor(keras.callbacks.Callback):
+    """Flag a collapsed model: one class predicted for (almost) all validation rows, or a class's
+    recall at 0 for ``patience`` epochs in a row. Logs a warning and can stop training."""
+
+    def __init__(self, metrics: ValidationMetrics, *, patience: int = 3, dominance: float = 0.98, stop: bool = False):
+        super().__init__()
+        self.metrics, self.patience, self.dominance, self.stop = metrics, patience, dominance, stop
+        self.zero_streak = {c: 0 for c in metrics.classes}
+        self.collapsed = False
+        self.reason: str | None = None
+        self.stopped = False
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        m = self.metrics
+        reason = collapse_reason(m.y_val, m.last_pred, m.classes, m.names, dominance=self.dominance)
+        if reason and reason.startswith("recall"):
+            reason = None  # a zero recall counts only once it lasts `patience` epochs
+        for c, name in zip(m.classes, m.names):
+            has_rows = m.last_scores["support"][c] > 0
+            self.zero_streak[c] = self.zero_streak[c] + 1 if has_rows and m.last_scores["recall"][c] == 0 else 0
+            if reason is None and self.zero_streak[c] >= self.patience:
+                reason = f"recall of class {name} has been 0 for {self.zero_streak[c]} epochs"
+        if reason and not self.collapsed:
+            log.warning("epoch %d: model looks collapsed: %s", epoch + 1, reason)
+        self.collapsed, self.reason = reason is not None, reason
+        if logs is not None:
+            logs["collapsed"] = float(self.collapsed)
+        if reason:
+            if self.stop:
+                self.model.stop_training = True
+                self.stopped = True
+
+
+def fit(
+    model: keras.Model,
+    splits: Splits,
+    *,
+    epochs: int = 30,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    class_weight: ClassWeight = "auto",
+    class_names: Sequence[str] | None = None,
+    monitor: str = "val_macro_f1",
+    early_stopping_patience: int | None = 8,
+    reduce_lr_patience: int | None = 3,
+    reduce_lr_factor: float = 0.5,
+    min_learning_rate: float = 1e-6,
+    checkpoint_path: str | Path | None = None,
+    collapse_patience: int = 3,
+    collapse_dominance: float = 0.98,
+    stop_on_collapse: bool = False,
+    seed: int = 0,
+    compile_model: bool = True,
+    initial_epoch: int = 0,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 0,
+) -> FitResult:
+    """Compile (Adam, sparse cross-entropy) and train ``model`` on ``splits`` already shaped for it.
+
+    Monitors ``val_macro_f1`` by default, keeps the best weights (and the best model in
+    ``checkpoint_path``, a ``.keras`` file), and reports whether the model collapsed.
+    """
+    names = list(class_names) if class_names is not None else [str(c) for c in splits.classes]
+    if len(names) != len(splits.classes):
+        raise ValueError(f"{len(names)} class names for {len(splits.classes)} classes")
+    if len(splits.X_val) == 0:
+        raise ValueError("the validation split is empty")
+    weights = resolve_class_weight(class_weight, splits)
+    if compile_model:
+        model.compile(keras.optimizers.Adam(learning_rate=learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    mode = "min" if monitor.endswith("loss") else "max"
+    metrics_cb = ValidationMetrics(splits.X_val, splits.y_val, splits.classes, names, batch_size, on_epoch)
+    collapse_cb = CollapseMonitor(metrics_cb, patience=collapse_patience, dominance=collapse_dominance,
+                                  stop=stop_on_collapse)
+    cbs: list[keras.callbacks.Callback] = [metrics_cb, collapse_cb]
+    early = None
+    if early_stopping_patience:
+        early = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience,
+                                              restore_best_weights=True)
+        cbs.append(early)
+    if checkpoint_path is not None:
+        checkpoint_path = Path(checkpoint_path)
+        if checkpoint_path.suffix != ".keras":
+            raise ValueError(f"checkpoint_path must end in .keras, got {checkpoint_path}")
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        cbs.append(keras.callbacks.ModelCheckpoint(checkpoint_path, monitor=monitor, mode=mode, save_best_only=True))
+    if reduce_lr_patience:
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=reduce_lr_factor,
+                                                     patience=reduce_lr_patience, min_lr=min_learning_rate))
+    cbs.extend(callbacks)
+    train = make_dataset(splits.X_train, splits.y_train, batch_size, shuffle=True, seed=seed)
+    hist = model.fit(train, epochs=epochs, initial_epoch=initial_epoch, class_weight=weights,
+                     callbacks=cbs, verbose=verbose, shuffle=False)
+    history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    scores = history.get(monitor, [])
+    best_epoch = initial_epoch + int(np.argmax(scores) if mode == "max" else np.argmin(scores)) + 1 if scores else None
+    if early is not None and early.best_weights is not None:
+        model.set_weights(early.best_weights)
+    metrics_cb.score()  # final verdict on the weights we return
+    reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names, dominance=collapse_dominance)
+    if collapse_cb.stopped and reason is None:
+        reason = collapse_cb.reason
+    if reason:
+        log.warning("model collapsed: %s", reason)
+    return FitResult(model, history, len(scores), best_epoch, weights, reason is not None, reason,
+                     checkpoint_path, metrics_cb.last_scores)
