@@ -134,6 +134,8 @@ def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.
     except Exception:  # noqa: BLE001 - diagnose the exact line below
         _diagnose_csv(p, src, len(first), set(dtypes) if has_header else None, names)
         raise
+    if not has_header:
+        table.columns = range(table.shape[1])
     return table, src
 
 

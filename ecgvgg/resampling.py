@@ -153,7 +153,11 @@ def _check_splittable(y: np.ndarray, groups: np.ndarray | None, classes: Sequenc
 def _split(rows: np.ndarray, y: np.ndarray, groups: np.ndarray | None, size: float, seed: int):
     """Split ``rows`` in two, stratified by ``y`` and grouped by ``groups`` when given."""
     if groups is None:
-        a, b = train_test_split(rows, test_size=size, stratify=y[rows], random_state=seed)
+        k = len(np.unique(y[rows]))
+        n_b = max(k, round(size * len(rows)))  # every class needs a row on both sides
+        if len(rows) - n_b < k:
+            raise DataError(f"{len(rows)} rows are too few for a stratified split of {k} classes")
+        a, b = train_test_split(rows, test_size=n_b, stratify=y[rows], random_state=seed)
         return np.sort(a), np.sort(b)
     g = groups[rows]
     n_splits = max(2, min(round(1 / size), len(np.unique(g))))

@@ -1,0 +1,39 @@
+"""Shared fixtures: the bundled real MIT-BIH sample and a throwaway MLflow store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pandas as pd
+import pytest
+
+from ecgvgg import sample_path
+
+DATA = Path(__file__).parent / "data"
+BAD = DATA / "bad"
+
+
+@pytest.fixture(scope="session")
+def sample_frame() -> pd.DataFrame:
+    """The bundled real beats: x0..x186, label, segment."""
+    return pd.read_parquet(sample_path())
+
+
+@pytest.fixture(scope="session")
+def sample_xyg():
+    """The bundled sample loaded through the public loader."""
+    from ecgvgg.data import load_xy
+
+    return load_xy(sample_path(), group_column="segment")
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch) -> str:
+    """A real MLflow SQLite store in a temporary folder, used through MLFLOW_TRACKING_URI."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
