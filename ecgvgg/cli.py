@@ -44,6 +44,8 @@ def _guard() -> Iterator[None]:
     """Turn bad input into exit status 2 with one clear line."""
     try:
         yield
+    except typer.Exit:
+        raise
     except (DataError, ConfigError) as exc:
         if _state["debug"]:
             raise
@@ -52,6 +54,12 @@ def _guard() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
         raise typer.Exit(130) from None
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                          soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) -> Table:

@@ -72,6 +72,13 @@ class ResamplingConfig(_Section):
     sampler: Literal["adasyn", "smote", "random", "none"] = "adasyn"
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _params_fit_sampler(self) -> ResamplingConfig:
+        from ecgvgg.resampling import make_sampler
+
+        make_sampler(self.sampler, **self.params)  # raises ValueError naming the bad parameter
+        return self
+
 
 class InputConfig(_Section):
     """How a beat becomes a network input: ``1d`` (length x 1) or ``2d`` (an image)."""

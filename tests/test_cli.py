@@ -1,0 +1,144 @@
+"""The ecgvgg command in-process against a real MLflow SQLite store in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from conftest import BAD
+from ecgvgg.cli import app
+
+ROOT = Path(__file__).parents[1]
+SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
+TINY = ["training.epochs=3", "model.width=0.0625", "model.dense_units=16", "training.batch_size=128",
+        "training.early_stopping_patience=0", "training.reduce_lr_patience=0"]
+runner = CliRunner()
+
+
+def _sets(*items: str) -> list[str]:
+    return [arg for item in (*TINY, *items) for arg in ("--set", item)]
+
+
+def _runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny real run of the seed pipeline, shared by the tests that read it."""
+    tmp = tmp_path_factory.mktemp("run")
+    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        result = runner.invoke(app, ["run", SEED, *_sets()])
+    return tmp, uri, result
+
+
+def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
+    tmp, uri, result = tiny_run
+    assert result.exit_code in (0, 3), result.output
+    runs = _runs(uri)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in result.output and "macro F1" in result.output
+    m, p, t = run.data.metrics, run.data.params, run.data.tags
+    for key in ("test_accuracy", "test_macro_f1", "test_recall_F", "test_precision_N", "test_f1_Q", "val_macro_f1",
+                "val_f1_S", "val_recall_V", "val_precision_F"):
+        assert key in m, key
+    assert t["collapsed"] in ("true", "false") and t["sampler"] == "adasyn" and t["input"] == "1d"
+    assert p["training.epochs"] == "3" and p["model.width"] == "0.0625" and p["resampling.sampler"] == "adasyn"
+    assert int(p["count_train_after_F"]) > int(p["count_train_before_F"])
+    history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_macro_f1")
+    assert [h.step for h in history] == [1, 2, 3]
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+    assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "test_classification_report.txt",
+            "class_counts.json"} <= artifacts
+    matrix = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="test_confusion_matrix.json", tracking_uri=uri)).read_text())
+    assert np.sum(matrix["matrix"]) == m["test_accuracy"] * 0 + np.sum(matrix["matrix"]) > 0
+    assert (t["collapsed"] == "true") == (result.exit_code == 3)
+
+
+def test_evaluate_and_predict_with_the_saved_model(tiny_run, tmp_path):
+    tmp, uri, _ = tiny_run
+    run_id = _runs(uri)[0].info.run_id
+    model = tmp / "mlruns" / "runs" / run_id / "model.keras"
+    data = str(ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet")
+    res = runner.invoke(app, ["evaluate", "--model", str(model), data, "--group-column", "segment", "--json"])
+    assert res.exit_code == 0, res.output
+    scores = json.loads(res.output)
+    assert 0 <= scores["macro_f1"] <= 1 and set(scores["recall"]) == set("NSVFQ")
+    res = runner.invoke(app, ["evaluate", "--run", run_id, "--tracking-uri", uri, data, "--group-column", "segment",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["accuracy"] == pytest.approx(scores["accuracy"])
+    out = tmp_path / "pred.csv"
+    res = runner.invoke(app, ["predict", "--model", str(model), data, "--group-column", "segment", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    pred = pd.read_csv(out)
+    assert len(pred) == 1269 and list(pred.columns) == ["prediction", "class_name", "p_N", "p_S", "p_V", "p_F", "p_Q"]
+    np.testing.assert_allclose(pred.filter(like="p_").sum(axis=1), 1, atol=1e-4)
+
+
+def test_model_that_does_not_fit_the_data_is_exit_2(tiny_run, tmp_path):
+    tmp, uri, _ = tiny_run
+    model = tmp / "mlruns" / "runs" / _runs(uri)[0].info.run_id / "model.keras"
+    short = tmp_path / "short.csv"
+    pd.DataFrame(np.zeros((4, 100)), columns=[f"x{i}" for i in range(100)]).assign(label=[0, 1, 0, 1]).to_csv(
+        short, index=False)
+    res = runner.invoke(app, ["evaluate", "--model", str(model), str(short)])
+    assert res.exit_code == 2 and "has 100 samples per beat but the model" in res.output
+
+
+def test_signal_free_data_exits_3_and_is_tagged(store, sample_frame, tmp_path):
+    zeros = sample_frame.copy()
+    zeros[[c for c in zeros.columns if c.startswith("x")]] = 0.0
+    path = tmp_path / "zeros.parquet"
+    zeros.to_parquet(path)
+    res = runner.invoke(app, ["run", SEED, *_sets(f"data.path={path}", "training.collapse_patience=2",
+                                                  "training.stop_on_collapse=true")])
+    assert res.exit_code == 3, res.output
+    assert "COLLAPSED MODEL" in res.output
+    run = _runs(store)[0]
+    assert run.data.tags["collapsed"] == "true" and run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", str(BAD / "negative_batch.yaml")], "training.batch_size: Input should be greater than 0"),
+        (["run", str(BAD / "unknown_key.yaml")], "training.epochz: unknown key"),
+        (["run", SEED, "--set", "data.path=nope.csv"], "nope.csv: no such file"),
+        (["run", str(BAD / "class_names_mismatch.yaml"), "--set", f"data.path={BAD / 'labels_0_to_4.csv'}"],
+         "outside the configured classes [0, 1, 2]"),
+    ],
+)
+def test_bad_config_or_data_exits_2_with_one_line_and_no_run(store, args, needle):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert needle in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+    assert _runs(store) == []
+
+
+def test_sweep_creates_child_runs_under_one_parent(store):
+    res = runner.invoke(app, ["sweep", SEED, "--grid", "resampling.sampler=random,none",
+                              *_sets("training.epochs=1")])
+    assert res.exit_code in (0, 3), res.output
+    runs = _runs(store)
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.data.params["resampling.sampler"] for r in children) == ["none", "random"]
+    assert "val macro-F1" in res.output

@@ -1,0 +1,64 @@
+"""Pipeline configs: strict typing, errors naming the YAML path, extends and --set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import BAD
+from ecgvgg.config import load_config
+from ecgvgg.errors import ConfigError
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_seed_pipeline_resolves_its_pieces():
+    cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml")
+    assert cfg.resampling.sampler == "adasyn"
+    assert cfg.training.batch_size == 256 and cfg.training.learning_rate == 0.001
+    assert cfg.training.early_stopping_patience > 0
+    assert cfg.input.kind == "1d" and cfg.model.width == 0.25
+    assert cfg.data.resolved_path().is_file()
+    flat = cfg.flat()
+    for key in ("data.path", "data.label_column", "data.group_column", "training.epochs", "training.batch_size",
+                "training.learning_rate", "model.width", "resampling.sampler", "tracking.uri"):
+        assert key in flat
+
+
+def test_set_overrides_are_typed():
+    cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml",
+                      ["training.epochs=2", "model.width=0.5", "resampling.sampler=none", "tracking.uri=sqlite:///x.db"])
+    assert cfg.training.epochs == 2 and cfg.model.width == 0.5
+    assert cfg.resampling.sampler == "none" and cfg.tracking.resolved_uri() == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("unknown_key.yaml", r"training\.epochz: unknown key \(allowed: epochs, batch_size"),
+        ("wrong_type.yaml", r"training\.learning_rate: .*\(got 'fast'\)"),
+        ("negative_batch.yaml", r"training\.batch_size: Input should be greater than 0 \(got -3\)"),
+        ("missing_path.yaml", r"data\.path: required"),
+        ("bad_sampler.yaml", r"resampling\.sampler: Input should be 'adasyn', 'smote', 'random' or 'none' \(got 'adasin'\)"),
+    ],
+)
+def test_bad_configs_name_the_key(name, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(BAD / name)
+
+
+def test_bad_set_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", ["training.epochs"])
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "loop.yaml").write_text("extends: [loop.yaml]\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(tmp_path / "loop.yaml")
+
+
+def test_sampler_params_are_checked_against_the_sampler():
+    with pytest.raises(ConfigError, match=r"resampling: sampler 'random'.*n_neighbors"):
+        load_config(ROOT / "pipelines" / "adasyn_vgg.yaml",
+                    ["resampling.sampler=random", "resampling.params={n_neighbors: 3}"])

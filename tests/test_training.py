@@ -1,0 +1,54 @@
+"""Training on real beats: it learns, it notices collapse, and its class weights come from pre-oversampling counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.utils.class_weight import compute_class_weight
+
+from ecgvgg.models import vgg16_1d
+from ecgvgg.resampling import split_then_oversample
+from ecgvgg.shapes import to_1d
+from ecgvgg.training import balanced_class_weight, fit, resolve_class_weight, setup_device
+
+
+@pytest.fixture(scope="module")
+def real_splits(sample_xyg):
+    X, y, g = sample_xyg
+    return split_then_oversample(X, y, groups=g, sampler="adasyn", seed=0).map_x(to_1d)
+
+
+def test_short_real_training_beats_chance(real_splits, tmp_path):
+    setup_device(seed=0, mixed_precision=False)
+    model = vgg16_1d(width=0.125, dense_units=64)
+    epochs_seen = []
+    result = fit(model, real_splits, epochs=6, batch_size=64, class_names=list("NSVFQ"),
+                 checkpoint_path=tmp_path / "best.keras", early_stopping_patience=None,
+                 on_epoch=lambda e, logs: epochs_seen.append(logs["val_macro_f1"]))
+    assert len(epochs_seen) == 6 == result.epochs_run
+    assert max(result.history["val_macro_f1"]) > 0.5  # chance is about 0.2 for 5 classes
+    assert set(result.history) >= {"val_f1_N", "val_recall_F", "val_precision_Q", "val_loss", "loss"}
+    assert (tmp_path / "best.keras").is_file()
+    assert 0 < result.best_epoch <= 6
+
+
+def test_signal_free_inputs_are_detected_as_collapsed(real_splits):
+    setup_device(seed=0, mixed_precision=False)
+    zeros = real_splits.map_x(np.zeros_like)
+    model = vgg16_1d(width=0.0625, dense_units=8)
+    result = fit(model, zeros, epochs=3, batch_size=128, collapse_patience=2, early_stopping_patience=None,
+                 stop_on_collapse=True)
+    assert result.collapsed
+    assert "predicts class" in result.collapse_reason or "recall" in result.collapse_reason
+
+
+def test_balanced_weights_come_from_counts_before_oversampling(real_splits):
+    before = real_splits.counts_before
+    y_before = np.repeat(list(before), list(before.values()))
+    expected = compute_class_weight("balanced", classes=np.arange(5), y=y_before)
+    with pytest.warns(UserWarning, match="both corrections apply"):
+        weights = resolve_class_weight("balanced", real_splits)
+    np.testing.assert_allclose([weights[c] for c in range(5)], expected)
+    assert weights[3] > 5 * weights[0]  # F is rare before oversampling, not after
+    assert resolve_class_weight("auto", real_splits) is None  # oversampled: do not correct twice
+    assert balanced_class_weight({0: 10, 1: 0, 2: 5}) == {0: 0.75, 2: 1.5}
