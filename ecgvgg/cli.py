@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,9 +41,19 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebac
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so that a running MLflow run is closed as KILLED."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 @contextmanager
 def _guard() -> Iterator[None]:
-    """Turn bad input into exit status 2 with one clear line."""
+    """Turn bad input into exit status 2 with one clear line, and SIGTERM into a clean interrupt."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         yield
     except typer.Exit:
@@ -51,15 +63,18 @@ def _guard() -> Iterator[None]:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        err_console.print("[bold red]interrupted[/]: the run was marked KILLED; continue it with --resume RUN_ID")
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     except Exception as exc:
         if _state["debug"]:
             raise
         err_console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
                           soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) -> Table:
@@ -104,7 +119,7 @@ def _progress_callback(progress: Any, epochs: int) -> Any:
     return RichProgress()
 
 
-def _run_one(cfg: Any, parent_run_id: Optional[str] = None) -> Any:
+def _run_one(cfg: Any, parent_run_id: Optional[str] = None, resume_run_id: Optional[str] = None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ecgvgg.pipeline import run_pipeline
@@ -112,20 +127,21 @@ def _run_one(cfg: Any, parent_run_id: Optional[str] = None) -> Any:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:
         return run_pipeline(cfg, callbacks=[_progress_callback(progress, cfg.training.epochs)],
-                            parent_run_id=parent_run_id)
+                            parent_run_id=parent_run_id, resume_run_id=resume_run_id)
 
 
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this interrupted run.")] = None,
 ) -> None:
     """Run a pipeline in one MLflow run; print the run id, the test per-class table and the model path."""
     from ecgvgg.config import load_config
 
     with _guard():
         cfg = load_config(config, set_ or [])
-        result = _run_one(cfg)
+        result = _run_one(cfg, resume_run_id=resume)
     console.print(f"run id: [bold]{result.run_id}[/]  (experiment {cfg.tracking.experiment}, "
                   f"store {cfg.tracking.resolved_uri()})")
     console.print(_scores_table(result.test_scores, result.class_names, "test split"))

@@ -54,3 +54,23 @@ def collapse_reason(
     if dead:
         return f"recall is 0 for class(es) {', '.join(dead)}"
     return None
+
+
+def aami_scores(matrix: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """AAMI EC57 per-class sensitivity ``Se``, positive predictivity ``+P``, ``FPR`` and ``F1``.
+
+    ``matrix`` has true classes in rows and predictions in columns. Undefined ratios are 0.
+    """
+    m = np.asarray(matrix, dtype=float)
+    total = m.sum()
+    out: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(names):
+        tp = m[i, i]
+        fn = m[i].sum() - tp
+        fp = m[:, i].sum() - tp
+        tn = total - tp - fn - fp
+        se = tp / (tp + fn) if tp + fn else 0.0
+        pp = tp / (tp + fp) if tp + fp else 0.0
+        out[name] = {"Se": se, "+P": pp, "FPR": fp / (fp + tn) if fp + tn else 0.0,
+                     "F1": 2 * se * pp / (se + pp) if se + pp else 0.0}
+    return out

@@ -72,11 +72,13 @@ def run_pipeline(
     callbacks: Sequence[Any] = (),
     on_epoch: Callable[[int, Mapping[str, float]], None] | None = None,
     parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> RunResult:
     """Run the configured study as one MLflow run and return its result.
 
     Data and config problems are found before the run starts, so they leave no run behind;
-    anything that fails later ends the run as FAILED (KILLED on Ctrl-C).
+    anything that fails later ends the run as FAILED (KILLED on Ctrl-C or SIGTERM).
+    ``resume_run_id`` continues an interrupted run from its best checkpoint, in the same run.
     """
     import mlflow
     from sklearn.metrics import classification_report
@@ -98,19 +100,23 @@ def run_pipeline(
 
     uri = cfg.tracking.resolved_uri()
     experiment_id = tracking.configure(uri, cfg.tracking.experiment)
-    with tracking.start_run(experiment_id, cfg.tracking.run_name, nested=parent_run_id is not None) as run:
+    resume = tracking.resume_point(uri, resume_run_id, cfg.flat(), cfg.training.monitor) if resume_run_id else None
+    with tracking.start_run(experiment_id, None if resume_run_id else cfg.tracking.run_name, run_id=resume_run_id,
+                            nested=parent_run_id is not None) as run:
         run_id = run.info.run_id
-        mlflow.set_tags({"sampler": cfg.resampling.sampler, "model": f"vgg16_{cfg.input.kind}",
-                         "input": cfg.input.kind if cfg.input.kind == "1d" else f"2d-{cfg.input.method}",
-                         "collapsed": "unknown"})
-        tracking.log_params(cfg.flat())
-        tracking.log_counts(splits.counts, names)
+        log.info("MLflow run %s %s", run_id, "resumed" if resume else "started")
         run_dir = tracking.local_run_dir(uri, run_id)
+        if resume is None:
+            mlflow.set_tags({"sampler": cfg.resampling.sampler, "model": f"vgg16_{cfg.input.kind}",
+                             "input": cfg.input.kind if cfg.input.kind == "1d" else f"2d-{cfg.input.method}",
+                             "collapsed": "unknown"})
+            tracking.log_params(cfg.flat())
+            tracking.log_counts(splits.counts, names)
 
         strategy = setup_device(mixed_precision=cfg.training.mixed_precision,
                                 deterministic=cfg.training.deterministic, seed=cfg.training.seed)
         with strategy.scope():
-            model = build_model(cfg, length)
+            model = build_model(cfg, length) if resume is None else tracking.load_checkpoint(resume.checkpoint)
         t = cfg.training
 
         def epoch_hook(epoch: int, logs: Mapping[str, float]) -> None:
@@ -123,7 +129,9 @@ def run_pipeline(
                      early_stopping_patience=t.early_stopping_patience or None,
                      reduce_lr_patience=t.reduce_lr_patience or None, checkpoint_path=run_dir / "best.keras",
                      collapse_patience=t.collapse_patience, collapse_dominance=t.collapse_dominance,
-                     stop_on_collapse=t.stop_on_collapse, seed=t.seed, on_epoch=epoch_hook, callbacks=callbacks)
+                     stop_on_collapse=t.stop_on_collapse, seed=t.seed, on_epoch=epoch_hook, callbacks=callbacks,
+                     compile_model=resume is None, initial_epoch=resume.epoch if resume else 0,
+                     initial_best=resume.best if resume else None)
         if result.class_weight:
             mlflow.log_params({f"class_weight_{names[c]}": round(w, 6) for c, w in result.class_weight.items()})
         mlflow.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch or 0})

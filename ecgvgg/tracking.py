@@ -6,11 +6,14 @@ import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
+
+from ecgvgg.errors import ConfigError
 
 log = logging.getLogger("ecgvgg")
 
@@ -36,16 +39,31 @@ def configure(uri: str, experiment: str) -> str:
         db.parent.mkdir(parents=True, exist_ok=True)
         artifact_location = (db.parent.resolve() / "artifacts").as_uri()
     mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    try:
+    # Several runs may start on a new store at once: creating its tables and the experiment is
+    # serialised with a lock file beside the database.
+    with _file_lock(db.with_suffix(".lock") if db is not None else None):
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
         return mlflow.create_experiment(experiment, artifact_location=artifact_location)
-    except mlflow.exceptions.MlflowException:
-        found = mlflow.get_experiment_by_name(experiment)  # created by a concurrent run
-        if found is None:
-            raise
-        return found.experiment_id
+
+
+@contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (no-op without a path or without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None
+    if path is None or fcntl is None:
+        yield
+        return
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -69,7 +87,7 @@ def start_run(experiment_id: str, run_name: str | None = None, run_id: str | Non
 
 def log_params(params: Mapping[str, Any]) -> None:
     """Log resolved config values as params (lists and dicts as JSON)."""
-    mlflow.log_params({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in params.items()})
+    mlflow.log_params({k: _param_text(v) for k, v in params.items()})
 
 
 def log_counts(counts: Mapping[str, Mapping[int, int]], names: Sequence[str]) -> None:
@@ -141,3 +159,52 @@ def local_run_dir(uri: str, run_id: str) -> Path:
     path = root / "runs" / run_id
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: Settings that may differ when a run is resumed (e.g. to train it for longer).
+RESUMABLE_CHANGES = {"training.epochs", "tracking.run_name"}
+
+
+@dataclass
+class ResumePoint:
+    """Where an interrupted run stopped: epochs completed, the best monitored value, its checkpoint."""
+
+    epoch: int
+    best: float | None
+    checkpoint: Path
+
+
+def resume_point(uri: str, run_id: str, params: Mapping[str, Any], monitor: str) -> ResumePoint:
+    """Check that ``run_id`` can be resumed with this config and say where it stopped."""
+    client = mlflow.tracking.MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise ConfigError(f"--resume {run_id}: no such run in {uri}") from None
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"--resume {run_id}: the run already finished")
+    logged = run.data.params
+    changed = [k for k, v in params.items()
+               if k in logged and k not in RESUMABLE_CHANGES and logged[k] != _param_text(v)]
+    if changed:
+        raise ConfigError(f"--resume {run_id}: the config differs from the run's in {', '.join(changed)}")
+    checkpoint = local_run_dir(uri, run_id) / "best.keras"
+    if not checkpoint.is_file():
+        raise ConfigError(f"--resume {run_id}: no checkpoint at {checkpoint} (the run ended before its first epoch)")
+    history = client.get_metric_history(run_id, monitor)
+    epoch = max((h.step for h in history), default=0)
+    values = [h.value for h in history]
+    best = (min(values) if monitor.endswith("loss") else max(values)) if values else None
+    return ResumePoint(epoch, best, checkpoint)
+
+
+def _param_text(value: Any) -> str:
+    """A param value as MLflow stores it."""
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def load_checkpoint(path: Path) -> Any:
+    """Load a ``.keras`` checkpoint with its optimizer state."""
+    import keras
+
+    return keras.saving.load_model(path)

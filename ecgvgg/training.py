@@ -188,6 +188,7 @@ def fit(
     seed: int = 0,
     compile_model: bool = True,
     initial_epoch: int = 0,
+    initial_best: float | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 0,
@@ -195,7 +196,9 @@ def fit(
     """Compile (Adam, sparse cross-entropy) and train ``model`` on ``splits`` already shaped for it.
 
     Monitors ``val_macro_f1`` by default, keeps the best weights (and the best model in
-    ``checkpoint_path``, a ``.keras`` file), and reports whether the model collapsed.
+    ``checkpoint_path``, a ``.keras`` file), and reports whether the model collapsed. To resume,
+    pass a loaded checkpoint with ``compile_model=False``, the epochs done as ``initial_epoch``
+    and the best monitored value so far as ``initial_best``.
     """
     names = list(class_names) if class_names is not None else [str(c) for c in splits.classes]
     if len(names) != len(splits.classes):
@@ -221,7 +224,8 @@ def fit(
         if checkpoint_path.suffix != ".keras":
             raise ValueError(f"checkpoint_path must end in .keras, got {checkpoint_path}")
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        cbs.append(keras.callbacks.ModelCheckpoint(checkpoint_path, monitor=monitor, mode=mode, save_best_only=True))
+        cbs.append(keras.callbacks.ModelCheckpoint(checkpoint_path, monitor=monitor, mode=mode, save_best_only=True,
+                                                   initial_value_threshold=initial_best))
     if reduce_lr_patience:
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=reduce_lr_factor,
                                                      patience=reduce_lr_patience, min_lr=min_learning_rate))

@@ -1,0 +1,115 @@
+"""Runs that are interrupted, resumed, repeated or run side by side: nothing lost, no run lies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from ecgvgg.cli import app
+
+ROOT = Path(__file__).parents[1]
+SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
+TINY = ["model.width=0.0625", "model.dense_units=16", "training.batch_size=128",
+        "training.early_stopping_patience=0", "training.reduce_lr_patience=0"]
+
+
+def _cmd(*extra: str, epochs: int) -> list[str]:
+    sets = [a for s in (*TINY, f"training.epochs={epochs}") for a in ("--set", s)]
+    return [sys.executable, "-m", "ecgvgg.cli", "run", SEED, *sets, *extra]
+
+
+def _env(uri: str) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_marks_run_killed_keeps_checkpoint_and_resume_continues(tmp_path, sig):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    proc = subprocess.Popen(_cmd(epochs=200), cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    runs_dir = tmp_path / "mlruns" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs_dir.glob("*/best.keras")):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    time.sleep(2)  # let a few more epochs pass
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), out
+    (run,) = _runs(uri)
+    assert run.info.status == "KILLED"
+    client = MlflowClient(uri)
+    done = max(h.step for h in client.get_metric_history(run.info.run_id, "val_macro_f1"))
+    assert done >= 1
+    assert "test_macro_f1" not in run.data.metrics  # no half-finished result
+    assert (runs_dir / run.info.run_id / "best.keras").is_file()
+
+    resumed = subprocess.run(_cmd("--resume", run.info.run_id, epochs=done + 2), cwd=tmp_path, env=_env(uri),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode in (0, 3), resumed.stdout + resumed.stderr
+    (after,) = _runs(uri)
+    assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
+    steps = sorted(h.step for h in client.get_metric_history(run.info.run_id, "val_macro_f1"))
+    assert steps[-1] == done + 2 and steps[:done] == list(range(1, done + 1))
+    assert "test_macro_f1" in after.data.metrics
+
+
+def test_resume_refuses_a_finished_run_or_a_changed_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    runner = CliRunner()
+    sets = [a for s in (*TINY, "training.epochs=1") for a in ("--set", s)]
+    first = runner.invoke(app, ["run", SEED, *sets])
+    assert first.exit_code in (0, 3), first.output
+    run_id = _runs(uri)[0].info.run_id
+    res = runner.invoke(app, ["run", SEED, *sets, "--resume", run_id])
+    assert res.exit_code == 2 and "already finished" in res.output
+    res = runner.invoke(app, ["run", SEED, *sets, "--resume", "0" * 32])
+    assert res.exit_code == 2 and "no such run" in res.output
+
+
+def test_deterministic_cpu_runs_give_identical_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    runner = CliRunner()
+    sets = [a for s in (*TINY, "training.epochs=2", "training.deterministic=true") for a in ("--set", s)]
+    for _ in range(2):
+        res = runner.invoke(app, ["run", SEED, *sets])
+        assert res.exit_code in (0, 3), res.output
+    a, b = _runs(uri)
+    keys = [k for k in a.data.metrics if k.startswith(("test_", "val_"))]
+    assert len(keys) > 20
+    assert {k: a.data.metrics[k] for k in keys} == {k: b.data.metrics[k] for k in keys}
+
+
+def test_two_concurrent_runs_on_one_store_both_complete(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    procs = [subprocess.Popen(_cmd(epochs=2), cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode in (0, 3), out
+    runs = _runs(uri)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    client = MlflowClient(uri)
+    for r in runs:
+        assert "test_macro_f1" in r.data.metrics
+        assert len(client.get_metric_history(r.info.run_id, "val_macro_f1")) == 2
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"test_confusion_matrix.json", "model"}
+        assert (tmp_path / "mlruns" / "runs" / r.info.run_id / "model.keras").is_file()
+    assert runs[0].info.artifact_uri != runs[1].info.artifact_uri
