@@ -77,13 +77,22 @@ def _guard() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+#: AAMI EC57 highlights supraventricular (SVEB) and ventricular (VEB) ectopic beats.
+AAMI_HIGHLIGHT = {"S": "SVEB", "V": "VEB"}
+
+
 def _scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) -> Table:
+    """Per-class precision (+P), recall (Se), F1, false positive rate and support, as AAMI EC57 reports them."""
+    from ecgvgg.metrics import aami_scores
+
+    aami = aami_scores(scores["confusion_matrix"], names)
     table = Table(title=title, title_justify="left")
-    for col in ("class", "precision", "recall", "F1", "support"):
+    for col in ("class", "precision (+P)", "recall (Se)", "F1", "FPR", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for i, name in enumerate(names):
-        table.add_row(name, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}",
-                      f"{scores['f1'][i]:.3f}", str(scores["support"][i]))
+        label = f"[bold]{name} ({AAMI_HIGHLIGHT[name]})[/]" if name in AAMI_HIGHLIGHT else name
+        table.add_row(label, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}",
+                      f"{scores['f1'][i]:.3f}", f"{aami[name]['FPR']:.3f}", str(scores["support"][i]))
     table.add_section()
     table.add_row("macro F1", "", "", f"{scores['macro_f1']:.3f}", "")
     table.add_row("accuracy", "", "", f"{scores['accuracy']:.3f}", "")
@@ -174,7 +183,10 @@ def evaluate(
     if as_json:
         by_class = {m: {names[i]: scores[m][c] for i, c in enumerate(loaded.classes)}
                     for m in ("precision", "recall", "f1", "support")}
+        from ecgvgg.metrics import aami_scores
+
         print(json.dumps({"macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"], **by_class,
+                          "aami_ec57": aami_scores(scores["confusion_matrix"], names),
                           "confusion_matrix": scores["confusion_matrix"], "class_names": names}, indent=2))
     else:
         console.print(_scores_table(scores, names, f"{data}"))
@@ -227,6 +239,49 @@ def predict(
     frame.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else frame.to_parquet(tmp, index=False)
     tmp.replace(out)
     console.print(f"wrote {len(frame)} predictions to {out}")
+
+
+@app.command()
+def prepare(
+    records_dir: Annotated[Path, typer.Argument(help="Folder of WFDB records (.hea/.dat/.atr).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output beats file (.parquet or .csv).")],
+    method: Annotated[str, typer.Option(help="kachuee (125 Hz, 1.2 x median RR, 187 samples) or window.")] = "kachuee",
+    channel: Annotated[str, typer.Option(help="Signal name to use (first signal if absent).")] = "MLII",
+    before: Annotated[float, typer.Option(help="window: seconds before the R peak.")] = 0.25,
+    after: Annotated[float, typer.Option(help="window: seconds after the R peak.")] = 0.45,
+    bandpass: Annotated[Optional[str], typer.Option(help="Band-pass filter LOW,HIGH in Hz, e.g. 0.5,40.")] = None,
+) -> None:
+    """Cut annotated beats from WFDB records into one row per beat with label, record and sample columns."""
+    from rich.progress import Progress
+
+    from ecgvgg.records import prepare_records
+
+    with _guard():
+        if method not in ("kachuee", "window"):
+            raise ConfigError(f"--method {method!r}: choose kachuee or window")
+        if out.suffix.lower() not in {".csv", ".parquet"}:
+            raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
+        band = None
+        if bandpass:
+            try:
+                low, high = (float(v) for v in bandpass.split(","))
+            except ValueError:
+                raise ConfigError(f"--bandpass {bandpass!r}: expected LOW,HIGH in Hz") from None
+            band = (low, high)
+        n = len(list(records_dir.glob("*.hea"))) if records_dir.is_dir() else 0
+        with Progress(console=err_console, transient=True) as progress:
+            task = progress.add_task("records", total=n)
+            beats, report = prepare_records(records_dir, method=method, channel=channel, filter_band=band,
+                                            before=before, after=after,
+                                            on_record=lambda name: progress.update(task, advance=1,
+                                                                                   description=f"record {name}"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        beats.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else beats.to_parquet(tmp, index=False)
+        tmp.replace(out)
+    console.print(f"wrote {out}: {report.summary()}")
+    for name, why in report.skipped_records.items():
+        err_console.print(f"[yellow]skipped record {name}:[/] {why}")
 
 
 def _parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:

@@ -58,6 +58,9 @@ class SplitConfig(_Section):
     val_size: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
     grouped: bool = True
+    #: ``stratified``: random grouped split; ``de_chazal``: train on DS1 records, test on DS2
+    #: (``data.group_column`` must hold MIT-BIH record numbers), validation carved from DS1 by record.
+    protocol: Literal["stratified", "de_chazal"] = "stratified"
 
     @model_validator(mode="after")
     def _sizes(self) -> SplitConfig:

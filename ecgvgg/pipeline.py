@@ -48,10 +48,17 @@ def load_data(cfg: PipelineConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series |
 
 def prepare_splits(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Series | None) -> Splits:
     """Split then oversample as configured (grouped when a group column is set and ``split.grouped``)."""
+    protocol = {}
+    if cfg.split.protocol == "de_chazal":
+        from ecgvgg.records import DS1, DS2
+
+        if groups is None:
+            raise ConfigError("split.protocol: de_chazal needs data.group_column naming the record column")
+        protocol = {"test_groups": DS2, "train_groups": DS1}
     return split_then_oversample(
-        X, y, groups=groups if cfg.split.grouped else None, test_size=cfg.split.test_size,
+        X, y, groups=groups if cfg.split.grouped or protocol else None, test_size=cfg.split.test_size,
         val_size=cfg.split.val_size, sampler=cfg.resampling.sampler, sampler_params=cfg.resampling.params,
-        seed=cfg.split.seed, classes=range(len(cfg.data.class_names)),
+        seed=cfg.split.seed, classes=range(len(cfg.data.class_names)), **protocol,
     )
 
 

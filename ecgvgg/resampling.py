@@ -9,7 +9,7 @@ test beat, and no beat of a test group, can ever reach training. Nothing here im
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -93,12 +93,17 @@ def split_then_oversample(
     sampler_params: Mapping[str, Any] | None = None,
     seed: int = 0,
     classes: Sequence[int] | None = None,
+    test_groups: Collection[str] | None = None,
+    train_groups: Collection[str] | None = None,
 ) -> Splits:
     """Split stratified (grouped when ``groups`` is given), then oversample the training split only.
 
     ``test_size`` and ``val_size`` are fractions of all rows. ``sampler`` is a name from
     :data:`SAMPLERS` (with ``sampler_params`` passed to it) or any object with ``fit_resample``.
     ADASYN failures on a class fall back to SMOTE for that class, with a warning.
+    With ``test_groups`` (e.g. the DS2 records) the test split is exactly those groups and
+    validation is carved by group from ``train_groups`` (default: all other groups); rows in
+    neither are left out, with a warning that counts them.
     """
     Xa = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
     ya = np.asarray(y).astype(np.int64)
@@ -110,14 +115,36 @@ def split_then_oversample(
     if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
         raise ValueError(f"need 0 < test_size, val_size and test_size + val_size < 1; got {test_size}, {val_size}")
     classes = tuple(int(c) for c in (classes if classes is not None else np.unique(ya)))
-    _check_splittable(ya, ga, classes)
-
     rows = np.arange(len(ya))
-    rest, test = _split(rows, ya, ga, test_size, seed)
-    train, val = _split(rest, ya, ga, val_size / (1 - test_size), seed + 1)
+    if test_groups is None:
+        _check_splittable(ya, ga, classes)
+        rest, test = _split(rows, ya, ga, test_size, seed)
+        train, val = _split(rest, ya, ga, val_size / (1 - test_size), seed + 1)
+    else:
+        if ga is None:
+            raise DataError("test_groups needs groups (e.g. the record column)")
+        gs = ga.astype(str)
+        test = rows[np.isin(gs, [str(g) for g in test_groups])]
+        pool = rows[np.isin(gs, [str(g) for g in train_groups])] if train_groups is not None else np.setdiff1d(rows, test)
+        pool = np.setdiff1d(pool, test)
+        if not len(test) or not len(pool):
+            raise DataError(f"the data have {len(pool)} training-side and {len(test)} test-side rows for these groups")
+        left_out = len(ya) - len(test) - len(pool)
+        if left_out:
+            warnings.warn(f"{left_out} rows belong to groups in neither the training nor the test set and are left out",
+                          stacklevel=2)
+        train, val = _split(pool, ya, gs, val_size, seed + 1)
+        # a class seen in too few training-side groups stays wholly in training
+        for c in np.unique(ya[pool]):
+            if not np.any(ya[train] == c):
+                moved = np.isin(gs[val], np.unique(gs[val][ya[val] == c]))
+                train, val = np.sort(np.r_[train, val[moved]]), val[~moved]
     missing = [c for c in classes if c in set(ya.tolist()) and not np.any(ya[train] == c)]
-    if missing:
+    if missing and test_groups is None:
         raise DataError(f"class(es) {missing} have no rows in the training split; add data or reduce test_size/val_size")
+    if missing:
+        warnings.warn(f"class(es) {missing} have no training rows under these groups; the model cannot learn them",
+                      stacklevel=2)
 
     X_tr, y_tr = Xa[train], ya[train]
     name = sampler if isinstance(sampler, str) else type(sampler).__name__

@@ -114,8 +114,14 @@ def flat_scores(scores: Mapping[str, Any], names: Sequence[str], prefix: str) ->
 
 def log_evaluation(scores: Mapping[str, Any], matrix: np.ndarray, report: str, names: Sequence[str],
                    prefix: str = "test") -> None:
-    """Log final scores, the confusion matrix (PNG and JSON) and the classification report."""
+    """Log final scores, AAMI EC57 metrics, the confusion matrix (PNG and JSON) and the classification report."""
+    from ecgvgg.metrics import aami_scores
+
+    aami = aami_scores(matrix, names)
     mlflow.log_metrics(flat_scores(scores, names, prefix))
+    mlflow.log_metrics({f"{prefix}_{key}_{name}": v for name, by in aami.items()
+                        for key, v in (("se", by["Se"]), ("ppv", by["+P"]), ("fpr", by["FPR"]))})
+    mlflow.log_dict(aami, f"{prefix}_aami_ec57.json")
     mlflow.log_dict({"labels": list(names), "rows": "true", "columns": "predicted", "matrix": matrix.tolist()},
                     f"{prefix}_confusion_matrix.json")
     mlflow.log_figure(confusion_figure(matrix, names, title=f"{prefix} confusion matrix"),

@@ -54,7 +54,7 @@ def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
     assert run.info.run_id in result.output and "macro F1" in result.output
     m, p, t = run.data.metrics, run.data.params, run.data.tags
     for key in ("test_accuracy", "test_macro_f1", "test_recall_F", "test_precision_N", "test_f1_Q", "val_macro_f1",
-                "val_f1_S", "val_recall_V", "val_precision_F"):
+                "val_f1_S", "val_recall_V", "val_precision_F", "test_se_S", "test_ppv_V", "test_fpr_S"):
         assert key in m, key
     assert t["collapsed"] in ("true", "false") and t["sampler"] == "adasyn" and t["input"] == "1d"
     assert p["training.epochs"] == "3" and p["model.width"] == "0.0625" and p["resampling.sampler"] == "adasyn"
@@ -63,10 +63,13 @@ def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
     assert [h.step for h in history] == [1, 2, 3]
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
     assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "test_classification_report.txt",
-            "class_counts.json"} <= artifacts
+            "class_counts.json", "test_aami_ec57.json", "model"} <= artifacts
+    assert "S (SVEB)" in result.output and "FPR" in result.output
     matrix = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="test_confusion_matrix.json", tracking_uri=uri)).read_text())
-    assert np.sum(matrix["matrix"]) == m["test_accuracy"] * 0 + np.sum(matrix["matrix"]) > 0
+    diag = np.trace(matrix["matrix"]) / np.sum(matrix["matrix"])
+    assert diag == pytest.approx(m["test_accuracy"])
+    assert np.sum(matrix["matrix"]) == sum(int(p[f"count_test_{c}"]) for c in "NSVFQ")
     assert (t["collapsed"] == "true") == (result.exit_code == 3)
 
 
@@ -142,3 +145,22 @@ def test_sweep_creates_child_runs_under_one_parent(store):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.params["resampling.sampler"] for r in children) == ["none", "random"]
     assert "val macro-F1" in res.output
+
+
+def test_de_chazal_protocol_tests_on_ds2_records_only(store, sample_frame, tmp_path):
+    from ecgvgg.records import DS1, DS2
+
+    segments = sorted(sample_frame["segment"].unique())
+    names = (*DS1, *DS2, "102")  # 102 is paced: left out of both sides
+    to_record = {seg: names[i % len(names)] for i, seg in enumerate(segments)}
+    frame = sample_frame.assign(record=sample_frame["segment"].map(to_record)).drop(columns="segment")
+    path = tmp_path / "records.parquet"
+    frame.to_parquet(path)
+    res = runner.invoke(app, ["run", SEED, *_sets("training.epochs=1", f"data.path={path}", "data.group_column=record",
+                                                  "split.protocol=de_chazal")])
+    assert res.exit_code in (0, 3), res.output
+    params = _runs(store)[0].data.params
+    n_test = sum(int(params[f"count_test_{c}"]) for c in "NSVFQ")
+    assert n_test == int(frame["record"].isin(DS2).sum())
+    n_train = sum(int(params[f"count_train_before_{c}"]) + int(params[f"count_val_{c}"]) for c in "NSVFQ")
+    assert n_train == int(frame["record"].isin(DS1).sum())
