@@ -114,9 +114,11 @@ def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.
         first = next(csv.reader(fh), [])
     if not first:
         raise DataError(f"{p}: file is empty")
-    numeric_first = all(_is_number(f) for f in first)
+    # column numbers 0, 1, 2, ... as pandas writes them are a header too
+    numeric_first = all(_is_number(f) for f in first) and not (
+        len(first) > 2 and first == [str(i) for i in range(len(first))])
     if header is False and not numeric_first:
-        bad = next(f for f in first if not _is_number(f))
+        bad = next((f for f in first if not _is_number(f)), ",".join(first[:3]) + ",...")
         raise DataError(
             f"{p}: line 1 looks like a header row ({bad!r}), but the file is declared headerless; "
             "remove the row or set data.header: true"

@@ -5,7 +5,9 @@ The layout is Keras' ``VGG16``: five blocks of 2, 2, 3, 3, 3 convolutions (64, 1
 then ``fc1``, ``fc2`` and the ``predictions`` softmax. Unlike Keras' image model, the pools use
 ``padding="same"``, so a dimension rounds up (187 -> 94 -> 47 -> 24 -> 12 -> 6) and never reaches
 zero: five pools work on short beats and on small folded images (14 x 14 -> 1 x 1). For inputs
-whose sizes are multiples of 32 the result equals Keras' valid pooling.
+whose sizes are multiples of 32 the result equals Keras' valid pooling. Batch normalisation
+(optional, after each convolution) uses momentum 0.9 so that its moving statistics settle within
+the few hundred steps that a small heartbeat set gives.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _vgg16(input_shape, dims, classes, width, dense_units, dropout, batch_norm,
             cname = f"block{b}_conv{i}"
             if batch_norm:
                 x = conv(f, 3, padding="same", use_bias=False, name=cname)(x)
-                x = layers.BatchNormalization(name=f"{cname}_bn")(x)
+                x = layers.BatchNormalization(momentum=0.9, name=f"{cname}_bn")(x)
                 x = layers.Activation("relu", name=f"{cname}_relu")(x)
             else:
                 x = conv(f, 3, padding="same", activation="relu", name=cname)(x)

@@ -113,3 +113,16 @@ def test_text_column_not_declared_as_group_is_named(sample_frame, tmp_path):
 
 def test_data_error_is_a_value_error():
     assert issubclass(DataError, ValueError)
+
+
+def test_numbered_header_row_as_pandas_writes_it(sample_frame, tmp_path):
+    path = tmp_path / "numbered.csv"
+    frame = _mixed(sample_frame, 3).drop(columns="segment")
+    frame.columns = range(frame.shape[1])
+    frame.to_csv(path, index=False)  # header line "0,1,2,...,187"
+    with pytest.raises(DataError, match=r"line 1 looks like a header row \('0,1,2,...'\)"):
+        load_xy(path, header=False)
+    with pytest.raises(DataError, match=r"no label column 'label' \(columns: 0, 1, 2"):
+        load_xy(path)
+    X, y, _ = load_xy(path, label_column="187")
+    assert X.shape == (15, 187) and y.tolist() == frame[187].tolist()
