@@ -41,10 +41,10 @@ NAMES = ["N", "S", "V", "F", "Q"]
 def pipeline_fold(config: str, overrides: list[str], X, y, g, test_groups, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Predict the test fold with the ecgvgg pipeline as a config file describes it."""
     from ecgvgg.config import load_config
-    from ecgvgg.pipeline import build_model
+    from ecgvgg.pipeline import build_model, train
     from ecgvgg.resampling import split_then_oversample
     from ecgvgg.shapes import reshape
-    from ecgvgg.training import fit, setup_device
+    from ecgvgg.training import setup_device
 
     cfg = load_config(ROOT / "pipelines" / config, overrides)
     with warnings.catch_warnings():
@@ -55,11 +55,7 @@ def pipeline_fold(config: str, overrides: list[str], X, y, g, test_groups, seed:
     shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
     setup_device(seed=seed, mixed_precision=cfg.training.mixed_precision)
     model = build_model(cfg, X.shape[1])
-    t = cfg.training
-    fit(model, shaped, epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
-        class_weight=t.class_weight, class_names=NAMES, monitor=t.monitor,
-        early_stopping_patience=t.early_stopping_patience or None, reduce_lr_patience=t.reduce_lr_patience or None,
-        seed=seed)
+    train(cfg, model, shaped, seed=seed)
     return np.argmax(model.predict(shaped.X_test, verbose=0), axis=1), splits.test_index
 
 

@@ -114,6 +114,8 @@ class TrainingConfig(_Section):
     collapse_patience: int = Field(3, gt=0)
     collapse_dominance: float = Field(0.98, gt=0.5, le=1)
     stop_on_collapse: bool = False
+    augment_scale: float = Field(0.0, ge=0, lt=1)
+    augment_noise: float = Field(0.0, ge=0)
     deterministic: bool = False
     mixed_precision: Literal["auto", True, False] = "auto"
     seed: int = 0

@@ -73,6 +73,20 @@ def build_model(cfg: PipelineConfig, length: int) -> Any:
                    batch_norm=m.batch_norm, weights=m.weights)
 
 
+def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:
+    """:func:`ecgvgg.training.fit` with the ``training`` section of ``cfg`` (``extra`` adds or overrides)."""
+    from ecgvgg.training import fit
+
+    t = cfg.training
+    kwargs = dict(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+                  class_weight=t.class_weight, class_names=list(cfg.data.class_names), monitor=t.monitor,
+                  early_stopping_patience=t.early_stopping_patience or None,
+                  reduce_lr_patience=t.reduce_lr_patience or None, collapse_patience=t.collapse_patience,
+                  collapse_dominance=t.collapse_dominance, stop_on_collapse=t.stop_on_collapse, seed=t.seed,
+                  augment_scale=t.augment_scale, augment_noise=t.augment_noise)
+    return fit(model, shaped, **{**kwargs, **extra})
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     *,
@@ -93,7 +107,7 @@ def run_pipeline(
     from ecgvgg import tracking
     from ecgvgg.inference import METADATA_FILE, metadata
     from ecgvgg.metrics import collapse_reason, confusion, per_class_scores
-    from ecgvgg.training import fit, setup_device
+    from ecgvgg.training import setup_device
 
     names = list(cfg.data.class_names)
     classes = list(range(len(names)))
@@ -131,14 +145,9 @@ def run_pipeline(
             if on_epoch is not None:
                 on_epoch(epoch, logs)
 
-        result = fit(model, shaped, epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
-                     class_weight=t.class_weight, class_names=names, monitor=t.monitor,
-                     early_stopping_patience=t.early_stopping_patience or None,
-                     reduce_lr_patience=t.reduce_lr_patience or None, checkpoint_path=run_dir / "best.keras",
-                     collapse_patience=t.collapse_patience, collapse_dominance=t.collapse_dominance,
-                     stop_on_collapse=t.stop_on_collapse, seed=t.seed, on_epoch=epoch_hook, callbacks=callbacks,
-                     compile_model=resume is None, initial_epoch=resume.epoch if resume else 0,
-                     initial_best=resume.best if resume else None)
+        result = train(cfg, model, shaped, checkpoint_path=run_dir / "best.keras", on_epoch=epoch_hook,
+                       callbacks=callbacks, compile_model=resume is None,
+                       initial_epoch=resume.epoch if resume else 0, initial_best=resume.best if resume else None)
         if result.class_weight:
             mlflow.log_params({f"class_weight_{names[c]}": round(w, 6) for c, w in result.class_weight.items()})
         mlflow.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch or 0})

@@ -84,14 +84,29 @@ def resolve_class_weight(spec: ClassWeight, splits: Splits) -> dict[int, float] 
     raise ValueError(f"class_weight must be 'auto', 'balanced', 'none' or a dict, got {spec!r}")
 
 
-def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0) -> tf.data.Dataset:
-    """A prefetched tf.data pipeline over in-memory arrays; shuffling permutes indices, not rows."""
+def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 augment_scale: float = 0.0, augment_noise: float = 0.0) -> tf.data.Dataset:
+    """A prefetched tf.data pipeline over in-memory arrays; shuffling permutes indices, not rows.
+
+    ``augment_scale`` multiplies each beat by a random factor in ``1 +- augment_scale`` and
+    ``augment_noise`` adds Gaussian noise of that standard deviation (training data only).
+    """
     X_t, y_t = tf.constant(X), tf.constant(y)
     idx = tf.data.Dataset.range(len(X))
     if shuffle:
         idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-    ds = idx.batch(batch_size).map(lambda i: (tf.gather(X_t, i), tf.gather(y_t, i)), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    rank = len(X.shape)
+
+    def batch(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x = tf.gather(X_t, i)
+        if augment_scale:
+            shape = tf.concat([tf.shape(i), tf.ones([rank - 1], tf.int32)], 0)
+            x = x * tf.random.uniform(shape, 1 - augment_scale, 1 + augment_scale, dtype=x.dtype)
+        if augment_noise:
+            x = x + tf.random.normal(tf.shape(x), stddev=augment_noise, dtype=x.dtype)
+        return x, tf.gather(y_t, i)
+
+    return idx.batch(batch_size).map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -189,6 +204,8 @@ def fit(
     compile_model: bool = True,
     initial_epoch: int = 0,
     initial_best: float | None = None,
+    augment_scale: float = 0.0,
+    augment_noise: float = 0.0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 0,
@@ -230,7 +247,8 @@ def fit(
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=reduce_lr_factor,
                                                      patience=reduce_lr_patience, min_lr=min_learning_rate))
     cbs.extend(callbacks)
-    train = make_dataset(splits.X_train, splits.y_train, batch_size, shuffle=True, seed=seed)
+    train = make_dataset(splits.X_train, splits.y_train, batch_size, shuffle=True, seed=seed,
+                         augment_scale=augment_scale, augment_noise=augment_noise)
     hist = model.fit(train, epochs=epochs, initial_epoch=initial_epoch, class_weight=weights,
                      callbacks=cbs, verbose=verbose, shuffle=False)
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}

@@ -52,3 +52,15 @@ def test_balanced_weights_come_from_counts_before_oversampling(real_splits):
     assert weights[3] > 5 * weights[0]  # F is rare before oversampling, not after
     assert resolve_class_weight("auto", real_splits) is None  # oversampled: do not correct twice
     assert balanced_class_weight({0: 10, 1: 0, 2: 5}) == {0: 0.75, 2: 1.5}
+
+
+def test_augmentation_perturbs_training_batches_only(real_splits):
+    from ecgvgg.training import make_dataset
+
+    X, y = real_splits.X_train[:64], real_splits.y_train[:64]
+    plain = next(iter(make_dataset(X, y, 64, shuffle=False)))
+    aug = next(iter(make_dataset(X, y, 64, shuffle=False, augment_scale=0.2, augment_noise=0.01)))
+    np.testing.assert_array_equal(plain[0].numpy(), X)
+    np.testing.assert_array_equal(aug[1].numpy(), y)
+    diff = aug[0].numpy() - X
+    assert diff.shape == X.shape and 0 < np.abs(diff).mean() < 0.2
