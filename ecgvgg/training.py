@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -182,6 +183,25 @@ class CollapseMonitor(keras.callbacks.Callback):
                 self.stopped = True
 
 
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the best model so far to a ``.keras`` file, atomically: an interrupt during a save
+    leaves the previous checkpoint intact."""
+
+    def __init__(self, path: Path, *, monitor: str, mode: str, initial_best: float | None = None):
+        super().__init__()
+        self.path, self.monitor, self.mode = Path(path), monitor, mode
+        self.best = initial_best if initial_best is not None else (-np.inf if mode == "max" else np.inf)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None or not (value > self.best if self.mode == "max" else value < self.best):
+            return
+        self.best = value
+        partial = self.path.with_name(self.path.stem + ".partial.keras")
+        self.model.save(partial)
+        os.replace(partial, self.path)
+
+
 def fit(
     model: keras.Model,
     splits: Splits,
@@ -241,8 +261,7 @@ def fit(
         if checkpoint_path.suffix != ".keras":
             raise ValueError(f"checkpoint_path must end in .keras, got {checkpoint_path}")
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        cbs.append(keras.callbacks.ModelCheckpoint(checkpoint_path, monitor=monitor, mode=mode, save_best_only=True,
-                                                   initial_value_threshold=initial_best))
+        cbs.append(BestCheckpoint(checkpoint_path, monitor=monitor, mode=mode, initial_best=initial_best))
     if reduce_lr_patience:
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=reduce_lr_factor,
                                                      patience=reduce_lr_patience, min_lr=min_learning_rate))
