@@ -30,12 +30,12 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int]) ->
 
 def collapse_reason(
     y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], names: Sequence[str] | None = None,
-    dominance: float = 0.98,
+    dominance: float = 0.98, check_recall: bool = True,
 ) -> str | None:
     """Say why predictions look collapsed, or None.
 
-    Collapsed means one class is predicted for at least ``dominance`` of the rows, or a class
-    with rows is never predicted correctly (recall 0).
+    Collapsed means one class is predicted for at least ``dominance`` of the rows, or (with
+    ``check_recall``) a class with rows is never predicted correctly (recall 0).
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if len(y_pred) == 0:
@@ -47,13 +47,19 @@ def collapse_reason(
     if share >= dominance:
         label = names[list(classes).index(values[top])] if values[top] in classes else str(values[top])
         return f"predicts class {label} for {share:.1%} of {len(y_pred)} rows"
-    dead = [
-        names[i] for i, c in enumerate(classes)
-        if np.any(y_true == c) and not np.any((y_pred == c) & (y_true == c))
-    ]
+    dead = zero_recall(y_true, y_pred, classes, names) if check_recall else []
     if dead:
         return f"recall is 0 for class(es) {', '.join(dead)}"
     return None
+
+
+def zero_recall(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int],
+                names: Sequence[str] | None = None) -> list[str]:
+    """Names of the classes that have rows but are never predicted correctly."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    names = list(names) if names is not None else [str(c) for c in classes]
+    return [names[i] for i, c in enumerate(classes)
+            if np.any(y_true == c) and not np.any((y_pred == c) & (y_true == c))]
 
 
 def aami_scores(matrix: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ecgvgg.metrics import collapse_reason, per_class_scores
+from ecgvgg.metrics import collapse_reason, per_class_scores, zero_recall
 from ecgvgg.resampling import Splits
 
 log = logging.getLogger("ecgvgg")
@@ -158,6 +158,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         super().__init__()
         self.metrics, self.patience, self.dominance, self.stop = metrics, patience, dominance, stop
         self.zero_streak = {c: 0 for c in metrics.classes}
+        self.longest_zero_streak = {name: 0 for name in metrics.names}
         self.collapsed = False
         self.reason: str | None = None
         self.stopped = False
@@ -170,6 +171,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         for c, name in zip(m.classes, m.names):
             has_rows = m.last_scores["support"][c] > 0
             self.zero_streak[c] = self.zero_streak[c] + 1 if has_rows and m.last_scores["recall"][c] == 0 else 0
+            self.longest_zero_streak[name] = max(self.longest_zero_streak[name], self.zero_streak[c])
             if reason is None and self.zero_streak[c] >= self.patience:
                 reason = f"recall of class {name} has been 0 for {self.zero_streak[c]} epochs"
         if reason and not self.collapsed:
@@ -276,7 +278,14 @@ def fit(
     if early is not None and early.best_weights is not None:
         model.set_weights(early.best_weights)
     metrics_cb.score()  # final verdict on the weights we return
-    reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names, dominance=collapse_dominance)
+    # the verdict on the weights returned: one class nearly everywhere, or a class that the
+    # model never finds now and whose recall also stayed 0 for `collapse_patience` epochs
+    reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,
+                             dominance=collapse_dominance, check_recall=False)
+    lost = [n for n in zero_recall(splits.y_val, metrics_cb.last_pred, splits.classes, names)
+            if collapse_cb.longest_zero_streak[n] >= collapse_patience]
+    if reason is None and lost:
+        reason = f"recall is 0 for class(es) {', '.join(lost)} (and stayed 0 for {collapse_patience}+ epochs)"
     if collapse_cb.stopped and reason is None:
         reason = collapse_cb.reason
     if reason:

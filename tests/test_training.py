@@ -64,3 +64,15 @@ def test_augmentation_perturbs_training_batches_only(real_splits):
     np.testing.assert_array_equal(aug[1].numpy(), y)
     diff = aug[0].numpy() - X
     assert diff.shape == X.shape and 0 < np.abs(diff).mean() < 0.2
+
+
+def test_collapse_rules_on_predictions():
+    from ecgvgg.metrics import collapse_reason, zero_recall
+
+    y = np.array([0] * 90 + [1] * 5 + [2] * 5)
+    assert "predicts class N for 99.0%" in collapse_reason(y, np.r_[np.zeros(99), 1], [0, 1, 2], list("NSV"))
+    never_s = np.r_[np.zeros(95), np.full(5, 2)]
+    assert zero_recall(y, never_s, [0, 1, 2], list("NSV")) == ["S"]
+    assert collapse_reason(y, never_s, [0, 1, 2], list("NSV")) == "recall is 0 for class(es) S"
+    assert collapse_reason(y, never_s, [0, 1, 2], list("NSV"), check_recall=False) is None
+    assert collapse_reason(y, y, [0, 1, 2]) is None
