@@ -1,6 +1,6 @@
 """MIT-BIH scale: time and peak memory of load -> split -> ADASYN -> tf.data, then VGG16-1D training speed.
 
-    python benchmarks/scale.py [--widths 1.0 0.25] [--steps 20] [--batch 256] [--mixed-precision]
+    python benchmarks/scale.py [--models 1.0:4096 0.25:256] [--steps 20] [--batch 256] [--mixed-precision]
 
 Generated beats with the real shape and class mix (87,554 x 187 float32, N 72,471 / S 2,223 /
 V 5,788 / F 641 / Q 6,431) are written to a headerless Kaggle-style CSV first, so that loading
@@ -29,7 +29,8 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--widths", nargs="+", type=float, default=[1.0, 0.25])
+    p.add_argument("--models", nargs="+", default=["1.0:4096", "0.25:4096", "0.25:256"],
+                   help="WIDTH:DENSE_UNITS of each VGG16-1D to time")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--mixed-precision", action="store_true")
@@ -80,18 +81,19 @@ def main() -> None:
     for name, secs, rss in stages:
         print(f"| {name} | {secs:.2f} | {rss:.0f} |")
 
-    print(f"\n| model | width | params | batch | mixed precision | device | samples/s | est. epoch (s) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for width in a.widths:
+    print(f"\n| model | width | dense units | params | batch | mixed precision | device | samples/s | est. epoch (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for spec in a.models:
+        width, dense = float(spec.split(":")[0]), int(spec.split(":")[1])
         setup_device(mixed_precision=a.mixed_precision, seed=0)
-        model = vgg16_1d(width=width)
+        model = vgg16_1d(width=width, dense_units=dense)
         model.compile(keras.optimizers.Adam(learning_rate=1e-3), loss="sparse_categorical_crossentropy")
         batches = make_dataset(shaped.X_train, shaped.y_train, a.batch, shuffle=True).take(a.steps).cache()
-        model.fit(batches, epochs=1, verbose=0)  # warm-up: tracing and first allocations
+        model.fit(batches, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing and first allocations
         t = time.perf_counter()
-        model.fit(batches, epochs=1, verbose=0)
+        model.fit(batches, epochs=1, verbose=0, shuffle=False)
         rate = a.steps * a.batch / (time.perf_counter() - t)
-        print(f"| VGG16-1D | {width} | {model.count_params():,} | {a.batch} | {a.mixed_precision} | {device} | "
+        print(f"| VGG16-1D | {width} | {dense} | {model.count_params():,} | {a.batch} | {a.mixed_precision} | {device} | "
               f"{rate:,.0f} | {len(shaped.X_train) / rate:,.0f} |")
 
 

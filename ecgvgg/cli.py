@@ -327,7 +327,7 @@ def sweep(
                 rows.append((combo, result))
     rows.sort(key=lambda r: r[1].val_scores.get("macro_f1", 0.0), reverse=True)
     table = Table(title=f"sweep {parent.info.run_id}", title_justify="left")
-    for col in ("run", *grid_keys(rows), "val macro-F1", "test macro-F1", "collapsed"):
+    for col in ("run", *_grid_keys(rows), "val macro-F1", "test macro-F1", "collapsed"):
         table.add_column(col)
     for combo, r in rows:
         table.add_row(r.run_id[:8], *(str(v) for v in combo.values()), f"{r.val_scores.get('macro_f1', 0):.3f}",
@@ -338,7 +338,7 @@ def sweep(
         raise typer.Exit(EXIT_COLLAPSED)
 
 
-def grid_keys(rows: Sequence[tuple[dict[str, Any], Any]]) -> list[str]:
+def _grid_keys(rows: Sequence[tuple[dict[str, Any], Any]]) -> list[str]:
     """Column names for the swept keys."""
     return list(rows[0][0]) if rows else []
 
