@@ -117,21 +117,42 @@ def test_signal_free_data_exits_3_and_is_tagged(store, sample_frame, tmp_path):
     assert run.data.tags["collapsed"] == "true" and run.info.status == "FINISHED"
 
 
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["run", str(BAD / "negative_batch.yaml")], "training.batch_size: Input should be greater than 0"),
-        (["run", str(BAD / "unknown_key.yaml")], "training.epochz: unknown key"),
-        (["run", SEED, "--set", "data.path=nope.csv"], "nope.csv: no such file"),
-        (["run", str(BAD / "class_names_mismatch.yaml"), "--set", f"data.path={BAD / 'labels_0_to_4.csv'}"],
-         "outside the configured classes [0, 1, 2]"),
-    ],
-)
+def _data(name: str, *extra: str) -> list[str]:
+    return ["run", SEED, "--set", f"data.path={BAD / name}", "--set", "data.group_column=null",
+            *[a for e in extra for a in ("--set", e)]]
+
+
+BAD_INPUTS = [
+    (["run", str(BAD / "negative_batch.yaml")], "training.batch_size: Input should be greater than 0"),
+    (["run", str(BAD / "unknown_key.yaml")], "training.epochz: unknown key"),
+    (["run", str(BAD / "wrong_type.yaml")], "training.learning_rate: Input should be a valid number (got 'fast')"),
+    (["run", str(BAD / "missing_path.yaml")], "data.path: required"),
+    (["run", str(BAD / "bad_sampler.yaml")], "resampling.sampler: Input should be 'adasyn'"),
+    (["run", str(BAD / "class_names_mismatch.yaml"), "--set", f"data.path={BAD / 'labels_0_to_4.csv'}"],
+     "outside the configured classes [0, 1, 2]"),
+    (_data("empty.csv"), "empty.csv: file is empty"),
+    (_data("header_in_headerless.csv", "data.header=false"), "line 1 looks like a header row"),
+    (_data("ragged.csv"), "ragged.csv: line 5 has 187 columns, expected 188"),
+    (_data("non_numeric.csv"), "column 10 is not numeric at line 6: 'abc'"),
+    (_data("nan.csv"), "nan.csv: column 7 has nan at line 3"),
+    (_data("inf.csv"), "inf.csv: column 7 has inf at line 3"),
+    (_data("label_7.csv"), "label column 187 has 7 at line 4, outside the configured classes"),
+    (_data("label_1_5.csv"), "has 1.5 at line 4; labels must be integers"),
+    (_data("one_class.csv"), "one_class.csv: all 3 rows have label 0"),
+    (_data("x_short.csv", f"data.y_path={BAD / 'y_long.csv'}"), "14 rows of X but"),
+    (_data("no_label.parquet"), "no_label.parquet: no label column 'label'"),
+    (_data("does_not_exist.csv"), "does_not_exist.csv: no such file"),
+    (_data(""), "bad: is a directory"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD_INPUTS, ids=[n[:28] for _, n in BAD_INPUTS])
 def test_bad_config_or_data_exits_2_with_one_line_and_no_run(store, args, needle):
     res = runner.invoke(app, args)
     assert res.exit_code == 2, res.output
-    assert needle in " ".join(res.output.split())
-    assert "Traceback" not in res.output
+    text = " ".join(res.output.split())
+    assert needle in text
+    assert text.startswith("error:") and "Traceback" not in res.output
     assert _runs(store) == []
 
 
