@@ -195,50 +195,56 @@ def _split(rows: np.ndarray, y: np.ndarray, groups: np.ndarray | None, size: flo
     return rows[a], rows[b]
 
 
+#: Samplers that interpolate between neighbours, and the name of their neighbour count.
+_NEIGHBOUR_PARAM = {"adasyn": "n_neighbors", "smote": "k_neighbors"}
+
+
 def _oversample(
     X: np.ndarray, y: np.ndarray, sampler: str | Sampler, params: dict[str, Any], seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample the training rows; ADASYN falls back to SMOTE per class where it cannot work."""
+    """Resample the training rows; ADASYN and SMOTE fall back per class where they cannot work."""
     if not isinstance(sampler, str):
         X_res, y_res = sampler.fit_resample(X, y)
         return np.asarray(X_res, dtype=np.float32), np.asarray(y_res, dtype=np.int64)
-    built = make_sampler(sampler, seed=seed, **params)
+    name = sampler.lower()
+    built = make_sampler(name, seed=seed, **params)
     if built is None:
         return X, y
-    if sampler.lower() != "adasyn":
-        X_res, y_res = built.fit_resample(X, y)
-        return np.asarray(X_res, dtype=np.float32), np.asarray(y_res, dtype=np.int64)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             X_res, y_res = built.fit_resample(X, y)
-        return np.asarray(X_res, dtype=np.float32), np.asarray(y_res, dtype=np.int64)
     except (RuntimeError, ValueError, UserWarning):
-        return _adasyn_per_class(X, y, params, seed)
+        if name not in _NEIGHBOUR_PARAM:
+            raise
+        return _per_class(X, y, name, params, seed)
+    return np.asarray(X_res, dtype=np.float32), np.asarray(y_res, dtype=np.int64)
 
 
-def _adasyn_per_class(X: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int):
-    """Run ADASYN one minority class at a time, using SMOTE (fewer neighbours) where ADASYN fails."""
-    from imblearn.over_sampling import ADASYN, SMOTE, RandomOverSampler
+def _per_class(X: np.ndarray, y: np.ndarray, name: str, params: dict[str, Any], seed: int):
+    """Oversample one minority class at a time up to the majority count, using SMOTE with fewer
+    neighbours (or duplication for a single row) for a class where ``name`` fails, with a warning."""
+    from imblearn.over_sampling import SMOTE, RandomOverSampler
 
+    key = _NEIGHBOUR_PARAM[name]
     values, counts = np.unique(y, return_counts=True)
     target = int(counts.max())
-    k = int(params.get("n_neighbors", 5))
-    extra = {k_: v for k_, v in params.items() if k_ not in {"n_neighbors", "sampling_strategy"}}
+    k = int(params.get(key, 5))
+    extra = {k_: v for k_, v in params.items() if k_ not in {key, "sampling_strategy"}}
     new_X, new_y = [X], [y]
     for c, n in zip(values.tolist(), counts.tolist()):
         if n == target:
             continue
         strategy = {c: target}
-        reason = None
         if n <= k:
-            reason = f"it has {n} rows, not more than n_neighbors={k}"
+            reason = f"it has {n} rows, not more than {key}={k}"
         else:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("error", UserWarning)
-                    Xr, _ = ADASYN(sampling_strategy=strategy, n_neighbors=k, random_state=seed, **extra).fit_resample(X, y)
-                new_X.append(Xr[len(X):])
+                    primary = make_sampler(name, seed=seed, sampling_strategy=strategy, **{key: k}, **extra)
+                    Xr, _ = primary.fit_resample(X, y)
+                new_X.append(np.asarray(Xr[len(X):], dtype=np.float32))
                 new_y.append(np.full(len(Xr) - len(X), c, dtype=np.int64))
                 continue
             except (RuntimeError, ValueError, UserWarning) as exc:
@@ -246,13 +252,13 @@ def _adasyn_per_class(X: np.ndarray, y: np.ndarray, params: dict[str, Any], seed
         if n >= 2:
             k_smote = min(5, n - 1)
             warnings.warn(
-                f"ADASYN cannot oversample class {c} ({reason}); using SMOTE with k_neighbors={k_smote} for it",
+                f"{name.upper()} cannot oversample class {c} ({reason}); using SMOTE with k_neighbors={k_smote} for it",
                 stacklevel=3,
             )
             fallback = SMOTE(sampling_strategy=strategy, k_neighbors=k_smote, random_state=seed)
         else:
             warnings.warn(
-                f"ADASYN cannot oversample class {c} ({reason}); it has 1 row, so it is duplicated instead",
+                f"{name.upper()} cannot oversample class {c} ({reason}); it has 1 row, so it is duplicated instead",
                 stacklevel=3,
             )
             fallback = RandomOverSampler(sampling_strategy=strategy, random_state=seed)

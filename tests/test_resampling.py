@@ -82,6 +82,15 @@ def test_class_smaller_than_neighbours_falls_back():
     assert s.counts_after[1] == s.counts_after[0]
 
 
+def test_smote_on_a_class_smaller_than_k_falls_back_too():
+    rng = np.random.default_rng(2)
+    X = np.vstack([rng.normal(0, 1, (80, 6)), rng.normal(1, 1, (30, 6)), rng.normal(2, 1, (6, 6))])
+    y = np.r_[np.zeros(80), np.ones(30), np.full(6, 2)].astype(int)
+    with pytest.warns(UserWarning, match=r"SMOTE cannot oversample class 2 \(it has \d rows, not more than k_neighbors=5\)"):
+        s = split_then_oversample(X, y, sampler="smote", test_size=0.2, val_size=0.2)
+    assert len(set(s.counts_after.values())) == 1
+
+
 def test_too_few_rows_or_groups_and_single_class_are_data_errors(sample_xyg):
     X, y, g = sample_xyg
     keep = (y != 3) | (g.isin(g[y == 3].unique()[:2]))
@@ -118,8 +127,7 @@ def test_property_random_class_mixes_never_leak_or_crash(counts, grouped, sample
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            s = split_then_oversample(X, y, groups=groups, sampler=sampler,
-                                      sampler_params={"k_neighbors": 1} if sampler == "smote" else None, seed=seed)
+            s = split_then_oversample(X, y, groups=groups, sampler=sampler, seed=seed)
         except DataError as exc:  # only a clear refusal is allowed, never a crash
             assert any(m in str(exc) for m in ("needs at least 3", "no rows in the training split", "too few"))
             return
