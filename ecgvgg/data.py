@@ -23,7 +23,7 @@ import pandas as pd
 from ecgvgg.errors import DataError
 
 DEFAULT_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 4)
-_CSV_SUFFIXES = {".csv", ".txt", ".tsv"}
+_CSV_SUFFIXES = {".csv", ".txt"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
 
 
@@ -48,20 +48,22 @@ def load_xy(
     group_column: str | None = None,
     header: bool | None = None,
     classes: Sequence[int] = DEFAULT_CLASSES,
+    format: str = "auto",
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
     """Load and validate beats as ``(X, y, groups)``; ``groups`` is None without a group column.
 
     ``header=None`` detects whether a CSV has a header row; ``header=False`` declares a
     headerless Kaggle-style CSV whose last column is the label. With ``y_path`` the labels come
-    from a second file (one column, or a column named ``label_column``).
+    from a second file (one column, or a column named ``label_column``). ``format`` is ``auto``
+    (by file suffix), ``csv`` or ``parquet``.
     """
     text_columns = {group_column} if group_column else set()
-    table, src = _read_table(path, header, text_columns)
+    table, src = _read_table(path, header, text_columns, format)
     if y_path is None:
         X, y, groups = _split_columns(table, src, label_column, group_column, label_last=src.header_lines == 0)
         y_src = src
     else:
-        y_table, y_src = _read_table(y_path, header, set())
+        y_table, y_src = _read_table(y_path, header, set(), format)
         groups = _pop_group(table, src, group_column)
         X = table
         y = _pick_label(y_table, y_src, label_column)
@@ -75,7 +77,8 @@ def load_xy(
     return X, y, groups
 
 
-def _read_table(path: str | Path, header: bool | None, text_columns: set[str]) -> tuple[pd.DataFrame, _Source]:
+def _read_table(path: str | Path, header: bool | None, text_columns: set[str],
+                fmt: str = "auto") -> tuple[pd.DataFrame, _Source]:
     """Read a CSV or Parquet file into a DataFrame, failing with a DataError that names it."""
     p = Path(path)
     if not p.exists():
@@ -85,13 +88,15 @@ def _read_table(path: str | Path, header: bool | None, text_columns: set[str]) -
     if p.stat().st_size == 0:
         raise DataError(f"{p}: file is empty")
     suffix = p.suffix.lower()
-    if suffix in _PARQUET_SUFFIXES:
+    if fmt not in ("auto", "csv", "parquet"):
+        raise ValueError(f"format must be auto, csv or parquet, got {fmt!r}")
+    if fmt == "parquet" or (fmt == "auto" and suffix in _PARQUET_SUFFIXES):
         try:
             table = pd.read_parquet(p)
         except Exception as exc:  # pyarrow raises several types for damaged files
             raise DataError(f"{p}: cannot read as Parquet ({exc})") from exc
         src = _Source(p, -1)
-    elif suffix in _CSV_SUFFIXES or suffix == "":
+    elif fmt == "csv" or suffix in _CSV_SUFFIXES or suffix == "":
         table, src = _read_csv(p, header, text_columns)
     else:
         raise DataError(f"{p}: unknown file type '{suffix}' (expected .csv or .parquet)")

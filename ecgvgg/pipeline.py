@@ -43,7 +43,7 @@ def load_data(cfg: PipelineConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series |
     header = None if d.header == "auto" else d.header
     y_path = d.resolved_path("y_path") if d.y_path else None
     return load_xy(d.resolved_path(), y_path, label_column=d.label_column, group_column=d.group_column,
-                   header=header, classes=range(len(d.class_names)))
+                   header=header, classes=range(len(d.class_names)), format=d.format)
 
 
 def prepare_splits(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Series | None) -> Splits:

@@ -9,7 +9,7 @@ test beat, and no beat of a test group, can ever reach training. Nothing here im
 from __future__ import annotations
 
 import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,7 +56,7 @@ class Splits:
         """Training-split class counts after oversampling."""
         return self.counts["train_after"]
 
-    def map_x(self, fn: Any) -> Splits:
+    def map_x(self, fn: Callable[[np.ndarray], np.ndarray]) -> Splits:
         """Return a copy whose three X arrays went through ``fn`` (e.g. :func:`ecgvgg.shapes.to_1d`)."""
         return Splits(
             fn(self.X_train), self.y_train, fn(self.X_val), self.y_val, fn(self.X_test), self.y_test,

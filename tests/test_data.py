@@ -126,3 +126,14 @@ def test_numbered_header_row_as_pandas_writes_it(sample_frame, tmp_path):
         load_xy(path)
     X, y, _ = load_xy(path, label_column="187")
     assert X.shape == (15, 187) and y.tolist() == frame[187].tolist()
+
+
+def test_format_overrides_the_suffix(sample_frame, tmp_path):
+    path = tmp_path / "beats.dat"
+    _mixed(sample_frame, 4).drop(columns="segment").to_csv(path, header=False, index=False)
+    with pytest.raises(DataError, match=r"beats\.dat: unknown file type '.dat'"):
+        load_xy(path)
+    X, y, _ = load_xy(path, format="csv")
+    assert X.shape == (20, 187)
+    with pytest.raises(DataError, match=r"beats\.dat: cannot read as Parquet"):
+        load_xy(path, format="parquet")
