@@ -71,6 +71,10 @@ def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
     assert diag == pytest.approx(m["test_accuracy"])
     assert np.sum(matrix["matrix"]) == sum(int(p[f"count_test_{c}"]) for c in "NSVFQ")
     assert (t["collapsed"] == "true") == (result.exit_code == 3)
+    mlflow.set_tracking_uri(uri)
+    signature = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature
+    assert tuple(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 187, 1)
+    assert tuple(signature.outputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 5)
 
 
 def test_evaluate_and_predict_with_the_saved_model(tiny_run, tmp_path):
