@@ -157,7 +157,7 @@ class CollapseMonitor(keras.callbacks.Callback):
     def __init__(self, metrics: ValidationMetrics, *, patience: int = 3, dominance: float = 0.98, stop: bool = False):
         super().__init__()
         self.metrics, self.patience, self.dominance, self.stop = metrics, patience, dominance, stop
-        self.zero_streak = {c: 0 for c in metrics.classes}
+        self.zero_streak = {name: 0 for name in metrics.names}
         self.longest_zero_streak = {name: 0 for name in metrics.names}
         self.collapsed = False
         self.reason: str | None = None
@@ -165,15 +165,15 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         m = self.metrics
-        reason = collapse_reason(m.y_val, m.last_pred, m.classes, m.names, dominance=self.dominance)
-        if reason and reason.startswith("recall"):
-            reason = None  # a zero recall counts only once it lasts `patience` epochs
-        for c, name in zip(m.classes, m.names):
-            has_rows = m.last_scores["support"][c] > 0
-            self.zero_streak[c] = self.zero_streak[c] + 1 if has_rows and m.last_scores["recall"][c] == 0 else 0
-            self.longest_zero_streak[name] = max(self.longest_zero_streak[name], self.zero_streak[c])
-            if reason is None and self.zero_streak[c] >= self.patience:
-                reason = f"recall of class {name} has been 0 for {self.zero_streak[c]} epochs"
+        # a zero recall counts only once it lasts `patience` epochs
+        reason = collapse_reason(m.y_val, m.last_pred, m.classes, m.names, dominance=self.dominance,
+                                 check_recall=False)
+        zero = set(zero_recall(m.y_val, m.last_pred, m.classes, m.names))
+        for name in m.names:
+            self.zero_streak[name] = self.zero_streak[name] + 1 if name in zero else 0
+            self.longest_zero_streak[name] = max(self.longest_zero_streak[name], self.zero_streak[name])
+            if reason is None and self.zero_streak[name] >= self.patience:
+                reason = f"recall of class {name} has been 0 for {self.zero_streak[name]} epochs"
         if reason and not self.collapsed:
             log.warning("epoch %d: model looks collapsed: %s", epoch + 1, reason)
         self.collapsed, self.reason = reason is not None, reason
