@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -21,6 +22,15 @@ def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[i
         "f1": dict(zip(labels, f.astype(float).tolist())),
         "support": dict(zip(labels, s.astype(int).tolist())),
     }
+
+
+def flat_scores(scores: Mapping[str, Any], names: Sequence[str], prefix: str) -> dict[str, float]:
+    """:func:`per_class_scores` as ``{prefix}_accuracy``, ``{prefix}_macro_f1`` and ``{prefix}_<metric>_<class name>``."""
+    out = {f"{prefix}_accuracy": scores["accuracy"], f"{prefix}_macro_f1": scores["macro_f1"]}
+    for metric in ("precision", "recall", "f1"):
+        for c, name in zip(scores[metric], names):
+            out[f"{prefix}_{metric}_{name}"] = scores[metric][c]
+    return out
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int]) -> np.ndarray:

@@ -103,19 +103,10 @@ def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
     mlflow.log_metrics({k: float(v) for k, v in logs.items() if np.isscalar(v)}, step=epoch + 1)
 
 
-def flat_scores(scores: Mapping[str, Any], names: Sequence[str], prefix: str) -> dict[str, float]:
-    """``{prefix}_accuracy``, ``{prefix}_macro_f1`` and ``{prefix}_<metric>_<class>``."""
-    out = {f"{prefix}_accuracy": scores["accuracy"], f"{prefix}_macro_f1": scores["macro_f1"]}
-    for metric in ("precision", "recall", "f1"):
-        for i, name in enumerate(names):
-            out[f"{prefix}_{metric}_{name}"] = scores[metric][i]
-    return out
-
-
 def log_evaluation(scores: Mapping[str, Any], matrix: np.ndarray, report: str, names: Sequence[str],
                    prefix: str = "test") -> None:
     """Log final scores, AAMI EC57 metrics, the confusion matrix (PNG and JSON) and the classification report."""
-    from ecgvgg.metrics import aami_scores
+    from ecgvgg.metrics import aami_scores, flat_scores
 
     aami = aami_scores(matrix, names)
     mlflow.log_metrics(flat_scores(scores, names, prefix))

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ecgvgg.metrics import collapse_reason, per_class_scores, zero_recall
+from ecgvgg.metrics import collapse_reason, flat_scores, per_class_scores, zero_recall
 from ecgvgg.resampling import Splits
 
 log = logging.getLogger("ecgvgg")
@@ -135,12 +135,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.last_scores = per_class_scores(self.y_val, pred, self.classes)
         idx = np.searchsorted(self.classes, self.y_val)
         p_true = np.clip(probs[np.arange(len(idx)), idx], 1e-7, 1.0)
-        flat = {"val_loss": float(-np.mean(np.log(p_true))), "val_accuracy": self.last_scores["accuracy"],
-                "val_macro_f1": self.last_scores["macro_f1"]}
-        for c, name in zip(self.classes, self.names):
-            for metric in ("precision", "recall", "f1"):
-                flat[f"val_{metric}_{name}"] = self.last_scores[metric][c]
-        return flat
+        return {"val_loss": float(-np.mean(np.log(p_true))), **flat_scores(self.last_scores, self.names, "val")}
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         flat = self.score()
