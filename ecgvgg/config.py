@@ -156,7 +156,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key.path=value")
-        _set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
+        set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
     return validate_config(raw, source=str(path))
 
 
@@ -216,12 +216,14 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+def set_path(raw: dict[str, Any], key: str, value: Any, option: str = "--set") -> None:
+    """Set ``section.key`` in a raw config dict (validation later names unknown keys)."""
+    keys = key.split(".")
     node = raw
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {'.'.join(keys)}: {k} is not a section")
+            raise ConfigError(f"{option} {key}: {k} is not a section")
     node[keys[-1]] = value
 
 

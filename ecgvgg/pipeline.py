@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgvgg.config import PipelineConfig, validate_config
+from ecgvgg.config import PipelineConfig, set_path, validate_config
 from ecgvgg.data import load_xy
 from ecgvgg.errors import ConfigError
 from ecgvgg.resampling import Splits, split_then_oversample
@@ -182,15 +182,7 @@ def grid_configs(cfg: PipelineConfig, grid: Mapping[str, Sequence[Any]]) -> list
     for values in itertools.product(*(grid[k] for k in keys)):
         raw = cfg.model_dump(mode="json")
         for key, value in zip(keys, values):
-            node = raw
-            *parents, last = key.split(".")
-            for p in parents:
-                if not isinstance(node.get(p), dict):
-                    raise ConfigError(f"--grid {key}: unknown section {p!r}")
-                node = node[p]
-            if last not in node:
-                raise ConfigError(f"--grid {key}: unknown key {last!r} (allowed: {', '.join(node)})")
-            node[last] = value
+            set_path(raw, key, value, option="--grid")
         combo = dict(zip(keys, values))
         out.append((combo, validate_config(raw, source="--grid " + ", ".join(f"{k}={v}" for k, v in combo.items()))))
     return out
