@@ -207,6 +207,20 @@ def _load(run_id: Optional[str], model: Optional[Path], tracking_uri: Optional[s
     return load_model(model)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an output file name that is neither .csv nor .parquet, before any work."""
+    if out.suffix.lower() not in {".csv", ".parquet"}:
+        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
+
+
+def _write_table(frame: Any, out: Path) -> None:
+    """Write a DataFrame as CSV or Parquet through a temporary file, so no half-written output remains."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    frame.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else frame.to_parquet(tmp, index=False)
+    tmp.replace(out)
+
+
 @app.command()
 def predict(
     data: Annotated[Path, typer.Argument(help="Beats to classify (CSV or Parquet; labels optional).")],
@@ -224,8 +238,7 @@ def predict(
     from ecgvgg.data import load_x
 
     with _guard():
-        if out.suffix.lower() not in {".csv", ".parquet"}:
-            raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
+        _check_out(out)
         loaded = _load(run_id, model, tracking_uri)
         X = load_x(data, length=loaded.length, label_column=label_column, group_column=group_column)
         probs = loaded.predict_proba(X)
@@ -234,10 +247,7 @@ def predict(
                           "class_name": np.asarray(loaded.class_names)[idx]})
     for i, name in enumerate(loaded.class_names):
         frame[f"p_{name}"] = probs[:, i]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    frame.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    _write_table(frame, out)
     console.print(f"wrote {len(frame)} predictions to {out}")
 
 
@@ -259,8 +269,7 @@ def prepare(
     with _guard():
         if method not in ("kachuee", "window"):
             raise ConfigError(f"--method {method!r}: choose kachuee or window")
-        if out.suffix.lower() not in {".csv", ".parquet"}:
-            raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
+        _check_out(out)
         band = None
         if bandpass:
             try:
@@ -275,10 +284,7 @@ def prepare(
                                             before=before, after=after,
                                             on_record=lambda name: progress.update(task, advance=1,
                                                                                    description=f"record {name}"))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".part")
-        beats.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else beats.to_parquet(tmp, index=False)
-        tmp.replace(out)
+        _write_table(beats, out)
     console.print(f"wrote {out}: {report.summary()}")
     for name, why in report.skipped_records.items():
         err_console.print(f"[yellow]skipped record {name}:[/] {why}")
@@ -314,13 +320,14 @@ def sweep(
 
     with _guard():
         cfg = load_config(config, set_ or [])
-        combos = grid_configs(cfg, _parse_grid(grid))
+        parsed = _parse_grid(grid)
+        combos = grid_configs(cfg, parsed)
         load_data(cfg)  # fail on bad data before any run exists
         experiment_id = tracking.configure(cfg.tracking.resolved_uri(), cfg.tracking.experiment)
         rows = []
         with tracking.start_run(experiment_id, cfg.tracking.run_name or "sweep") as parent:
             mlflow.set_tag("sweep", "true")
-            mlflow.log_param("grid", json.dumps({k: v for k, v in _parse_grid(grid).items()}))
+            mlflow.log_param("grid", json.dumps(parsed))
             for combo, child_cfg in combos:
                 console.print(f"[bold]combination[/] {combo}")
                 result = _run_one(child_cfg, parent_run_id=parent.info.run_id)
