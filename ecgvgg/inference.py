@@ -71,25 +71,20 @@ def load_model(path: str | Path | None = None, *, run_id: str | None = None) -> 
         import mlflow
 
         try:
-            local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model"))
+            path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model"))
         except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds for a missing run
             raise DataError(f"run {run_id}: no logged model ({exc})") from None
-        files = sorted(local.rglob("*.keras"))
+    path = Path(path)
+    if path.is_dir():  # a logged model or a run folder: the .keras file inside, ecgvgg.json beside it
+        files = sorted(path.rglob("*.keras"))
         if not files:
-            raise DataError(f"run {run_id}: the logged model has no .keras file")
-        path, meta_path, source = files[0], local / METADATA_FILE, f"of run {run_id}"
+            raise DataError(f"{f'run {run_id}' if run_id else path}: no .keras model in this folder")
+        meta_path, path = path / METADATA_FILE, files[0]
     else:
-        path = Path(path)
-        if path.is_dir():
-            files = sorted(path.rglob("*.keras"))
-            if not files:
-                raise DataError(f"{path}: no .keras model in this folder")
-            meta_path, path = path / METADATA_FILE, files[0]
-        else:
-            meta_path = path.parent / METADATA_FILE
-        source = str(path)
-        if not path.is_file():
-            raise DataError(f"{path}: no such model file")
+        meta_path = path.parent / METADATA_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: no such model file")
+    source = f"of run {run_id}" if run_id else str(path)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a damaged file

@@ -7,7 +7,7 @@ annotations (rhythm changes, noise, artefacts) are not beats. Two ways to cut a 
   125 Hz, split into 10 s windows scaled to [0, 1], take 1.2 x the window's median RR interval
   from each annotated R peak, zero-pad to 187 samples;
 * ``window``: a fixed window around the R peak (``before``/``after`` seconds), resampled to
-  ``fs`` and zero-padded at the record's edges.
+  125 Hz and zero-padded at the record's edges.
 
 Also the inter-patient protocol of de Chazal et al. 2004 (DS1 for training, DS2 for testing).
 """
