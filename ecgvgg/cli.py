@@ -19,6 +19,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -39,6 +40,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebac
     _state["debug"] = debug
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep --json output clean
 
 
 class Terminated(KeyboardInterrupt):
@@ -99,8 +101,47 @@ def _scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) -
     return table
 
 
+def _cv_table(result: Any) -> Table:
+    """Per-class recall and F1 as mean +- sd over the folds, beside the pooled out-of-fold scores."""
+    cv, scores, names = result.cv, result.test_scores, result.class_names
+    table = Table(title=f"{cv['folds']}-fold cross-validation (mean ± sd over folds; out-of-fold pooled)",
+                  title_justify="left")
+    for col in ("class", "recall", "F1", "out-of-fold recall", "out-of-fold F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+
+    def pm(metric: str, name: str) -> str:
+        mean_sd = cv[metric].get(name)
+        return f"{mean_sd[0]:.3f} ± {mean_sd[1]:.3f}" if mean_sd else "-"
+
+    for i, name in enumerate(names):
+        label = f"[bold]{escape(name)} ({AAMI_HIGHLIGHT[name]})[/]" if name in AAMI_HIGHLIGHT else escape(name)
+        table.add_row(label, pm("recall", name), pm("f1", name), f"{scores['recall'][i]:.3f}",
+                      f"{scores['f1'][i]:.3f}", str(scores["support"][i]))
+    table.add_section()
+    mean, sd = cv["macro_f1"]
+    table.add_row("macro F1", "", f"{mean:.3f} ± {sd:.3f}", "", f"{scores['macro_f1']:.3f}", "")
+    return table
+
+
+def _print_summary(result: Any) -> None:
+    """The interval, the baseline comparison, the protocol and any class missed on part of the held-out rows."""
+    what = "out-of-fold macro-F1" if result.cv else "test macro-F1"
+    f1 = result.test_scores["macro_f1"]
+    if result.ci is not None:
+        by = "groups" if result.split_kind.startswith(("grouped", "inter-patient")) else "beats"
+        console.print(f"{what} {f1:.3f}, 95% bootstrap interval {result.ci[0]:.3f}-{result.ci[1]:.3f} "
+                      f"(resampling {by})")
+    if result.baseline_macro_f1 is not None:
+        b = result.baseline_macro_f1
+        console.print(f"VGG16 vs random forest: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
+    console.print(f"split: {escape(result.split_kind)}")
+    for name, where in result.missed.items():
+        err_console.print(f"[yellow]warning:[/] class {escape(name)} was never found on {escape(where)}; "
+                          "the model finds it elsewhere, so this is no collapse, but its score there is 0")
+
+
 def _collapse_box(reason: str) -> None:
-    err_console.print(Panel(f"[bold]The model collapsed:[/] {reason}.\n"
+    err_console.print(Panel(f"[bold]The model collapsed:[/] {escape(reason)}.\n"
                             "Its accuracy means nothing: check class weights, the sampler, the learning rate.",
                             title="[bold red]COLLAPSED MODEL[/]", border_style="red"))
 
@@ -111,6 +152,10 @@ def _progress_callback(progress: Any, epochs: int) -> Any:
 
     class RichProgress(keras.callbacks.Callback):
         def on_train_begin(self, logs: Optional[dict] = None) -> None:
+            if hasattr(self, "epoch_task"):  # a later fold of a cross-validated run
+                progress.reset(self.epoch_task, description="epochs")
+                progress.reset(self.batch_task, total=self.params.get("steps") or None)
+                return
             self.epoch_task = progress.add_task("epochs", total=epochs)
             self.batch_task = progress.add_task("batches", total=self.params.get("steps") or None)
 
@@ -151,10 +196,14 @@ def run(
     with _guard():
         cfg = load_config(config, set_ or [])
         result = _run_one(cfg, resume_run_id=resume)
-    console.print(f"run id: [bold]{result.run_id}[/]  (experiment {cfg.tracking.experiment}, "
-                  f"store {cfg.tracking.resolved_uri()})")
-    console.print(_scores_table(result.test_scores, result.class_names, "test split"))
-    console.print(f"model: {result.model_uri}  (local copy: {result.model_path})")
+    console.print(f"run id: [bold]{result.run_id}[/]  (experiment {escape(cfg.tracking.experiment)}, "
+                  f"store {escape(cfg.tracking.resolved_uri())})")
+    if result.cv:
+        console.print(_cv_table(result))
+    else:
+        console.print(_scores_table(result.test_scores, result.class_names, "test split"))
+    _print_summary(result)
+    console.print(f"model: {escape(result.model_uri)}  (local copy: {escape(str(result.model_path))})")
     if result.collapsed:
         _collapse_box(result.collapse_reason or "collapsed")
         raise typer.Exit(EXIT_COLLAPSED)

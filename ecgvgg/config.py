@@ -61,11 +61,16 @@ class SplitConfig(_Section):
     #: ``stratified``: random grouped split; ``de_chazal``: train on DS1 records, test on DS2
     #: (``data.group_column`` must hold MIT-BIH record numbers), validation carved from DS1 by record.
     protocol: Literal["stratified", "de_chazal"] = "stratified"
+    #: ``K``: stratified (grouped) K-fold cross-validation instead of one split; each fold's test
+    #: part is one fold, validation (``val_size`` of all rows) is carved by group from the rest.
+    folds: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
     def _sizes(self) -> SplitConfig:
         if self.test_size + self.val_size >= 1:
             raise ValueError(f"test_size + val_size must be < 1, got {self.test_size} + {self.val_size}")
+        if self.folds is not None and self.protocol == "de_chazal":
+            raise ValueError("folds cannot be combined with protocol de_chazal (its test set is fixed: DS2)")
         return self
 
 
@@ -143,6 +148,9 @@ class PipelineConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    #: ``rf``: also fit a random forest (300 trees, balanced class weights) on the same training
+    #: rows before oversampling and score it on the same test rows; ``none`` skips it.
+    baseline: Literal["rf", "none"] = "rf"
 
     def flat(self) -> dict[str, Any]:
         """Every resolved value as ``section.key`` -> value (for MLflow params)."""

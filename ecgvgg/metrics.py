@@ -44,8 +44,9 @@ def collapse_reason(
 ) -> str | None:
     """Say why predictions look collapsed, or None.
 
-    Collapsed means one class is predicted for at least ``dominance`` of the rows, or (with
-    ``check_recall``) a class with rows is never predicted correctly (recall 0).
+    Collapsed means one class is predicted for at least ``dominance`` of the rows, or a class
+    that has rows is never predicted at all (named with its support). With ``check_recall`` a
+    class whose recall is 0 (predicted, but never for its own rows) counts too.
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if len(y_pred) == 0:
@@ -57,10 +58,91 @@ def collapse_reason(
     if share >= dominance:
         label = names[list(classes).index(values[top])] if values[top] in classes else str(values[top])
         return f"predicts class {label} for {share:.1%} of {len(y_pred)} rows"
+    never = [f"{names[i]} ({int(np.sum(y_true == c))} rows)" for i, c in enumerate(classes)
+             if np.any(y_true == c) and not np.any(y_pred == c)]
+    if never:
+        return f"never predicts class(es) {', '.join(never)}"
     dead = zero_recall(y_true, y_pred, classes, names) if check_recall else []
     if dead:
         return f"recall is 0 for class(es) {', '.join(dead)}"
     return None
+
+
+def missed_classes(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int],
+                   names: Sequence[str] | None = None) -> dict[str, int]:
+    """Classes that have rows but recall 0, with their support (``{name: rows}``)."""
+    y_true = np.asarray(y_true)
+    names = list(names) if names is not None else [str(c) for c in classes]
+    dead = set(zero_recall(y_true, y_pred, classes, names))
+    return {n: int(np.sum(y_true == c)) for n, c in zip(names, classes) if n in dead}
+
+
+def held_out_verdict(
+    parts: Mapping[str, tuple[np.ndarray, np.ndarray]], classes: Sequence[int], names: Sequence[str] | None = None,
+    dominance: float = 0.98,
+) -> tuple[str | None, dict[str, str]]:
+    """The collapse verdict on all held-out rows pooled, and the classes missed on some part of them.
+
+    ``parts`` maps a name (``validation``, ``test``, ``out-of-fold``) to ``(y_true, y_pred)``.
+    Returns ``(reason, missed)``: ``reason`` from :func:`collapse_reason` on the pooled rows (None
+    when not collapsed); ``missed`` names each class with recall 0 on a part, e.g.
+    ``{"S": "validation (3 rows)"}`` (empty when collapsed: the reason says it all).
+    """
+    names = list(names) if names is not None else [str(c) for c in classes]
+    y_true = np.concatenate([np.asarray(t) for t, _ in parts.values()])
+    y_pred = np.concatenate([np.asarray(p) for _, p in parts.values()])
+    reason = collapse_reason(y_true, y_pred, classes, names, dominance=dominance, check_recall=False)
+    if reason:
+        return reason, {}
+    missed: dict[str, list[str]] = {}
+    for where, (t, p) in parts.items():
+        for name, n in missed_classes(t, p, classes, names).items():
+            missed.setdefault(name, []).append(f"{where} ({n} rows)")
+    return None, {name: ", ".join(found) for name, found in missed.items()}
+
+
+def macro_f1_from_confusion(matrix: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the classes with rows, from one confusion matrix or a stack of them (``(..., k, k)``)."""
+    m = np.asarray(matrix, dtype=float)
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    support, predicted = m.sum(axis=-1), m.sum(axis=-2)
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    present = support > 0
+    return np.sum(f1 * present, axis=-1) / np.maximum(present.sum(axis=-1), 1)
+
+
+def bootstrap_macro_f1(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], groups: np.ndarray | None = None,
+    *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the macro-F1; resamples whole groups (e.g. recordings) when given.
+
+    Beats of one recording are correlated, so with ``groups`` each replicate draws groups with
+    replacement and keeps all their beats; without, it draws beats.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0:
+        return 0.0, 0.0
+    k = len(classes)
+    index = {int(c): i for i, c in enumerate(classes)}
+    t = np.array([index[int(v)] for v in y_true])
+    p = np.array([index[int(v)] for v in y_pred])
+    keys = np.arange(len(t)) if groups is None else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+    n_groups = int(keys.max()) + 1
+    # one confusion matrix per group; a replicate is a weighted sum of them
+    per_group = np.zeros((n_groups, k, k))
+    np.add.at(per_group, (keys, t, p), 1)
+    rng = np.random.default_rng(seed)
+    scores = np.empty(n_boot)
+    for start in range(0, n_boot, 100):
+        stop = min(start + 100, n_boot)
+        draws = rng.integers(0, n_groups, size=(stop - start, n_groups))
+        weights = np.stack([np.bincount(d, minlength=n_groups) for d in draws])
+        scores[start:stop] = macro_f1_from_confusion(np.tensordot(weights, per_group, axes=1))
+    alpha = (1 - level) / 2
+    low, high = np.quantile(scores, [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 def zero_recall(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int],

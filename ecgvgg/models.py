@@ -99,3 +99,22 @@ def _vgg16(input_shape, dims, classes, width, dense_units, dropout, batch_norm,
             raise FileNotFoundError(f"weights file not found: {path}")
         model.load_weights(path)
     return model
+
+
+def fold_ensemble(models: Sequence[keras.Model], name: str = "fold_ensemble") -> keras.Model:
+    """One Keras model that averages the softmax outputs of ``models`` (e.g. one per CV fold)."""
+    if not models:
+        raise ValueError("a fold ensemble needs at least one model")
+    shape = tuple(models[0].input_shape[1:])
+    inputs = keras.Input(shape=shape, name="beat")
+    outputs = []
+    for k, member in enumerate(models, start=1):
+        if tuple(member.input_shape[1:]) != shape:
+            raise ValueError(f"fold {k} takes inputs of shape {member.input_shape[1:]}, fold 1 {shape}")
+        copy = keras.Model.from_config(member.get_config())  # weights only: no optimizer state travels along
+        copy.set_weights(member.get_weights())
+        copy.trainable = False
+        copy.name = f"fold_{k}"
+        outputs.append(copy(inputs, training=False))
+    averaged = outputs[0] if len(outputs) == 1 else layers.Average(dtype="float32", name="predictions")(outputs)
+    return keras.Model(inputs, averaged, name=name)

@@ -6,7 +6,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pandas as pd
 from ecgvgg.config import PipelineConfig, set_path, validate_config
 from ecgvgg.data import load_xy
 from ecgvgg.errors import ConfigError
-from ecgvgg.resampling import Splits, split_then_oversample
+from ecgvgg.resampling import Splits, cv_folds, split_then_oversample
 from ecgvgg.shapes import input_shape, reshape
 
 log = logging.getLogger("ecgvgg")
@@ -24,7 +24,11 @@ log = logging.getLogger("ecgvgg")
 
 @dataclass
 class RunResult:
-    """What ``ecgvgg run`` reports: the run, the test scores and the collapse verdict."""
+    """What ``ecgvgg run`` reports: the run, the test scores and the verdict.
+
+    For a cross-validated run ``test_scores`` are the pooled out-of-fold scores and ``cv`` holds
+    the per-fold mean and standard deviation.
+    """
 
     run_id: str
     test_scores: dict[str, Any]
@@ -35,6 +39,20 @@ class RunResult:
     model_uri: str
     model_path: Path
     epochs_run: int
+    missed: dict[str, str] = field(default_factory=dict)
+    ci: tuple[float, float] | None = None
+    baseline_macro_f1: float | None = None
+    split_kind: str = ""
+    cv: dict[str, Any] | None = None
+
+
+def split_kind(cfg: PipelineConfig) -> str:
+    """Which protocol produced the test scores, in words (logged as the ``split_kind`` tag)."""
+    if cfg.split.protocol == "de_chazal":
+        return "inter-patient (de Chazal DS1/DS2)"
+    if cfg.data.group_column and cfg.split.grouped:
+        return f"grouped by {cfg.data.group_column}"
+    return "ungrouped beats"
 
 
 def load_data(cfg: PipelineConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
@@ -87,6 +105,24 @@ def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:
     return fit(model, shaped, **{**kwargs, **extra})
 
 
+@dataclass
+class _Trained:
+    """One trained model and its scores on its own test rows (inside its MLflow run)."""
+
+    model: Any
+    probs: np.ndarray
+    pred: np.ndarray
+    scores: dict[str, Any]
+    val_scores: dict[str, Any]
+    baseline_pred: np.ndarray | None
+    reason: str | None
+    missed: dict[str, str]
+    ci: tuple[float, float]
+    epochs_run: int
+    model_uri: str
+    model_path: Path
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     *,
@@ -95,28 +131,31 @@ def run_pipeline(
     parent_run_id: str | None = None,
     resume_run_id: str | None = None,
 ) -> RunResult:
-    """Run the configured study as one MLflow run and return its result.
+    """Run the configured study as one MLflow run (a parent with a child per fold when
+    ``split.folds`` is set) and return its result.
 
     Data and config problems are found before the run starts, so they leave no run behind;
     anything that fails later ends the run as FAILED (KILLED on Ctrl-C or SIGTERM).
     ``resume_run_id`` continues an interrupted run from its best checkpoint, in the same run.
     """
     import mlflow
-    from sklearn.metrics import classification_report
 
     from ecgvgg import tracking
-    from ecgvgg.inference import METADATA_FILE, metadata
-    from ecgvgg.metrics import collapse_reason, confusion, per_class_scores
-    from ecgvgg.training import setup_device
 
-    names = list(cfg.data.class_names)
-    classes = list(range(len(names)))
+    if cfg.split.folds and resume_run_id:
+        raise ConfigError("--resume: cross-validated runs (split.folds) cannot be resumed; start them again")
     X, y, groups = load_data(cfg)
-    if cfg.data.group_column and not cfg.split.grouped:
-        log.warning("split.grouped is false: beats of one %s may land in both training and test", cfg.data.group_column)
+    kind = split_kind(cfg)
+    if kind == "ungrouped beats":
+        log.warning("the split is by beat: beats of one recording can sit in both training and test, so the "
+                    "score is optimistic; set data.group_column (record, patient or segment) to split by group")
+    grouped = groups if (cfg.split.grouped or cfg.split.protocol == "de_chazal") else None
+    if cfg.split.folds:
+        folds = cv_folds(y, folds=cfg.split.folds, groups=grouped, val_size=cfg.split.val_size,
+                         seed=cfg.split.seed, classes=range(len(cfg.data.class_names)))
+        return _run_cv(cfg, X, y, grouped, folds, kind, callbacks, on_epoch, parent_run_id)
     splits = prepare_splits(cfg, X, y, groups)
-    length = X.shape[1]
-    shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
+    Xa, ya = X.to_numpy(dtype=np.float32), y.to_numpy()
     del X
 
     uri = cfg.tracking.resolved_uri()
@@ -126,53 +165,240 @@ def run_pipeline(
                             nested=parent_run_id is not None) as run:
         run_id = run.info.run_id
         log.info("MLflow run %s %s", run_id, "resumed" if resume else "started")
-        run_dir = tracking.local_run_dir(uri, run_id)
         if resume is None:
-            mlflow.set_tags({"sampler": cfg.resampling.sampler, "model": f"vgg16_{cfg.input.kind}",
-                             "input": cfg.input.kind if cfg.input.kind == "1d" else f"2d-{cfg.input.method}",
-                             "collapsed": "unknown"})
-            tracking.log_params(cfg.flat())
-            tracking.log_counts(splits.counts, names)
+            _log_setup(cfg, splits.counts, kind)
+        test_groups = None if grouped is None else np.asarray(grouped)[splits.test_index]
+        out = _train_and_score(cfg, splits, Xa, ya, test_groups, run_id, resume=resume, callbacks=callbacks,
+                               on_epoch=on_epoch)
+    return RunResult(run_id, out.scores, out.val_scores, list(cfg.data.class_names), out.reason is not None,
+                     out.reason, out.model_uri, out.model_path, out.epochs_run, out.missed, out.ci,
+                     _macro_f1(splits.y_test, out.baseline_pred, cfg), kind)
 
-        strategy = setup_device(mixed_precision=cfg.training.mixed_precision,
-                                deterministic=cfg.training.deterministic, seed=cfg.training.seed)
-        with strategy.scope():
-            model = build_model(cfg, length) if resume is None else tracking.load_checkpoint(resume.checkpoint)
-        t = cfg.training
 
-        def epoch_hook(epoch: int, logs: Mapping[str, float]) -> None:
-            tracking.log_epoch(epoch, logs)
-            if on_epoch is not None:
-                on_epoch(epoch, logs)
+def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], kind: str, **tags: str) -> None:
+    """Tags, params and class counts of a new run."""
+    import mlflow
 
-        result = train(cfg, model, shaped, checkpoint_path=run_dir / "best.keras", on_epoch=epoch_hook,
-                       callbacks=callbacks, compile_model=resume is None,
-                       initial_epoch=resume.epoch if resume else 0, initial_best=resume.best if resume else None)
-        if result.class_weight:
-            mlflow.log_params({f"class_weight_{names[c]}": round(w, 6) for c, w in result.class_weight.items()})
-        mlflow.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch or 0})
+    from ecgvgg import tracking
 
-        probs = model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0)
-        pred = np.asarray(classes)[np.argmax(probs, axis=1)]
-        scores = per_class_scores(shaped.y_test, pred, classes)
-        matrix = confusion(shaped.y_test, pred, classes)
-        report = classification_report(shaped.y_test, pred, labels=classes, target_names=names, digits=3,
-                                       zero_division=0)
-        tracking.log_evaluation(scores, matrix, report, names, prefix="test")
-        reason = result.collapse_reason or collapse_reason(shaped.y_test, pred, classes, names,
-                                                          dominance=t.collapse_dominance, check_recall=False)
-        if reason and not result.collapse_reason:
-            reason = f"on the test split: {reason}"
-        mlflow.set_tags({"collapsed": "true" if reason else "false", "collapse_reason": reason or ""})
+    mlflow.set_tags({"sampler": cfg.resampling.sampler, "model": f"vgg16_{cfg.input.kind}",
+                     "input": cfg.input.kind if cfg.input.kind == "1d" else f"2d-{cfg.input.method}",
+                     "split_kind": kind, "collapsed": "unknown", **tags})
+    tracking.log_params(cfg.flat())
+    tracking.log_counts(counts, list(cfg.data.class_names))
 
-        meta = metadata(classes, names, cfg.input.model_dump(), length)
-        model_path = run_dir / "model.keras"
-        model.save(model_path)
-        (run_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2))
-        model_uri = tracking.log_model(model, shaped.X_test[:8], meta)
+
+def _macro_f1(y_true: np.ndarray, pred: np.ndarray | None, cfg: PipelineConfig) -> float | None:
+    """Macro-F1 of ``pred`` over the configured classes, or None without predictions."""
+    from ecgvgg.metrics import per_class_scores
+
+    if pred is None:
+        return None
+    return float(per_class_scores(y_true, pred, range(len(cfg.data.class_names)))["macro_f1"])
+
+
+def _log_verdict(reason: str | None, missed: Mapping[str, str]) -> None:
+    """Tags ``collapsed``, ``collapse_reason`` and ``missed_classes`` (empty when none)."""
+    import mlflow
+
+    mlflow.set_tags({"collapsed": "true" if reason else "false", "collapse_reason": reason or "",
+                     "missed_classes": ",".join(missed)})
+
+
+def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np.ndarray,
+                     test_groups: np.ndarray | None, run_id: str, *, resume: Any = None,
+                     callbacks: Sequence[Any] = (), on_epoch: Callable[[int, Mapping[str, float]], None] | None = None,
+                     ) -> _Trained:
+    """Inside the active run: train on ``splits``, score the test rows, the baseline and the verdict, log the model."""
+    import mlflow
+    from sklearn.metrics import classification_report
+
+    from ecgvgg import tracking
+    from ecgvgg.inference import METADATA_FILE, metadata
+    from ecgvgg.metrics import bootstrap_macro_f1, confusion, held_out_verdict, per_class_scores
+    from ecgvgg.training import setup_device
+
+    names = list(cfg.data.class_names)
+    classes = list(range(len(names)))
+    t = cfg.training
+    run_dir = tracking.local_run_dir(cfg.tracking.resolved_uri(), run_id)
+    shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
+    strategy = setup_device(mixed_precision=t.mixed_precision, deterministic=t.deterministic, seed=t.seed)
+    with strategy.scope():
+        model = build_model(cfg, Xa.shape[1]) if resume is None else tracking.load_checkpoint(resume.checkpoint)
+
+    def epoch_hook(epoch: int, logs: Mapping[str, float]) -> None:
+        tracking.log_epoch(epoch, logs)
+        if on_epoch is not None:
+            on_epoch(epoch, logs)
+
+    result = train(cfg, model, shaped, checkpoint_path=run_dir / "best.keras", on_epoch=epoch_hook,
+                   callbacks=callbacks, compile_model=resume is None,
+                   initial_epoch=resume.epoch if resume else 0, initial_best=resume.best if resume else None)
+    if result.class_weight:
+        mlflow.log_params({f"class_weight_{names[c]}": round(w, 6) for c, w in result.class_weight.items()})
+    mlflow.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch or 0})
+
+    probs = np.asarray(model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
+    pred = np.asarray(classes)[np.argmax(probs, axis=1)]
+    scores = per_class_scores(shaped.y_test, pred, classes)
+    matrix = confusion(shaped.y_test, pred, classes)
+    report = classification_report(shaped.y_test, pred, labels=classes, target_names=names, digits=3,
+                                   zero_division=0)
+    tracking.log_evaluation(scores, matrix, report, names, prefix="test")
+    ci = bootstrap_macro_f1(shaped.y_test, pred, classes, test_groups, seed=cfg.split.seed)
+    mlflow.log_metrics({"test_macro_f1_ci_low": ci[0], "test_macro_f1_ci_high": ci[1]})
+    baseline = _baseline(cfg, Xa[splits.train_index], ya[splits.train_index], Xa[splits.test_index])
+    if baseline is not None:
+        mlflow.log_metric("baseline_rf_macro_f1", _macro_f1(shaped.y_test, baseline, cfg))
+
+    # the verdict on the returned model, over all its held-out rows (validation + test)
+    reason, missed = held_out_verdict({"validation": (shaped.y_val, result.val_pred), "test": (shaped.y_test, pred)},
+                                      classes, names, dominance=t.collapse_dominance)
+    if reason is None and result.stopped_on_collapse:
+        reason, missed = result.collapse_reason, {}
+    _log_verdict(reason, missed)
+
+    meta = metadata(classes, names, cfg.input.model_dump(), Xa.shape[1])
+    model_path = run_dir / "model.keras"
+    model.save(model_path)
+    (run_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    model_uri = tracking.log_model(model, shaped.X_test[:8], meta)
     scores["confusion_matrix"] = matrix.tolist()
-    return RunResult(run_id, scores, result.val_scores, names, reason is not None, reason, model_uri, model_path,
-                     result.epochs_run)
+    return _Trained(model, probs, pred, scores, result.val_scores, baseline, reason, missed, ci, result.epochs_run,
+                    model_uri, model_path)
+
+
+def _baseline(cfg: PipelineConfig, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray | None:
+    """The configured baseline's test predictions (trained on the rows before oversampling), or None."""
+    if cfg.baseline == "none":
+        return None
+    from ecgvgg.baselines import random_forest_predict
+
+    return random_forest_predict(X_train, y_train, X_test, seed=cfg.training.seed)
+
+
+def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Series | None,
+            folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], kind: str, callbacks: Sequence[Any],
+            on_epoch: Callable[[int, Mapping[str, float]], None] | None, parent_run_id: str | None) -> RunResult:
+    """K-fold cross-validation: a parent run, a child run per fold, out-of-fold scores and a fold ensemble."""
+    import mlflow
+
+    from ecgvgg import tracking
+    from ecgvgg.data import class_counts
+    from ecgvgg.inference import METADATA_FILE, metadata
+    from ecgvgg.metrics import bootstrap_macro_f1, held_out_verdict
+    from ecgvgg.models import fold_ensemble
+    from ecgvgg.resampling import oversample_split
+
+    names = list(cfg.data.class_names)
+    classes = list(range(len(names)))
+    Xa, ya = X.to_numpy(dtype=np.float32), y.to_numpy().astype(np.int64)
+    ga = None if groups is None else np.asarray(groups)
+    del X
+    uri = cfg.tracking.resolved_uri()
+    experiment_id = tracking.configure(uri, cfg.tracking.experiment)
+    fold_of = np.zeros(len(ya), dtype=np.int64)
+    probs = np.zeros((len(ya), len(classes)), dtype=np.float32)
+    baseline = np.zeros(len(ya), dtype=np.int64) if cfg.baseline != "none" else None
+    fold_results: list[_Trained] = []
+    with tracking.start_run(experiment_id, cfg.tracking.run_name, nested=parent_run_id is not None) as parent:
+        run_id = parent.info.run_id
+        log.info("MLflow run %s started (%d-fold cross-validation)", run_id, len(folds))
+        _log_setup(cfg, {"all": class_counts(ya, classes)}, kind, cv="true")
+        for k, (train, val, test) in enumerate(folds, start=1):
+            log.info("fold %d of %d: %d training, %d validation, %d test rows", k, len(folds), len(train),
+                     len(val), len(test))
+            splits = oversample_split(Xa, ya, train, val, test, sampler=cfg.resampling.sampler,
+                                      sampler_params=cfg.resampling.params, seed=cfg.split.seed, classes=classes)
+            name = f"{cfg.tracking.run_name or parent.info.run_name}-fold{k}"
+            with tracking.start_run(experiment_id, name, nested=True) as child:
+                _log_setup(cfg, splits.counts, kind, fold=str(k))
+                out = _train_and_score(cfg, splits, Xa, ya, None if ga is None else ga[test], child.info.run_id,
+                                       callbacks=callbacks, on_epoch=on_epoch)
+            fold_of[test], probs[test] = k, out.probs
+            if baseline is not None:
+                baseline[test] = out.baseline_pred
+            fold_results.append(out)
+
+        pred = np.asarray(classes)[np.argmax(probs, axis=1)]
+        scores, matrix = _log_oof(ya, pred, classes, names)
+        ci = bootstrap_macro_f1(ya, pred, classes, ga, seed=cfg.split.seed)
+        summary = _cv_summary([f.scores for f in fold_results], names)
+        mlflow.log_metrics({"oof_macro_f1_ci_low": ci[0], "oof_macro_f1_ci_high": ci[1], **summary["metrics"]})
+        if baseline is not None:
+            mlflow.log_metric("baseline_rf_macro_f1", _macro_f1(ya, baseline, cfg))
+        _log_oof_predictions(ya, pred, probs, fold_of, ga, cfg)
+        reason, missed = held_out_verdict({"out-of-fold": (ya, pred)}, classes, names,
+                                          dominance=cfg.training.collapse_dominance)
+        _log_verdict(reason, missed)
+
+        ensemble = fold_ensemble([f.model for f in fold_results])
+        meta = metadata(classes, names, cfg.input.model_dump(), Xa.shape[1])
+        run_dir = tracking.local_run_dir(uri, run_id)
+        model_path = run_dir / "model.keras"
+        ensemble.save(model_path)
+        (run_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+        example = reshape(Xa[:8], cfg.input.kind, cfg.input.method, cfg.input.size)
+        model_uri = tracking.log_model(ensemble, example, meta)
+    scores["confusion_matrix"] = matrix.tolist()
+    val_f1 = float(np.mean([f.val_scores.get("macro_f1", 0.0) for f in fold_results]))
+    return RunResult(run_id, scores, {"macro_f1": val_f1}, names, reason is not None, reason, model_uri, model_path,
+                     sum(f.epochs_run for f in fold_results), missed, ci, _macro_f1(ya, baseline, cfg), kind,
+                     summary)
+
+
+def _log_oof(y: np.ndarray, pred: np.ndarray, classes: Sequence[int], names: Sequence[str]) -> tuple[dict, np.ndarray]:
+    """Log the pooled out-of-fold scores, confusion matrix and report with the ``oof`` prefix."""
+    from sklearn.metrics import classification_report
+
+    from ecgvgg import tracking
+    from ecgvgg.metrics import confusion, per_class_scores
+
+    scores = per_class_scores(y, pred, classes)
+    matrix = confusion(y, pred, classes)
+    report = classification_report(y, pred, labels=list(classes), target_names=list(names), digits=3, zero_division=0)
+    tracking.log_evaluation(scores, matrix, report, names, prefix="oof")
+    return scores, matrix
+
+
+def _cv_summary(fold_scores: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """Mean and standard deviation over folds of macro-F1 and per-class precision, recall and F1.
+
+    A class's mean is over the folds whose test part has rows of it.
+    """
+    f1s = np.array([s["macro_f1"] for s in fold_scores])
+    out: dict[str, Any] = {"folds": len(fold_scores), "macro_f1": (float(f1s.mean()), float(f1s.std(ddof=1)))}
+    metrics = {"cv_macro_f1_mean": out["macro_f1"][0], "cv_macro_f1_std": out["macro_f1"][1]}
+    for metric in ("precision", "recall", "f1"):
+        out[metric] = {}
+        for c, name in enumerate(names):
+            values = np.array([s[metric][c] for s in fold_scores if s["support"][c] > 0])
+            if not len(values):
+                continue
+            mean, sd = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            out[metric][name] = (mean, sd)
+            metrics[f"cv_{metric}_{name}_mean"], metrics[f"cv_{metric}_{name}_std"] = mean, sd
+    out["metrics"] = metrics
+    return out
+
+
+def _log_oof_predictions(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, fold: np.ndarray,
+                         groups: np.ndarray | None, cfg: PipelineConfig) -> None:
+    """Log ``oof_predictions.parquet``: row, fold, label, prediction, the group and one probability per class."""
+    import tempfile
+
+    import mlflow
+
+    frame = pd.DataFrame({"row": np.arange(len(y)), "fold": fold, "label": y, "prediction": pred})
+    if groups is not None:
+        frame[cfg.data.group_column or "group"] = groups
+    for i, name in enumerate(cfg.data.class_names):
+        frame[f"p_{name}"] = probs[:, i]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "oof_predictions.parquet"
+        frame.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path))
 
 
 def grid_configs(cfg: PipelineConfig, grid: Mapping[str, Sequence[Any]]) -> list[tuple[dict[str, Any], PipelineConfig]]:

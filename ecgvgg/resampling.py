@@ -9,13 +9,13 @@ test beat, and no beat of a test group, can ever reach training. Nothing here im
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from ecgvgg.data import class_counts
 from ecgvgg.errors import DataError
@@ -145,7 +145,19 @@ def split_then_oversample(
     if missing:
         warnings.warn(f"class(es) {missing} have no training rows under these groups; the model cannot learn them",
                       stacklevel=2)
+    return oversample_split(Xa, ya, train, val, test, sampler=sampler, sampler_params=sampler_params, seed=seed,
+                            classes=classes)
 
+
+def oversample_split(
+    X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, test: np.ndarray, *,
+    sampler: str | Sampler = "adasyn", sampler_params: Mapping[str, Any] | None = None, seed: int = 0,
+    classes: Sequence[int],
+) -> Splits:
+    """Oversample the ``train`` rows of ``X``/``y`` only and return the three parts as :class:`Splits`."""
+    Xa = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
+    ya = np.asarray(y).astype(np.int64)
+    classes = tuple(int(c) for c in classes)
     X_tr, y_tr = Xa[train], ya[train]
     name = sampler if isinstance(sampler, str) else type(sampler).__name__
     X_res, y_res = _oversample(X_tr, y_tr, sampler, dict(sampler_params or {}), seed)
@@ -159,6 +171,58 @@ def split_then_oversample(
     return Splits(
         X_res, y_res, Xa[val], ya[val], Xa[test], ya[test], train, val, test, classes, name.lower(), counts
     )
+
+
+def cv_folds(
+    y: pd.Series | np.ndarray, *, folds: int, groups: pd.Series | np.ndarray | None = None, val_size: float = 0.1,
+    seed: int = 0, classes: Sequence[int] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Row positions ``(train, val, test)`` of each fold of a stratified (grouped) K-fold cross-validation.
+
+    Each row is in exactly one test part; validation is carved by group from the rest, with
+    ``val_size`` a fraction of all rows. Nothing is resampled here: pass each fold to
+    :func:`oversample_split` so that only that fold's training part is oversampled.
+    """
+    ya = np.asarray(y).astype(np.int64)
+    ga = None if groups is None else np.asarray(groups).astype(str)
+    classes = tuple(int(c) for c in (classes if classes is not None else np.unique(ya)))
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    _check_splittable(ya, ga, classes)
+    n_units = len(ya) if ga is None else len(np.unique(ga))
+    if n_units < folds:
+        what = "rows" if ga is None else "groups"
+        raise DataError(f"{folds} folds need at least {folds} {what}; the data have {n_units}")
+    rows = np.arange(len(ya))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        if ga is None:
+            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(rows, ya)
+        else:
+            splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(rows, ya, ga)
+        parts = [(rest, test) for rest, test in splitter]
+    out = []
+    for k, (rest, test) in enumerate(parts, start=1):
+        train, val = _split(rest, ya, ga, min(0.5, val_size * folds / (folds - 1)), seed + k)
+        missing = [c for c in classes if np.any(ya == c) and not np.any(ya[train] == c)]
+        if missing:
+            raise DataError(f"fold {k}: class(es) {missing} have no rows in its training part; "
+                            "use fewer folds or add data")
+        out.append((np.sort(train), np.sort(val), np.sort(test)))
+    return out
+
+
+def cross_validation_splits(
+    X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray, *, folds: int, groups: pd.Series | np.ndarray | None = None,
+    val_size: float = 0.1, sampler: str | Sampler = "adasyn", sampler_params: Mapping[str, Any] | None = None,
+    seed: int = 0, classes: Sequence[int] | None = None,
+) -> Iterator[Splits]:
+    """Each fold of :func:`cv_folds` with its own training part oversampled, one at a time."""
+    ya = np.asarray(y).astype(np.int64)
+    classes = tuple(int(c) for c in (classes if classes is not None else np.unique(ya)))
+    for train, val, test in cv_folds(ya, folds=folds, groups=groups, val_size=val_size, seed=seed, classes=classes):
+        yield oversample_split(X, ya, train, val, test, sampler=sampler, sampler_params=sampler_params, seed=seed,
+                               classes=classes)
 
 
 def _check_splittable(y: np.ndarray, groups: np.ndarray | None, classes: Sequence[int]) -> None:

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ecgvgg.metrics import collapse_reason, flat_scores, per_class_scores, zero_recall
+from ecgvgg.metrics import collapse_reason, flat_scores, per_class_scores
 from ecgvgg.resampling import Splits
 
 log = logging.getLogger("ecgvgg")
@@ -35,6 +35,8 @@ class FitResult:
     collapse_reason: str | None
     checkpoint: Path | None = None
     val_scores: dict[str, Any] = field(default_factory=dict)
+    val_pred: np.ndarray | None = None
+    stopped_on_collapse: bool = False
 
 
 def setup_device(*, mixed_precision: bool | str = "auto", deterministic: bool = False, seed: int = 0) -> tf.distribute.Strategy:
@@ -146,38 +148,38 @@ class ValidationMetrics(keras.callbacks.Callback):
 
 
 class CollapseMonitor(keras.callbacks.Callback):
-    """Flag a collapsed model: one class predicted for (almost) all validation rows, or a class's
-    recall at 0 for ``patience`` epochs in a row. Logs a warning and can stop training."""
+    """Watch the validation predictions for a collapsed state during training.
+
+    The state is: one class predicted for at least ``dominance`` of the validation rows, or a
+    class with rows never predicted. A batch-normalised network often predicts one class for its
+    first epoch or two, so the state counts only once it has lasted ``patience`` epochs in a
+    row; a line is logged only when it starts or ends. With ``stop`` training stops then.
+    """
 
     def __init__(self, metrics: ValidationMetrics, *, patience: int = 3, dominance: float = 0.98, stop: bool = False):
         super().__init__()
         self.metrics, self.patience, self.dominance, self.stop = metrics, patience, dominance, stop
-        self.zero_streak = {name: 0 for name in metrics.names}
-        self.longest_zero_streak = {name: 0 for name in metrics.names}
+        self.streak = 0
         self.collapsed = False
         self.reason: str | None = None
         self.stopped = False
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         m = self.metrics
-        # a zero recall counts only once it lasts `patience` epochs
         reason = collapse_reason(m.y_val, m.last_pred, m.classes, m.names, dominance=self.dominance,
                                  check_recall=False)
-        zero = set(zero_recall(m.y_val, m.last_pred, m.classes, m.names))
-        for name in m.names:
-            self.zero_streak[name] = self.zero_streak[name] + 1 if name in zero else 0
-            self.longest_zero_streak[name] = max(self.longest_zero_streak[name], self.zero_streak[name])
-            if reason is None and self.zero_streak[name] >= self.patience:
-                reason = f"recall of class {name} has been 0 for {self.zero_streak[name]} epochs"
-        if reason and not self.collapsed:
-            log.warning("epoch %d: model looks collapsed: %s", epoch + 1, reason)
-        self.collapsed, self.reason = reason is not None, reason
+        self.streak = self.streak + 1 if reason else 0
+        lasting = self.streak >= self.patience
+        if lasting and not self.collapsed:
+            log.warning("epoch %d: model looks collapsed for %d epochs: %s", epoch + 1, self.streak, reason)
+        elif self.collapsed and not lasting:
+            log.info("epoch %d: model no longer looks collapsed", epoch + 1)
+        self.collapsed, self.reason = lasting, reason if lasting else None
         if logs is not None:
-            logs["collapsed"] = float(self.collapsed)
-        if reason:
-            if self.stop:
-                self.model.stop_training = True
-                self.stopped = True
+            logs["collapsed"] = float(lasting)
+        if lasting and self.stop:
+            self.model.stop_training = True
+            self.stopped = True
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -272,18 +274,11 @@ def fit(
     best_epoch = initial_epoch + int(np.argmax(scores) if mode == "max" else np.argmin(scores)) + 1 if scores else None
     if early is not None and early.best_weights is not None:
         model.set_weights(early.best_weights)
-    metrics_cb.score()  # final verdict on the weights we return
-    # the verdict on the weights returned: one class nearly everywhere, or a class that the
-    # model never finds now and whose recall also stayed 0 for `collapse_patience` epochs
+    metrics_cb.score()  # validation predictions of the weights we return
+    # the verdict on the weights returned, on the validation rows; ecgvgg.pipeline pools them with test
     reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,
                              dominance=collapse_dominance, check_recall=False)
-    lost = [n for n in zero_recall(splits.y_val, metrics_cb.last_pred, splits.classes, names)
-            if collapse_cb.longest_zero_streak[n] >= collapse_patience]
-    if reason is None and lost:
-        reason = f"recall is 0 for class(es) {', '.join(lost)} (and stayed 0 for {collapse_patience}+ epochs)"
     if collapse_cb.stopped and reason is None:
-        reason = collapse_cb.reason
-    if reason:
-        log.warning("model collapsed: %s", reason)
+        reason = f"training stopped on collapse ({collapse_cb.reason})"
     return FitResult(model, history, len(scores), best_epoch, weights, reason is not None, reason,
-                     checkpoint_path, metrics_cb.last_scores)
+                     checkpoint_path, metrics_cb.last_scores, metrics_cb.last_pred, collapse_cb.stopped)

@@ -57,6 +57,10 @@ def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
                 "val_f1_S", "val_recall_V", "val_precision_F", "test_se_S", "test_ppv_V", "test_fpr_S"):
         assert key in m, key
     assert t["collapsed"] in ("true", "false") and t["sampler"] == "adasyn" and t["input"] == "1d"
+    assert t["split_kind"] == "grouped by segment" and "missed_classes" in t
+    assert m["test_macro_f1_ci_low"] <= m["test_macro_f1"] <= m["test_macro_f1_ci_high"]
+    assert 0 < m["baseline_rf_macro_f1"] <= 1
+    assert f"vs {m['baseline_rf_macro_f1']:.3f}" in result.output and "95% bootstrap interval" in result.output
     assert p["training.epochs"] == "3" and p["model.width"] == "0.0625" and p["resampling.sampler"] == "adasyn"
     assert int(p["count_train_after_F"]) > int(p["count_train_before_F"])
     history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_macro_f1")
@@ -113,12 +117,12 @@ def test_signal_free_data_exits_3_and_is_tagged(store, sample_frame, tmp_path):
     zeros[[c for c in zeros.columns if c.startswith("x")]] = 0.0
     path = tmp_path / "zeros.parquet"
     zeros.to_parquet(path)
-    res = runner.invoke(app, ["run", SEED, *_sets(f"data.path={path}", "training.collapse_patience=2",
-                                                  "training.stop_on_collapse=true")])
+    res = runner.invoke(app, ["run", SEED, *_sets(f"data.path={path}", "baseline=none")])
     assert res.exit_code == 3, res.output
     assert "COLLAPSED MODEL" in res.output
     run = _runs(store)[0]
     assert run.data.tags["collapsed"] == "true" and run.info.status == "FINISHED"
+    assert "baseline_rf_macro_f1" not in run.data.metrics
 
 
 def _data(name: str, *extra: str) -> list[str]:

@@ -73,6 +73,9 @@ def test_collapse_rules_on_predictions():
     assert "predicts class N for 99.0%" in collapse_reason(y, np.r_[np.zeros(99), 1], [0, 1, 2], list("NSV"))
     never_s = np.r_[np.zeros(95), np.full(5, 2)]
     assert zero_recall(y, never_s, [0, 1, 2], list("NSV")) == ["S"]
-    assert collapse_reason(y, never_s, [0, 1, 2], list("NSV")) == "recall is 0 for class(es) S"
-    assert collapse_reason(y, never_s, [0, 1, 2], list("NSV"), check_recall=False) is None
+    assert collapse_reason(y, never_s, [0, 1, 2], list("NSV")) == "never predicts class(es) S (5 rows)"
+    # S is predicted (for N rows) but never right: recall 0, which only check_recall calls a collapse
+    wrong_s = np.r_[np.ones(1), np.zeros(94), np.full(5, 2)]
+    assert collapse_reason(y, wrong_s, [0, 1, 2], list("NSV"), check_recall=False) is None
+    assert collapse_reason(y, wrong_s, [0, 1, 2], list("NSV")) == "recall is 0 for class(es) S"
     assert collapse_reason(y, y, [0, 1, 2]) is None
