@@ -3,11 +3,17 @@
     python benchmarks/accuracy.py                      # both shared files, every model
     python benchmarks/accuracy.py --data PATH --models vgg1d rf --folds 5
 
-Folds are grouped by ``segment`` (no source window in both training and test) and stratified.
-In every fold each model sees the same test beats; the training side is split again by group
-into training and validation (for early stopping) before any oversampling. Models:
+The folds are ecgvgg's own cross-validation (:func:`ecgvgg.resampling.cv_folds`, exactly what
+``ecgvgg run CONFIG --set split.folds=5`` uses): grouped by ``segment`` (no source window in
+both training and test) and stratified; each fold's training side is split again by group into
+training and validation (for early stopping), and only the training part is oversampled. In
+every fold each model sees the same test beats. Models:
 
-* ``vgg1d`` / ``vgg2d``: the pipeline as configured in pipelines/adasyn_vgg.yaml / adasyn_vgg2d.yaml;
+* ``vgg1d`` / ``vgg2d``: the pipeline as configured in pipelines/adasyn_vgg.yaml / adasyn_vgg2d.yaml
+  (the single model that a cross-validated run trains per fold);
+* ``vgg1d_ensemble``: the fold ensemble that a cross-validated run logs, built inside each outer
+  fold: ``--inner-folds`` models cross-validated on the outer training side, their softmax
+  outputs averaged, scored on the outer test fold (so it is comparable with ``vgg1d``);
 * ``vgg1d_plain``: the same 1D pipeline with ``sampler: none`` and no class weights;
 * ``rf``: a random forest (300 trees) on the raw rows;
 * ``cnn``: a small plain 1D CNN of the kind used on the MIT-BIH heartbeat CSVs (no resampling,
@@ -29,55 +35,73 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_DATA = [SHARED / "mitbih_beats_imbalanced.parquet", SHARED / "mitbih_beats.parquet"]
-MODELS = ("vgg1d", "vgg2d", "vgg1d_plain", "rf", "cnn")
+MODELS = ("vgg1d", "vgg1d_ensemble", "vgg2d", "vgg1d_plain", "rf", "cnn")
 NAMES = ["N", "S", "V", "F", "Q"]
 
 
-def pipeline_fold(config: str, overrides: list[str], X, y, g, test_groups, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Predict the test fold with the ecgvgg pipeline as a config file describes it."""
-    from ecgvgg.config import load_config
-    from ecgvgg.pipeline import build_model, train
-    from ecgvgg.resampling import split_then_oversample
+def _train_fold(cfg, X, y, train, val, test, seed: int):
+    """Oversample ``train`` only, train the configured network, return it with the fold's shaped test beats."""
+    from ecgvgg.pipeline import build_model, train as fit
+    from ecgvgg.resampling import oversample_split
     from ecgvgg.shapes import reshape
     from ecgvgg.training import setup_device
 
-    cfg = load_config(ROOT / "pipelines" / config, overrides)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        splits = split_then_oversample(X, y, groups=g, test_groups=test_groups, val_size=cfg.split.val_size,
-                                       sampler=cfg.resampling.sampler, sampler_params=cfg.resampling.params,
-                                       seed=seed, classes=range(5))
+        splits = oversample_split(X, y, train, val, test, sampler=cfg.resampling.sampler,
+                                  sampler_params=cfg.resampling.params, seed=seed, classes=range(5))
     shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
     setup_device(seed=seed, mixed_precision=cfg.training.mixed_precision)
     model = build_model(cfg, X.shape[1])
-    train(cfg, model, shaped, seed=seed)
-    return np.argmax(model.predict(shaped.X_test, verbose=0), axis=1), splits.test_index
+    fit(cfg, model, shaped, seed=seed)
+    return model, shaped.X_test
+
+
+def pipeline_fold(config: str, overrides: list[str], X, y, fold, seed: int) -> np.ndarray:
+    """Predict the test fold with the ecgvgg pipeline as a config file describes it."""
+    from ecgvgg.config import load_config
+
+    cfg = load_config(ROOT / "pipelines" / config, overrides)
+    model, X_test = _train_fold(cfg, X, y, *fold, seed)
+    return np.argmax(model.predict(X_test, verbose=0), axis=1)
+
+
+def ensemble_fold(overrides: list[str], X, y, g, fold, seed: int, inner: int) -> np.ndarray:
+    """Predict the test fold with a fold ensemble cross-validated on the fold's training side."""
+    from ecgvgg.config import load_config
+    from ecgvgg.models import fold_ensemble
+    from ecgvgg.resampling import cv_folds
+
+    cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", overrides)
+    train, val, test = fold
+    rest = np.sort(np.r_[train, val])
+    members, X_test = [], None
+    for tr, va, _ in cv_folds(y[rest], folds=inner, groups=g[rest], val_size=cfg.split.val_size, seed=seed,
+                              classes=range(5)):
+        model, X_test = _train_fold(cfg, X, y, rest[tr], rest[va], test, seed)
+        members.append(model)
+    return np.argmax(fold_ensemble(members).predict(X_test, verbose=0), axis=1)
 
 
 def rf_fold(X, y, train, test, seed: int) -> np.ndarray:
-    """Random forest, 300 trees, on the raw rows."""
-    from sklearn.ensemble import RandomForestClassifier
+    """The baseline every run logs: a random forest, 300 trees, balanced class weights, on the raw rows."""
+    from ecgvgg.baselines import random_forest_predict
 
-    rf = RandomForestClassifier(n_estimators=300, n_jobs=-1, random_state=seed)
-    return rf.fit(X[train], y[train]).predict(X[test])
+    return random_forest_predict(X[train], y[train], X[test], seed=seed)
 
 
-def cnn_fold(X, y, g, test_groups, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def cnn_fold(X, y, fold, seed: int) -> np.ndarray:
     """A small plain 1D CNN (three conv blocks, one dense layer), no resampling, no class weights."""
     import keras
     from keras import layers
 
-    from ecgvgg.resampling import split_then_oversample
+    from ecgvgg.resampling import oversample_split
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        s = split_then_oversample(X, y, groups=g, test_groups=test_groups, val_size=0.15, sampler="none",
-                                  seed=seed, classes=range(5))
+    s = oversample_split(X, y, *fold, sampler="none", seed=seed, classes=range(5))
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy("float32")
     inputs = keras.Input((X.shape[1], 1))
@@ -93,37 +117,38 @@ def cnn_fold(X, y, g, test_groups, seed: int) -> tuple[np.ndarray, np.ndarray]:
     stop = keras.callbacks.EarlyStopping(patience=8, restore_best_weights=True)
     model.fit(s.X_train[..., None], s.y_train, batch_size=128, epochs=60, verbose=0,
               validation_data=(s.X_val[..., None], s.y_val), callbacks=[stop])
-    return np.argmax(model.predict(s.X_test[..., None], verbose=0), axis=1), s.test_index
+    return np.argmax(model.predict(s.X_test[..., None], verbose=0), axis=1)
 
 
-def run(data: Path, models: list[str], folds: int, seed: int, overrides: list[str] = ()) -> pd.DataFrame:
+def run(data: Path, models: list[str], folds: int, seed: int, overrides: list[str] = (), inner: int = 3) -> pd.DataFrame:
     """One row per (model, fold) with macro-F1, accuracy and per-class recall."""
     from ecgvgg.metrics import per_class_scores
+    from ecgvgg.resampling import cv_folds
 
     frame = pd.read_parquet(data)
     X = frame.filter(regex=r"^x\d+$").to_numpy(np.float32)
     y = frame["label"].to_numpy(np.int64)
     g = frame["segment"].astype(str).to_numpy()
-    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     rows = []
-    for fold, (train, test) in enumerate(cv.split(X, y, g)):
-        test_groups = set(g[test])
+    for k, fold in enumerate(cv_folds(y, folds=folds, groups=g, val_size=0.1, seed=seed, classes=range(5))):
+        train, val, test = fold
         for name in models:
             t0 = time.perf_counter()
             if name == "rf":
-                pred, idx = rf_fold(X, y, train, test, seed), test
+                pred = rf_fold(X, y, np.r_[train, val], test, seed)
             elif name == "cnn":
-                pred, idx = cnn_fold(X, y, g, test_groups, seed)
+                pred = cnn_fold(X, y, fold, seed)
+            elif name == "vgg1d_ensemble":
+                pred = ensemble_fold(overrides, X, y, g, fold, seed, inner)
             else:
                 config = "adasyn_vgg2d.yaml" if name == "vgg2d" else "adasyn_vgg.yaml"
                 extra = ["resampling.sampler=none", "training.class_weight=none"] if name == "vgg1d_plain" else []
-                pred, idx = pipeline_fold(config, [*overrides, *extra], X, y, g, test_groups, seed)
-            assert set(idx) == set(test)  # every model is scored on the same beats
-            s = per_class_scores(y[idx], pred, range(5))
-            rows.append({"data": data.name, "model": name, "fold": fold, "macro_f1": s["macro_f1"],
+                pred = pipeline_fold(config, [*overrides, *extra], X, y, fold, seed)
+            s = per_class_scores(y[test], pred, range(5))
+            rows.append({"data": data.name, "model": name, "seed": seed, "fold": k, "macro_f1": s["macro_f1"],
                          "accuracy": s["accuracy"], **{f"recall_{NAMES[c]}": s["recall"][c] for c in range(5)},
                          "seconds": round(time.perf_counter() - t0, 1)})
-            print(f"{data.name} fold {fold} {name}: macro-F1 {s['macro_f1']:.3f} "
+            print(f"{data.name} seed {seed} fold {k} {name}: macro-F1 {s['macro_f1']:.3f} "
                   f"min recall {min(s['recall'].values()):.2f} ({rows[-1]['seconds']} s)", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
 
@@ -144,12 +169,14 @@ def main() -> None:
     p.add_argument("--data", nargs="+", type=Path, default=DEFAULT_DATA)
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="split and training seeds (means over all)")
+    p.add_argument("--inner-folds", type=int, default=3, help="folds of each fold ensemble (vgg1d_ensemble)")
     p.add_argument("--out", default="accuracy", help="file stem under benchmarks/results/")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="override the pipeline configs, key.path=value (repeatable)")
     a = p.parse_args()
-    df = pd.concat([run(d, a.models, a.folds, a.seed, a.overrides) for d in a.data], ignore_index=True)
+    df = pd.concat([run(d, a.models, a.folds, seed, a.overrides, a.inner_folds) for d in a.data for seed in a.seeds],
+                   ignore_index=True)
     table = summarise(df)
     print(table)
     out = ROOT / "benchmarks" / "results"

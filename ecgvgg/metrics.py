@@ -52,12 +52,9 @@ def collapse_reason(
     if len(y_pred) == 0:
         return None
     names = list(names) if names is not None else [str(c) for c in classes]
-    values, counts = np.unique(y_pred, return_counts=True)
-    top = int(np.argmax(counts))
-    share = counts[top] / len(y_pred)
-    if share >= dominance:
-        label = names[list(classes).index(values[top])] if values[top] in classes else str(values[top])
-        return f"predicts class {label} for {share:.1%} of {len(y_pred)} rows"
+    dominant = dominant_class(y_pred, classes, names, dominance)
+    if dominant:
+        return dominant
     never = [f"{names[i]} ({int(np.sum(y_true == c))} rows)" for i, c in enumerate(classes)
              if np.any(y_true == c) and not np.any(y_pred == c)]
     if never:
@@ -66,6 +63,22 @@ def collapse_reason(
     if dead:
         return f"recall is 0 for class(es) {', '.join(dead)}"
     return None
+
+
+def dominant_class(y_pred: np.ndarray, classes: Sequence[int], names: Sequence[str] | None = None,
+                   dominance: float = 0.98) -> str | None:
+    """``"predicts class N for 99.0% of 300 rows"`` when one class takes ``dominance`` of the predictions, else None."""
+    y_pred = np.asarray(y_pred)
+    if len(y_pred) == 0:
+        return None
+    names = list(names) if names is not None else [str(c) for c in classes]
+    values, counts = np.unique(y_pred, return_counts=True)
+    top = int(np.argmax(counts))
+    share = counts[top] / len(y_pred)
+    if share < dominance:
+        return None
+    label = names[list(classes).index(values[top])] if values[top] in classes else str(values[top])
+    return f"predicts class {label} for {share:.1%} of {len(y_pred)} rows"
 
 
 def missed_classes(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int],

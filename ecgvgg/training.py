@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ecgvgg.metrics import collapse_reason, flat_scores, per_class_scores
+from ecgvgg.metrics import collapse_reason, dominant_class, flat_scores, per_class_scores
 from ecgvgg.resampling import Splits
 
 log = logging.getLogger("ecgvgg")
@@ -150,10 +150,11 @@ class ValidationMetrics(keras.callbacks.Callback):
 class CollapseMonitor(keras.callbacks.Callback):
     """Watch the validation predictions for a collapsed state during training.
 
-    The state is: one class predicted for at least ``dominance`` of the validation rows, or a
-    class with rows never predicted. A batch-normalised network often predicts one class for its
-    first epoch or two, so the state counts only once it has lasted ``patience`` epochs in a
-    row; a line is logged only when it starts or ends. With ``stop`` training stops then.
+    The state is one class predicted for at least ``dominance`` of the validation rows. A
+    batch-normalised network often does that for its first epoch or two, and an oversampled one
+    may skip a class for a few epochs, so the state counts only once it has lasted ``patience``
+    epochs in a row, and a line is logged only when it starts or ends (classes never predicted
+    are judged on the returned model, over all held-out rows). With ``stop`` training stops then.
     """
 
     def __init__(self, metrics: ValidationMetrics, *, patience: int = 3, dominance: float = 0.98, stop: bool = False):
@@ -166,8 +167,7 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         m = self.metrics
-        reason = collapse_reason(m.y_val, m.last_pred, m.classes, m.names, dominance=self.dominance,
-                                 check_recall=False)
+        reason = dominant_class(m.last_pred, m.classes, m.names, self.dominance)
         self.streak = self.streak + 1 if reason else 0
         lasting = self.streak >= self.patience
         if lasting and not self.collapsed:
