@@ -151,15 +151,18 @@ class CollapseMonitor(keras.callbacks.Callback):
     """Watch the validation predictions for a collapsed state during training.
 
     The state is one class predicted for at least ``dominance`` of the validation rows. A
-    batch-normalised network often does that for its first epoch or two, and an oversampled one
-    may skip a class for a few epochs, so the state counts only once it has lasted ``patience``
-    epochs in a row, and a line is logged only when it starts or ends (classes never predicted
-    are judged on the returned model, over all held-out rows). With ``stop`` training stops then.
+    batch-normalised network often does that for its first few epochs while its moving
+    statistics settle, so the first ``warmup`` epochs never count, and after them the state
+    counts only once it has lasted ``patience`` epochs in a row. A line is logged only when the
+    counted state starts or ends (classes never predicted are judged on the returned model, over
+    all held-out rows). With ``stop`` training stops then.
     """
 
-    def __init__(self, metrics: ValidationMetrics, *, patience: int = 3, dominance: float = 0.98, stop: bool = False):
+    def __init__(self, metrics: ValidationMetrics, *, patience: int = 3, dominance: float = 0.98, stop: bool = False,
+                 warmup: int = 0):
         super().__init__()
         self.metrics, self.patience, self.dominance, self.stop = metrics, patience, dominance, stop
+        self.warmup = warmup
         self.streak = 0
         self.collapsed = False
         self.reason: str | None = None
@@ -167,7 +170,7 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         m = self.metrics
-        reason = dominant_class(m.last_pred, m.classes, m.names, self.dominance)
+        reason = dominant_class(m.last_pred, m.classes, m.names, self.dominance) if epoch >= self.warmup else None
         self.streak = self.streak + 1 if reason else 0
         lasting = self.streak >= self.patience
         if lasting and not self.collapsed:
@@ -218,6 +221,7 @@ def fit(
     checkpoint_path: str | Path | None = None,
     collapse_patience: int = 3,
     collapse_dominance: float = 0.98,
+    collapse_warmup: int = 3,
     stop_on_collapse: bool = False,
     seed: int = 0,
     compile_model: bool = True,
@@ -248,7 +252,7 @@ def fit(
     mode = "min" if monitor.endswith("loss") else "max"
     metrics_cb = ValidationMetrics(splits.X_val, splits.y_val, splits.classes, names, batch_size, on_epoch)
     collapse_cb = CollapseMonitor(metrics_cb, patience=collapse_patience, dominance=collapse_dominance,
-                                  stop=stop_on_collapse)
+                                  stop=stop_on_collapse, warmup=max(0, collapse_warmup - initial_epoch))
     cbs: list[keras.callbacks.Callback] = [metrics_cb, collapse_cb]
     early = None
     if early_stopping_patience:

@@ -58,17 +58,24 @@ def test_training_warns_only_when_a_collapsed_state_lasts_and_only_when_it_chang
         last_pred = None
 
     healthy, stuck = Scored.y_val.copy(), np.zeros(40)
-    monitor = CollapseMonitor(Scored(), patience=3)
+    monitor = CollapseMonitor(Scored(), patience=3, warmup=3)
     states = []
+    # three warm-up epochs stuck on N, one healthy, then a real stall of four epochs, then recovery
     with caplog.at_level(logging.INFO, logger="ecgvgg"):
-        for pred in (stuck, healthy, stuck, stuck, stuck, stuck, healthy, healthy):  # warm-up epoch, then a real stall
+        for pred in (stuck, stuck, stuck, healthy, stuck, stuck, stuck, stuck, healthy, healthy):
             monitor.metrics.last_pred = pred
             monitor.on_epoch_end(len(states), logs := {})
             states.append(logs["collapsed"])
-    assert states == [0, 0, 0, 0, 1, 1, 0, 0]
+    assert states == [0, 0, 0, 0, 0, 0, 1, 1, 0, 0]
     lines = [r.getMessage() for r in caplog.records if r.name == "ecgvgg"]
     assert len(lines) == 2
-    assert lines[0].startswith("epoch 5: model looks collapsed for 3 epochs") and "no longer" in lines[1]
+    assert lines[0].startswith("epoch 7: model looks collapsed for 3 epochs") and "no longer" in lines[1]
+    # warm-up alone never counts, however long the patience
+    quiet = CollapseMonitor(Scored(), patience=1, warmup=3)
+    for epoch in range(3):
+        quiet.metrics.last_pred = stuck
+        quiet.on_epoch_end(epoch, logs := {})
+        assert logs["collapsed"] == 0
 
 
 def test_bootstrap_interval_contains_the_estimate_and_widens_when_errors_cluster_in_groups():
