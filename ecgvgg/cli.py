@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,18 +30,59 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_COLLAPSED = 0, 2, 3
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Train and compare VGG16-style ECG heartbeat classifiers without leaks or silent collapse.")
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
-_state = {"debug": False}
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
+_state: dict[str, Any] = {"debug": False, "verbose": False, "resume": None}
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+         verbose: Annotated[bool, typer.Option("--verbose", help="Show TensorFlow's start-up output.")] = False,
+         ) -> None:
     """Leak-safe training and comparison of VGG16-style heartbeat classifiers."""
-    _state["debug"] = debug
+    _state["debug"], _state["verbose"] = debug, verbose
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep --json output clean
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: Optional[str] = None) -> None:
+    """Print a warning as one line, without the source line that Python adds."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    err_console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
+
+
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    """An exception's message as one line of at most ``limit`` characters."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if len(lines) > 1 and not text.endswith((":", "(")):
+        text += " ..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load_tensorflow() -> None:
+    """Import TensorFlow and look for GPUs once, keeping its C++ start-up chatter off the terminal.
+
+    TensorFlow writes oneDNN and CUDA notices straight to file descriptor 2 while it loads; they
+    are hidden unless ``--verbose``. Called only after the config and the data have been checked.
+    """
+    if _state["verbose"] or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class Terminated(KeyboardInterrupt):
@@ -63,16 +105,23 @@ def _guard() -> Iterator[None]:
     except (DataError, ConfigError) as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(_one_line(exc, 1000))}", soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt as exc:
-        err_console.print("[bold red]interrupted[/]: the run was marked KILLED; continue it with --resume RUN_ID")
+        run_id = getattr(exc, "run_id", None)
+        if run_id is None:
+            err_console.print("[bold red]interrupted[/] before any run was created")
+        elif _state["resume"]:
+            err_console.print(f"[bold red]interrupted[/]: run {run_id} was marked KILLED; continue it with\n  "
+                              f"{escape(_state['resume'])} --resume {run_id}", soft_wrap=True)
+        else:
+            err_console.print(f"[bold red]interrupted[/]: run {run_id} was marked KILLED", soft_wrap=True)
         raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     except Exception as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                          soft_wrap=True)
+        err_console.print(f"[bold red]failed:[/] {type(exc).__name__}: {escape(_one_line(exc))} "
+                          "(run with --debug for the traceback)", soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         if main_thread:
@@ -173,15 +222,17 @@ def _progress_callback(progress: Any, epochs: int) -> Any:
     return RichProgress()
 
 
-def _run_one(cfg: Any, parent_run_id: Optional[str] = None, resume_run_id: Optional[str] = None) -> Any:
+def _run_one(cfg: Any, parent_run_id: Optional[str] = None, resume_run_id: Optional[str] = None,
+             data: Any = None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ecgvgg.pipeline import run_pipeline
 
+    _load_tensorflow()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:
         return run_pipeline(cfg, callbacks=[_progress_callback(progress, cfg.training.epochs)],
-                            parent_run_id=parent_run_id, resume_run_id=resume_run_id)
+                            parent_run_id=parent_run_id, resume_run_id=resume_run_id, data=data)
 
 
 @app.command()
@@ -192,10 +243,16 @@ def run(
 ) -> None:
     """Run a pipeline in one MLflow run; print the run id, the test per-class table and the model path."""
     from ecgvgg.config import load_config
+    from ecgvgg.pipeline import check_data
 
     with _guard():
         cfg = load_config(config, set_ or [])
-        result = _run_one(cfg, resume_run_id=resume)
+        if cfg.split.folds and resume:
+            raise ConfigError("--resume: cross-validated runs (split.folds) cannot be resumed; start them again")
+        data = check_data(cfg)  # bad data and data-dependent settings: exit 2 before TensorFlow or MLflow load
+        if not cfg.split.folds:
+            _state["resume"] = "ecgvgg run " + " ".join([str(config), *(f"--set {item}" for item in set_ or [])])
+        result = _run_one(cfg, resume_run_id=resume, data=data)
     console.print(f"run id: [bold]{result.run_id}[/]  (experiment {escape(cfg.tracking.experiment)}, "
                   f"store {escape(cfg.tracking.resolved_uri())})")
     if result.cv:
@@ -340,14 +397,14 @@ def prepare(
 
 
 def _parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
-    import yaml
+    from ecgvgg.config import parse_yaml
 
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not values:
             raise ConfigError(f"--grid {item!r}: expected key.path=v1,v2,...")
-        grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",")]
+        grid[key.strip()] = [parse_yaml(v, f"--grid {item}") for v in values.split(",")]
     return grid
 
 
@@ -361,17 +418,25 @@ def sweep(
 
     Exits 3 only when every combination collapsed.
     """
-    import mlflow
-
-    from ecgvgg import tracking
     from ecgvgg.config import load_config
-    from ecgvgg.pipeline import grid_configs, load_data
+    from ecgvgg.pipeline import check_data, grid_configs
 
     with _guard():
         cfg = load_config(config, set_ or [])
         parsed = _parse_grid(grid)
         combos = grid_configs(cfg, parsed)
-        load_data(cfg)  # fail on bad data before any run exists
+        loaded: dict[str, Any] = {}
+        for combo, child_cfg in combos:  # every combination's data and settings, before any run exists
+            key = child_cfg.data.model_dump_json()
+            try:
+                loaded[key] = check_data(child_cfg, loaded.get(key))
+            except (DataError, ConfigError) as exc:
+                raise type(exc)(f"--grid {', '.join(f'{k}={v}' for k, v in combo.items())}: {exc}") from None
+        _load_tensorflow()
+        import mlflow
+
+        from ecgvgg import tracking
+
         experiment_id = tracking.configure(cfg.tracking.resolved_uri(), cfg.tracking.experiment)
         rows = []
         with tracking.start_run(experiment_id, cfg.tracking.run_name or "sweep") as parent:
@@ -379,7 +444,8 @@ def sweep(
             mlflow.log_param("grid", json.dumps(parsed))
             for combo, child_cfg in combos:
                 console.print(f"[bold]combination[/] {combo}")
-                result = _run_one(child_cfg, parent_run_id=parent.info.run_id)
+                result = _run_one(child_cfg, parent_run_id=parent.info.run_id,
+                                  data=loaded[child_cfg.data.model_dump_json()])
                 rows.append((combo, result))
     rows.sort(key=lambda r: r[1].val_scores.get("macro_f1", 0.0), reverse=True)
     table = Table(title=f"sweep {parent.info.run_id}", title_justify="left")

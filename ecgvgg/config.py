@@ -105,6 +105,13 @@ class ModelConfig(_Section):
     batch_norm: bool = False
     weights: str | None = None
 
+    @field_validator("weights")
+    @classmethod
+    def _weights_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"no such weights file: {value}")
+        return value
+
 
 class TrainingConfig(_Section):
     """Keras training settings."""
@@ -153,6 +160,22 @@ class PipelineConfig(_Section):
     #: rows before oversampling and score it on the same test rows; ``none`` skips it.
     baseline: Literal["rf", "none"] = "rf"
 
+    @model_validator(mode="after")
+    def _fits_classes(self) -> PipelineConfig:
+        weights = self.training.class_weight
+        if isinstance(weights, dict):
+            classes = set(range(len(self.data.class_names)))
+            if set(weights) != classes:
+                unknown, missing = sorted(set(weights) - classes), sorted(classes - set(weights))
+                raise ValueError(
+                    f"training.class_weight: the keys must be the classes 0..{len(classes) - 1} "
+                    f"({', '.join(self.data.class_names)})" + (f"; {unknown} are not classes" if unknown else "")
+                    + (f"; {missing} have no weight" if missing else ""))
+            bad = {c: w for c, w in weights.items() if not w > 0}
+            if bad:
+                raise ValueError(f"training.class_weight: weights must be > 0, got {bad}")
+        return self
+
     def flat(self) -> dict[str, Any]:
         """Every resolved value as ``section.key`` -> value (for MLflow params)."""
         return _flatten(self.model_dump(mode="json"))
@@ -165,7 +188,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key.path=value")
-        set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        set_path(raw, key.strip(), parse_yaml(value, f"--set {item}") if value.strip() else None)
     return validate_config(raw, source=str(path))
 
 
@@ -180,7 +203,8 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> PipelineCo
 def _describe(err: dict[str, Any]) -> str:
     """One pydantic error as ``yaml.path: problem (got value)``."""
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "literal[", "dict[")))
-    loc = loc or "<top level>"
+    if not loc:  # a check across sections: its message names the keys
+        return err["msg"].replace("Value error, ", "")
     if err["type"] == "extra_forbidden":
         parent = PipelineConfig
         for part in err["loc"][:-1]:
@@ -204,18 +228,34 @@ def _read_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a pipeline is a YAML text file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    raw = parse_yaml(text, str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     pieces = raw.pop("extends", []) or []
     if isinstance(pieces, str):
         pieces = [pieces]
+    if not isinstance(pieces, list) or not all(isinstance(piece, str) and piece for piece in pieces):
+        raise ConfigError(f"{path}: extends: expected a list of YAML file paths, got {pieces!r}")
     merged: dict[str, Any] = {}
     for piece in pieces:
         merged = _merge(merged, _read_yaml_tree(path.parent / piece, seen + (path,)))
     return _merge(merged, raw)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML with the safe loader; a syntax error becomes one ConfigError line naming ``where`` and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgvgg.config import PipelineConfig, set_path, validate_config
+from ecgvgg.config import PipelineConfig, ResamplingConfig, set_path, validate_config
 from ecgvgg.data import load_xy
 from ecgvgg.errors import ConfigError
 from ecgvgg.resampling import Splits, cv_folds, split_then_oversample
@@ -62,6 +63,51 @@ def load_data(cfg: PipelineConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series |
     y_path = d.resolved_path("y_path") if d.y_path else None
     return load_xy(d.resolved_path(), y_path, label_column=d.label_column, group_column=d.group_column,
                    header=header, classes=range(len(d.class_names)), format=d.format)
+
+
+def check_data(cfg: PipelineConfig, data: tuple[pd.DataFrame, pd.Series, pd.Series | None] | None = None,
+               ) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
+    """Load the data (unless given) and check every setting that depends on it, before any run exists.
+
+    Raises DataError or ConfigError naming the file or the YAML key: a configured class with no
+    rows, an ``input.size`` that does not fit the beats, a split or cross-validation that the
+    classes and groups cannot fill. Needs neither TensorFlow nor MLflow.
+    """
+    from ecgvgg.errors import DataError
+    from ecgvgg.shapes import fold_side
+
+    X, y, groups = data if data is not None else load_data(cfg)
+    names = list(cfg.data.class_names)
+    counts = np.bincount(y.to_numpy(), minlength=len(names))
+    empty = [f"{n} ({c})" for c, n in enumerate(names) if counts[c] == 0]
+    if empty:
+        raise DataError(f"{cfg.data.resolved_path()}: data.class_names has class(es) {', '.join(empty)} with no rows; "
+                        "drop them from data.class_names and relabel, or add rows")
+    length, i = X.shape[1], cfg.input
+    if i.kind == "2d" and i.method == "fold" and i.size is not None and i.size < fold_side(length):
+        raise ConfigError(f"input.size: {i.size} is too small to fold {length} samples (need at least "
+                          f"{fold_side(length)}, or leave it unset)")
+    if i.kind == "2d" and i.method == "gaf" and i.size is not None and not 2 <= i.size <= length:
+        raise ConfigError(f"input.size: {i.size} does not fit a Gramian angular field of {length}-sample beats "
+                          f"(choose 2 to {length})")
+    strategy = cfg.resampling.params.get("sampling_strategy")
+    if strategy is not None and cfg.resampling.sampler != "none":
+        from imblearn.utils import check_sampling_strategy
+
+        try:
+            check_sampling_strategy(strategy, y.to_numpy(), "over-sampling")
+        except ValueError as exc:
+            raise ConfigError(f"resampling.params.sampling_strategy: {strategy!r} does not fit the data "
+                              f"({str(exc).splitlines()[0]})") from None
+    if cfg.split.folds:
+        grouped = groups if cfg.split.grouped else None
+        cv_folds(y, folds=cfg.split.folds, groups=grouped, val_size=cfg.split.val_size, seed=cfg.split.seed,
+                 classes=range(len(names)))
+    else:  # the split itself (cheap without a sampler): too few rows or groups per class
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the run itself repeats them
+            prepare_splits(cfg.model_copy(update={"resampling": ResamplingConfig(sampler="none")}), X, y, groups)
+    return X, y, groups
 
 
 def prepare_splits(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Series | None) -> Splits:
@@ -130,6 +176,7 @@ def run_pipeline(
     on_epoch: Callable[[int, Mapping[str, float]], None] | None = None,
     parent_run_id: str | None = None,
     resume_run_id: str | None = None,
+    data: tuple[pd.DataFrame, pd.Series, pd.Series | None] | None = None,
 ) -> RunResult:
     """Run the configured study as one MLflow run (a parent with a child per fold when
     ``split.folds`` is set) and return its result.
@@ -137,14 +184,13 @@ def run_pipeline(
     Data and config problems are found before the run starts, so they leave no run behind;
     anything that fails later ends the run as FAILED (KILLED on Ctrl-C or SIGTERM).
     ``resume_run_id`` continues an interrupted run from its best checkpoint, in the same run.
+    ``data`` is what :func:`check_data` returned, to skip loading the data again.
     """
-    import mlflow
-
     from ecgvgg import tracking
 
     if cfg.split.folds and resume_run_id:
         raise ConfigError("--resume: cross-validated runs (split.folds) cannot be resumed; start them again")
-    X, y, groups = load_data(cfg)
+    X, y, groups = check_data(cfg, data)
     kind = split_kind(cfg)
     if kind == "ungrouped beats":
         log.warning("the split is by beat: beats of one recording can sit in both training and test, so the "

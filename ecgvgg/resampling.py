@@ -77,9 +77,13 @@ def make_sampler(name: str, *, seed: int = 0, **params: Any) -> Sampler | None:
     if name not in kinds:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     try:
-        return kinds[name](random_state=seed, **params)
+        sampler = kinds[name](random_state=seed, **params)
+        sampler._validate_params()  # scikit-learn's own check of types and ranges, without data
     except TypeError as exc:
         raise ValueError(f"sampler {name!r}: {exc}") from exc
+    except ValueError as exc:  # InvalidParameterError
+        raise ValueError(f"sampler {name!r}: {str(exc).splitlines()[0]}") from None
+    return sampler
 
 
 def split_then_oversample(

@@ -73,9 +73,11 @@ def start_run(experiment_id: str, run_name: str | None = None, run_id: str | Non
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, run_id=run_id, nested=nested)
     try:
         yield run
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         mlflow.set_tag("ecgvgg.status", "interrupted")
         mlflow.end_run(status="KILLED")
+        if getattr(exc, "run_id", None) is None:  # the innermost run: the one that can be resumed
+            exc.run_id = run.info.run_id
         raise
     except BaseException as exc:
         mlflow.set_tag("ecgvgg.error", f"{type(exc).__name__}: {exc}"[:5000])
