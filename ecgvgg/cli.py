@@ -271,19 +271,24 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Labelled beats (CSV or Parquet).")],
     run_id: Annotated[Optional[str], typer.Option("--run", help="Score the model logged by this MLflow run.")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Score this .keras model file.")] = None,
-    label_column: Annotated[str, typer.Option(help="Label column of a table with a header.")] = "label",
-    group_column: Annotated[Optional[str], typer.Option(help="Group column to ignore.")] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        help="Label column of a table with a header (default: the one the model was trained with).")] = None,
+    group_column: Annotated[Optional[str], typer.Option(
+        help="Group column to ignore (default: the one the model was trained with, when the table has it).")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print scores as JSON.")] = False,
 ) -> None:
-    """Score a saved model on another table; print the per-class table or JSON."""
+    """Score a saved model on another table; print the per-class table or JSON.
+
+    The table is read as the model's training table was (label column, group column, header)
+    unless the options say otherwise.
+    """
     from ecgvgg.data import load_xy
-    from ecgvgg.inference import load_model
 
     with _guard():
         loaded = _load(run_id, model, tracking_uri)
-        X, y, _ = load_xy(data, label_column=label_column, group_column=group_column,
-                          classes=loaded.classes)
+        label, group, header = _table_settings(loaded, data, label_column, group_column)
+        X, y, _ = load_xy(data, label_column=label, group_column=group, header=header, classes=loaded.classes)
         scores = loaded.score(X, y)
     names = loaded.class_names
     if as_json:
@@ -298,33 +303,70 @@ def evaluate(
         console.print(_scores_table(scores, names, f"{data}"))
 
 
+def _table_settings(loaded: Any, data: Path, label_column: Optional[str],
+                    group_column: Optional[str]) -> tuple[str, Optional[str], Optional[bool]]:
+    """Label column, group column and header for reading ``data``: the options, else the model's training table's."""
+    trained = loaded.data or {}
+    label = label_column or trained.get("label_column") or "label"
+    group = group_column
+    if group is None and trained.get("group_column"):
+        from ecgvgg.data import has_column
+
+        group = trained["group_column"] if has_column(data, trained["group_column"]) else None
+    header = trained.get("header")
+    return label, group, header if isinstance(header, bool) else None
+
+
 def _load(run_id: Optional[str], model: Optional[Path], tracking_uri: Optional[str]) -> Any:
     from ecgvgg.inference import load_model
 
     if (run_id is None) == (model is None):
         raise ConfigError("give exactly one of --run RUN_ID or --model PATH")
-    if run_id is not None:
-        import mlflow
+    if run_id is None:
+        _load_tensorflow()
+        return load_model(model)
+    from ecgvgg.config import TrackingConfig
+    from ecgvgg.tracking import sqlite_path
 
-        from ecgvgg.config import TrackingConfig
+    uri = TrackingConfig(uri=tracking_uri).resolved_uri()
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():  # never create a store for a read
+        raise ConfigError(f"--run {run_id}: no MLflow store at {db.resolve()} (from {uri}); "
+                          "pass --tracking-uri or run from the folder that holds mlruns/")
+    _load_tensorflow()
+    import mlflow
 
-        mlflow.set_tracking_uri(TrackingConfig(uri=tracking_uri).resolved_uri())
-        return load_model(run_id=run_id)
-    return load_model(model)
+    mlflow.set_tracking_uri(uri)
+    return load_model(run_id=run_id)
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an output file name that is neither .csv nor .parquet, before any work."""
+def _check_out(out: Path, data: Optional[Path] = None) -> None:
+    """Refuse an output path that cannot be written, before any work: wrong suffix, a folder, the input itself."""
     if out.suffix.lower() not in {".csv", ".parquet"}:
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name")
+    if data is not None and out.exists() and data.exists() and out.resolve() == data.resolve():
+        raise ConfigError(f"--out {out}: is the input file; write the output elsewhere")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: cannot write in {parent}")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ConfigError(f"--out {out}: the file is not writable")
 
 
 def _write_table(frame: Any, out: Path) -> None:
     """Write a DataFrame as CSV or Parquet through a temporary file, so no half-written output remains."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
-    frame.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    try:
+        frame.to_csv(tmp, index=False) if out.suffix.lower() == ".csv" else frame.to_parquet(tmp, index=False)
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @app.command()
@@ -333,8 +375,10 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
     model: Annotated[Optional[Path], typer.Option("--model", help=".keras model file.")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run", help="Use the model logged by this MLflow run.")] = None,
-    label_column: Annotated[str, typer.Option(help="Label column to ignore if present.")] = "label",
-    group_column: Annotated[Optional[str], typer.Option(help="Group column to ignore.")] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        help="Label column to ignore if present (default: the one the model was trained with).")] = None,
+    group_column: Annotated[Optional[str], typer.Option(
+        help="Group column to ignore (default: the one the model was trained with, when the table has it).")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
 ) -> None:
     """Write predicted classes and class probabilities, one row per beat."""
@@ -344,17 +388,18 @@ def predict(
     from ecgvgg.data import load_x
 
     with _guard():
-        _check_out(out)
+        _check_out(out, data)
         loaded = _load(run_id, model, tracking_uri)
-        X = load_x(data, length=loaded.length, label_column=label_column, group_column=group_column)
+        label, group, header = _table_settings(loaded, data, label_column, group_column)
+        X = load_x(data, length=loaded.length, label_column=label, group_column=group, header=header)
         probs = loaded.predict_proba(X)
-    idx = np.argmax(probs, axis=1)
-    frame = pd.DataFrame({"prediction": np.asarray(loaded.classes)[idx],
-                          "class_name": np.asarray(loaded.class_names)[idx]})
-    for i, name in enumerate(loaded.class_names):
-        frame[f"p_{name}"] = probs[:, i]
-    _write_table(frame, out)
-    console.print(f"wrote {len(frame)} predictions to {out}")
+        idx = np.argmax(probs, axis=1)
+        frame = pd.DataFrame({"prediction": np.asarray(loaded.classes)[idx],
+                              "class_name": np.asarray(loaded.class_names)[idx]})
+        for i, name in enumerate(loaded.class_names):
+            frame[f"p_{name}"] = probs[:, i]
+        _write_table(frame, out)
+    console.print(f"wrote {len(frame)} predictions to {escape(str(out))}")
 
 
 @app.command()

@@ -25,6 +25,7 @@ from ecgvgg.errors import DataError
 DEFAULT_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 4)
 _CSV_SUFFIXES = {".csv", ".txt"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -94,15 +95,25 @@ def _read_table(path: str | Path, header: bool | None, text_columns: set[str],
         try:
             table = pd.read_parquet(p)
         except Exception as exc:  # pyarrow raises several types for damaged files
-            raise DataError(f"{p}: cannot read as Parquet ({exc})") from exc
+            raise DataError(f"{p}: cannot read as Parquet ({_first_line(exc)})") from None
         src = _Source(p, -1)
     elif fmt == "csv" or suffix in _CSV_SUFFIXES or suffix == "":
-        table, src = _read_csv(p, header, text_columns)
+        try:
+            table, src = _read_csv(p, header, text_columns)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{p}: not UTF-8 text (byte {exc.start}); expected a CSV file, not a compressed "
+                            "or binary one") from None
     else:
         raise DataError(f"{p}: unknown file type '{suffix}' (expected .csv or .parquet)")
     if table.shape[0] == 0:
         raise DataError(f"{p}: table has no rows")
     return table, src
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a library's message, at most ``limit`` characters."""
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_number(text: str) -> bool:
@@ -115,7 +126,7 @@ def _is_number(text: str) -> bool:
 
 def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.DataFrame, _Source]:
     """Read a CSV with pyarrow straight into float32 columns (``text_columns`` kept as text)."""
-    with p.open(newline="") as fh:
+    with p.open(newline="", encoding="utf-8") as fh:
         first = next(csv.reader(fh), [])
     if not first:
         raise DataError(f"{p}: file is empty")
@@ -148,7 +159,7 @@ def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.
 
 def _diagnose_csv(p: Path, src: _Source, width: int, numeric: set | None, names: list) -> None:
     """Find the first ragged line or non-numeric cell of a CSV that pyarrow refused."""
-    with p.open(newline="") as fh:
+    with p.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         if src.header_lines:
             next(reader)
@@ -162,7 +173,21 @@ def _diagnose_csv(p: Path, src: _Source, width: int, numeric: set | None, names:
                     raise DataError(
                         f"{p}: column {_colname(names[j])} is not numeric at {src.where(i)}: {cell!r}"
                     )
+                if (numeric is None or names[j] in numeric) and cell.strip() and _FLOAT32_MAX < abs(float(cell)) < np.inf:
+                    raise DataError(f"{p}: column {_colname(names[j])} has {cell.strip()} at {src.where(i)}, "
+                                    "beyond the float32 range (about 3.4e38); rescale the beats")
     raise DataError(f"{p}: cannot parse as CSV")
+
+
+def _raw_cell(src: _Source, i: int, j: int) -> str | None:
+    """The text of cell ``(i, j)`` of a CSV source as written in the file (None for Parquet)."""
+    if src.header_lines < 0:
+        return None
+    with src.path.open(newline="", encoding="utf-8") as fh:
+        for k, row in enumerate(csv.reader(fh)):
+            if k == i + src.header_lines:
+                return row[j] if j < len(row) else None
+    return None
 
 
 def _colname(name: object) -> str:
@@ -173,7 +198,9 @@ def _pop_group(table: pd.DataFrame, src: _Source, group_column: str | None) -> p
     if group_column is None:
         return None
     if group_column not in table.columns:
-        raise DataError(f"{src.path}: no group column '{group_column}' (columns: {_preview(table.columns)})")
+        raise DataError(f"{src.path}: no group column '{group_column}' (columns: {_preview(table.columns)}); "
+                        "set data.group_column to the column naming each beat's recording, or to null to split "
+                        "by beat (scores are then optimistic)")
     groups = table.pop(group_column)
     if groups.isna().any():
         i = int(np.flatnonzero(groups.isna().to_numpy())[0])
@@ -225,12 +252,23 @@ def _validate_features(X: pd.DataFrame, src: _Source) -> pd.DataFrame:
                     f"{src.path}: column {_colname(col)} is not numeric at {src.where(i)}: {X[col].iloc[i]!r}"
                 )
             X[col] = coerced
-    values = X.to_numpy(dtype=np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = X.to_numpy(dtype=np.float32, copy=False)
     finite = np.isfinite(values)
     if not finite.all():
         i, j = (int(v) for v in np.argwhere(~finite)[0])
+        original = X.iloc[i, j]
+        raw = _raw_cell(src, i, j) if src.header_lines >= 0 else None
+        shown = raw.strip() if raw is not None else f"{original}"
+        try:
+            overflow = np.isfinite(float(shown))
+        except ValueError:
+            overflow = False
+        if overflow:
+            raise DataError(f"{src.path}: column {_colname(X.columns[j])} has {shown} at {src.where(i)}, "
+                            "beyond the float32 range (about 3.4e38); rescale the beats")
         raise DataError(
-            f"{src.path}: column {_colname(X.columns[j])} has {values[i, j]} at {src.where(i)}; "
+            f"{src.path}: column {_colname(X.columns[j])} has {shown} at {src.where(i)}; "
             "beats must be finite numbers"
         )
     if values is X.to_numpy(copy=False) and all(X.dtypes == np.float32):
@@ -279,6 +317,20 @@ def class_counts(y: np.ndarray | pd.Series, classes: Sequence[int] = DEFAULT_CLA
         int(v): int(n) for v, n in found.items() if v not in set(classes)
     }
 
+
+
+def has_column(path: str | Path, column: str) -> bool:
+    """Whether a CSV with a header or a Parquet file has ``column`` (False when it cannot tell)."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() in _PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            return column in pq.read_schema(p).names
+        with p.open(newline="", encoding="utf-8", errors="replace") as fh:
+            return column in next(csv.reader(fh), [])
+    except Exception:  # noqa: BLE001 - the loader reports unreadable files properly
+        return False
 
 
 def load_x(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ class LoadedModel:
     input: dict[str, Any]
     length: int | None
     source: str
+    data: dict[str, Any] = field(default_factory=dict)
 
     def prepare(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Check that the beats fit the model and reshape them for it."""
@@ -57,14 +59,54 @@ class LoadedModel:
 
 
 def metadata(classes: Sequence[int], names: Sequence[str], input_cfg: dict[str, Any],
-             length: int | None) -> dict[str, Any]:
-    """What a saved model needs beside its weights to read raw beats."""
+             length: int | None, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The input contract of a saved model: its classes, how raw beats are reshaped for it, and
+    how the table it was trained on was read (label and group columns, header)."""
     return {"classes": [int(c) for c in classes], "class_names": list(names), "input": dict(input_cfg),
-            "length": length}
+            "length": length, "data": dict(data or {})}
+
+
+def save_model(model: Any, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Save a Keras model with its input contract inside the ``.keras`` file (as ``ecgvgg.json``), atomically."""
+    path = Path(path)
+    partial = path.with_name(path.stem + ".partial.keras")
+    model.save(partial)
+    with zipfile.ZipFile(partial, "a") as archive:
+        archive.writestr(METADATA_FILE, json.dumps(meta, indent=2))
+    partial.replace(path)
+    return path
+
+
+def read_contract(path: str | Path) -> dict[str, Any] | None:
+    """The input contract stored inside a ``.keras`` file, or None when it has none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if METADATA_FILE in archive.namelist():
+                return json.loads(archive.read(METADATA_FILE))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    return None
+
+
+#: A run folder holds the final model beside checkpoints; these names are never the model to load.
+_CHECKPOINTS = ("best.keras", "best.partial.keras", "model.partial.keras")
+
+
+def _model_file(folder: Path) -> Path | None:
+    """The final model in a run folder or a logged MLflow model folder (never a checkpoint)."""
+    for candidate in (folder / "model.keras", folder / "data" / "model.keras"):
+        if candidate.is_file():
+            return candidate
+    found = sorted(f for f in folder.rglob("*.keras") if f.name not in _CHECKPOINTS)
+    return found[0] if found else None
 
 
 def load_model(path: str | Path | None = None, *, run_id: str | None = None) -> LoadedModel:
-    """Load a ``.keras`` file (with ``ecgvgg.json`` beside it when present) or a logged run's model."""
+    """Load a ``.keras`` model saved by ecgvgg, or a logged run's model, with its input contract.
+
+    A file without a contract (inside it, or ``ecgvgg.json`` beside it) is refused: guessing
+    how its beats were shaped, or whether a last column is a label, gives silent nonsense.
+    """
     import keras
 
     if run_id is not None:
@@ -73,31 +115,30 @@ def load_model(path: str | Path | None = None, *, run_id: str | None = None) -> 
         try:
             path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model"))
         except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds for a missing run
-            raise DataError(f"run {run_id}: no logged model ({exc})") from None
+            raise DataError(f"run {run_id}: no logged model in {mlflow.get_tracking_uri()} "
+                            f"({str(exc).splitlines()[0]})") from None
     path = Path(path)
-    if path.is_dir():  # a logged model or a run folder: the .keras file inside, ecgvgg.json beside it
-        files = sorted(path.rglob("*.keras"))
-        if not files:
+    folder = path if path.is_dir() else None
+    if folder is not None:
+        found = _model_file(folder)
+        if found is None:
             raise DataError(f"{f'run {run_id}' if run_id else path}: no .keras model in this folder")
-        meta_path, path = path / METADATA_FILE, files[0]
-    else:
-        meta_path = path.parent / METADATA_FILE
+        path = found
     if not path.is_file():
         raise DataError(f"{path}: no such model file")
     source = f"of run {run_id}" if run_id else str(path)
+    meta = read_contract(path)
+    if meta is None:
+        for beside in ([folder / METADATA_FILE] if folder is not None else []) + [path.parent / METADATA_FILE]:
+            if beside.is_file():
+                meta = json.loads(beside.read_text())
+                break
+    if meta is None:
+        raise DataError(f"{path}: no ecgvgg input contract in or beside this model (classes, beat length, "
+                        "reshaping); use a model saved by ecgvgg")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a damaged file
-        raise DataError(f"{path}: cannot load as a Keras model ({exc})") from None
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else _infer_metadata(model)
-    return LoadedModel(model, meta["classes"], meta["class_names"], meta["input"], meta["length"], source)
-
-
-def _infer_metadata(model: Any) -> dict[str, Any]:
-    """Metadata for a bare ``.keras`` file: 1D when the input is (length, 1), else a folded image."""
-    shape = tuple(model.input_shape[1:])
-    n = int(model.output_shape[-1])
-    if len(shape) == 2:
-        return metadata(range(n), [str(c) for c in range(n)], {"kind": "1d"}, shape[0])
-    side = int(shape[0])
-    return metadata(range(n), [str(c) for c in range(n)], {"kind": "2d", "method": "fold", "size": side}, None)
+        raise DataError(f"{path}: cannot load as a Keras model ({str(exc).splitlines()[0]})") from None
+    return LoadedModel(model, meta["classes"], meta["class_names"], meta["input"], meta["length"], source,
+                       meta.get("data", {}))

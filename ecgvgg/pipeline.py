@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -260,7 +259,7 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
     from sklearn.metrics import classification_report
 
     from ecgvgg import tracking
-    from ecgvgg.inference import METADATA_FILE, metadata
+    from ecgvgg.inference import save_model
     from ecgvgg.metrics import bootstrap_macro_f1, confusion, held_out_verdict, per_class_scores
     from ecgvgg.training import setup_device
 
@@ -305,14 +304,21 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
         reason, missed = result.collapse_reason, {}
     _log_verdict(reason, missed)
 
-    meta = metadata(classes, names, cfg.input.model_dump(), Xa.shape[1])
-    model_path = run_dir / "model.keras"
-    model.save(model_path)
-    (run_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    meta = model_contract(cfg, Xa.shape[1])
+    model_path = save_model(model, run_dir / "model.keras", meta)
     model_uri = tracking.log_model(model, shaped.X_test[:8], meta)
     scores["confusion_matrix"] = matrix.tolist()
     return _Trained(model, probs, pred, scores, result.val_scores, baseline, reason, missed, ci, result.epochs_run,
                     model_uri, model_path)
+
+
+def model_contract(cfg: PipelineConfig, length: int) -> dict[str, Any]:
+    """What a model trained with ``cfg`` needs to read raw beats: classes, reshaping, the table's columns."""
+    from ecgvgg.inference import metadata
+
+    d = cfg.data
+    return metadata(range(len(d.class_names)), d.class_names, cfg.input.model_dump(), length,
+                    {"label_column": d.label_column, "group_column": d.group_column, "header": d.header})
 
 
 def _baseline(cfg: PipelineConfig, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray | None:
@@ -332,7 +338,7 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
 
     from ecgvgg import tracking
     from ecgvgg.data import class_counts
-    from ecgvgg.inference import METADATA_FILE, metadata
+    from ecgvgg.inference import save_model
     from ecgvgg.metrics import bootstrap_macro_f1, held_out_verdict
     from ecgvgg.models import fold_ensemble
     from ecgvgg.resampling import oversample_split
@@ -380,11 +386,8 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
         _log_verdict(reason, missed)
 
         ensemble = fold_ensemble([f.model for f in fold_results])
-        meta = metadata(classes, names, cfg.input.model_dump(), Xa.shape[1])
-        run_dir = tracking.local_run_dir(uri, run_id)
-        model_path = run_dir / "model.keras"
-        ensemble.save(model_path)
-        (run_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+        meta = model_contract(cfg, Xa.shape[1])
+        model_path = save_model(ensemble, tracking.local_run_dir(uri, run_id) / "model.keras", meta)
         example = reshape(Xa[:8], cfg.input.kind, cfg.input.method, cfg.input.size)
         model_uri = tracking.log_model(ensemble, example, meta)
     scores["confusion_matrix"] = matrix.tolist()
