@@ -160,7 +160,7 @@ def _cv_table(result: Any) -> Table:
 
     def pm(metric: str, name: str) -> str:
         mean_sd = cv[metric].get(name)
-        return f"{mean_sd[0]:.3f} ± {mean_sd[1]:.3f}" if mean_sd else "-"
+        return f"{mean_sd[0]:.3f}±{mean_sd[1]:.3f}" if mean_sd else "-"
 
     for i, name in enumerate(names):
         label = f"[bold]{escape(name)} ({AAMI_HIGHLIGHT[name]})[/]" if name in AAMI_HIGHLIGHT else escape(name)
@@ -168,7 +168,7 @@ def _cv_table(result: Any) -> Table:
                       f"{scores['f1'][i]:.3f}", str(scores["support"][i]))
     table.add_section()
     mean, sd = cv["macro_f1"]
-    table.add_row("macro F1", "", f"{mean:.3f} ± {sd:.3f}", "", f"{scores['macro_f1']:.3f}", "")
+    table.add_row("macro F1", "", f"{mean:.3f}±{sd:.3f}", "", f"{scores['macro_f1']:.3f}", "")
     return table
 
 
