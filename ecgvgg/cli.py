@@ -342,10 +342,10 @@ def _load(run_id: Optional[str], model: Optional[Path], tracking_uri: Optional[s
 
 def _check_out(out: Path, data: Optional[Path] = None) -> None:
     """Refuse an output path that cannot be written, before any work: wrong suffix, a folder, the input itself."""
-    if out.suffix.lower() not in {".csv", ".parquet"}:
-        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
     if out.is_dir():
         raise ConfigError(f"--out {out}: is a folder; give a file name")
+    if out.suffix.lower() not in {".csv", ".parquet"}:
+        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
     if data is not None and out.exists() and data.exists() and out.resolve() == data.resolve():
         raise ConfigError(f"--out {out}: is the input file; write the output elsewhere")
     parent = out.parent
@@ -503,6 +503,65 @@ def sweep(
     if rows and all(r.collapsed for _, r in rows):
         _collapse_box("every combination of the sweep collapsed")
         raise typer.Exit(EXIT_COLLAPSED)
+
+
+@app.command()
+def runs(
+    experiment: Annotated[Optional[str], typer.Option(help="Only this experiment.")] = None,
+    stale: Annotated[bool, typer.Option("--stale", help="Only runs left RUNNING by a process that is gone.")] = False,
+    mark_killed: Annotated[bool, typer.Option("--mark-killed",
+                                              help="End the stale runs as KILLED (then --resume can continue them).")] = False,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: as for run).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
+) -> None:
+    """List the runs of a store: status, macro-F1, interval, baseline, verdict; find and close stale runs."""
+    from ecgvgg.config import TrackingConfig
+    from ecgvgg.tracking import sqlite_path
+
+    with _guard():
+        uri = TrackingConfig(uri=tracking_uri).resolved_uri()
+        db = sqlite_path(uri)
+        if db is not None and not db.is_file():
+            raise ConfigError(f"no MLflow store at {db.resolve()} (from {uri}); pass --tracking-uri")
+        from mlflow.tracking import MlflowClient
+
+        from ecgvgg import tracking
+
+        client = MlflowClient(uri)
+        experiments = {e.experiment_id: e.name for e in client.search_experiments()
+                       if experiment is None or e.name == experiment}
+        if experiment is not None and not experiments:
+            raise ConfigError(f"--experiment {experiment}: no such experiment in {uri}")
+        dead = {r.info.run_id for r in tracking.stale_runs(uri)}
+        found = client.search_runs(list(experiments), max_results=limit, order_by=["attributes.start_time DESC"]) \
+            if experiments else []
+        if stale or mark_killed:
+            found = [r for r in found if r.info.run_id in dead]
+        if mark_killed:
+            for r in found:
+                tracking.mark_killed(uri, r.info.run_id)
+    table = Table(title=f"runs in {escape(uri)}", title_justify="left")
+    for col in ("run", "name", "experiment", "status", "macro-F1", "95% interval", "RF baseline", "collapsed"):
+        table.add_column(col, justify="right" if col in ("macro-F1", "95% interval", "RF baseline") else "left",
+                         no_wrap=col in ("run", "status"))
+    for r in found:
+        m, t = r.data.metrics, r.data.tags
+        kind = "oof" if "oof_macro_f1" in m else "test"
+        f1 = m.get(f"{kind}_macro_f1")
+        low, high = m.get(f"{kind}_macro_f1_ci_low"), m.get(f"{kind}_macro_f1_ci_high")
+        status = r.info.status
+        if r.info.run_id in dead:
+            status = "KILLED" if mark_killed else "STALE"
+        table.add_row(r.info.run_id, escape(r.info.run_name or ""), escape(experiments[r.info.experiment_id]), status,
+                      f"{f1:.3f}" if f1 is not None else "", f"{low:.3f}-{high:.3f}" if low is not None else "",
+                      f"{m['baseline_rf_macro_f1']:.3f}" if "baseline_rf_macro_f1" in m else "",
+                      "[red]yes[/]" if t.get("collapsed") == "true" else "no" if t.get("collapsed") == "false" else "")
+    console.print(table)
+    if dead & {r.info.run_id for r in found} and not mark_killed:
+        console.print("STALE: MLflow shows the run as RUNNING but no live process holds it (killed, crashed); "
+                      "ecgvgg runs --mark-killed ends such runs as KILLED, and --resume continues one", soft_wrap=True)
+    if mark_killed and found:
+        console.print(f"marked {len(found)} stale run(s) KILLED; continue one with ecgvgg run CONFIG --resume RUN_ID")
 
 
 def _grid_keys(rows: Sequence[tuple[dict[str, Any], Any]]) -> list[str]:

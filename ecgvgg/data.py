@@ -13,6 +13,7 @@ first bad row. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,9 +145,11 @@ def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.
     names = first if has_header else list(range(len(first)))
     dtypes = {n: np.float32 for n in names if n not in text_columns}
     try:
-        table = pd.read_csv(
-            p, header=0 if has_header else None, engine="pyarrow", dtype=dtypes if has_header else np.float32
-        )
+        with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # overflow to inf is reported below, with the value
+            table = pd.read_csv(
+                p, header=0 if has_header else None, engine="pyarrow", dtype=dtypes if has_header else np.float32
+            )
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{p}: file is empty") from exc
     except Exception:  # noqa: BLE001 - diagnose the exact line below

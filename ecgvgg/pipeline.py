@@ -6,6 +6,7 @@ import itertools
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,16 +206,24 @@ def run_pipeline(
 
     uri = cfg.tracking.resolved_uri()
     experiment_id = tracking.configure(uri, cfg.tracking.experiment)
-    resume = tracking.resume_point(uri, resume_run_id, cfg.flat(), cfg.training.monitor) if resume_run_id else None
-    with tracking.start_run(experiment_id, None if resume_run_id else cfg.tracking.run_name, run_id=resume_run_id,
-                            nested=parent_run_id is not None) as run:
-        run_id = run.info.run_id
-        log.info("MLflow run %s %s", run_id, "resumed" if resume else "started")
-        if resume is None:
-            _log_setup(cfg, splits.counts, kind)
-        test_groups = None if grouped is None else np.asarray(grouped)[splits.test_index]
-        out = _train_and_score(cfg, splits, Xa, ya, test_groups, run_id, resume=resume, callbacks=callbacks,
-                               on_epoch=on_epoch)
+    with ExitStack() as held:
+        resume = None
+        if resume_run_id:  # hold the run's lock first: a live run is refused, a dead one is ours
+            if not tracking.run_exists(uri, resume_run_id):
+                raise ConfigError(f"--resume {resume_run_id}: no such run in {uri}")
+            held.enter_context(tracking.run_lock(uri, resume_run_id))
+            resume = tracking.resume_point(uri, resume_run_id, cfg.flat(), cfg.training.monitor)
+        with tracking.start_run(experiment_id, None if resume_run_id else cfg.tracking.run_name, run_id=resume_run_id,
+                                nested=parent_run_id is not None, lock=resume is None) as run:
+            run_id = run.info.run_id
+            log.info("MLflow run %s %s", run_id, "resumed" if resume else "started")
+            if resume is None:
+                _log_setup(cfg, splits.counts, kind)
+            else:
+                tracking.clear_interrupted(run_id)
+            test_groups = None if grouped is None else np.asarray(grouped)[splits.test_index]
+            out = _train_and_score(cfg, splits, Xa, ya, test_groups, run_id, resume=resume, callbacks=callbacks,
+                                   on_epoch=on_epoch)
     return RunResult(run_id, out.scores, out.val_scores, list(cfg.data.class_names), out.reason is not None,
                      out.reason, out.model_uri, out.model_path, out.epochs_run, out.missed, out.ci,
                      _macro_f1(splits.y_test, out.baseline_pred, cfg), kind)
@@ -279,7 +288,8 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
 
     result = train(cfg, model, shaped, checkpoint_path=run_dir / "best.keras", on_epoch=epoch_hook,
                    callbacks=callbacks, compile_model=resume is None,
-                   initial_epoch=resume.epoch if resume else 0, initial_best=resume.best if resume else None)
+                   initial_epoch=resume.epoch if resume else 0, initial_best=resume.best if resume else None,
+                   initial_best_epoch=resume.best_epoch if resume else None)
     if result.class_weight:
         mlflow.log_params({f"class_weight_{names[c]}": round(w, 6) for c, w in result.class_weight.items()})
     mlflow.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch or 0})

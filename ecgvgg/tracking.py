@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,17 @@ def _file_lock(path: Path | None) -> Iterator[None]:
 
 @contextmanager
 def start_run(experiment_id: str, run_name: str | None = None, run_id: str | None = None,
-              nested: bool = False) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that ends FINISHED only when the block completes; FAILED on any error or interrupt."""
+              nested: bool = False, lock: bool = True) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that ends FINISHED only when the block completes; FAILED on any error, KILLED on an interrupt.
+
+    With ``lock`` the run's lock (see :func:`run_lock`) is held while the block runs, so other
+    processes can tell this live run from one whose process died.
+    """
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, run_id=run_id, nested=nested)
+    stack = ExitStack()
     try:
+        if lock:
+            stack.enter_context(run_lock(mlflow.get_tracking_uri(), run.info.run_id))
         yield run
     except KeyboardInterrupt as exc:
         mlflow.set_tag("ecgvgg.status", "interrupted")
@@ -85,6 +93,8 @@ def start_run(experiment_id: str, run_name: str | None = None, run_id: str | Non
         raise
     else:
         mlflow.end_run(status="FINISHED")
+    finally:
+        stack.close()
 
 
 def log_params(params: Mapping[str, Any]) -> None:
@@ -151,11 +161,15 @@ def log_model(model: Any, example: np.ndarray, metadata: Mapping[str, Any]) -> s
     return info.model_uri if hasattr(info, "model_uri") else f"runs:/{mlflow.active_run().info.run_id}/model"
 
 
-def local_run_dir(uri: str, run_id: str) -> Path:
-    """A folder for a run's local files (checkpoints): beside a SQLite store, else under ./mlruns."""
+def _run_root(uri: str) -> Path:
+    """Where run folders live: ``runs/`` beside a SQLite store, else ./mlruns/runs."""
     db = sqlite_path(uri)
-    root = db.parent if db is not None else Path("mlruns")
-    path = root / "runs" / run_id
+    return (db.parent if db is not None else Path("mlruns")) / "runs"
+
+
+def local_run_dir(uri: str, run_id: str) -> Path:
+    """A folder for a run's local files (checkpoints, the final model, its lock), created as needed."""
+    path = _run_root(uri) / run_id
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -164,17 +178,108 @@ def local_run_dir(uri: str, run_id: str) -> Path:
 RESUMABLE_CHANGES = {"training.epochs", "tracking.run_name"}
 
 
+#: The file beside a run's checkpoints that its training process holds locked while it lives.
+LOCK_FILE = "run.lock"
+
+
+@contextmanager
+def run_lock(uri: str, run_id: str) -> Iterator[None]:
+    """Hold the lock that tells a live run from a dead one (released by the OS when the process dies).
+
+    Raises ConfigError when another live process holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no liveness check
+        yield
+        return
+    path = _run_root(uri) / run_id / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise ConfigError(f"run {run_id} is still being trained by live process {pid}; "
+                              "wait for it, or stop it (Ctrl-C or kill) and resume it then") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # closing releases the lock
+
+
+def is_live(uri: str, run_id: str) -> bool:
+    """Whether a live process holds ``run_id``'s lock (is training it now)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return False
+    path = _run_root(uri) / run_id / LOCK_FILE
+    if not path.is_file():
+        return False
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def run_exists(uri: str, run_id: str) -> bool:
+    """Whether the store at ``uri`` has a run with this id."""
+    try:
+        mlflow.tracking.MlflowClient(uri).get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def clear_interrupted(run_id: str) -> None:
+    """Drop the ``ecgvgg.status=interrupted`` tag of a run that is being resumed."""
+    client = mlflow.tracking.MlflowClient()
+    if client.get_run(run_id).data.tags.get("ecgvgg.status"):
+        client.delete_tag(run_id, "ecgvgg.status")
+
+
+def stale_runs(uri: str) -> list[Any]:
+    """Runs that MLflow shows as RUNNING but whose process is gone (killed, crashed, machine restarted)."""
+    client = mlflow.tracking.MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    return [r for r in running if not is_live(uri, r.info.run_id)]
+
+
+def mark_killed(uri: str, run_id: str) -> None:
+    """End a stale run as KILLED, tagged ``ecgvgg.status=interrupted`` so that ``--resume`` can continue it."""
+    client = mlflow.tracking.MlflowClient(uri)
+    client.set_tag(run_id, "ecgvgg.status", "interrupted")
+    client.set_terminated(run_id, status="KILLED")
+
+
 @dataclass
 class ResumePoint:
-    """Where an interrupted run stopped: epochs completed, the best monitored value, its checkpoint."""
+    """Where an interrupted run stopped: epochs completed, the best monitored value and its epoch, its checkpoint."""
 
     epoch: int
     best: float | None
     checkpoint: Path
+    best_epoch: int | None = None
 
 
 def resume_point(uri: str, run_id: str, params: Mapping[str, Any], monitor: str) -> ResumePoint:
-    """Check that ``run_id`` can be resumed with this config and say where it stopped."""
+    """Check that ``run_id`` can be resumed with this config and say where it stopped.
+
+    Called with the run's lock held and before the run is reopened: a finished or live run, a
+    changed config or a damaged checkpoint is refused with the run left as it is.
+    """
     client = mlflow.tracking.MlflowClient(uri)
     try:
         run = client.get_run(run_id)
@@ -182,6 +287,8 @@ def resume_point(uri: str, run_id: str, params: Mapping[str, Any], monitor: str)
         raise ConfigError(f"--resume {run_id}: no such run in {uri}") from None
     if run.info.status == "FINISHED":
         raise ConfigError(f"--resume {run_id}: the run already finished")
+    if run.data.tags.get("cv") == "true" or run.data.tags.get("sweep") == "true":
+        raise ConfigError(f"--resume {run_id}: a cross-validation or sweep parent cannot be resumed")
     logged = run.data.params
     changed = [k for k, v in params.items()
                if k in logged and k not in RESUMABLE_CHANGES and logged[k] != _param_text(v)]
@@ -190,11 +297,16 @@ def resume_point(uri: str, run_id: str, params: Mapping[str, Any], monitor: str)
     checkpoint = local_run_dir(uri, run_id) / "best.keras"
     if not checkpoint.is_file():
         raise ConfigError(f"--resume {run_id}: no checkpoint at {checkpoint} (the run ended before its first epoch)")
+    try:
+        load_checkpoint(checkpoint)
+    except Exception as exc:  # noqa: BLE001 - Keras and h5py raise many kinds for a damaged file
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ConfigError(f"--resume {run_id}: the checkpoint {checkpoint} is damaged and cannot be loaded "
+                          f"({type(exc).__name__}: {first[:200]})") from None
     history = client.get_metric_history(run_id, monitor)
     epoch = max((h.step for h in history), default=0)
-    values = [h.value for h in history]
-    best = (min(values) if monitor.endswith("loss") else max(values)) if values else None
-    return ResumePoint(epoch, best, checkpoint)
+    best_h = (min if monitor.endswith("loss") else max)(history, key=lambda h: h.value) if history else None
+    return ResumePoint(epoch, best_h.value if best_h else None, checkpoint, best_h.step if best_h else None)
 
 
 def _param_text(value: Any) -> str:

@@ -227,6 +227,7 @@ def fit(
     compile_model: bool = True,
     initial_epoch: int = 0,
     initial_best: float | None = None,
+    initial_best_epoch: int | None = None,
     augment_scale: float = 0.0,
     augment_noise: float = 0.0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -238,7 +239,9 @@ def fit(
     Monitors ``val_macro_f1`` by default, keeps the best weights (and the best model in
     ``checkpoint_path``, a ``.keras`` file), and reports whether the model collapsed. To resume,
     pass a loaded checkpoint with ``compile_model=False``, the epochs done as ``initial_epoch``
-    and the best monitored value so far as ``initial_best``.
+    and the best monitored value so far as ``initial_best`` (reached at ``initial_best_epoch``):
+    with early stopping, the model returned is then the best over the whole run, which may be
+    the checkpoint from before the interruption.
     """
     names = list(class_names) if class_names is not None else [str(c) for c in splits.classes]
     if len(names) != len(splits.classes):
@@ -278,6 +281,13 @@ def fit(
     best_epoch = initial_epoch + int(np.argmax(scores) if mode == "max" else np.argmin(scores)) + 1 if scores else None
     if early is not None and early.best_weights is not None:
         model.set_weights(early.best_weights)
+    if initial_best is not None and scores:
+        resumed_best = max(scores) if mode == "max" else min(scores)
+        if not (resumed_best > initial_best if mode == "max" else resumed_best < initial_best):
+            # nothing after the interruption beat the best before it: that model is in the checkpoint
+            best_epoch = initial_best_epoch
+            if early is not None and checkpoint_path is not None and checkpoint_path.is_file():
+                model.load_weights(checkpoint_path)
     metrics_cb.score()  # validation predictions of the weights we return
     # the verdict on the weights returned, on the validation rows; ecgvgg.pipeline pools them with test
     reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,

@@ -51,6 +51,8 @@ def test_interrupt_marks_run_killed_keeps_checkpoint_and_resume_continues(tmp_pa
     assert proc.returncode == (130 if sig == signal.SIGINT else 143), out
     (run,) = _runs(uri)
     assert run.info.status == "KILLED"
+    assert f"run {run.info.run_id} was marked KILLED" in out and f"--resume {run.info.run_id}" in out
+    assert "RUN_ID" not in out
     client = MlflowClient(uri)
     done = max(h.step for h in client.get_metric_history(run.info.run_id, "val_macro_f1"))
     assert done >= 1
