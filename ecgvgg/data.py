@@ -82,6 +82,14 @@ def load_xy(
 def _read_table(path: str | Path, header: bool | None, text_columns: set[str],
                 fmt: str = "auto") -> tuple[pd.DataFrame, _Source]:
     """Read a CSV or Parquet file into a DataFrame, failing with a DataError that names it."""
+    try:
+        return _read_table_unguarded(path, header, text_columns, fmt)
+    except OSError as exc:  # permissions, a vanished file, a device error
+        raise DataError(f"{path}: cannot read ({exc.strerror or _first_line(exc)})") from None
+
+
+def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: set[str],
+                          fmt: str = "auto") -> tuple[pd.DataFrame, _Source]:
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file")

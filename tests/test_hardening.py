@@ -120,15 +120,33 @@ def test_a_bad_input_is_one_line_on_the_real_terminal_without_tensorflow_chatter
     assert not (tmp_path / "mlruns").exists()
 
 
-def test_interrupt_before_any_run_does_not_claim_a_run_was_killed():
-    from ecgvgg.cli import Terminated, _guard
-
+def test_interrupt_before_any_run_does_not_claim_a_run_was_killed(capsys):
     from typer import Exit
+
+    from ecgvgg.cli import Terminated, _guard
 
     with pytest.raises(Exit) as stop:
         with _guard():
             raise Terminated()
     assert stop.value.exit_code == 143
+    err = capsys.readouterr().err
+    assert "before any run was created" in err and "KILLED" not in err
+
+
+def test_an_unreadable_data_file_is_bad_input(tmp_path):
+    from ecgvgg.data import load_xy
+    from ecgvgg.errors import DataError
+
+    folder_like = tmp_path / "beats.csv"
+    folder_like.write_text("1,2,0\n")
+    os.chmod(folder_like, 0)
+    try:
+        if os.access(folder_like, os.R_OK):  # root reads anything: use a path through a file instead
+            folder_like = tmp_path / "beats.csv" / "inner.csv"
+        with pytest.raises(DataError, match="beats.csv"):
+            load_xy(folder_like)
+    finally:
+        os.chmod(tmp_path / "beats.csv", 0o644)
 
 
 def test_predict_refuses_outputs_it_cannot_write_before_any_work(files, tmp_path):
