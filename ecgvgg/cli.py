@@ -509,7 +509,7 @@ def sweep(
 def runs(
     experiment: Annotated[Optional[str], typer.Option(help="Only this experiment.")] = None,
     stale: Annotated[bool, typer.Option("--stale", help="Only runs left RUNNING by a process that is gone.")] = False,
-    mark_killed: Annotated[bool, typer.Option("--mark-killed",
+    close_stale: Annotated[bool, typer.Option("--close-stale",
                                               help="End the stale runs as KILLED (then --resume can continue them).")] = False,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: as for run).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
@@ -535,9 +535,9 @@ def runs(
         dead = {r.info.run_id for r in tracking.stale_runs(uri)}
         found = client.search_runs(list(experiments), max_results=limit, order_by=["attributes.start_time DESC"]) \
             if experiments else []
-        if stale or mark_killed:
+        if stale or close_stale:
             found = [r for r in found if r.info.run_id in dead]
-        if mark_killed:
+        if close_stale:
             for r in found:
                 tracking.mark_killed(uri, r.info.run_id)
     table = Table(title=f"runs in {escape(uri)}", title_justify="left")
@@ -551,16 +551,16 @@ def runs(
         low, high = m.get(f"{kind}_macro_f1_ci_low"), m.get(f"{kind}_macro_f1_ci_high")
         status = r.info.status
         if r.info.run_id in dead:
-            status = "KILLED" if mark_killed else "STALE"
+            status = "KILLED" if close_stale else "STALE"
         table.add_row(r.info.run_id, escape(r.info.run_name or ""), escape(experiments[r.info.experiment_id]), status,
                       f"{f1:.3f}" if f1 is not None else "", f"{low:.3f}-{high:.3f}" if low is not None else "",
                       f"{m['baseline_rf_macro_f1']:.3f}" if "baseline_rf_macro_f1" in m else "",
                       "[red]yes[/]" if t.get("collapsed") == "true" else "no" if t.get("collapsed") == "false" else "")
     console.print(table)
-    if dead & {r.info.run_id for r in found} and not mark_killed:
+    if dead & {r.info.run_id for r in found} and not close_stale:
         console.print("STALE: MLflow shows the run as RUNNING but no live process holds it (killed, crashed); "
-                      "ecgvgg runs --mark-killed ends such runs as KILLED, and --resume continues one", soft_wrap=True)
-    if mark_killed and found:
+                      "ecgvgg runs --close-stale ends such runs as KILLED, and --resume continues one", soft_wrap=True)
+    if close_stale and found:
         console.print(f"marked {len(found)} stale run(s) KILLED; continue one with ecgvgg run CONFIG --resume RUN_ID")
 
 

@@ -37,3 +37,26 @@ def store(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+def runs_in(uri: str) -> list:
+    """Every run of every experiment in the store at ``uri``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def invoke_in_new_store(tmp_path_factory, name: str, args: list[str]):
+    """Run the ``ecgvgg`` command in-process against a new store in a new folder: ``(folder, uri, result)``."""
+    from typer.testing import CliRunner
+
+    from ecgvgg.cli import app
+
+    tmp = tmp_path_factory.mktemp(name)
+    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        result = CliRunner().invoke(app, args)
+    return tmp, uri, result

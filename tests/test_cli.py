@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from conftest import BAD
+from conftest import BAD, invoke_in_new_store, runs_in
 from ecgvgg.cli import app
 
 ROOT = Path(__file__).parents[1]
@@ -26,22 +26,13 @@ def _sets(*items: str) -> list[str]:
     return [arg for item in (*TINY, *items) for arg in ("--set", item)]
 
 
-def _runs(uri: str) -> list:
-    client = MlflowClient(uri)
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(exps)
+_runs = runs_in
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One tiny real run of the seed pipeline, shared by the tests that read it."""
-    tmp = tmp_path_factory.mktemp("run")
-    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        result = runner.invoke(app, ["run", SEED, *_sets()])
-    return tmp, uri, result
+    return invoke_in_new_store(tmp_path_factory, "run", ["run", SEED, *_sets()])
 
 
 def test_run_logs_per_class_metrics_and_artifacts(tiny_run):

@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from conftest import invoke_in_new_store, runs_in
 from ecgvgg.cli import app
 
 ROOT = Path(__file__).parents[1]
@@ -31,9 +32,7 @@ def _sets(*items: str) -> list[str]:
     return [arg for item in (*TINY, *items) for arg in ("--set", item)]
 
 
-def _runs(uri: str) -> list:
-    client = MlflowClient(uri)
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+_runs = runs_in
 
 
 def _one_line_error(res, needle: str) -> None:
@@ -161,12 +160,7 @@ def test_predict_refuses_outputs_it_cannot_write_before_any_work(files, tmp_path
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny finished run of the seed pipeline (store, run id, run folder)."""
-    tmp = tmp_path_factory.mktemp("trained")
-    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        res = runner.invoke(app, ["run", SEED, *_sets("training.epochs=2")])
+    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "trained", ["run", SEED, *_sets("training.epochs=2")])
     assert res.exit_code in (0, 3), res.output
     run_id = _runs(uri)[0].info.run_id
     return tmp, uri, run_id, tmp / "mlruns" / "runs" / run_id
@@ -274,7 +268,7 @@ def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resum
     assert _runs(uri)[0].info.status == "RUNNING"  # what SIGKILL leaves behind
     listed = runner.invoke(app, ["runs", "--stale"])
     assert listed.exit_code == 0 and run_id in listed.output and "STALE" in listed.output
-    closed = runner.invoke(app, ["runs", "--mark-killed"])
+    closed = runner.invoke(app, ["runs", "--close-stale"])
     assert closed.exit_code == 0 and "marked 1 stale run(s) KILLED" in closed.output
     assert _runs(uri)[0].info.status == "KILLED"
     done = max(h.step for h in MlflowClient(uri).get_metric_history(run_id, "val_macro_f1"))

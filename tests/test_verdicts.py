@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from conftest import invoke_in_new_store
 from ecgvgg.cli import app
 from ecgvgg.metrics import bootstrap_macro_f1, held_out_verdict, per_class_scores
 from ecgvgg.resampling import cross_validation_splits, cv_folds
@@ -128,13 +129,7 @@ def test_fold_ensemble_averages_its_members():
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory):
     """One tiny 3-fold cross-validated run of the seed pipeline on the bundled sample."""
-    tmp = tmp_path_factory.mktemp("cv")
-    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        result = runner.invoke(app, ["run", SEED, *_sets("split.folds=3")])
-    return tmp, uri, result
+    return invoke_in_new_store(tmp_path_factory, "cv", ["run", SEED, *_sets("split.folds=3")])
 
 
 def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
