@@ -382,9 +382,6 @@ def predict(
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
 ) -> None:
     """Write predicted classes and class probabilities, one row per beat."""
-    import numpy as np
-    import pandas as pd
-
     from ecgvgg.data import load_x
 
     with _guard():
@@ -392,12 +389,7 @@ def predict(
         loaded = _load(run_id, model, tracking_uri)
         label, group, header = _table_settings(loaded, data, label_column, group_column)
         X = load_x(data, length=loaded.length, label_column=label, group_column=group, header=header)
-        probs = loaded.predict_proba(X)
-        idx = np.argmax(probs, axis=1)
-        frame = pd.DataFrame({"prediction": np.asarray(loaded.classes)[idx],
-                              "class_name": np.asarray(loaded.class_names)[idx]})
-        for i, name in enumerate(loaded.class_names):
-            frame[f"p_{name}"] = probs[:, i]
+        frame = loaded.predict_frame(X)
         _write_table(frame, out)
     console.print(f"wrote {len(frame)} predictions to {escape(str(out))}")
 

@@ -32,7 +32,14 @@ class LoadedModel:
     data: dict[str, Any] = field(default_factory=dict)
 
     def prepare(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Check that the beats fit the model and reshape them for it."""
+        """Check that the beats fit the model and reshape them for it.
+
+        A DataFrame that has the training table's feature columns is read by those names (extra
+        columns such as a label are ignored); any other table or array is read by position.
+        """
+        features = (self.data or {}).get("features")
+        if isinstance(X, pd.DataFrame) and features and set(features) <= set(map(str, X.columns)):
+            X = X.rename(columns=str)[features]
         a = np.asarray(X, dtype=np.float32)
         if a.ndim != 2:
             raise DataError(f"expected beats as rows of samples, got an array of shape {a.shape}")
@@ -45,6 +52,16 @@ class LoadedModel:
     def predict_proba(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities, one column per class."""
         return np.asarray(self.model.predict(self.prepare(X), batch_size=batch_size, verbose=0))
+
+    def predict_frame(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> pd.DataFrame:
+        """One row per beat: ``prediction`` (class label), ``class_name`` and ``p_<class name>``."""
+        probs = self.predict_proba(X, batch_size)
+        idx = np.argmax(probs, axis=1)
+        frame = pd.DataFrame({"prediction": np.asarray(self.classes, dtype=np.int64)[idx],
+                              "class_name": np.asarray(self.class_names, dtype=object)[idx]})
+        for i, name in enumerate(self.class_names):
+            frame[f"p_{name}"] = probs[:, i].astype(np.float64)
+        return frame
 
     def score(self, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray) -> dict[str, Any]:
         """Per-class scores and the confusion matrix on labelled beats."""

@@ -201,7 +201,7 @@ def run_pipeline(
                          seed=cfg.split.seed, classes=range(len(cfg.data.class_names)))
         return _run_cv(cfg, X, y, grouped, folds, kind, callbacks, on_epoch, parent_run_id)
     splits = prepare_splits(cfg, X, y, groups)
-    Xa, ya = X.to_numpy(dtype=np.float32), y.to_numpy()
+    Xa, ya, features = X.to_numpy(dtype=np.float32), y.to_numpy(), list(X.columns)
     del X
 
     uri = cfg.tracking.resolved_uri()
@@ -222,8 +222,8 @@ def run_pipeline(
             else:
                 tracking.clear_interrupted(run_id)
             test_groups = None if grouped is None else np.asarray(grouped)[splits.test_index]
-            out = _train_and_score(cfg, splits, Xa, ya, test_groups, run_id, resume=resume, callbacks=callbacks,
-                                   on_epoch=on_epoch)
+            out = _train_and_score(cfg, splits, Xa, ya, test_groups, run_id, features, resume=resume,
+                                   callbacks=callbacks, on_epoch=on_epoch)
     return RunResult(run_id, out.scores, out.val_scores, list(cfg.data.class_names), out.reason is not None,
                      out.reason, out.model_uri, out.model_path, out.epochs_run, out.missed, out.ci,
                      _macro_f1(splits.y_test, out.baseline_pred, cfg), kind)
@@ -260,7 +260,7 @@ def _log_verdict(reason: str | None, missed: Mapping[str, str]) -> None:
 
 
 def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np.ndarray,
-                     test_groups: np.ndarray | None, run_id: str, *, resume: Any = None,
+                     test_groups: np.ndarray | None, run_id: str, features: Sequence[Any], *, resume: Any = None,
                      callbacks: Sequence[Any] = (), on_epoch: Callable[[int, Mapping[str, float]], None] | None = None,
                      ) -> _Trained:
     """Inside the active run: train on ``splits``, score the test rows, the baseline and the verdict, log the model."""
@@ -270,6 +270,7 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
     from ecgvgg import tracking
     from ecgvgg.inference import save_model
     from ecgvgg.metrics import bootstrap_macro_f1, confusion, held_out_verdict, per_class_scores
+    from ecgvgg.serving import log_beat_model
     from ecgvgg.training import setup_device
 
     names = list(cfg.data.class_names)
@@ -314,21 +315,23 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
         reason, missed = result.collapse_reason, {}
     _log_verdict(reason, missed)
 
-    meta = model_contract(cfg, Xa.shape[1])
+    meta = model_contract(cfg, features)
     model_path = save_model(model, run_dir / "model.keras", meta)
-    model_uri = tracking.log_model(model, shaped.X_test[:8], meta)
+    model_uri = log_beat_model(model_path, pd.DataFrame(Xa[splits.test_index[:5]], columns=meta["data"]["features"]),
+                               meta)
     scores["confusion_matrix"] = matrix.tolist()
     return _Trained(model, probs, pred, scores, result.val_scores, baseline, reason, missed, ci, result.epochs_run,
                     model_uri, model_path)
 
 
-def model_contract(cfg: PipelineConfig, length: int) -> dict[str, Any]:
+def model_contract(cfg: PipelineConfig, features: Sequence[Any]) -> dict[str, Any]:
     """What a model trained with ``cfg`` needs to read raw beats: classes, reshaping, the table's columns."""
     from ecgvgg.inference import metadata
 
     d = cfg.data
-    return metadata(range(len(d.class_names)), d.class_names, cfg.input.model_dump(), length,
-                    {"label_column": d.label_column, "group_column": d.group_column, "header": d.header})
+    return metadata(range(len(d.class_names)), d.class_names, cfg.input.model_dump(), len(features),
+                    {"label_column": d.label_column, "group_column": d.group_column, "header": d.header,
+                     "features": [str(f) for f in features]})
 
 
 def _baseline(cfg: PipelineConfig, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray | None:
@@ -350,12 +353,13 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
     from ecgvgg.data import class_counts
     from ecgvgg.inference import save_model
     from ecgvgg.metrics import bootstrap_macro_f1, held_out_verdict
+    from ecgvgg.serving import log_beat_model
     from ecgvgg.models import fold_ensemble
     from ecgvgg.resampling import oversample_split
 
     names = list(cfg.data.class_names)
     classes = list(range(len(names)))
-    Xa, ya = X.to_numpy(dtype=np.float32), y.to_numpy().astype(np.int64)
+    Xa, ya, features = X.to_numpy(dtype=np.float32), y.to_numpy().astype(np.int64), list(X.columns)
     ga = None if groups is None else np.asarray(groups)
     del X
     uri = cfg.tracking.resolved_uri()
@@ -377,7 +381,7 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
             with tracking.start_run(experiment_id, name, nested=True) as child:
                 _log_setup(cfg, splits.counts, kind, fold=str(k))
                 out = _train_and_score(cfg, splits, Xa, ya, None if ga is None else ga[test], child.info.run_id,
-                                       callbacks=callbacks, on_epoch=on_epoch)
+                                       features, callbacks=callbacks, on_epoch=on_epoch)
             fold_of[test], probs[test] = k, out.probs
             if baseline is not None:
                 baseline[test] = out.baseline_pred
@@ -396,10 +400,9 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
         _log_verdict(reason, missed)
 
         ensemble = fold_ensemble([f.model for f in fold_results])
-        meta = model_contract(cfg, Xa.shape[1])
+        meta = model_contract(cfg, features)
         model_path = save_model(ensemble, tracking.local_run_dir(uri, run_id) / "model.keras", meta)
-        example = reshape(Xa[:8], cfg.input.kind, cfg.input.method, cfg.input.size)
-        model_uri = tracking.log_model(ensemble, example, meta)
+        model_uri = log_beat_model(model_path, pd.DataFrame(Xa[:5], columns=meta["data"]["features"]), meta)
     scores["confusion_matrix"] = matrix.tolist()
     val_f1 = float(np.mean([f.val_scores.get("macro_f1", 0.0) for f in fold_results]))
     return RunResult(run_id, scores, {"macro_f1": val_f1}, names, reason is not None, reason, model_uri, model_path,

@@ -148,19 +148,6 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str = "con
     return fig
 
 
-def log_model(model: Any, example: np.ndarray, metadata: Mapping[str, Any]) -> str:
-    """Log the Keras model with its signature and ecgvgg metadata; return its ``runs:/`` URI."""
-    import mlflow.keras
-    from mlflow.models import infer_signature
-
-    probs = model.predict(example, verbose=0)
-    signature = infer_signature(example, probs)
-    info = mlflow.keras.log_model(model, name="model", signature=signature, metadata=dict(metadata),
-                                  pip_requirements=["tensorflow", "keras"])
-    mlflow.log_dict(dict(metadata), "model/ecgvgg.json")
-    return info.model_uri if hasattr(info, "model_uri") else f"runs:/{mlflow.active_run().info.run_id}/model"
-
-
 def _run_root(uri: str) -> Path:
     """Where run folders live: ``runs/`` beside a SQLite store, else ./mlruns/runs."""
     db = sqlite_path(uri)
