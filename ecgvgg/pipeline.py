@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -45,6 +47,8 @@ class RunResult:
     baseline_macro_f1: float | None = None
     split_kind: str = ""
     cv: dict[str, Any] | None = None
+    best_epoch: int | None = None
+    run_name: str = ""
 
 
 def split_kind(cfg: PipelineConfig) -> str:
@@ -167,6 +171,7 @@ class _Trained:
     epochs_run: int
     model_uri: str
     model_path: Path
+    best_epoch: int | None = None
 
 
 def run_pipeline(
@@ -202,6 +207,7 @@ def run_pipeline(
         return _run_cv(cfg, X, y, grouped, folds, kind, callbacks, on_epoch, parent_run_id)
     splits = prepare_splits(cfg, X, y, groups)
     Xa, ya, features = X.to_numpy(dtype=np.float32), y.to_numpy(), list(X.columns)
+    dataset = _dataset_frame(X, y, groups, cfg)
     del X
 
     uri = cfg.tracking.resolved_uri()
@@ -213,12 +219,13 @@ def run_pipeline(
                 raise ConfigError(f"--resume {resume_run_id}: no such run in {uri}")
             held.enter_context(tracking.run_lock(uri, resume_run_id))
             resume = tracking.resume_point(uri, resume_run_id, cfg.flat(), cfg.training.monitor)
-        with tracking.start_run(experiment_id, None if resume_run_id else cfg.tracking.run_name, run_id=resume_run_id,
-                                nested=parent_run_id is not None, lock=resume is None) as run:
+        name = None if resume_run_id else run_name(cfg, nested=parent_run_id is not None)
+        with tracking.start_run(experiment_id, name, run_id=resume_run_id, nested=parent_run_id is not None,
+                                lock=resume is None) as run:
             run_id = run.info.run_id
-            log.info("MLflow run %s %s", run_id, "resumed" if resume else "started")
+            log.info("MLflow run %s (%s) %s", run_id, run.info.run_name, "resumed" if resume else "started")
             if resume is None:
-                _log_setup(cfg, splits.counts, kind)
+                _log_setup(cfg, splits.counts, kind, dataset)
             else:
                 tracking.clear_interrupted(run_id)
             test_groups = None if grouped is None else np.asarray(grouped)[splits.test_index]
@@ -226,11 +233,35 @@ def run_pipeline(
                                    callbacks=callbacks, on_epoch=on_epoch)
     return RunResult(run_id, out.scores, out.val_scores, list(cfg.data.class_names), out.reason is not None,
                      out.reason, out.model_uri, out.model_path, out.epochs_run, out.missed, out.ci,
-                     _macro_f1(splits.y_test, out.baseline_pred, cfg), kind)
+                     _macro_f1(splits.y_test, out.baseline_pred, cfg), kind, best_epoch=out.best_epoch,
+                     run_name=run.info.run_name)
 
 
-def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], kind: str, **tags: str) -> None:
-    """Tags, params and class counts of a new run."""
+def run_name(cfg: PipelineConfig, nested: bool = False) -> str:
+    """A run name from the config (sampler, model, width) and a short unique suffix.
+
+    ``tracking.run_name`` is used as it is for a top-level run and gets the suffix for a nested
+    one, so that sweep, cross-validation and tuning children never share a name. The suffix does
+    not come from Python's ``random``, which training seeds.
+    """
+    suffix = uuid.uuid4().hex[:6]
+    if cfg.tracking.run_name:
+        return f"{cfg.tracking.run_name}-{suffix}" if nested else cfg.tracking.run_name
+    kind = "1d" if cfg.input.kind == "1d" else f"2d-{cfg.input.method}"
+    return f"{cfg.resampling.sampler}-vgg16_{kind}-w{cfg.model.width:g}-{suffix}"
+
+
+def _dataset_frame(X: pd.DataFrame, y: pd.Series, groups: pd.Series | None, cfg: PipelineConfig) -> pd.DataFrame:
+    """The table as MLflow's dataset input sees it: features, ``label`` and the group column."""
+    frame = X.rename(columns=str).assign(label=y.to_numpy())
+    if groups is not None and cfg.data.group_column:
+        frame[cfg.data.group_column] = groups.to_numpy()
+    return frame
+
+
+def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], kind: str,
+               dataset: pd.DataFrame | None = None, **tags: str) -> None:
+    """Tags, params, class counts, the dataset input and provenance of a new run."""
     import mlflow
 
     from ecgvgg import tracking
@@ -240,6 +271,8 @@ def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], kin
                      "split_kind": kind, "collapsed": "unknown", **tags})
     tracking.log_params(cfg.flat())
     tracking.log_counts(counts, list(cfg.data.class_names))
+    if dataset is not None:
+        tracking.log_provenance(dataset, cfg.data.resolved_path())
 
 
 def _macro_f1(y_true: np.ndarray, pred: np.ndarray | None, cfg: PipelineConfig) -> float | None:
@@ -287,13 +320,24 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
         if on_epoch is not None:
             on_epoch(epoch, logs)
 
+    started = time.perf_counter()
     result = train(cfg, model, shaped, checkpoint_path=run_dir / "best.keras", on_epoch=epoch_hook,
                    callbacks=callbacks, compile_model=resume is None,
                    initial_epoch=resume.epoch if resume else 0, initial_best=resume.best if resume else None,
                    initial_best_epoch=resume.best_epoch if resume else None)
+    seconds = time.perf_counter() - started
     if result.class_weight:
         mlflow.log_params({f"class_weight_{names[c]}": round(w, 6) for c, w in result.class_weight.items()})
-    mlflow.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch or 0})
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    mlflow.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch or 0,
+                        "training_seconds": round(seconds, 2), "params_total": model.count_params(),
+                        "params_trainable": trainable, "params_non_trainable": model.count_params() - trainable})
+    title = mlflow.active_run().info.run_name
+    mlflow.log_figure(tracking.training_curves_figure(result.history, names, f"{title}: training",
+                                                      first_epoch=(resume.epoch if resume else 0) + 1),
+                      "training_curves.png")
+    tracking.log_confusion(confusion(shaped.y_val, result.val_pred, classes), names, "val",
+                           f"{title}: validation")
 
     probs = np.asarray(model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
     pred = np.asarray(classes)[np.argmax(probs, axis=1)]
@@ -301,7 +345,7 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
     matrix = confusion(shaped.y_test, pred, classes)
     report = classification_report(shaped.y_test, pred, labels=classes, target_names=names, digits=3,
                                    zero_division=0)
-    tracking.log_evaluation(scores, matrix, report, names, prefix="test")
+    tracking.log_evaluation(scores, matrix, report, names, prefix="test", title=f"{title}: test")
     ci = bootstrap_macro_f1(shaped.y_test, pred, classes, test_groups, seed=cfg.split.seed)
     mlflow.log_metrics({"test_macro_f1_ci_low": ci[0], "test_macro_f1_ci_high": ci[1]})
     baseline = _baseline(cfg, Xa[splits.train_index], ya[splits.train_index], Xa[splits.test_index])
@@ -320,8 +364,32 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
     model_uri = log_beat_model(model_path, pd.DataFrame(Xa[splits.test_index[:5]], columns=meta["data"]["features"]),
                                meta)
     scores["confusion_matrix"] = matrix.tolist()
+    describe_run(scores, names, reason, missed, ci, _macro_f1(shaped.y_test, baseline, cfg), split_kind(cfg))
     return _Trained(model, probs, pred, scores, result.val_scores, baseline, reason, missed, ci, result.epochs_run,
-                    model_uri, model_path)
+                    model_uri, model_path, result.best_epoch)
+
+
+def describe_run(scores: Mapping[str, Any], names: Sequence[str], reason: str | None, missed: Mapping[str, str],
+                 ci: tuple[float, float] | None, baseline: float | None, kind: str,
+                 cv: Mapping[str, Any] | None = None) -> str:
+    """Write the run's description (MLflow's note): verdict, macro-F1 with interval, recall per class, baseline."""
+    import mlflow
+
+    what = "Out-of-fold" if cv else "Test"
+    lines = [f"**Collapsed: {reason}.**" if reason else "**Not collapsed.**",
+             f"{what} macro-F1 **{scores['macro_f1']:.3f}**"
+             + (f" (95% bootstrap interval {ci[0]:.3f}-{ci[1]:.3f})" if ci else "") + f"; split: {kind}."]
+    if cv:
+        lines.append(f"Cross-validated macro-F1 {cv['macro_f1'][0]:.3f} ± {cv['macro_f1'][1]:.3f} over {cv['folds']} folds.")
+    lines.append("Recall: " + ", ".join(f"{n} {scores['recall'][i]:.3f}" for i, n in enumerate(names)) + ".")
+    if baseline is not None:
+        lines.append(f"VGG16 vs random forest: {scores['macro_f1']:.3f} vs {baseline:.3f} "
+                     f"({scores['macro_f1'] - baseline:+.3f}).")
+    if missed:
+        lines.append("Missed (recall 0): " + "; ".join(f"{n} on {where}" for n, where in missed.items()) + ".")
+    text = "\n\n".join(lines)
+    mlflow.set_tag("mlflow.note.content", text)
+    return text
 
 
 def model_contract(cfg: PipelineConfig, features: Sequence[Any]) -> dict[str, Any]:
@@ -361,25 +429,26 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
     classes = list(range(len(names)))
     Xa, ya, features = X.to_numpy(dtype=np.float32), y.to_numpy().astype(np.int64), list(X.columns)
     ga = None if groups is None else np.asarray(groups)
-    del X
     uri = cfg.tracking.resolved_uri()
     experiment_id = tracking.configure(uri, cfg.tracking.experiment)
     fold_of = np.zeros(len(ya), dtype=np.int64)
     probs = np.zeros((len(ya), len(classes)), dtype=np.float32)
     baseline = np.zeros(len(ya), dtype=np.int64) if cfg.baseline != "none" else None
     fold_results: list[_Trained] = []
-    with tracking.start_run(experiment_id, cfg.tracking.run_name, nested=parent_run_id is not None) as parent:
+    dataset = _dataset_frame(X, y, groups, cfg)
+    started = time.perf_counter()
+    with tracking.start_run(experiment_id, run_name(cfg, nested=parent_run_id is not None),
+                            nested=parent_run_id is not None) as parent:
         run_id = parent.info.run_id
-        log.info("MLflow run %s started (%d-fold cross-validation)", run_id, len(folds))
-        _log_setup(cfg, {"all": class_counts(ya, classes)}, kind, cv="true")
+        log.info("MLflow run %s (%s) started (%d-fold cross-validation)", run_id, parent.info.run_name, len(folds))
+        _log_setup(cfg, {"all": class_counts(ya, classes)}, kind, dataset, cv="true")
         for k, (train, val, test) in enumerate(folds, start=1):
             log.info("fold %d of %d: %d training, %d validation, %d test rows", k, len(folds), len(train),
                      len(val), len(test))
             splits = oversample_split(Xa, ya, train, val, test, sampler=cfg.resampling.sampler,
                                       sampler_params=cfg.resampling.params, seed=cfg.split.seed, classes=classes)
-            name = f"{cfg.tracking.run_name or parent.info.run_name}-fold{k}"
-            with tracking.start_run(experiment_id, name, nested=True) as child:
-                _log_setup(cfg, splits.counts, kind, fold=str(k))
+            with tracking.start_run(experiment_id, f"{parent.info.run_name}-fold{k}", nested=True) as child:
+                _log_setup(cfg, splits.counts, kind, dataset, fold=str(k))
                 out = _train_and_score(cfg, splits, Xa, ya, None if ga is None else ga[test], child.info.run_id,
                                        features, callbacks=callbacks, on_epoch=on_epoch)
             fold_of[test], probs[test] = k, out.probs
@@ -403,11 +472,16 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
         meta = model_contract(cfg, features)
         model_path = save_model(ensemble, tracking.local_run_dir(uri, run_id) / "model.keras", meta)
         model_uri = log_beat_model(model_path, pd.DataFrame(Xa[:5], columns=meta["data"]["features"]), meta)
+        mlflow.log_metrics({"params_total": ensemble.count_params(), "params_trainable": 0,
+                            "params_non_trainable": ensemble.count_params(),
+                            "training_seconds": round(time.perf_counter() - started, 2),
+                            "epochs_run": sum(f.epochs_run for f in fold_results)})
+        describe_run(scores, names, reason, missed, ci, _macro_f1(ya, baseline, cfg), kind, summary)
     scores["confusion_matrix"] = matrix.tolist()
     val_f1 = float(np.mean([f.val_scores.get("macro_f1", 0.0) for f in fold_results]))
     return RunResult(run_id, scores, {"macro_f1": val_f1}, names, reason is not None, reason, model_uri, model_path,
                      sum(f.epochs_run for f in fold_results), missed, ci, _macro_f1(ya, baseline, cfg), kind,
-                     summary)
+                     summary, run_name=parent.info.run_name)
 
 
 def _log_oof(y: np.ndarray, pred: np.ndarray, classes: Sequence[int], names: Sequence[str]) -> tuple[dict, np.ndarray]:

@@ -116,7 +116,7 @@ def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
 
 
 def log_evaluation(scores: Mapping[str, Any], matrix: np.ndarray, report: str, names: Sequence[str],
-                   prefix: str = "test") -> None:
+                   prefix: str = "test", title: str | None = None) -> None:
     """Log final scores, AAMI EC57 metrics, the confusion matrix (PNG and JSON) and the classification report."""
     from ecgvgg.metrics import aami_scores, flat_scores
 
@@ -125,11 +125,77 @@ def log_evaluation(scores: Mapping[str, Any], matrix: np.ndarray, report: str, n
     mlflow.log_metrics({f"{prefix}_{key}_{name}": v for name, by in aami.items()
                         for key, v in (("se", by["Se"]), ("ppv", by["+P"]), ("fpr", by["FPR"]))})
     mlflow.log_dict(aami, f"{prefix}_aami_ec57.json")
-    mlflow.log_dict({"labels": list(names), "rows": "true", "columns": "predicted", "matrix": matrix.tolist()},
-                    f"{prefix}_confusion_matrix.json")
-    mlflow.log_figure(confusion_figure(matrix, names, title=f"{prefix} confusion matrix"),
-                      f"{prefix}_confusion_matrix.png")
+    log_confusion(matrix, names, prefix, title or f"{prefix} confusion matrix")
     mlflow.log_text(report, f"{prefix}_classification_report.txt")
+
+
+def log_provenance(dataset_frame: Any, source: Path, context: str = "training") -> None:
+    """Log the data as an MLflow dataset input (digest, source) and tag the ecgvgg, TensorFlow and Keras versions
+    and, when run from a git checkout, its commit."""
+    import mlflow.data
+    from importlib import metadata as importlib_metadata
+
+    dataset = mlflow.data.from_pandas(dataset_frame, source=str(source), name=Path(source).name, targets="label")
+    mlflow.log_input(dataset, context=context)
+    tags = {}
+    for package, tag in (("ecgvgg", "ecgvgg.version"), ("tensorflow", "tensorflow.version"), ("keras", "keras.version")):
+        try:
+            tags[tag] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    mlflow.set_tags(tags)
+
+
+def git_commit() -> str | None:
+    """The commit of the git checkout that ecgvgg runs from, or None (an installed package, no git)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    if not any((parent / ".git").exists() for parent in (here, *here.parents)):
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def training_curves_figure(history: Mapping[str, Sequence[float]], names: Sequence[str], title: str,
+                           first_epoch: int = 1):
+    """Loss, validation macro-F1 and per-class validation recall per epoch, as one matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    epochs = range(first_epoch, first_epoch + len(history.get("val_macro_f1", [])))
+    for key, label in (("loss", "training"), ("val_loss", "validation")):
+        if history.get(key):
+            axes[0].plot(list(epochs)[: len(history[key])], history[key], label=label)
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[0].legend()
+    axes[1].plot(epochs, history.get("val_macro_f1", []), color="black")
+    axes[1].set(title="validation macro-F1", xlabel="epoch", ylim=(0, 1.02))
+    for name in names:
+        axes[2].plot(epochs, history.get(f"val_recall_{name}", []), label=name)
+    axes[2].set(title="validation recall per class", xlabel="epoch", ylim=(-0.02, 1.02))
+    axes[2].legend(ncol=len(names), fontsize="small", loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def log_confusion(matrix: np.ndarray, names: Sequence[str], prefix: str, title: str) -> None:
+    """Log a confusion matrix as ``{prefix}_confusion_matrix.png`` and ``.json``."""
+    mlflow.log_dict({"labels": list(names), "rows": "true", "columns": "predicted", "matrix": np.asarray(matrix).tolist()},
+                    f"{prefix}_confusion_matrix.json")
+    mlflow.log_figure(confusion_figure(matrix, names, title=title), f"{prefix}_confusion_matrix.png")
 
 
 def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str = "confusion matrix"):
