@@ -35,9 +35,19 @@ err_console = Console(stderr=True, highlight=False, emoji=False)
 _state: dict[str, Any] = {"debug": False, "verbose": False, "resume": None}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ecgvgg import __version__
+
+        print(f"ecgvgg {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
          verbose: Annotated[bool, typer.Option("--verbose", help="Show TensorFlow's start-up output.")] = False,
+         version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the version and exit.")] = False,
          ) -> None:
     """Leak-safe training and comparison of VGG16-style heartbeat classifiers."""
     _state["debug"], _state["verbose"] = debug, verbose
@@ -218,6 +228,11 @@ def _progress_callback(progress: Any, epochs: int) -> Any:
             f1 = (logs or {}).get("val_macro_f1")
             progress.update(self.epoch_task, completed=epoch + 1,
                             description=f"epochs (val macro-F1 {f1:.3f})" if f1 is not None else "epochs")
+            if not err_console.is_terminal:  # CI logs, nohup: the bars vanish, so leave one line per epoch
+                loss = (logs or {}).get("loss")
+                print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, val macro-F1 {f1:.3f}"
+                      if loss is not None and f1 is not None else f"epoch {epoch + 1}/{epochs}",
+                      file=sys.stderr, flush=True)
 
     return RichProgress()
 
@@ -231,8 +246,13 @@ def _run_one(cfg: Any, parent_run_id: Optional[str] = None, resume_run_id: Optio
     _load_tensorflow()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:
-        return run_pipeline(cfg, callbacks=[_progress_callback(progress, cfg.training.epochs)],
-                            parent_run_id=parent_run_id, resume_run_id=resume_run_id, data=data)
+        result = run_pipeline(cfg, callbacks=[_progress_callback(progress, cfg.training.epochs)],
+                              parent_run_id=parent_run_id, resume_run_id=resume_run_id, data=data)
+    if result.cv is None:  # one line per run, terminal or not
+        best = f", best epoch {result.best_epoch}" if result.best_epoch else ""
+        console.print(f"{escape(result.run_name)}: trained {result.epochs_run} epochs{best} "
+                      f"(val macro-F1 {result.val_scores.get('macro_f1', 0.0):.3f})")
+    return result
 
 
 @app.command()
@@ -253,8 +273,9 @@ def run(
         if not cfg.split.folds:
             _state["resume"] = "ecgvgg run " + " ".join([str(config), *(f"--set {item}" for item in set_ or [])])
         result = _run_one(cfg, resume_run_id=resume, data=data)
-    console.print(f"run id: [bold]{result.run_id}[/]  (experiment {escape(cfg.tracking.experiment)}, "
-                  f"store {escape(cfg.tracking.resolved_uri())})")
+    console.print(f"run id: [bold]{result.run_id}[/] {escape(result.run_name)} (experiment "
+                  f"{escape(cfg.tracking.experiment)}, store {escape(cfg.tracking.resolved_uri())})")
+
     if result.cv:
         console.print(_cv_table(result))
     else:
@@ -500,17 +521,23 @@ def sweep(
 @app.command()
 def runs(
     experiment: Annotated[Optional[str], typer.Option(help="Only this experiment.")] = None,
+    sort: Annotated[Optional[str], typer.Option(help="Sort by this column, best first (e.g. macro_f1, seconds).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the table (.md or .csv).")] = None,
     stale: Annotated[bool, typer.Option("--stale", help="Only runs left RUNNING by a process that is gone.")] = False,
     close_stale: Annotated[bool, typer.Option("--close-stale",
                                               help="End the stale runs as KILLED (then --resume can continue them).")] = False,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: as for run).")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 100,
 ) -> None:
-    """List the runs of a store: status, macro-F1, interval, baseline, verdict; find and close stale runs."""
+    """One row per run: verdict, sampler, model, parameters, time, epochs, scores with interval, recall, baseline."""
     from ecgvgg.config import TrackingConfig
     from ecgvgg.tracking import sqlite_path
 
     with _guard():
+        if out is not None and out.suffix.lower() not in (".md", ".csv"):
+            raise ConfigError(f"--out {out}: use a .md or .csv file name")
+        if out is not None:
+            _check_out(out.with_suffix(".csv"))
         uri = TrackingConfig(uri=tracking_uri).resolved_uri()
         db = sqlite_path(uri)
         if db is not None and not db.is_file():
@@ -518,42 +545,67 @@ def runs(
         from mlflow.tracking import MlflowClient
 
         from ecgvgg import tracking
+        from ecgvgg.runs import runs_frame, to_markdown
 
         client = MlflowClient(uri)
-        experiments = {e.experiment_id: e.name for e in client.search_experiments()
-                       if experiment is None or e.name == experiment}
+        experiments = [e.experiment_id for e in client.search_experiments()
+                       if experiment is None or e.name == experiment]
         if experiment is not None and not experiments:
             raise ConfigError(f"--experiment {experiment}: no such experiment in {uri}")
         dead = {r.info.run_id for r in tracking.stale_runs(uri)}
-        found = client.search_runs(list(experiments), max_results=limit, order_by=["attributes.start_time DESC"]) \
-            if experiments else []
+        frame = runs_frame(client, experiments, stale=dead, limit=limit)
         if stale or close_stale:
-            found = [r for r in found if r.info.run_id in dead]
+            frame = frame[frame["status"] == "STALE"]
         if close_stale:
-            for r in found:
-                tracking.mark_killed(uri, r.info.run_id)
+            for run_id in [r for r in dead if r[:8] in set(frame["id"])]:
+                tracking.mark_killed(uri, run_id)
+            frame = frame.assign(status="KILLED")
+        if sort is not None:
+            if sort not in frame.columns:
+                raise ConfigError(f"--sort {sort}: no such column (columns: {', '.join(frame.columns)})")
+            frame = frame.sort_values(sort, ascending=sort in ("seconds", "params_total", "params_trainable"),
+                                      na_position="last")
+        if out is not None:
+            _write_text(to_markdown(frame) if out.suffix.lower() == ".md" else frame.to_csv(index=False), out)
     table = Table(title=f"runs in {escape(uri)}", title_justify="left")
-    for col in ("run", "name", "experiment", "status", "macro-F1", "95% interval", "RF baseline", "collapsed"):
-        table.add_column(col, justify="right" if col in ("macro-F1", "95% interval", "RF baseline") else "left",
-                         no_wrap=col in ("run", "status"))
-    for r in found:
-        m, t = r.data.metrics, r.data.tags
-        kind = "oof" if "oof_macro_f1" in m else "test"
-        f1 = m.get(f"{kind}_macro_f1")
-        low, high = m.get(f"{kind}_macro_f1_ci_low"), m.get(f"{kind}_macro_f1_ci_high")
-        status = r.info.status
-        if r.info.run_id in dead:
-            status = "KILLED" if close_stale else "STALE"
-        table.add_row(r.info.run_id, escape(r.info.run_name or ""), escape(experiments[r.info.experiment_id]), status,
-                      f"{f1:.3f}" if f1 is not None else "", f"{low:.3f}-{high:.3f}" if low is not None else "",
-                      f"{m['baseline_rf_macro_f1']:.3f}" if "baseline_rf_macro_f1" in m else "",
-                      "[red]yes[/]" if t.get("collapsed") == "true" else "no" if t.get("collapsed") == "false" else "")
+    recall_cols = [c for c in frame.columns if c.startswith("recall_")]
+    for col in ("id", "name", "status", "collapsed", "model", "params", "time", "epochs", "val F1",
+                "macro-F1 [95%]", "CV mean±sd", f"recall {'/'.join(c[7:] for c in recall_cols)}", "RF"):
+        table.add_column(col, no_wrap=col in ("id", "status"), overflow="fold", min_width=4)
+    for row in frame.to_dict(orient="records"):
+        f1 = row["macro_f1"]
+        table.add_row(
+            row["id"], escape(str(row["name"])), row["status"],
+            "[red]yes[/]" if row["collapsed"] == "true" else "no" if row["collapsed"] == "false" else "",
+            escape(f"{row['sampler']} {row['input']}"), _fmt_int(row["params_total"]), f"{row['seconds']}s",
+            _fmt_int(row["epochs"]), _fmt(row["val_macro_f1"]),
+            f"{_fmt(f1)} [{row['macro_f1_ci']}]" if row["macro_f1_ci"] else _fmt(f1), row["cv_macro_f1"],
+            "/".join(f"{row[c]:.2f}" for c in recall_cols if row.get(c) == row.get(c) and row.get(c) is not None),
+            _fmt(row["baseline_rf_macro_f1"]))
     console.print(table)
-    if dead & {r.info.run_id for r in found} and not close_stale:
+    if (frame["status"] == "STALE").any():
         console.print("STALE: MLflow shows the run as RUNNING but no live process holds it (killed, crashed); "
                       "ecgvgg runs --close-stale ends such runs as KILLED, and --resume continues one", soft_wrap=True)
-    if close_stale and found:
-        console.print(f"marked {len(found)} stale run(s) KILLED; continue one with ecgvgg run CONFIG --resume RUN_ID")
+    if close_stale and len(frame):
+        console.print(f"marked {len(frame)} stale run(s) KILLED; continue one with ecgvgg run CONFIG --resume RUN_ID")
+    if out is not None:
+        console.print(f"wrote {len(frame)} runs to {escape(str(out))}")
+
+
+def _fmt(value: Any) -> str:
+    return "" if value is None or value != value else f"{value:.3f}"
+
+
+def _fmt_int(value: Any) -> str:
+    return "" if value is None or value != value else f"{int(value):,}"
+
+
+def _write_text(text: str, out: Path) -> None:
+    """Write text through a temporary file, so no half-written output remains."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_text(text)
+    tmp.replace(out)
 
 
 def _grid_keys(rows: Sequence[tuple[dict[str, Any], Any]]) -> list[str]:
