@@ -125,7 +125,7 @@ class TrainingConfig(_Section):
     reduce_lr_patience: int | None = Field(3, ge=0)
     collapse_patience: int = Field(3, gt=0)
     collapse_dominance: float = Field(0.98, gt=0.5, le=1)
-    collapse_warmup: int = Field(3, ge=0)
+    collapse_warmup: int = Field(5, ge=0)
     stop_on_collapse: bool = False
     augment_scale: float = Field(0.0, ge=0, lt=1)
     augment_noise: float = Field(0.0, ge=0)

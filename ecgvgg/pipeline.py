@@ -150,7 +150,8 @@ def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:
                   class_weight=t.class_weight, class_names=list(cfg.data.class_names), monitor=t.monitor,
                   early_stopping_patience=t.early_stopping_patience or None,
                   reduce_lr_patience=t.reduce_lr_patience or None, collapse_patience=t.collapse_patience,
-                  collapse_dominance=t.collapse_dominance, collapse_warmup=t.collapse_warmup, stop_on_collapse=t.stop_on_collapse, seed=t.seed,
+                  collapse_dominance=t.collapse_dominance, collapse_warmup=t.collapse_warmup,
+                  stop_on_collapse=t.stop_on_collapse, seed=t.seed,
                   augment_scale=t.augment_scale, augment_noise=t.augment_noise)
     return fit(model, shaped, **{**kwargs, **extra})
 

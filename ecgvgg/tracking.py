@@ -189,7 +189,7 @@ def training_curves_figure(history: Mapping[str, Sequence[float]], names: Sequen
     for name in names:
         axes[2].plot(epochs, history.get(f"val_recall_{name}", []), label=name)
     axes[2].set(title="validation recall per class", xlabel="epoch", ylim=(-0.02, 1.02))
-    axes[2].legend(ncol=len(names), fontsize="small", loc="lower right")
+    axes[2].legend(ncol=len(names), fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.suptitle(title)
     fig.tight_layout()
     plt.close(fig)

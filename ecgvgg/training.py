@@ -221,7 +221,7 @@ def fit(
     checkpoint_path: str | Path | None = None,
     collapse_patience: int = 3,
     collapse_dominance: float = 0.98,
-    collapse_warmup: int = 3,
+    collapse_warmup: int = 5,
     stop_on_collapse: bool = False,
     seed: int = 0,
     compile_model: bool = True,
