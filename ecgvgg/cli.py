@@ -238,7 +238,7 @@ def _progress_callback(progress: Any, epochs: int) -> Any:
 
 
 def _run_one(cfg: Any, parent_run_id: Optional[str] = None, resume_run_id: Optional[str] = None,
-             data: Any = None) -> Any:
+             data: Any = None, **hooks: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ecgvgg.pipeline import run_pipeline
@@ -247,7 +247,7 @@ def _run_one(cfg: Any, parent_run_id: Optional[str] = None, resume_run_id: Optio
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:
         result = run_pipeline(cfg, callbacks=[_progress_callback(progress, cfg.training.epochs)],
-                              parent_run_id=parent_run_id, resume_run_id=resume_run_id, data=data)
+                              parent_run_id=parent_run_id, resume_run_id=resume_run_id, data=data, **hooks)
     if result.cv is None:  # one line per run, terminal or not
         best = f", best epoch {result.best_epoch}" if result.best_epoch else ""
         console.print(f"{escape(result.run_name)}: trained {result.epochs_run} epochs{best} "
@@ -516,6 +516,117 @@ def sweep(
     if rows and all(r.collapsed for _, r in rows):
         _collapse_box("every combination of the sweep collapsed")
         raise typer.Exit(EXIT_COLLAPSED)
+
+
+@app.command()
+def tune(
+    config: Annotated[Path, typer.Argument(help="Pipeline YAML file: the base configuration.")],
+    space: Annotated[Path, typer.Option("--space", help="Search space YAML: key: {low, high[, log|step]} or [choices].")],
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Trials for this process to run.")] = 20,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name (shared by processes that use it).")] = None,
+    storage: Annotated[Optional[str], typer.Option(
+        "--storage", help="Optuna storage: a database URL, or a journal file (default mlruns/optuna/STUDY.log).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Best configuration YAML (default beside the store).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Sampler seed (default training.seed); give each worker its own.")]
+    = None,
+) -> None:
+    """Search hyperparameters with Optuna (TPE, median pruning on validation macro-F1), one child run per trial.
+
+    Several processes started with the same --study share one search through its storage.
+    """
+    from ecgvgg.config import load_config
+    from ecgvgg.pipeline import check_data
+    from ecgvgg.tuning import default_storage, load_space
+
+    with _guard():
+        cfg = load_config(config, set_ or [])
+        dims = load_space(space, cfg)
+        data = check_data(cfg)
+        name = study or f"{cfg.tracking.experiment}-tune"
+        uri = cfg.tracking.resolved_uri()
+        where = storage or default_storage(uri, name)
+        out = out or Path(default_storage(uri, name)).with_name(f"{name}-best.yaml")
+        _check_out(out.with_suffix(".csv"))
+        _load_tensorflow()
+        best = _tune(cfg, dims, data, trials, name, where, out, cfg.training.seed if seed is None else seed, space)
+    console.print(best)
+
+
+def _tune(cfg: Any, dims: Any, data: Any, trials: int, name: str, storage: str, out: Path, seed: int,
+          space_path: Path) -> Table:
+    """Run this process's trials of the study inside one parent MLflow run; return the table of the best trials."""
+    import uuid
+
+    import mlflow
+    import optuna
+
+    from ecgvgg import tracking
+    from ecgvgg.errors import Pruned
+    from ecgvgg.pipeline import check_data
+    from ecgvgg.tuning import apply, best_config_yaml, open_study, pruning_hooks, suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(name, storage, seed=seed, warmup=cfg.training.collapse_warmup)
+    experiment_id = tracking.configure(cfg.tracking.resolved_uri(), cfg.tracking.experiment)
+    with tracking.start_run(experiment_id, f"tune-{name}-{uuid.uuid4().hex[:6]}") as parent:
+        mlflow.set_tags({"study": name, "tune": "true", "optuna_storage": storage})
+        mlflow.log_params({"trials": trials, "space": space_path.read_text(encoding="utf-8")[:6000]})
+        mlflow.log_artifact(str(space_path))
+
+        def objective(trial: Any) -> float:
+            values = suggest(trial, dims)
+            console.print(f"[bold]trial {trial.number}[/] {escape(str(values))}")
+            trial_cfg = apply(cfg, values, source=f"trial {trial.number}")
+            trial_data = check_data(trial_cfg, data if trial_cfg.data == cfg.data else None)
+            try:
+                result = _run_one(trial_cfg, parent_run_id=parent.info.run_id, data=trial_data,
+                                  tags={"study": name, "trial": str(trial.number)},
+                                  **pruning_hooks(trial, trial_cfg.split.folds))
+            except Pruned as exc:
+                console.print(f"trial {trial.number} {exc}")
+                raise optuna.TrialPruned(str(exc)) from None
+            trial.set_user_attr("run_id", result.run_id)
+            return result.cv["macro_f1"][0] if result.cv else float(result.val_scores.get("macro_f1", 0.0))
+
+        study.optimize(objective, n_trials=trials, catch=(ConfigError, DataError))
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        states = [t.state for t in study.trials]
+        mlflow.log_metrics({"trials_complete": len(done), "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
+                            "trials_failed": states.count(optuna.trial.TrialState.FAIL)})
+        if not done:
+            raise ConfigError(f"study {name}: no trial completed (see the child runs)")
+        mlflow.log_metric("best_value", study.best_value)
+        _write_text(best_config_yaml(cfg, study.best_params), out)
+        mlflow.log_artifact(str(out))
+        _log_study_plots(study)
+    table = Table(title=f"study {escape(name)}: best trials ({len(done)} complete of {len(study.trials)}; "
+                        f"best configuration in {escape(str(out))})", title_justify="left")
+    for col in ("trial", "objective", "run", *(k.split(".")[-1] for k in dims)):
+        table.add_column(col)
+    for t in sorted(done, key=lambda t: t.value, reverse=True)[:5]:
+        table.add_row(str(t.number), f"{t.value:.3f}", str(t.user_attrs.get("run_id", ""))[:8],
+                      *(escape(f"{v:.3g}" if isinstance(v := t.params.get(k, ""), float) else str(v)) for k in dims))
+    return table
+
+
+def _log_study_plots(study: Any) -> None:
+    """Optuna's optimisation history and parameter importances as artifacts of the active run."""
+    import mlflow
+    from optuna.visualization import matplotlib as plots
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+        for name, plot in (("optimization_history.png", plots.plot_optimization_history),
+                           ("param_importances.png", plots.plot_param_importances)):
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials for importances
+                continue
+            figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
+            figure.set_size_inches(8, 5)
+            figure.tight_layout()
+            mlflow.log_figure(figure, name)
 
 
 @app.command()

@@ -183,6 +183,8 @@ def run_pipeline(
     parent_run_id: str | None = None,
     resume_run_id: str | None = None,
     data: tuple[pd.DataFrame, pd.Series, pd.Series | None] | None = None,
+    on_fold: Callable[[int, float], None] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run the configured study as one MLflow run (a parent with a child per fold when
     ``split.folds`` is set) and return its result.
@@ -190,7 +192,8 @@ def run_pipeline(
     Data and config problems are found before the run starts, so they leave no run behind;
     anything that fails later ends the run as FAILED (KILLED on Ctrl-C or SIGTERM).
     ``resume_run_id`` continues an interrupted run from its best checkpoint, in the same run.
-    ``data`` is what :func:`check_data` returned, to skip loading the data again.
+    ``data`` is what :func:`check_data` returned, to skip loading the data again. ``on_fold``
+    is called with each fold's number and test macro-F1; ``tags`` are added to the (parent) run.
     """
     from ecgvgg import tracking
 
@@ -205,7 +208,7 @@ def run_pipeline(
     if cfg.split.folds:
         folds = cv_folds(y, folds=cfg.split.folds, groups=grouped, val_size=cfg.split.val_size,
                          seed=cfg.split.seed, classes=range(len(cfg.data.class_names)))
-        return _run_cv(cfg, X, y, grouped, folds, kind, callbacks, on_epoch, parent_run_id)
+        return _run_cv(cfg, X, y, grouped, folds, kind, callbacks, on_epoch, parent_run_id, on_fold, tags or {})
     splits = prepare_splits(cfg, X, y, groups)
     Xa, ya, features = X.to_numpy(dtype=np.float32), y.to_numpy(), list(X.columns)
     dataset = _dataset_frame(X, y, groups, cfg)
@@ -226,7 +229,7 @@ def run_pipeline(
             run_id = run.info.run_id
             log.info("MLflow run %s (%s) %s", run_id, run.info.run_name, "resumed" if resume else "started")
             if resume is None:
-                _log_setup(cfg, splits.counts, kind, dataset)
+                _log_setup(cfg, splits.counts, kind, dataset, **(tags or {}))
             else:
                 tracking.clear_interrupted(run_id)
             test_groups = None if grouped is None else np.asarray(grouped)[splits.test_index]
@@ -414,7 +417,8 @@ def _baseline(cfg: PipelineConfig, X_train: np.ndarray, y_train: np.ndarray, X_t
 
 def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Series | None,
             folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], kind: str, callbacks: Sequence[Any],
-            on_epoch: Callable[[int, Mapping[str, float]], None] | None, parent_run_id: str | None) -> RunResult:
+            on_epoch: Callable[[int, Mapping[str, float]], None] | None, parent_run_id: str | None,
+            on_fold: Callable[[int, float], None] | None = None, tags: Mapping[str, str] | None = None) -> RunResult:
     """K-fold cross-validation: a parent run, a child run per fold, out-of-fold scores and a fold ensemble."""
     import mlflow
 
@@ -442,7 +446,7 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
                             nested=parent_run_id is not None) as parent:
         run_id = parent.info.run_id
         log.info("MLflow run %s (%s) started (%d-fold cross-validation)", run_id, parent.info.run_name, len(folds))
-        _log_setup(cfg, {"all": class_counts(ya, classes)}, kind, dataset, cv="true")
+        _log_setup(cfg, {"all": class_counts(ya, classes)}, kind, dataset, cv="true", **(tags or {}))
         for k, (train, val, test) in enumerate(folds, start=1):
             log.info("fold %d of %d: %d training, %d validation, %d test rows", k, len(folds), len(train),
                      len(val), len(test))
@@ -456,6 +460,8 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
             if baseline is not None:
                 baseline[test] = out.baseline_pred
             fold_results.append(out)
+            if on_fold is not None:
+                on_fold(k, out.scores["macro_f1"])
 
         pred = np.asarray(classes)[np.argmax(probs, axis=1)]
         scores, matrix = _log_oof(ya, pred, classes, names)

@@ -8,8 +8,10 @@ folded or GAF image) and answer ``prediction``, ``class_name`` and ``p_<class>``
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -17,6 +19,9 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+
+for _noisy in ("mlflow.pyfunc", "mlflow.models.model", "mlflow.models.signature"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 #: Installed versions of these are pinned in the logged model's requirements.
 PINNED = ("tensorflow", "keras", "mlflow", "numpy", "pandas", "pyarrow", "scikit-learn", "imbalanced-learn",
@@ -55,9 +60,10 @@ def log_beat_model(model_path: Path, example: pd.DataFrame, contract: Mapping[st
     from ecgvgg.inference import load_model
 
     loaded = load_model(model_path)
-    signature = infer_signature(example, loaded.predict_frame(example))
     package = Path(__file__).parent
-    with tempfile.TemporaryDirectory() as tmp:  # the code alone, without the bundled sample data
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():  # the code alone, without the sample data
+        warnings.simplefilter("ignore")  # MLflow's hints on integer columns and on pickled models
+        signature = infer_signature(example, loaded.predict_frame(example))
         code = Path(tmp) / "ecgvgg"
         shutil.copytree(package, code, ignore=shutil.ignore_patterns("sample_data", "__pycache__"))
         info = mlflow.pyfunc.log_model(

@@ -14,7 +14,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from ecgvgg.errors import ConfigError
+from ecgvgg.errors import ConfigError, Pruned
 
 log = logging.getLogger("ecgvgg")
 
@@ -81,6 +81,10 @@ def start_run(experiment_id: str, run_name: str | None = None, run_id: str | Non
         if lock:
             stack.enter_context(run_lock(mlflow.get_tracking_uri(), run.info.run_id))
         yield run
+    except Pruned:
+        mlflow.set_tag("pruned", "true")
+        mlflow.end_run(status="FINISHED")
+        raise
     except KeyboardInterrupt as exc:
         mlflow.set_tag("ecgvgg.status", "interrupted")
         mlflow.end_run(status="KILLED")

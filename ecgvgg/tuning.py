@@ -1,0 +1,197 @@
+"""Hyperparameter search with Optuna over pipeline config keys.
+
+A search space is a YAML mapping from config keys to a float range ``{low, high, log}``, an int
+range ``{low, high, step}`` or a list of choices. The study lives in Optuna's storage (by default
+a journal file beside the MLflow store), so several ``ecgvgg tune`` processes, on one machine or
+on several sharing a filesystem or a database, can work on one search. Each trial is a child
+MLflow run; pruning uses the per-epoch validation macro-F1 (between folds for cross-validated
+configs). Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from ecgvgg.config import PipelineConfig, parse_yaml, set_path, validate_config
+from ecgvgg.errors import ConfigError
+
+
+class FloatRange(BaseModel):
+    """``{low: 1e-4, high: 1e-2, log: true}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if not self.low < self.high:
+            raise ValueError(f"low must be < high, got {self.low} and {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class IntRange(BaseModel):
+    """``{low: 64, high: 512, step: 64}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if not self.low < self.high:
+            raise ValueError(f"low must be < high, got {self.low} and {self.high}")
+        if self.step < 1:
+            raise ValueError(f"step must be >= 1, got {self.step}")
+        return self
+
+
+Dimension = Union[FloatRange, IntRange, list]
+_CHOICE_TYPES = (type(None), bool, int, float, str)
+
+
+def load_space(path: str | Path, base: PipelineConfig) -> dict[str, Dimension]:
+    """Read and validate a search space against ``base``: known keys, sound ranges, values the config accepts."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such search space file")
+    try:
+        raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_space(raw, base, str(path))
+
+
+def parse_space(raw: Any, base: PipelineConfig, source: str = "<space>") -> dict[str, Dimension]:
+    """Validate a search space given as a mapping (see :func:`load_space`)."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{source}: expected a mapping of config keys to ranges or choices")
+    space: dict[str, Dimension] = {}
+    for key, spec in raw.items():
+        where = f"{source}: {key}"
+        if isinstance(spec, list):
+            if not spec or not all(isinstance(v, _CHOICE_TYPES) for v in spec):
+                raise ConfigError(f"{where}: choices must be a non-empty list of numbers, strings, booleans or null")
+            dim: Dimension = list(spec)
+            probes = spec
+        elif isinstance(spec, dict):
+            is_int = isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int) \
+                and not isinstance(spec.get("low"), bool)
+            try:
+                dim = IntRange.model_validate(spec) if is_int or "step" in spec else FloatRange.model_validate(spec)
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: " + "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'range'}: {e['msg'].replace('Value error, ', '')}"
+                    for e in exc.errors())) from None
+            probes = [dim.low, dim.high]
+        else:
+            raise ConfigError(f"{where}: expected {{low, high[, log|step]}} or a list of choices, got {spec!r}")
+        for value in probes:  # the config must accept every end of the range and every choice
+            apply(base, {key: value}, source=where)
+        space[key] = dim
+    return space
+
+
+def apply(base: PipelineConfig, values: Mapping[str, Any], source: str = "<trial>") -> PipelineConfig:
+    """``base`` with ``key.path = value`` set for each of ``values``, validated."""
+    raw = base.model_dump(mode="json")
+    for key, value in values.items():
+        set_path(raw, key, value, option=source)
+    return validate_config(raw, source=source)
+
+
+def suggest(trial: Any, space: Mapping[str, Dimension]) -> dict[str, Any]:
+    """Draw one value per key of ``space`` from an Optuna trial."""
+    out: dict[str, Any] = {}
+    for key, dim in space.items():
+        if isinstance(dim, FloatRange):
+            out[key] = trial.suggest_float(key, dim.low, dim.high, log=dim.log)
+        elif isinstance(dim, IntRange):
+            out[key] = trial.suggest_int(key, dim.low, dim.high, step=dim.step, log=dim.log)
+        else:
+            out[key] = trial.suggest_categorical(key, dim)
+    return out
+
+
+def default_storage(tracking_uri: str, study: str) -> str:
+    """A journal file beside the MLflow store: ``mlruns/optuna/STUDY.log`` for the default SQLite store."""
+    from ecgvgg.tracking import sqlite_path
+
+    db = sqlite_path(tracking_uri)
+    root = db.parent if db is not None else Path("mlruns")
+    return str(root / "optuna" / f"{study}.log")
+
+
+def open_study(study: str, storage: str, *, seed: int, warmup: int, direction: str = "maximize") -> Any:
+    """Create or continue an Optuna study: seeded TPE, median pruning after ``warmup`` steps.
+
+    ``storage`` is a database URL (``postgresql://``, ``mysql://``, ``sqlite://``) or a journal
+    file path, which processes on one machine or on a shared filesystem can use together.
+    """
+    import optuna
+
+    if "://" in storage:
+        backend: Any = storage
+    else:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalStorage(JournalFileBackend(str(storage)))
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup)
+    return optuna.create_study(study_name=study, storage=backend, sampler=sampler, pruner=pruner,
+                               direction=direction, load_if_exists=True)
+
+
+def best_config_yaml(base: PipelineConfig, params: Mapping[str, Any]) -> str:
+    """A complete pipeline YAML of ``base`` with the best ``params``, runnable with ``ecgvgg run`` as it is."""
+    cfg = apply(base, params, source="best trial")
+    raw = cfg.model_dump(mode="json")
+    path = raw["data"]["path"]
+    if not path.startswith("sample:"):
+        raw["data"]["path"] = str(Path(path).expanduser().resolve())
+    if raw["data"].get("y_path"):
+        raw["data"]["y_path"] = str(Path(raw["data"]["y_path"]).expanduser().resolve())
+    header = "# Best configuration found by ecgvgg tune: " + ", ".join(f"{k}={v}" for k, v in params.items()) + "\n"
+    return header + yaml.safe_dump(raw, sort_keys=False)
+
+
+def pruning_hooks(trial: Any, folds: int | None) -> dict[str, Callable[..., None]]:
+    """Callbacks for :func:`ecgvgg.pipeline.run_pipeline` that report to ``trial`` and prune.
+
+    Single split: the validation macro-F1 after every epoch. Cross-validation: the running mean
+    of the folds' test macro-F1 after every fold.
+    """
+    from ecgvgg.errors import Pruned
+
+    if folds:
+        seen: list[float] = []
+
+        def on_fold(k: int, macro_f1: float) -> None:
+            seen.append(macro_f1)
+            trial.report(sum(seen) / len(seen), k)
+            if trial.should_prune():
+                raise Pruned(f"pruned after fold {k}")
+
+        return {"on_fold": on_fold}
+
+    def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
+        value = logs.get("val_macro_f1")
+        if value is None:
+            return
+        trial.report(float(value), epoch + 1)
+        if trial.should_prune():
+            raise Pruned(f"pruned at epoch {epoch + 1}")
+
+    return {"on_epoch": on_epoch}
