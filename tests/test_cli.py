@@ -59,6 +59,7 @@ def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
     assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "test_classification_report.txt",
             "class_counts.json", "test_aami_ec57.json"} <= artifacts
+    mlflow.set_tracking_uri(uri)  # MLflow resolves a run's logged model through it
     assert "model/MLmodel" in {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "model")}
     assert "S (SVEB)" in result.output and "FPR" in result.output
     matrix = json.loads(Path(mlflow.artifacts.download_artifacts(

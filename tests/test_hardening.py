@@ -268,7 +268,7 @@ def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resum
         proc.communicate(timeout=60)
     assert _runs(uri)[0].info.status == "RUNNING"  # what SIGKILL leaves behind
     listed = runner.invoke(app, ["runs", "--stale"])
-    assert listed.exit_code == 0 and run_id in listed.output and "STALE" in listed.output
+    assert listed.exit_code == 0 and run_id[:8] in listed.output and "STALE" in listed.output
     closed = runner.invoke(app, ["runs", "--close-stale"])
     assert closed.exit_code == 0 and "marked 1 stale run(s) KILLED" in closed.output
     assert _runs(uri)[0].info.status == "KILLED"

@@ -99,13 +99,14 @@ def test_deterministic_cpu_runs_give_identical_metrics(tmp_path, monkeypatch):
     assert {k: a.data.metrics[k] for k in keys} == {k: b.data.metrics[k] for k in keys}
 
 
-def test_two_concurrent_runs_on_one_store_both_complete(tmp_path):
+def test_two_concurrent_runs_on_one_store_both_complete(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     procs = [subprocess.Popen(_cmd(epochs=2), cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode in (0, 3), out
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # MLflow resolves a run's logged model through it
     runs = _runs(uri)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     client = MlflowClient(uri)
