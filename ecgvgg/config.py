@@ -17,6 +17,7 @@ from ecgvgg.errors import ConfigError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 SAMPLE_PREFIX = "sample:"
+RUN_PREFIX = "run:"
 
 
 class _Section(BaseModel):
@@ -103,11 +104,21 @@ class ModelConfig(_Section):
     dense_units: int = Field(4096, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     batch_norm: bool = False
+    #: A weights file of the same architecture, or ``run:RUN_ID``: start from the network a run
+    #: logged (its architecture; the input contract must match the data and ``input``).
     weights: str | None = None
+    #: Rebuild the ``predictions`` layer for ``data.class_names`` (e.g. 2 classes from a 5-class run).
+    new_head: bool = False
+    #: Freeze convolution blocks 1..N (their batch normalisation runs in inference mode).
+    frozen_blocks: int = Field(0, ge=0, le=5)
 
     @field_validator("weights")
     @classmethod
     def _weights_file(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith(RUN_PREFIX):
+            if not value[len(RUN_PREFIX):].strip():
+                raise ValueError("run: needs a run id, e.g. run:0123abcd...")
+            return value
         if value is not None and not Path(value).expanduser().is_file():
             raise ValueError(f"no such weights file: {value}")
         return value
@@ -132,6 +143,11 @@ class TrainingConfig(_Section):
     deterministic: bool = False
     mixed_precision: Literal["auto", True, False] = "auto"
     seed: int = 0
+    #: Fine-tuning in two phases: train with ``model.frozen_blocks`` frozen for this many epochs,
+    #: then unfreeze everything and go on at ``fine_tune_learning_rate``.
+    unfreeze_after: int | None = Field(None, gt=0)
+    #: Learning rate of the second phase (default: a tenth of ``learning_rate``).
+    fine_tune_learning_rate: float | None = Field(None, gt=0)
 
 
 class TrackingConfig(_Section):
@@ -159,6 +175,16 @@ class PipelineConfig(_Section):
     #: ``rf``: also fit a random forest (300 trees, balanced class weights) on the same training
     #: rows before oversampling and score it on the same test rows; ``none`` skips it.
     baseline: Literal["rf", "none"] = "rf"
+
+    @model_validator(mode="after")
+    def _phases(self) -> PipelineConfig:
+        t = self.training
+        if t.unfreeze_after is not None:
+            if not self.model.frozen_blocks:
+                raise ValueError("training.unfreeze_after: needs model.frozen_blocks > 0 (nothing is frozen)")
+            if t.unfreeze_after >= t.epochs:
+                raise ValueError(f"training.unfreeze_after: {t.unfreeze_after} must be < training.epochs ({t.epochs})")
+        return self
 
     @model_validator(mode="after")
     def _fits_classes(self) -> PipelineConfig:

@@ -118,6 +118,37 @@ def _model_file(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
+def run_model_file(tracking_uri: str, run_id: str) -> Path | None:
+    """The local copy of a run's final model (``runs/RUN_ID/model.keras`` beside a SQLite store), or None."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    path = Path(tracking_uri[len(prefix):]).parent / "runs" / run_id / "model.keras"
+    return path if path.is_file() else None
+
+
+def run_contract(tracking_uri: str, run_id: str) -> dict[str, Any]:
+    """The input contract of the model that run ``run_id`` logged (read locally when the store is a SQLite file)."""
+    local = run_model_file(tracking_uri, run_id)
+    contract = read_contract(local) if local is not None else None
+    if contract is not None:
+        return contract
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model"))
+    except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing run
+        raise DataError(f"run {run_id}: no logged model in {tracking_uri}") from None
+    found = _model_file(folder)
+    contract = read_contract(found) if found is not None else None
+    if contract is None and (folder / METADATA_FILE).is_file():
+        contract = json.loads((folder / METADATA_FILE).read_text())
+    if contract is None:
+        raise DataError(f"run {run_id}: its model has no ecgvgg input contract")
+    return contract
+
+
 def load_model(path: str | Path | None = None, *, run_id: str | None = None) -> LoadedModel:
     """Load a ``.keras`` model saved by ecgvgg, or a logged run's model, with its input contract.
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -118,3 +119,30 @@ def fold_ensemble(models: Sequence[keras.Model], name: str = "fold_ensemble") ->
         outputs.append(copy(inputs, training=False))
     averaged = outputs[0] if len(outputs) == 1 else layers.Average(dtype="float32", name="predictions")(outputs)
     return keras.Model(inputs, averaged, name=name)
+
+
+def with_new_head(model: keras.Model, classes: int) -> keras.Model:
+    """``model`` with its ``predictions`` layer replaced by a new softmax over ``classes`` (the rest shared)."""
+    head = model.get_layer("predictions")
+    if not isinstance(head, layers.Dense):
+        raise ValueError("the model has no Dense 'predictions' layer to replace (a fold ensemble?)")
+    outputs = layers.Dense(classes, activation="softmax", dtype="float32", name="predictions")(head.input)
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def freeze_blocks(model: keras.Model, blocks: int) -> keras.Model:
+    """Freeze the layers of convolution blocks 1..``blocks`` (``block{b}_*``) and unfreeze the rest.
+
+    A frozen BatchNormalization layer runs in inference mode in Keras 3, with its moving
+    statistics kept, as Keras' transfer-learning guide does.
+    """
+    for layer in model.layers:
+        block = layer.name.split("_")[0]
+        frozen = block.startswith("block") and block[5:].isdigit() and int(block[5:]) <= blocks
+        layer.trainable = not frozen
+    return model
+
+
+def trainable_count(model: keras.Model) -> int:
+    """Number of trainable parameters."""
+    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))

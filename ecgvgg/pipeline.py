@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgvgg.config import PipelineConfig, ResamplingConfig, set_path, validate_config
+from ecgvgg.config import RUN_PREFIX, PipelineConfig, ResamplingConfig, set_path, validate_config
 from ecgvgg.data import load_xy
 from ecgvgg.errors import ConfigError
 from ecgvgg.resampling import Splits, cv_folds, split_then_oversample
@@ -88,6 +88,8 @@ def check_data(cfg: PipelineConfig, data: tuple[pd.DataFrame, pd.Series, pd.Seri
         raise DataError(f"{cfg.data.resolved_path()}: data.class_names has class(es) {', '.join(empty)} with no rows; "
                         "drop them from data.class_names and relabel, or add rows")
     length, i = X.shape[1], cfg.input
+    if cfg.model.weights and cfg.model.weights.startswith(RUN_PREFIX):
+        check_source_run(cfg, length)
     if i.kind == "2d" and i.method == "fold" and i.size is not None and i.size < fold_side(length):
         raise ConfigError(f"input.size: {i.size} is too small to fold {length} samples (need at least "
                           f"{fold_side(length)}, or leave it unset)")
@@ -131,14 +133,61 @@ def prepare_splits(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: p
 
 
 def build_model(cfg: PipelineConfig, length: int) -> Any:
-    """The configured VGG16 for beats of ``length`` samples."""
-    from ecgvgg.models import vgg16_1d, vgg16_2d
+    """The configured VGG16 for beats of ``length`` samples: new, from a weights file, or from a run's network
+    (``model.weights: run:ID``, with a new head if asked), with ``model.frozen_blocks`` frozen."""
+    from ecgvgg.models import freeze_blocks, vgg16_1d, vgg16_2d, with_new_head
 
-    shape = input_shape(length, cfg.input.kind, cfg.input.method, cfg.input.size)
-    builder = vgg16_1d if cfg.input.kind == "1d" else vgg16_2d
     m = cfg.model
-    return builder(shape, len(cfg.data.class_names), width=m.width, dense_units=m.dense_units, dropout=m.dropout,
-                   batch_norm=m.batch_norm, weights=m.weights)
+    if m.weights is not None and m.weights.startswith(RUN_PREFIX):
+        from ecgvgg.inference import load_model, run_model_file
+
+        run_id = m.weights[len(RUN_PREFIX):]
+        local = run_model_file(cfg.tracking.resolved_uri(), run_id)
+        if local is None:
+            import mlflow
+
+            mlflow.set_tracking_uri(cfg.tracking.resolved_uri())
+        source = load_model(local) if local is not None else load_model(run_id=run_id)
+        model = source.model
+        if m.new_head:
+            model = with_new_head(model, len(cfg.data.class_names))
+    else:
+        shape = input_shape(length, cfg.input.kind, cfg.input.method, cfg.input.size)
+        builder = vgg16_1d if cfg.input.kind == "1d" else vgg16_2d
+        model = builder(shape, len(cfg.data.class_names), width=m.width, dense_units=m.dense_units, dropout=m.dropout,
+                        batch_norm=m.batch_norm, weights=m.weights)
+    return freeze_blocks(model, m.frozen_blocks) if m.frozen_blocks else model
+
+
+def check_source_run(cfg: PipelineConfig, length: int) -> None:
+    """Refuse a ``model.weights: run:ID`` whose input contract differs from this config and data, before any run."""
+    from ecgvgg.errors import DataError
+    from ecgvgg.inference import run_contract
+
+    run_id = (cfg.model.weights or "")[len(RUN_PREFIX):]
+    try:
+        contract = run_contract(cfg.tracking.resolved_uri(), run_id)
+    except DataError as exc:
+        raise ConfigError(f"model.weights: {exc}") from None
+    source_input = contract.get("input", {})
+    mine = cfg.input.model_dump()
+    differs = []
+    if contract.get("length") != length:
+        differs.append(f"beat length {contract.get('length')} there, {length} here")
+    if source_input.get("kind") != mine["kind"]:
+        differs.append(f"input.kind {source_input.get('kind')} there, {mine['kind']} here")
+    elif mine["kind"] == "2d" and (source_input.get("method"), source_input.get("size")) != (mine["method"], mine["size"]):
+        differs.append(f"input.method/size {source_input.get('method')}/{source_input.get('size')} there, "
+                       f"{mine['method']}/{mine['size']} here")
+    n_source, n_here = len(contract.get("classes", [])), len(cfg.data.class_names)
+    if not cfg.model.new_head and contract.get("class_names") != list(cfg.data.class_names):
+        differs.append(f"classes {contract.get('class_names')} there, {list(cfg.data.class_names)} here "
+                       "(set model.new_head: true for a new class list)")
+    if contract.get("ensemble"):
+        differs.append("it is a fold ensemble; start from one of its fold runs")
+    if differs:
+        raise ConfigError(f"model.weights: run {run_id}'s model does not fit this config: " + "; ".join(differs))
+    log.info("starting from run %s's network (%d classes there, %d here)", run_id, n_source, n_here)
 
 
 def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:
@@ -199,6 +248,8 @@ def run_pipeline(
 
     if cfg.split.folds and resume_run_id:
         raise ConfigError("--resume: cross-validated runs (split.folds) cannot be resumed; start them again")
+    if cfg.training.unfreeze_after and resume_run_id:
+        raise ConfigError("--resume: two-phase fine-tuning (training.unfreeze_after) cannot be resumed; start again")
     X, y, groups = check_data(cfg, data)
     kind = split_kind(cfg)
     if kind == "ungrouped beats":
@@ -307,6 +358,7 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
     from ecgvgg import tracking
     from ecgvgg.inference import save_model
     from ecgvgg.metrics import bootstrap_macro_f1, confusion, held_out_verdict, per_class_scores
+    from ecgvgg.models import trainable_count
     from ecgvgg.serving import log_beat_model
     from ecgvgg.training import setup_device
 
@@ -325,14 +377,19 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
             on_epoch(epoch, logs)
 
     started = time.perf_counter()
+    phased = t.unfreeze_after is not None and resume is None
     result = train(cfg, model, shaped, checkpoint_path=run_dir / "best.keras", on_epoch=epoch_hook,
                    callbacks=callbacks, compile_model=resume is None,
                    initial_epoch=resume.epoch if resume else 0, initial_best=resume.best if resume else None,
-                   initial_best_epoch=resume.best_epoch if resume else None)
+                   initial_best_epoch=resume.best_epoch if resume else None,
+                   **({"epochs": t.unfreeze_after} if phased else {}))
+    if phased and result.epochs_run >= t.unfreeze_after:  # phase two: everything trains, at a lower rate
+        result = _fine_tune_all(cfg, model, shaped, result, checkpoint_path=run_dir / "best.keras",
+                                on_epoch=epoch_hook, callbacks=callbacks)
     seconds = time.perf_counter() - started
     if result.class_weight:
         mlflow.log_params({f"class_weight_{names[c]}": round(w, 6) for c, w in result.class_weight.items()})
-    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    trainable = trainable_count(model)  # what trained last: after a second phase, everything
     mlflow.log_metrics({"epochs_run": result.epochs_run, "best_epoch": result.best_epoch or 0,
                         "training_seconds": round(seconds, 2), "params_total": model.count_params(),
                         "params_trainable": trainable, "params_non_trainable": model.count_params() - trainable})
@@ -394,6 +451,26 @@ def describe_run(scores: Mapping[str, Any], names: Sequence[str], reason: str | 
     text = "\n\n".join(lines)
     mlflow.set_tag("mlflow.note.content", text)
     return text
+
+
+def _fine_tune_all(cfg: PipelineConfig, model: Any, shaped: Splits, first: Any, **kwargs: Any) -> Any:
+    """Unfreeze every layer and train on from where the frozen phase stopped, at the fine-tuning rate."""
+    import mlflow
+
+    t = cfg.training
+    rate = t.fine_tune_learning_rate or t.learning_rate / 10
+    for layer in model.layers:
+        layer.trainable = True
+    scores = first.history.get(t.monitor, [])
+    best = (min(scores) if t.monitor.endswith("loss") else max(scores)) if scores else None
+    log.info("epoch %d: all blocks unfrozen; fine-tuning at learning rate %g", first.epochs_run, rate)
+    mlflow.log_metric("unfrozen_at_epoch", first.epochs_run)
+    second = train(cfg, model, shaped, learning_rate=rate, compile_model=True, initial_epoch=first.epochs_run,
+                   initial_best=best, initial_best_epoch=first.best_epoch, **kwargs)
+    second.history = {k: first.history.get(k, []) + second.history.get(k, [])
+                      for k in {*first.history, *second.history}}
+    second.epochs_run += first.epochs_run
+    return second
 
 
 def model_contract(cfg: PipelineConfig, features: Sequence[Any]) -> dict[str, Any]:
@@ -476,7 +553,7 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
         _log_verdict(reason, missed)
 
         ensemble = fold_ensemble([f.model for f in fold_results])
-        meta = model_contract(cfg, features)
+        meta = {**model_contract(cfg, features), "ensemble": True}
         model_path = save_model(ensemble, tracking.local_run_dir(uri, run_id) / "model.keras", meta)
         model_uri = log_beat_model(model_path, pd.DataFrame(Xa[:5], columns=meta["data"]["features"]), meta)
         mlflow.log_metrics({"params_total": ensemble.count_params(), "params_trainable": 0,
