@@ -141,11 +141,11 @@ def log_provenance(dataset_frame: Any, source: Path, context: str = "training") 
 
     import warnings
 
-    with warnings.catch_warnings():  # MLflow's own notices about a local path's source type and pandas 4
+    with warnings.catch_warnings():  # MLflow's notices: a local path's source type, integer columns, pandas 4
         warnings.simplefilter("ignore")
         dataset = mlflow.data.from_pandas(dataset_frame, source=str(Path(source).resolve()), name=Path(source).name,
                                           targets="label")
-    mlflow.log_input(dataset, context=context)
+        mlflow.log_input(dataset, context=context)
     tags = {}
     for package, tag in (("ecgvgg", "ecgvgg.version"), ("tensorflow", "tensorflow.version"), ("keras", "keras.version")):
         try:
