@@ -194,6 +194,10 @@ def training_curves_figure(history: Mapping[str, Sequence[float]], names: Sequen
         axes[2].plot(epochs, history.get(f"val_recall_{name}", []), label=name)
     axes[2].set(title="validation recall per class", xlabel="epoch", ylim=(-0.02, 1.02))
     axes[2].legend(ncol=len(names), fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     plt.close(fig)
