@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -107,6 +108,7 @@ def test_two_concurrent_runs_on_one_store_both_complete(tmp_path, monkeypatch):
     for p, out in zip(procs, outs):
         assert p.returncode in (0, 3), out
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # MLflow resolves a run's logged model through it
+    mlflow.set_tracking_uri(uri)  # (an earlier in-process test may have set another one)
     runs = _runs(uri)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     client = MlflowClient(uri)
