@@ -119,7 +119,11 @@ def _guard() -> Iterator[None]:
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt as exc:
         run_id = getattr(exc, "run_id", None)
-        if run_id is None:
+        if _state.get("study"):
+            err_console.print(f"[bold red]interrupted[/]: the finished trials stay in study "
+                              f"{escape(_state['study'])}; the same ecgvgg tune command with --study "
+                              f"{escape(_state['study'])} continues it", soft_wrap=True)
+        elif run_id is None:
             err_console.print("[bold red]interrupted[/] before any run was created")
         elif _state["resume"]:
             err_console.print(f"[bold red]interrupted[/]: run {run_id} was marked KILLED; continue it with\n  "
@@ -544,6 +548,7 @@ def tune(
         dims = load_space(space, cfg)
         data = check_data(cfg)
         name = study or f"{cfg.tracking.experiment}-tune"
+        _state["study"] = name
         uri = cfg.tracking.resolved_uri()
         where = storage or default_storage(uri, name)
         out = out or Path(default_storage(uri, name)).with_name(f"{name}-best.yaml")
