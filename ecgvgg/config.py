@@ -138,8 +138,26 @@ class TrainingConfig(_Section):
     collapse_dominance: float = Field(0.98, gt=0.5, le=1)
     collapse_warmup: int = Field(5, ge=0)
     stop_on_collapse: bool = False
+    #: Training-beat augmentation (ecgvgg.augment): amplitude x U(1 +- scale), Gaussian noise sd;
+    #: for 1D input also a shift of up to N samples, a time stretch x U(1 +- stretch) and a
+    #: baseline wander of amplitude up to ``augment_wander``; mixup with Beta(alpha, alpha).
     augment_scale: float = Field(0.0, ge=0, lt=1)
     augment_noise: float = Field(0.0, ge=0)
+    augment_shift: int = Field(0, ge=0)
+    augment_stretch: float = Field(0.0, ge=0, lt=0.5)
+    augment_wander: float = Field(0.0, ge=0)
+    mixup: float = Field(0.0, ge=0)
+    #: ``cross_entropy`` or ``focal`` (focusing parameter ``focal_gamma``), with optional label smoothing.
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    focal_gamma: float = Field(2.0, ge=0)
+    #: ``adam`` or ``adamw`` (decoupled ``weight_decay``).
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = Field(1e-4, ge=0)
+    #: ``plateau``: halve the rate when ``monitor`` stalls (``reduce_lr_patience``); ``cosine``:
+    #: cosine decay over ``epochs`` after ``warmup_epochs`` of linear warm-up.
+    schedule: Literal["plateau", "cosine"] = "plateau"
+    warmup_epochs: int = Field(0, ge=0)
     deterministic: bool = False
     mixed_precision: Literal["auto", True, False] = "auto"
     seed: int = 0
@@ -184,6 +202,17 @@ class PipelineConfig(_Section):
                 raise ValueError("training.unfreeze_after: needs model.frozen_blocks > 0 (nothing is frozen)")
             if t.unfreeze_after >= t.epochs:
                 raise ValueError(f"training.unfreeze_after: {t.unfreeze_after} must be < training.epochs ({t.epochs})")
+        return self
+
+    @model_validator(mode="after")
+    def _augment_fits_input(self) -> PipelineConfig:
+        t = self.training
+        for key in ("augment_shift", "augment_stretch", "augment_wander"):
+            if getattr(t, key) and self.input.kind != "1d":
+                raise ValueError(f"training.{key}: time-axis augmentation needs input.kind: 1d "
+                                 f"(got {self.input.kind}); amplitude scale, noise and mixup work on any input")
+        if t.schedule == "cosine" and t.warmup_epochs >= t.epochs:
+            raise ValueError(f"training.warmup_epochs: {t.warmup_epochs} must be < training.epochs ({t.epochs})")
         return self
 
     @model_validator(mode="after")

@@ -96,6 +96,9 @@ def check_data(cfg: PipelineConfig, data: tuple[pd.DataFrame, pd.Series, pd.Seri
     if i.kind == "2d" and i.method == "gaf" and i.size is not None and not 2 <= i.size <= length:
         raise ConfigError(f"input.size: {i.size} does not fit a Gramian angular field of {length}-sample beats "
                           f"(choose 2 to {length})")
+    if cfg.training.augment_shift >= length // 2:
+        raise ConfigError(f"training.augment_shift: {cfg.training.augment_shift} samples is half or more of a "
+                          f"{length}-sample beat (use a few samples)")
     strategy = cfg.resampling.params.get("sampling_strategy")
     if strategy is not None and cfg.resampling.sampler != "none":
         from imblearn.utils import check_sampling_strategy
@@ -190,6 +193,15 @@ def check_source_run(cfg: PipelineConfig, length: int) -> None:
     log.info("starting from run %s's network (%d classes there, %d here)", run_id, n_source, n_here)
 
 
+def augment_spec(cfg: PipelineConfig) -> Any:
+    """The :class:`ecgvgg.augment.Augment` that the ``training`` section describes."""
+    from ecgvgg.augment import Augment
+
+    t = cfg.training
+    return Augment(scale=t.augment_scale, noise=t.augment_noise, shift=t.augment_shift,
+                   stretch=t.augment_stretch, wander=t.augment_wander, mixup=t.mixup)
+
+
 def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:
     """:func:`ecgvgg.training.fit` with the ``training`` section of ``cfg`` (``extra`` adds or overrides)."""
     from ecgvgg.training import fit
@@ -200,8 +212,10 @@ def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:
                   early_stopping_patience=t.early_stopping_patience or None,
                   reduce_lr_patience=t.reduce_lr_patience or None, collapse_patience=t.collapse_patience,
                   collapse_dominance=t.collapse_dominance, collapse_warmup=t.collapse_warmup,
-                  stop_on_collapse=t.stop_on_collapse, seed=t.seed,
-                  augment_scale=t.augment_scale, augment_noise=t.augment_noise)
+                  stop_on_collapse=t.stop_on_collapse, seed=t.seed, augment=augment_spec(cfg),
+                  loss=t.loss, label_smoothing=t.label_smoothing, focal_gamma=t.focal_gamma,
+                  optimizer=t.optimizer, weight_decay=t.weight_decay, schedule=t.schedule,
+                  warmup_epochs=t.warmup_epochs)
     return fit(model, shaped, **{**kwargs, **extra})
 
 

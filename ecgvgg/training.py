@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ecgvgg.augment import Augment, augment_batch
 from ecgvgg.metrics import collapse_reason, dominant_class, flat_scores, per_class_scores
 from ecgvgg.resampling import Splits
 
@@ -88,28 +89,57 @@ def resolve_class_weight(spec: ClassWeight, splits: Splits) -> dict[int, float] 
 
 
 def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 augment_scale: float = 0.0, augment_noise: float = 0.0) -> tf.data.Dataset:
+                 augment: Augment | None = None, num_classes: int | None = None) -> tf.data.Dataset:
     """A prefetched tf.data pipeline over in-memory arrays; shuffling permutes indices, not rows.
 
-    ``augment_scale`` multiplies each beat by a random factor in ``1 +- augment_scale`` and
-    ``augment_noise`` adds Gaussian noise of that standard deviation (training data only).
+    ``augment`` (training data only) is applied per batch, see :mod:`ecgvgg.augment`. With
+    ``num_classes`` the labels are one-hot (needed by mixup, label smoothing and focal loss).
     """
     X_t, y_t = tf.constant(X), tf.constant(y)
     idx = tf.data.Dataset.range(len(X))
     if shuffle:
         idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-    rank = len(X.shape)
+    spec = augment or Augment()
+    if spec.mixup and not num_classes:
+        raise ValueError("mixup needs one-hot labels: pass num_classes")
 
     def batch(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        x = tf.gather(X_t, i)
-        if augment_scale:
-            shape = tf.concat([tf.shape(i), tf.ones([rank - 1], tf.int32)], 0)
-            x = x * tf.random.uniform(shape, 1 - augment_scale, 1 + augment_scale, dtype=x.dtype)
-        if augment_noise:
-            x = x + tf.random.normal(tf.shape(x), stddev=augment_noise, dtype=x.dtype)
-        return x, tf.gather(y_t, i)
+        x, labels = tf.gather(X_t, i), tf.gather(y_t, i)
+        if num_classes:
+            labels = tf.one_hot(labels, num_classes, dtype=x.dtype)
+        return augment_batch(x, labels, spec) if spec else (x, labels)
 
     return idx.batch(batch_size).map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_loss(name: str = "cross_entropy", *, label_smoothing: float = 0.0, focal_gamma: float = 2.0) -> Any:
+    """The training loss: ``cross_entropy`` or ``focal``; one-hot targets unless plain cross-entropy."""
+    if name == "focal":
+        return keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=focal_gamma, label_smoothing=label_smoothing)
+    if name != "cross_entropy":
+        raise ValueError(f"unknown loss {name!r}: use cross_entropy or focal")
+    if label_smoothing:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, weight_decay: float = 1e-4,
+                   schedule: str = "plateau", epochs: int = 30, warmup_epochs: int = 0,
+                   steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
+    """Adam or AdamW; ``schedule="cosine"`` decays the rate over ``epochs`` after a linear warm-up."""
+    rate: Any = learning_rate
+    if schedule == "cosine":
+        warmup = warmup_epochs * steps_per_epoch
+        rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate / 100 if warmup else learning_rate, decay_steps=max(1, (epochs - warmup_epochs) * steps_per_epoch),
+            alpha=0.01, warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
+    elif schedule != "plateau":
+        raise ValueError(f"unknown schedule {schedule!r}: use plateau or cosine")
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=weight_decay)
+    if name != "adam":
+        raise ValueError(f"unknown optimizer {name!r}: use adam or adamw")
+    return keras.optimizers.Adam(learning_rate=rate)
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -228,13 +258,19 @@ def fit(
     initial_epoch: int = 0,
     initial_best: float | None = None,
     initial_best_epoch: int | None = None,
-    augment_scale: float = 0.0,
-    augment_noise: float = 0.0,
+    augment: Augment | None = None,
+    loss: str = "cross_entropy",
+    label_smoothing: float = 0.0,
+    focal_gamma: float = 2.0,
+    optimizer: str = "adam",
+    weight_decay: float = 1e-4,
+    schedule: str = "plateau",
+    warmup_epochs: int = 0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 0,
 ) -> FitResult:
-    """Compile (Adam, sparse cross-entropy) and train ``model`` on ``splits`` already shaped for it.
+    """Compile (``optimizer``, ``loss``) and train ``model`` on ``splits`` already shaped for it.
 
     Monitors ``val_macro_f1`` by default, keeps the best weights (and the best model in
     ``checkpoint_path``, a ``.keras`` file), and reports whether the model collapsed. To resume,
@@ -249,9 +285,13 @@ def fit(
     if len(splits.X_val) == 0:
         raise ValueError("the validation split is empty")
     weights = resolve_class_weight(class_weight, splits)
+    one_hot = loss != "cross_entropy" or bool(label_smoothing) or bool(augment and augment.mixup)
     if compile_model:
-        model.compile(keras.optimizers.Adam(learning_rate=learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        steps = -(-len(splits.X_train) // batch_size)
+        opt = make_optimizer(optimizer, learning_rate, weight_decay=weight_decay, schedule=schedule,
+                             epochs=epochs - initial_epoch, warmup_epochs=warmup_epochs, steps_per_epoch=steps)
+        model.compile(opt, loss=make_loss(loss, label_smoothing=label_smoothing, focal_gamma=focal_gamma),
+                      metrics=["accuracy"])
     mode = "min" if monitor.endswith("loss") else "max"
     metrics_cb = ValidationMetrics(splits.X_val, splits.y_val, splits.classes, names, batch_size, on_epoch)
     collapse_cb = CollapseMonitor(metrics_cb, patience=collapse_patience, dominance=collapse_dominance,
@@ -268,12 +308,12 @@ def fit(
             raise ValueError(f"checkpoint_path must end in .keras, got {checkpoint_path}")
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         cbs.append(BestCheckpoint(checkpoint_path, monitor=monitor, mode=mode, initial_best=initial_best))
-    if reduce_lr_patience:
+    if reduce_lr_patience and schedule == "plateau":
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=reduce_lr_factor,
                                                      patience=reduce_lr_patience, min_lr=min_learning_rate))
     cbs.extend(callbacks)
-    train = make_dataset(splits.X_train, splits.y_train, batch_size, shuffle=True, seed=seed,
-                         augment_scale=augment_scale, augment_noise=augment_noise)
+    train = make_dataset(splits.X_train, splits.y_train, batch_size, shuffle=True, seed=seed, augment=augment,
+                         num_classes=int(model.output_shape[-1]) if one_hot else None)
     hist = model.fit(train, epochs=epochs, initial_epoch=initial_epoch, class_weight=weights,
                      callbacks=cbs, verbose=verbose, shuffle=False)
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}

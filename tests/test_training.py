@@ -55,11 +55,12 @@ def test_balanced_weights_come_from_counts_before_oversampling(real_splits):
 
 
 def test_augmentation_perturbs_training_batches_only(real_splits):
+    from ecgvgg.augment import Augment
     from ecgvgg.training import make_dataset
 
     X, y = real_splits.X_train[:64], real_splits.y_train[:64]
     plain = next(iter(make_dataset(X, y, 64, shuffle=False)))
-    aug = next(iter(make_dataset(X, y, 64, shuffle=False, augment_scale=0.2, augment_noise=0.01)))
+    aug = next(iter(make_dataset(X, y, 64, shuffle=False, augment=Augment(scale=0.2, noise=0.01))))
     np.testing.assert_array_equal(plain[0].numpy(), X)
     np.testing.assert_array_equal(aug[1].numpy(), y)
     diff = aug[0].numpy() - X
