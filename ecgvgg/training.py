@@ -112,13 +112,15 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
     return idx.batch(batch_size).map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def make_loss(name: str = "cross_entropy", *, label_smoothing: float = 0.0, focal_gamma: float = 2.0) -> Any:
-    """The training loss: ``cross_entropy`` or ``focal``; one-hot targets unless plain cross-entropy."""
+def make_loss(name: str = "cross_entropy", *, label_smoothing: float = 0.0, focal_gamma: float = 2.0,
+              one_hot: bool = False) -> Any:
+    """The training loss, ``cross_entropy`` or ``focal``, for one-hot targets or (``one_hot=False``,
+    plain cross-entropy only) class indices."""
     if name == "focal":
         return keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=focal_gamma, label_smoothing=label_smoothing)
     if name != "cross_entropy":
         raise ValueError(f"unknown loss {name!r}: use cross_entropy or focal")
-    if label_smoothing:
+    if one_hot or label_smoothing:
         return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
 
@@ -290,8 +292,8 @@ def fit(
         steps = -(-len(splits.X_train) // batch_size)
         opt = make_optimizer(optimizer, learning_rate, weight_decay=weight_decay, schedule=schedule,
                              epochs=epochs - initial_epoch, warmup_epochs=warmup_epochs, steps_per_epoch=steps)
-        model.compile(opt, loss=make_loss(loss, label_smoothing=label_smoothing, focal_gamma=focal_gamma),
-                      metrics=["accuracy"])
+        objective = make_loss(loss, label_smoothing=label_smoothing, focal_gamma=focal_gamma, one_hot=one_hot)
+        model.compile(opt, loss=objective, metrics=["accuracy"])
     mode = "min" if monitor.endswith("loss") else "max"
     metrics_cb = ValidationMetrics(splits.X_val, splits.y_val, splits.classes, names, batch_size, on_epoch)
     collapse_cb = CollapseMonitor(metrics_cb, patience=collapse_patience, dominance=collapse_dominance,

@@ -79,10 +79,10 @@ def test_mixup_blends_pairs_of_beats_and_their_labels(beats):
 
 
 @pytest.mark.parametrize("settings", [
-    dict(loss="focal", optimizer="adamw", schedule="cosine", warmup_epochs=1,
-         augment=Augment(shift=3, stretch=0.05, wander=0.05, mixup=0.2)),
-    dict(label_smoothing=0.1, schedule="cosine"),
-], ids=["focal-adamw-cosine-mixup", "smoothing-cosine"])
+    dict(loss="focal", label_smoothing=0.05, optimizer="adamw", schedule="cosine", warmup_epochs=1,
+         augment=Augment(shift=3, stretch=0.05, wander=0.05)),
+    dict(schedule="cosine", augment=Augment(mixup=0.2)),
+], ids=["focal-smoothing-adamw-cosine-warmup", "cross-entropy-mixup-cosine"])
 def test_losses_optimisers_and_schedules_train_a_real_network(sample_xyg, settings):
     X, y, g = sample_xyg
     splits = split_then_oversample(X, y, groups=g, sampler="random", seed=0).map_x(to_1d)
