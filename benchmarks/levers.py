@@ -1,0 +1,92 @@
+"""One change at a time: each training lever against the default pipeline, on the same grouped folds.
+
+    python benchmarks/levers.py                         # every lever, imbalanced file, seeds 0 and 1
+    python benchmarks/levers.py --levers default shift5 --seeds 0 1 2
+
+Every lever is ``pipelines/adasyn_vgg.yaml`` with a few ``--set`` overrides, cross-validated
+by :func:`accuracy.run` (grouped 5-fold, the same test beats for every lever and seed). The
+table gives each lever's mean macro-F1 and its paired difference from ``default`` and from the
+random forest, fold by fold, with the standard error of that difference: a lever "helps" only
+when the difference is clearly larger than its standard error. Each lever's folds are kept in
+``benchmarks/results/lever_NAME_folds.csv`` and reused unless ``--rerun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import NAMES, ROOT, SHARED, run  # noqa: E402
+
+#: Lever name -> overrides of pipelines/adasyn_vgg.yaml.
+LEVERS: dict[str, list[str]] = {
+    "default": [],
+    "shift5": ["training.augment_shift=5"],
+    "stretch10": ["training.augment_stretch=0.1"],
+    "wander05": ["training.augment_wander=0.05"],
+    "mixup02": ["training.mixup=0.2"],
+    "smooth01": ["training.label_smoothing=0.1"],
+    "focal": ["training.loss=focal"],
+    "adamw_cos": ["training.optimizer=adamw", "training.schedule=cosine", "training.warmup_epochs=3"],
+    "cos_noes": ["training.schedule=cosine", "training.early_stopping_patience=0"],
+}
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def folds_of(name: str, data: Path, seeds: list[int], rerun: bool) -> pd.DataFrame:
+    """Per-fold scores of one lever (``rf``: the random forest), from the cache unless ``rerun``."""
+    path = RESULTS / f"lever_{name}_folds.csv"
+    if path.is_file() and not rerun:
+        cached = pd.read_csv(path)
+        cached = cached[(cached["data"] == data.name) & cached["seed"].isin(seeds)]
+        if set(cached["seed"]) == set(seeds):
+            return cached
+    model = "rf" if name == "rf" else "vgg1d"
+    overrides = [] if name == "rf" else LEVERS[name]
+    df = pd.concat([run(data, [model], 5, seed, overrides) for seed in seeds], ignore_index=True)
+    RESULTS.mkdir(exist_ok=True)
+    df.to_csv(path, index=False)
+    return df
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame) -> str:
+    """Mean fold-by-fold macro-F1 difference ``a - b`` with its standard error."""
+    key = ["seed", "fold"]
+    d = a.set_index(key)["macro_f1"] - b.set_index(key)["macro_f1"]
+    d = d.dropna()
+    return f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f}"
+
+
+def table(frames: dict[str, pd.DataFrame]) -> str:
+    """Markdown: one line per lever, paired differences from ``default`` and ``rf``."""
+    lines = ["| lever | settings | macro-F1 | vs default | vs rf | " + " | ".join(f"recall {n}" for n in NAMES) + " |",
+             "|---|---|---|---|---|" + "---|" * len(NAMES)]
+    for name, df in frames.items():
+        settings = "random forest" if name == "rf" else (", ".join(LEVERS[name]) or "pipelines/adasyn_vgg.yaml")
+        recalls = " | ".join(f"{df[f'recall_{n}'].mean():.3f}" for n in NAMES)
+        lines.append(f"| {name} | {settings} | {df['macro_f1'].mean():.3f} ± {df['macro_f1'].std():.3f} | "
+                     f"{paired(df, frames['default'])} | {paired(df, frames['rf'])} | {recalls} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=SHARED / "mitbih_beats_imbalanced.parquet")
+    p.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--rerun", action="store_true", help="train again even where results are kept")
+    a = p.parse_args()
+    names = ["default", "rf", *[n for n in a.levers if n != "default"]]
+    frames = {n: folds_of(n, a.data, a.seeds, a.rerun) for n in names}
+    text = table(frames)
+    print(text)
+    (RESULTS / "levers.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
