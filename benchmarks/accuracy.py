@@ -11,6 +11,8 @@ every fold each model sees the same test beats. Models:
 
 * ``vgg1d`` / ``vgg2d``: the pipeline as configured in pipelines/adasyn_vgg.yaml / adasyn_vgg2d.yaml
   (the single model that a cross-validated run trains per fold);
+* ``vgg1d_tta``: ``vgg1d`` with test-time augmentation: the softmax averaged over the test beat
+  shifted by -2..2 samples (the same trained network as ``vgg1d`` when both are run);
 * ``vgg1d_ensemble``: the fold ensemble that a cross-validated run logs, built inside each outer
   fold: ``--inner-folds`` models cross-validated on the outer training side, their softmax
   outputs averaged, scored on the outer test fold (so it is comparable with ``vgg1d``);
@@ -39,7 +41,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_DATA = [SHARED / "mitbih_beats_imbalanced.parquet", SHARED / "mitbih_beats.parquet"]
-MODELS = ("vgg1d", "vgg1d_ensemble", "vgg2d", "vgg1d_plain", "rf", "cnn")
+MODELS = ("vgg1d", "vgg1d_tta", "vgg1d_ensemble", "vgg2d", "vgg1d_plain", "rf", "cnn")
 NAMES = ["N", "S", "V", "F", "Q"]
 
 
@@ -61,13 +63,28 @@ def _train_fold(cfg, X, y, train, val, test, seed: int):
     return model, shaped.X_test
 
 
-def pipeline_fold(config: str, overrides: list[str], X, y, fold, seed: int) -> np.ndarray:
-    """Predict the test fold with the ecgvgg pipeline as a config file describes it."""
+def pipeline_fold(config: str, overrides: list[str], X, y, fold, seed: int):
+    """Train the ecgvgg pipeline as a config file describes it; return the model and the shaped test beats."""
     from ecgvgg.config import load_config
 
     cfg = load_config(ROOT / "pipelines" / config, overrides)
-    model, X_test = _train_fold(cfg, X, y, *fold, seed)
-    return np.argmax(model.predict(X_test, verbose=0), axis=1)
+    return _train_fold(cfg, X, y, *fold, seed)
+
+
+def shifted(X: np.ndarray, k: int) -> np.ndarray:
+    """Beats ``(n, samples, 1)`` moved ``k`` samples right (left when negative), zeros filling in."""
+    out = np.zeros_like(X)
+    if k >= 0:
+        out[:, k:] = X[:, :X.shape[1] - k]
+    else:
+        out[:, :k] = X[:, -k:]
+    return out
+
+
+def tta_predict(model, X_test: np.ndarray, reach: int = 2) -> np.ndarray:
+    """Classes from the softmax averaged over the beats shifted by ``-reach..reach`` samples."""
+    probs = sum(model.predict(shifted(X_test, k), verbose=0) for k in range(-reach, reach + 1))
+    return np.argmax(probs, axis=1)
 
 
 def ensemble_fold(overrides: list[str], X, y, g, fold, seed: int, inner: int) -> np.ndarray:
@@ -132,6 +149,7 @@ def run(data: Path, models: list[str], folds: int, seed: int, overrides: list[st
     rows = []
     for k, fold in enumerate(cv_folds(y, folds=folds, groups=g, val_size=0.1, seed=seed, classes=range(5))):
         train, val, test = fold
+        trained = None  # the vgg1d network of this fold, shared by vgg1d and vgg1d_tta
         for name in models:
             t0 = time.perf_counter()
             if name == "rf":
@@ -140,10 +158,15 @@ def run(data: Path, models: list[str], folds: int, seed: int, overrides: list[st
                 pred = cnn_fold(X, y, fold, seed)
             elif name == "vgg1d_ensemble":
                 pred = ensemble_fold(overrides, X, y, g, fold, seed, inner)
+            elif name in ("vgg1d", "vgg1d_tta"):
+                trained = trained or pipeline_fold("adasyn_vgg.yaml", overrides, X, y, fold, seed)
+                model, X_test = trained
+                pred = tta_predict(model, X_test) if name == "vgg1d_tta" else np.argmax(model.predict(X_test, verbose=0), 1)
             else:
                 config = "adasyn_vgg2d.yaml" if name == "vgg2d" else "adasyn_vgg.yaml"
                 extra = ["resampling.sampler=none", "training.class_weight=none"] if name == "vgg1d_plain" else []
-                pred = pipeline_fold(config, [*overrides, *extra], X, y, fold, seed)
+                model, X_test = pipeline_fold(config, [*overrides, *extra], X, y, fold, seed)
+                pred = np.argmax(model.predict(X_test, verbose=0), axis=1)
             s = per_class_scores(y[test], pred, range(5))
             rows.append({"data": data.name, "model": name, "seed": seed, "fold": k, "macro_f1": s["macro_f1"],
                          "accuracy": s["accuracy"], **{f"recall_{NAMES[c]}": s["recall"][c] for c in range(5)},
