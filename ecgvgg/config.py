@@ -140,7 +140,8 @@ class TrainingConfig(_Section):
     stop_on_collapse: bool = False
     #: Training-beat augmentation (ecgvgg.augment): amplitude x U(1 +- scale), Gaussian noise sd;
     #: for 1D input also a shift of up to N samples, a time stretch x U(1 +- stretch) and a
-    #: baseline wander of amplitude up to ``augment_wander``; mixup with Beta(alpha, alpha).
+    #: baseline wander of amplitude up to ``augment_wander`` (not applied to 2D input, with a
+    #: warning); mixup with Beta(alpha, alpha).
     augment_scale: float = Field(0.0, ge=0, lt=1)
     augment_noise: float = Field(0.0, ge=0)
     augment_shift: int = Field(0, ge=0)
@@ -205,15 +206,16 @@ class PipelineConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _augment_fits_input(self) -> PipelineConfig:
+    def _schedule_fits(self) -> PipelineConfig:
         t = self.training
-        for key in ("augment_shift", "augment_stretch", "augment_wander"):
-            if getattr(t, key) and self.input.kind != "1d":
-                raise ValueError(f"training.{key}: time-axis augmentation needs input.kind: 1d "
-                                 f"(got {self.input.kind}); amplitude scale, noise and mixup work on any input")
         if t.schedule == "cosine" and t.warmup_epochs >= t.epochs:
             raise ValueError(f"training.warmup_epochs: {t.warmup_epochs} must be < training.epochs ({t.epochs})")
         return self
+
+    def time_axis_augmentation(self) -> list[str]:
+        """The time-axis augmentation keys in force (they act on 1D input only)."""
+        t = self.training
+        return [f"training.{k}" for k in ("augment_shift", "augment_stretch", "augment_wander") if getattr(t, k)]
 
     @model_validator(mode="after")
     def _fits_classes(self) -> PipelineConfig:

@@ -96,6 +96,9 @@ def check_data(cfg: PipelineConfig, data: tuple[pd.DataFrame, pd.Series, pd.Seri
     if i.kind == "2d" and i.method == "gaf" and i.size is not None and not 2 <= i.size <= length:
         raise ConfigError(f"input.size: {i.size} does not fit a Gramian angular field of {length}-sample beats "
                           f"(choose 2 to {length})")
+    if cfg.input.kind != "1d" and cfg.time_axis_augmentation():
+        warnings.warn(f"{', '.join(cfg.time_axis_augmentation())} act on 1D beats only: not applied to "
+                      f"input.kind {cfg.input.kind} (set them to 0 to silence this)", stacklevel=2)
     if cfg.training.augment_shift >= length // 2:
         raise ConfigError(f"training.augment_shift: {cfg.training.augment_shift} samples is half or more of a "
                           f"{length}-sample beat (use a few samples)")
@@ -198,8 +201,10 @@ def augment_spec(cfg: PipelineConfig) -> Any:
     from ecgvgg.augment import Augment
 
     t = cfg.training
-    return Augment(scale=t.augment_scale, noise=t.augment_noise, shift=t.augment_shift,
-                   stretch=t.augment_stretch, wander=t.augment_wander, mixup=t.mixup)
+    time_axis = cfg.input.kind == "1d"  # shift, stretch and wander act on (samples, 1) beats
+    return Augment(scale=t.augment_scale, noise=t.augment_noise, shift=t.augment_shift if time_axis else 0,
+                   stretch=t.augment_stretch if time_axis else 0.0, wander=t.augment_wander if time_axis else 0.0,
+                   mixup=t.mixup)
 
 
 def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:

@@ -96,3 +96,18 @@ def test_losses_optimisers_and_schedules_train_a_real_network(sample_xyg, settin
     assert type(opt).__name__ == ("AdamW" if settings.get("optimizer") == "adamw" else "Adam")
     final_rate = float(opt.learning_rate.numpy())
     assert final_rate < 2e-3 / 4  # cosine decay over the 5 epochs
+
+
+def test_time_axis_augmentation_is_not_applied_to_2d_input_and_says_so(sample_frame):
+    from pathlib import Path
+
+    from ecgvgg.config import load_config
+    from ecgvgg.pipeline import augment_spec, check_data
+
+    seed = Path(__file__).parents[1] / "pipelines" / "adasyn_vgg.yaml"
+    flat = load_config(seed)
+    assert augment_spec(flat) == Augment(scale=0.1, noise=0.01, shift=5, wander=0.05)  # the shipped 1D defaults
+    folded = load_config(seed, ["input.kind=2d"])
+    with pytest.warns(UserWarning, match="training.augment_shift, training.augment_wander act on 1D beats only"):
+        check_data(folded)
+    assert augment_spec(folded) == Augment(scale=0.1, noise=0.01)

@@ -72,8 +72,6 @@ HOSTILE = [
     (lambda d: _sets("input.kind=2d", "input.size=5"), "input.size: 5 is too small to fold 187 samples"),
     (lambda d: _sets("input.kind=2d", "input.method=gaf", "input.size=400"), "input.size: 400 does not fit"),
     (lambda d: _sets("split.folds=400"), "400 folds need at least 400 groups"),
-    (lambda d: _sets("input.kind=2d", "training.augment_stretch=0.1"),
-     "training.augment_stretch: time-axis augmentation needs input.kind: 1d"),
     (lambda d: _sets("training.augment_shift=120"), "training.augment_shift: 120 samples is half or more"),
     (lambda d: _sets("training.class_weight={0: [1"), "--set training.class_weight={0: [1: not valid YAML"),
     (lambda d: _sets(f"data.path={d / 'beats.csv.gz'}", "data.format=csv", "data.group_column=null"),
