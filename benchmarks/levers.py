@@ -44,6 +44,8 @@ LEVERS: dict[str, list[str]] = {
     "combo2": ["training.optimizer=adamw", "training.schedule=cosine", "training.warmup_epochs=3"],
     "combo1_w05": ["model.width=0.5"],
     "combo1_w0125": ["model.width=0.125"],
+    "combo1_d128": ["model.dense_units=128"],
+    "combo1_d512": ["model.dense_units=512"],
     "combo1_smote": ["resampling.sampler=smote"],
     "combo1_random": ["resampling.sampler=random"],
     "combo1_cw": ["resampling.sampler=none", "training.class_weight=balanced"],
