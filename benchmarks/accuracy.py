@@ -208,6 +208,9 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="override the pipeline configs, key.path=value (repeatable)")
     a = p.parse_args()
+    missing = [str(d) for d in a.data if not d.is_file()]
+    if missing:
+        sys.exit(f"error: no such file: {', '.join(missing)} (the real beats ship in ../shared/data; pass --data PATH)")
     df = pd.concat([run(d, a.models, a.folds, seed, a.overrides, a.inner_folds) for d in a.data for seed in a.seeds],
                    ignore_index=True)
     table = summarise(df)

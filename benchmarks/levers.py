@@ -101,6 +101,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--rerun", action="store_true", help="train again even where results are kept")
     a = p.parse_args()
+    if not a.data.is_file():
+        sys.exit(f"error: no such file: {a.data} (the real beats ship in ../shared/data; pass --data PATH)")
     names = ["default", "rf", *[n for n in a.levers if n != "default"]]
     frames = {n: folds_of(n, a.data, a.seeds, a.rerun) for n in names}
     text = table(frames)
