@@ -31,9 +31,11 @@ class Augment:
     wander: float = 0.0
     #: Mixup: blend beats and labels with a weight drawn from Beta(mixup, mixup).
     mixup: float = 0.0
+    #: The last this many values of each row are rhythm features: only mixup touches them.
+    rhythm: int = 0
 
     def __bool__(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self))
+        return any(getattr(self, f.name) for f in fields(self) if f.name != "rhythm")
 
     @property
     def time_domain(self) -> bool:
@@ -87,15 +89,11 @@ def _beta(n: tf.Tensor, alpha: float, dtype: tf.DType) -> tf.Tensor:
 def augment_batch(x: tf.Tensor, y: tf.Tensor, spec: Augment) -> tuple[tf.Tensor, tf.Tensor]:
     """Augment one training batch ``x`` with labels ``y`` (one-hot when ``spec.mixup``)."""
     rank = len(x.shape)
-    if spec.shift or spec.stretch:
-        x = _warp(x, spec.shift, spec.stretch)
-    if spec.wander:
-        x = _wander(x, spec.wander)
-    if spec.scale:
-        shape = tf.concat([tf.shape(x)[:1], tf.ones([rank - 1], tf.int32)], 0)
-        x = x * tf.random.uniform(shape, 1 - spec.scale, 1 + spec.scale, dtype=x.dtype)
-    if spec.noise:
-        x = x + tf.random.normal(tf.shape(x), stddev=spec.noise, dtype=x.dtype)
+    if spec.rhythm:  # beat samples are augmented, rhythm values are left as they are
+        beat, rhythm = x[:, :-spec.rhythm], x[:, -spec.rhythm:]
+        x = tf.concat([_augment_samples(beat, spec, rank), rhythm], axis=1)
+    else:
+        x = _augment_samples(x, spec, rank)
     if spec.mixup:
         n = tf.shape(x)[0]
         lam = _beta(n, spec.mixup, x.dtype)
@@ -106,3 +104,17 @@ def augment_batch(x: tf.Tensor, y: tf.Tensor, spec: Augment) -> tuple[tf.Tensor,
         ly = tf.cast(lam[:, None], y.dtype)
         y = ly * y + (1 - ly) * tf.gather(y, other)
     return x, y
+
+
+def _augment_samples(x: tf.Tensor, spec: Augment, rank: int) -> tf.Tensor:
+    """Shift, stretch, wander, scale and noise on beat samples."""
+    if spec.shift or spec.stretch:
+        x = _warp(x, spec.shift, spec.stretch)
+    if spec.wander:
+        x = _wander(x, spec.wander)
+    if spec.scale:
+        shape = tf.concat([tf.shape(x)[:1], tf.ones([rank - 1], tf.int32)], 0)
+        x = x * tf.random.uniform(shape, 1 - spec.scale, 1 + spec.scale, dtype=x.dtype)
+    if spec.noise:
+        x = x + tf.random.normal(tf.shape(x), stddev=spec.noise, dtype=x.dtype)
+    return x

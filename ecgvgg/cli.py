@@ -161,6 +161,11 @@ def _scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) -
     table.add_section()
     table.add_row("macro F1", "", "", f"{scores['macro_f1']:.3f}", "")
     table.add_row("accuracy", "", "", f"{scores['accuracy']:.3f}", "")
+    if "S" in names and "V" in names:
+        from ecgvgg.metrics import jk_index
+
+        jk = jk_index(scores["confusion_matrix"], names)
+        table.add_row("jκ index", "", "", f"{jk['jk']:.3f}", f"κ {jk['kappa']:.3f}")
     return table
 
 
@@ -282,6 +287,7 @@ def run(
 
     if result.cv:
         console.print(_cv_table(result))
+        console.print(_scores_table(result.test_scores, result.class_names, "out-of-fold, pooled (AAMI EC57)"))
     else:
         console.print(_scores_table(result.test_scores, result.class_names, "test split"))
     _print_summary(result)
@@ -427,6 +433,7 @@ def prepare(
     channel: Annotated[str, typer.Option(help="Signal name to use (first signal if absent).")] = "MLII",
     before: Annotated[float, typer.Option(help="window: seconds before the R peak.")] = 0.25,
     after: Annotated[float, typer.Option(help="window: seconds after the R peak.")] = 0.45,
+    rate: Annotated[float, typer.Option(help="window: sampling rate of the cut beats in Hz.")] = 125.0,
     bandpass: Annotated[Optional[str], typer.Option(help="Band-pass filter LOW,HIGH in Hz, e.g. 0.5,40.")] = None,
 ) -> None:
     """Cut annotated beats from WFDB records into one row per beat with label, record and sample columns."""
@@ -437,6 +444,8 @@ def prepare(
     with _guard():
         if method not in ("kachuee", "window"):
             raise ConfigError(f"--method {method!r}: choose kachuee or window")
+        if not (rate > 0 and before >= 0 and after > 0):
+            raise ConfigError("--rate and --after must be > 0 and --before >= 0")
         _check_out(out)
         band = None
         if bandpass:
@@ -449,7 +458,7 @@ def prepare(
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("records", total=n)
             beats, report = prepare_records(records_dir, method=method, channel=channel, filter_band=band,
-                                            before=before, after=after,
+                                            before=before, after=after, rate=rate,
                                             on_record=lambda name: progress.update(task, advance=1,
                                                                                    description=f"record {name}"))
         _write_table(beats, out)

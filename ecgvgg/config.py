@@ -34,6 +34,19 @@ class DataConfig(_Section):
     label_column: str = "label"
     group_column: str | None = None
     class_names: list[str] = Field(default_factory=lambda: ["N", "S", "V", "F", "Q"], min_length=2)
+    #: Columns fed to the network's rhythm branch (e.g. ``prepare``'s ``rr_*``), not as beat samples.
+    rhythm_columns: list[str] = Field(default_factory=list)
+    #: Columns that are neither beat samples nor rhythm (``fnmatch`` patterns, e.g. ``sample``, ``rr_*``).
+    ignore_columns: list[str] = Field(default_factory=list)
+    #: Tables read like ``path`` whose rows are used for training only, never for validation or test.
+    extra_train: list[str] = Field(default_factory=list)
+
+    @field_validator("rhythm_columns")
+    @classmethod
+    def _unique_rhythm(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError(f"rhythm columns must be unique, got {names}")
+        return names
 
     @field_validator("class_names")
     @classmethod
@@ -80,6 +93,9 @@ class ResamplingConfig(_Section):
 
     sampler: Literal["adasyn", "smote", "random", "none"] = "adasyn"
     params: dict[str, Any] = Field(default_factory=dict)
+    #: Randomly undersample every class above this many training rows first (real rows only,
+    #: validation and test untouched); null keeps them all.
+    max_per_class: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _params_fit_sampler(self) -> ResamplingConfig:
@@ -131,12 +147,17 @@ class TrainingConfig(_Section):
     batch_size: int = Field(256, gt=0)
     learning_rate: float = Field(0.001, gt=0)
     class_weight: Literal["auto", "balanced", "none"] | dict[int, float] = "auto"
+    #: Cap on a computed (balanced) class weight, so that a class of a handful of rows cannot dominate.
+    max_class_weight: float | None = Field(None, gt=0)
     monitor: Literal["val_macro_f1", "val_loss", "val_accuracy"] = "val_macro_f1"
     early_stopping_patience: int | None = Field(8, ge=0)
     reduce_lr_patience: int | None = Field(3, ge=0)
     collapse_patience: int = Field(3, gt=0)
     collapse_dominance: float = Field(0.98, gt=0.5, le=1)
     collapse_warmup: int = Field(5, ge=0)
+    #: A class with fewer held-out rows than this that is never predicted is reported as missed,
+    #: not as a collapse (e.g. the 8 Q beats of MIT-BIH DS1).
+    collapse_min_rows: int = Field(1, ge=1)
     stop_on_collapse: bool = False
     #: Training-beat augmentation (ecgvgg.augment): amplitude x U(1 +- scale), Gaussian noise sd;
     #: for 1D input also a shift of up to N samples, a time stretch x U(1 +- stretch) and a
@@ -210,6 +231,12 @@ class PipelineConfig(_Section):
         t = self.training
         if t.schedule == "cosine" and t.warmup_epochs >= t.epochs:
             raise ValueError(f"training.warmup_epochs: {t.warmup_epochs} must be < training.epochs ({t.epochs})")
+        return self
+
+    @model_validator(mode="after")
+    def _rhythm_fits(self) -> PipelineConfig:
+        if self.data.rhythm_columns and self.input.kind != "1d":
+            raise ValueError("data.rhythm_columns: the rhythm branch needs input.kind 1d")
         return self
 
     def time_axis_augmentation(self) -> list[str]:

@@ -51,8 +51,13 @@ def load_xy(
     header: bool | None = None,
     classes: Sequence[int] = DEFAULT_CLASSES,
     format: str = "auto",
+    rhythm_columns: Sequence[str] = (),
+    ignore_columns: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
     """Load and validate beats as ``(X, y, groups)``; ``groups`` is None without a group column.
+
+    ``X`` holds the beat samples, then the ``rhythm_columns`` last, in that order; columns that
+    match an ``ignore_columns`` pattern are dropped (a pattern that matches nothing is an error).
 
     ``header=None`` detects whether a CSV has a header row; ``header=False`` declares a
     headerless Kaggle-style CSV whose last column is the label. With ``y_path`` the labels come
@@ -74,9 +79,33 @@ def load_xy(
                 f"{src.path}: {len(X)} rows of X but {y_src.path} has {len(y)} labels; "
                 "X and y files must have the same number of rows"
             )
-    X = _validate_features(X, src)
+    X = _validate_features(select_columns(X, src.path, rhythm_columns, ignore_columns), src)
     y = _validate_labels(y, y_src, classes)
     return X, y, groups
+
+
+def select_columns(X: pd.DataFrame, path: str | Path, rhythm_columns: Sequence[str] = (),
+                   ignore_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Beat-sample columns then ``rhythm_columns``, without the columns matching ``ignore_columns``."""
+    from fnmatch import fnmatchcase
+
+    names = [str(c) for c in X.columns]
+    missing = [c for c in rhythm_columns if c not in names]
+    if missing:
+        raise DataError(f"{path}: no rhythm column(s) {', '.join(missing)} (data.rhythm_columns); "
+                        "ecgvgg prepare writes rr_* columns, or drop data.rhythm_columns")
+    unmatched = [p for p in ignore_columns if not any(fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        raise DataError(f"{path}: data.ignore_columns {', '.join(unmatched)} match(es) no column "
+                        f"(columns: {_preview(X.columns)})")
+    rhythm = set(rhythm_columns)
+    beats = [c for c, n in zip(X.columns, names)
+             if n not in rhythm and not any(fnmatchcase(n, p) for p in ignore_columns)]
+    if not beats:
+        raise DataError(f"{path}: no beat-sample columns left besides the rhythm and ignored columns")
+    if not rhythm and not ignore_columns:
+        return X
+    return X[beats + [X.columns[names.index(c)] for c in rhythm_columns]]
 
 
 def _read_table(path: str | Path, header: bool | None, text_columns: set[str],

@@ -38,8 +38,14 @@ class LoadedModel:
         columns such as a label are ignored); any other table or array is read by position.
         """
         features = (self.data or {}).get("features")
+        rhythm = (self.data or {}).get("rhythm_columns") or []
         if isinstance(X, pd.DataFrame) and features and set(features) <= set(map(str, X.columns)):
             X = X.rename(columns=str)[features]
+        elif rhythm and isinstance(X, pd.DataFrame):
+            missing = [c for c in rhythm if c not in set(map(str, X.columns))]
+            if missing:
+                raise DataError(f"the model {self.source} also reads rhythm column(s) {', '.join(missing)}, "
+                                "which the table lacks (ecgvgg prepare writes them)")
         a = np.asarray(X, dtype=np.float32)
         if a.ndim != 2:
             raise DataError(f"expected beats as rows of samples, got an array of shape {a.shape}")

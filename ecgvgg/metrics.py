@@ -40,13 +40,14 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int]) ->
 
 def collapse_reason(
     y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], names: Sequence[str] | None = None,
-    dominance: float = 0.98, check_recall: bool = True,
+    dominance: float = 0.98, check_recall: bool = True, min_rows: int = 1,
 ) -> str | None:
     """Say why predictions look collapsed, or None.
 
     Collapsed means one class is predicted for at least ``dominance`` of the rows, or a class
-    that has rows is never predicted at all (named with its support). With ``check_recall`` a
-    class whose recall is 0 (predicted, but never for its own rows) counts too.
+    that has rows (at least ``min_rows`` of them) is never predicted at all (named with its
+    support). With ``check_recall`` a class whose recall is 0 (predicted, but never for its own
+    rows) counts too.
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if len(y_pred) == 0:
@@ -56,7 +57,7 @@ def collapse_reason(
     if dominant:
         return dominant
     never = [f"{names[i]} ({int(np.sum(y_true == c))} rows)" for i, c in enumerate(classes)
-             if np.any(y_true == c) and not np.any(y_pred == c)]
+             if np.sum(y_true == c) >= max(min_rows, 1) and not np.any(y_pred == c)]
     if never:
         return f"never predicts class(es) {', '.join(never)}"
     dead = zero_recall(y_true, y_pred, classes, names) if check_recall else []
@@ -92,19 +93,21 @@ def missed_classes(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int
 
 def held_out_verdict(
     parts: Mapping[str, tuple[np.ndarray, np.ndarray]], classes: Sequence[int], names: Sequence[str] | None = None,
-    dominance: float = 0.98,
+    dominance: float = 0.98, min_rows: int = 1,
 ) -> tuple[str | None, dict[str, str]]:
     """The collapse verdict on all held-out rows pooled, and the classes missed on some part of them.
 
     ``parts`` maps a name (``validation``, ``test``, ``out-of-fold``) to ``(y_true, y_pred)``.
     Returns ``(reason, missed)``: ``reason`` from :func:`collapse_reason` on the pooled rows (None
-    when not collapsed); ``missed`` names each class with recall 0 on a part, e.g.
+    when not collapsed; a class of fewer than ``min_rows`` held-out rows that is never predicted
+    is only missed); ``missed`` names each class with recall 0 on a part, e.g.
     ``{"S": "validation (3 rows)"}`` (empty when collapsed: the reason says it all).
     """
     names = list(names) if names is not None else [str(c) for c in classes]
     y_true = np.concatenate([np.asarray(t) for t, _ in parts.values()])
     y_pred = np.concatenate([np.asarray(p) for _, p in parts.values()])
-    reason = collapse_reason(y_true, y_pred, classes, names, dominance=dominance, check_recall=False)
+    reason = collapse_reason(y_true, y_pred, classes, names, dominance=dominance, check_recall=False,
+                             min_rows=min_rows)
     if reason:
         return reason, {}
     missed: dict[str, list[str]] = {}
@@ -185,3 +188,19 @@ def aami_scores(matrix: np.ndarray, names: Sequence[str]) -> dict[str, dict[str,
         out[name] = {"Se": se, "+P": pp, "FPR": fp / (fp + tn) if fp + tn else 0.0,
                      "F1": 2 * se * pp / (se + pp) if se + pp else 0.0}
     return out
+
+
+def jk_index(matrix: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """The jκ index of Mondéjar-Guerra et al. 2019: ``κ / 2 + j / 8``.
+
+    ``j`` is Se + +P of S plus Se + +P of V (AAMI SVEB and VEB, 0..4); ``κ`` is Cohen's kappa
+    over the whole confusion matrix (true classes in rows).
+    """
+    m = np.asarray(matrix, dtype=float)
+    total = m.sum()
+    agree = np.trace(m) / total if total else 0.0
+    chance = float((m.sum(axis=1) * m.sum(axis=0)).sum() / total**2) if total else 0.0
+    kappa = (agree - chance) / (1 - chance) if chance < 1 else 0.0
+    aami = aami_scores(m, names)
+    j = sum(aami[c]["Se"] + aami[c]["+P"] for c in ("S", "V") if c in aami)
+    return {"kappa": float(kappa), "j": float(j), "jk": float(kappa / 2 + j / 8)}

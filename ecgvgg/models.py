@@ -34,10 +34,19 @@ def vgg16_1d(
     pooling: str | None = None,
     weights: str | Path | None = None,
     classifier_activation: str = "softmax",
+    rhythm: int = 0,
+    rhythm_mean: Sequence[float] | None = None,
+    rhythm_variance: Sequence[float] | None = None,
 ) -> keras.Model:
-    """VGG16 for beats of shape ``(length, channels)`` with ``Conv1D`` / ``MaxPooling1D``."""
+    """VGG16 for beats of shape ``(length, channels)`` with ``Conv1D`` / ``MaxPooling1D``.
+
+    With ``rhythm=R`` the last R values of each row (shape ``(length + R, 1)``) are rhythm
+    features: standardised with ``rhythm_mean`` / ``rhythm_variance``, passed through a small
+    dense layer ``rhythm_fc`` and joined to the flattened convolution features before ``fc1``.
+    """
     return _vgg16(tuple(input_shape), 1, classes, width, dense_units, dropout, batch_norm,
-                  include_top, pooling, weights, classifier_activation, "vgg16_1d")
+                  include_top, pooling, weights, classifier_activation, "vgg16_1d", rhythm, rhythm_mean,
+                  rhythm_variance)
 
 
 def vgg16_2d(
@@ -52,14 +61,24 @@ def vgg16_2d(
     pooling: str | None = None,
     weights: str | Path | None = None,
     classifier_activation: str = "softmax",
+    rhythm: int = 0,
+    rhythm_mean: Sequence[float] | None = None,
+    rhythm_variance: Sequence[float] | None = None,
 ) -> keras.Model:
     """VGG16 for beat images of shape ``(h, w, channels)`` with ``Conv2D`` / ``MaxPooling2D``."""
+    if rhythm:
+        raise ValueError("the rhythm branch needs 1D input (vgg16_1d)")
     return _vgg16(tuple(input_shape), 2, classes, width, dense_units, dropout, batch_norm,
                   include_top, pooling, weights, classifier_activation, "vgg16_2d")
 
 
+#: Units of the dense layer on the rhythm features.
+RHYTHM_UNITS = 32
+
+
 def _vgg16(input_shape, dims, classes, width, dense_units, dropout, batch_norm,
-           include_top, pooling, weights, classifier_activation, name) -> keras.Model:
+           include_top, pooling, weights, classifier_activation, name, rhythm=0, rhythm_mean=None,
+           rhythm_variance=None) -> keras.Model:
     if len(input_shape) != dims + 1:
         raise ValueError(f"{name} needs an input shape of {dims + 1} dimensions, got {input_shape}")
     if width <= 0:
@@ -70,6 +89,17 @@ def _vgg16(input_shape, dims, classes, width, dense_units, dropout, batch_norm,
     pool = layers.MaxPooling1D if dims == 1 else layers.MaxPooling2D
     inputs = keras.Input(shape=input_shape, name="beat")
     x = inputs
+    if rhythm:
+        if not include_top:
+            raise ValueError("the rhythm branch joins the network before fc1: it needs include_top=True")
+        if input_shape[0] <= rhythm:
+            raise ValueError(f"{rhythm} rhythm values leave no beat samples in rows of {input_shape[0]}")
+        x = layers.Cropping1D((0, rhythm), name="beat_samples")(inputs)
+        r = layers.Flatten(name="rhythm")(layers.Cropping1D((input_shape[0] - rhythm, 0), name="rhythm_values")(inputs))
+        mean = np.zeros(rhythm) if rhythm_mean is None else np.asarray(rhythm_mean, dtype=np.float64)
+        var = np.ones(rhythm) if rhythm_variance is None else np.asarray(rhythm_variance, dtype=np.float64)
+        r = layers.Normalization(mean=mean.tolist(), variance=var.tolist(), name="rhythm_norm")(r)
+        r = layers.Dense(RHYTHM_UNITS, activation="relu", name="rhythm_fc")(r)
     for b, (n_conv, filters) in enumerate(BLOCKS, start=1):
         f = max(1, round(filters * width))
         for i in range(1, n_conv + 1):
@@ -83,6 +113,8 @@ def _vgg16(input_shape, dims, classes, width, dense_units, dropout, batch_norm,
         x = pool(2, padding="same", name=f"block{b}_pool")(x)
     if include_top:
         x = layers.Flatten(name="flatten")(x)
+        if rhythm:
+            x = layers.Concatenate(name="beat_and_rhythm")([x, r])
         for fc in ("fc1", "fc2"):
             x = layers.Dense(dense_units, activation="relu", name=fc)(x)
             if dropout:

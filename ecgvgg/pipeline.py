@@ -61,12 +61,36 @@ def split_kind(cfg: PipelineConfig) -> str:
 
 
 def load_data(cfg: PipelineConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
-    """Load and validate the configured table(s)."""
+    """Load and validate the configured table(s).
+
+    The rows of ``data.extra_train`` tables come last; their number is ``X.attrs["train_only"]``.
+    """
     d = cfg.data
     header = None if d.header == "auto" else d.header
     y_path = d.resolved_path("y_path") if d.y_path else None
-    return load_xy(d.resolved_path(), y_path, label_column=d.label_column, group_column=d.group_column,
-                   header=header, classes=range(len(d.class_names)), format=d.format)
+    options = dict(label_column=d.label_column, group_column=d.group_column, header=header,
+                   classes=range(len(d.class_names)), format=d.format, rhythm_columns=d.rhythm_columns,
+                   ignore_columns=d.ignore_columns)
+    X, y, groups = load_xy(d.resolved_path(), y_path, **options)
+    extras = [load_xy(Path(path).expanduser(), **options) for path in d.extra_train]
+    for path, (Xe, _, _) in zip(d.extra_train, extras):
+        if list(map(str, Xe.columns)) != list(map(str, X.columns)):
+            from ecgvgg.errors import DataError
+
+            raise DataError(f"{path}: data.extra_train table has columns {list(Xe.columns)[:3]}... ({Xe.shape[1]}), "
+                            f"{d.path} has {list(X.columns)[:3]}... ({X.shape[1]}); make both the same way")
+    if extras:
+        X = pd.concat([X, *(e[0].set_axis(X.columns, axis=1) for e in extras)], ignore_index=True)
+        y = pd.concat([y, *(e[1] for e in extras)], ignore_index=True)
+        if groups is not None:
+            groups = pd.concat([groups.astype(str), *(e[2].astype(str) for e in extras)], ignore_index=True)
+    X.attrs["train_only"] = sum(len(e[1]) for e in extras)
+    return X, y, groups
+
+
+def beat_length(cfg: PipelineConfig, X: pd.DataFrame | np.ndarray) -> int:
+    """Samples per beat: the table's columns less the rhythm columns."""
+    return X.shape[1] - len(cfg.data.rhythm_columns)
 
 
 def check_data(cfg: PipelineConfig, data: tuple[pd.DataFrame, pd.Series, pd.Series | None] | None = None,
@@ -87,9 +111,9 @@ def check_data(cfg: PipelineConfig, data: tuple[pd.DataFrame, pd.Series, pd.Seri
     if empty:
         raise DataError(f"{cfg.data.resolved_path()}: data.class_names has class(es) {', '.join(empty)} with no rows; "
                         "drop them from data.class_names and relabel, or add rows")
-    length, i = X.shape[1], cfg.input
+    length, i = beat_length(cfg, X), cfg.input
     if cfg.model.weights and cfg.model.weights.startswith(RUN_PREFIX):
-        check_source_run(cfg, length)
+        check_source_run(cfg, X.shape[1])
     if i.kind == "2d" and i.method == "fold" and i.size is not None and i.size < fold_side(length):
         raise ConfigError(f"input.size: {i.size} is too small to fold {length} samples (need at least "
                           f"{fold_side(length)}, or leave it unset)")
@@ -114,7 +138,7 @@ def check_data(cfg: PipelineConfig, data: tuple[pd.DataFrame, pd.Series, pd.Seri
     if cfg.split.folds:
         grouped = groups if cfg.split.grouped else None
         cv_folds(y, folds=cfg.split.folds, groups=grouped, val_size=cfg.split.val_size, seed=cfg.split.seed,
-                 classes=range(len(names)))
+                 classes=range(len(names)), train_only=X.attrs.get("train_only", 0))
     else:  # the split itself (cheap without a sampler): too few rows or groups per class
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the run itself repeats them
@@ -134,13 +158,18 @@ def prepare_splits(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: p
     return split_then_oversample(
         X, y, groups=groups if cfg.split.grouped or protocol else None, test_size=cfg.split.test_size,
         val_size=cfg.split.val_size, sampler=cfg.resampling.sampler, sampler_params=cfg.resampling.params,
-        seed=cfg.split.seed, classes=range(len(cfg.data.class_names)), **protocol,
+        seed=cfg.split.seed, classes=range(len(cfg.data.class_names)), train_only=X.attrs.get("train_only", 0),
+        max_per_class=cfg.resampling.max_per_class, **protocol,
     )
 
 
-def build_model(cfg: PipelineConfig, length: int) -> Any:
-    """The configured VGG16 for beats of ``length`` samples: new, from a weights file, or from a run's network
-    (``model.weights: run:ID``, with a new head if asked), with ``model.frozen_blocks`` frozen."""
+def build_model(cfg: PipelineConfig, length: int, rhythm: np.ndarray | None = None) -> Any:
+    """The configured VGG16 for rows of ``length`` values: new, from a weights file, or from a run's network
+    (``model.weights: run:ID``, with a new head if asked), with ``model.frozen_blocks`` frozen.
+
+    With ``data.rhythm_columns`` the last of those values feed the rhythm branch, standardised
+    with the mean and variance of ``rhythm`` (the training rows' rhythm columns).
+    """
     from ecgvgg.models import freeze_blocks, vgg16_1d, vgg16_2d, with_new_head
 
     m = cfg.model
@@ -158,10 +187,17 @@ def build_model(cfg: PipelineConfig, length: int) -> Any:
         if m.new_head:
             model = with_new_head(model, len(cfg.data.class_names))
     else:
-        shape = input_shape(length, cfg.input.kind, cfg.input.method, cfg.input.size)
+        n_rhythm = len(cfg.data.rhythm_columns)
+        shape = input_shape(length - n_rhythm, cfg.input.kind, cfg.input.method, cfg.input.size)
         builder = vgg16_1d if cfg.input.kind == "1d" else vgg16_2d
+        stats = {}
+        if n_rhythm:
+            r = np.zeros((1, n_rhythm), np.float32) if rhythm is None else np.asarray(rhythm, np.float64)
+            stats = {"rhythm": n_rhythm, "rhythm_mean": r.mean(axis=0).tolist(),
+                     "rhythm_variance": np.maximum(r.var(axis=0), 1e-12).tolist()}
+            shape = (shape[0] + n_rhythm, 1)
         model = builder(shape, len(cfg.data.class_names), width=m.width, dense_units=m.dense_units, dropout=m.dropout,
-                        batch_norm=m.batch_norm, weights=m.weights)
+                        batch_norm=m.batch_norm, weights=m.weights, **stats)
     return freeze_blocks(model, m.frozen_blocks) if m.frozen_blocks else model
 
 
@@ -196,6 +232,12 @@ def check_source_run(cfg: PipelineConfig, length: int) -> None:
     log.info("starting from run %s's network (%d classes there, %d here)", run_id, n_source, n_here)
 
 
+def rhythm_rows(cfg: PipelineConfig, X: np.ndarray, train_index: np.ndarray) -> np.ndarray | None:
+    """The rhythm columns of the (real, not oversampled) training rows, or None without a rhythm branch."""
+    n = len(cfg.data.rhythm_columns)
+    return np.asarray(X)[train_index, -n:] if n else None
+
+
 def augment_spec(cfg: PipelineConfig) -> Any:
     """The :class:`ecgvgg.augment.Augment` that the ``training`` section describes."""
     from ecgvgg.augment import Augment
@@ -204,7 +246,7 @@ def augment_spec(cfg: PipelineConfig) -> Any:
     time_axis = cfg.input.kind == "1d"  # shift, stretch and wander act on (samples, 1) beats
     return Augment(scale=t.augment_scale, noise=t.augment_noise, shift=t.augment_shift if time_axis else 0,
                    stretch=t.augment_stretch if time_axis else 0.0, wander=t.augment_wander if time_axis else 0.0,
-                   mixup=t.mixup)
+                   mixup=t.mixup, rhythm=len(cfg.data.rhythm_columns))
 
 
 def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:
@@ -213,7 +255,7 @@ def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:
 
     t = cfg.training
     kwargs = dict(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
-                  class_weight=t.class_weight, class_names=list(cfg.data.class_names), monitor=t.monitor,
+                  class_weight=t.class_weight, max_class_weight=t.max_class_weight, class_names=list(cfg.data.class_names), monitor=t.monitor,
                   early_stopping_patience=t.early_stopping_patience or None,
                   reduce_lr_patience=t.reduce_lr_patience or None, collapse_patience=t.collapse_patience,
                   collapse_dominance=t.collapse_dominance, collapse_warmup=t.collapse_warmup,
@@ -277,7 +319,8 @@ def run_pipeline(
     grouped = groups if (cfg.split.grouped or cfg.split.protocol == "de_chazal") else None
     if cfg.split.folds:
         folds = cv_folds(y, folds=cfg.split.folds, groups=grouped, val_size=cfg.split.val_size,
-                         seed=cfg.split.seed, classes=range(len(cfg.data.class_names)))
+                         seed=cfg.split.seed, classes=range(len(cfg.data.class_names)),
+                         train_only=X.attrs.get("train_only", 0))
         return _run_cv(cfg, X, y, grouped, folds, kind, callbacks, on_epoch, parent_run_id, on_fold, tags or {})
     splits = prepare_splits(cfg, X, y, groups)
     Xa, ya, features = X.to_numpy(dtype=np.float32), y.to_numpy(), list(X.columns)
@@ -388,7 +431,8 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
     shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
     strategy = setup_device(mixed_precision=t.mixed_precision, deterministic=t.deterministic, seed=t.seed)
     with strategy.scope():
-        model = build_model(cfg, Xa.shape[1]) if resume is None else tracking.load_checkpoint(resume.checkpoint)
+        model = (build_model(cfg, Xa.shape[1], rhythm_rows(cfg, Xa, splits.train_index)) if resume is None
+                 else tracking.load_checkpoint(resume.checkpoint))
 
     def epoch_hook(epoch: int, logs: Mapping[str, float]) -> None:
         tracking.log_epoch(epoch, logs)
@@ -434,7 +478,8 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
 
     # the verdict on the returned model, over all its held-out rows (validation + test)
     reason, missed = held_out_verdict({"validation": (shaped.y_val, result.val_pred), "test": (shaped.y_test, pred)},
-                                      classes, names, dominance=t.collapse_dominance)
+                                      classes, names, dominance=t.collapse_dominance,
+                                      min_rows=t.collapse_min_rows)
     if reason is None and result.stopped_on_collapse:
         reason, missed = result.collapse_reason, {}
     _log_verdict(reason, missed)
@@ -499,7 +544,7 @@ def model_contract(cfg: PipelineConfig, features: Sequence[Any]) -> dict[str, An
     d = cfg.data
     return metadata(range(len(d.class_names)), d.class_names, cfg.input.model_dump(), len(features),
                     {"label_column": d.label_column, "group_column": d.group_column, "header": d.header,
-                     "features": [str(f) for f in features]})
+                     "features": [str(f) for f in features], "rhythm_columns": list(d.rhythm_columns)})
 
 
 def _baseline(cfg: PipelineConfig, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray | None:
@@ -532,9 +577,10 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
     ga = None if groups is None else np.asarray(groups)
     uri = cfg.tracking.resolved_uri()
     experiment_id = tracking.configure(uri, cfg.tracking.experiment)
-    fold_of = np.zeros(len(ya), dtype=np.int64)
-    probs = np.zeros((len(ya), len(classes)), dtype=np.float32)
-    baseline = np.zeros(len(ya), dtype=np.int64) if cfg.baseline != "none" else None
+    n_main = len(ya) - X.attrs.get("train_only", 0)  # extra training tables are never scored
+    fold_of = np.zeros(n_main, dtype=np.int64)
+    probs = np.zeros((n_main, len(classes)), dtype=np.float32)
+    baseline = np.zeros(n_main, dtype=np.int64) if cfg.baseline != "none" else None
     fold_results: list[_Trained] = []
     dataset = _dataset_frame(X, y, groups, cfg)
     started = time.perf_counter()
@@ -547,7 +593,8 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
             log.info("fold %d of %d: %d training, %d validation, %d test rows", k, len(folds), len(train),
                      len(val), len(test))
             splits = oversample_split(Xa, ya, train, val, test, sampler=cfg.resampling.sampler,
-                                      sampler_params=cfg.resampling.params, seed=cfg.split.seed, classes=classes)
+                                      sampler_params=cfg.resampling.params, seed=cfg.split.seed, classes=classes,
+                                      max_per_class=cfg.resampling.max_per_class)
             with tracking.start_run(experiment_id, f"{parent.info.run_name}-fold{k}", nested=True) as child:
                 _log_setup(cfg, splits.counts, kind, dataset, fold=str(k))
                 out = _train_and_score(cfg, splits, Xa, ya, None if ga is None else ga[test], child.info.run_id,
@@ -560,6 +607,7 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
                 on_fold(k, out.scores["macro_f1"])
 
         pred = np.asarray(classes)[np.argmax(probs, axis=1)]
+        ya, ga = ya[:n_main], None if ga is None else ga[:n_main]
         scores, matrix = _log_oof(ya, pred, classes, names)
         ci = bootstrap_macro_f1(ya, pred, classes, ga, seed=cfg.split.seed)
         summary = _cv_summary([f.scores for f in fold_results], names)
@@ -568,7 +616,8 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
             mlflow.log_metric("baseline_rf_macro_f1", _macro_f1(ya, baseline, cfg))
         _log_oof_predictions(ya, pred, probs, fold_of, ga, cfg)
         reason, missed = held_out_verdict({"out-of-fold": (ya, pred)}, classes, names,
-                                          dominance=cfg.training.collapse_dominance)
+                                          dominance=cfg.training.collapse_dominance,
+                                          min_rows=cfg.training.collapse_min_rows)
         _log_verdict(reason, missed)
 
         ensemble = fold_ensemble([f.model for f in fold_results])

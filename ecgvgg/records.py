@@ -7,14 +7,17 @@ annotations (rhythm changes, noise, artefacts) are not beats. Two ways to cut a 
   125 Hz, split into 10 s windows scaled to [0, 1], take 1.2 x the window's median RR interval
   from each annotated R peak, zero-pad to 187 samples;
 * ``window``: a fixed window around the R peak (``before``/``after`` seconds), resampled to
-  125 Hz and zero-padded at the record's edges.
+  ``rate`` Hz (125 by default) and zero-padded at the record's edges; it holds the P wave.
+
+Every beat also gets rhythm columns (:func:`rhythm_features`, seconds): the RR intervals before
+and after it, their local and record averages, and the same divided by the record average.
 
 Also the inter-patient protocol of de Chazal et al. 2004 (DS1 for training, DS2 for testing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +38,12 @@ DS2 = ("100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "21
        "221", "222", "228", "231", "232", "233", "234")
 PACED = ("102", "104", "107", "217")
 
+#: Leads tried in order when ``channel`` is not in a record: MIT-BIH's MLII, then SVDB's ECG1.
+LEAD_FALLBACK = ("MLII", "ECG1")
+#: Rhythm columns written by ``prepare`` (see :func:`rhythm_features`).
+RHYTHM_COLUMNS = ("rr_pre", "rr_post", "rr_local", "rr_record", "rr_pre_rel", "rr_post_rel", "rr_local_rel",
+                  "rr_pre_local")
+
 
 @dataclass
 class PrepareReport:
@@ -53,6 +62,32 @@ class PrepareReport:
         if self.skipped_records:
             text += "; skipped: " + "; ".join(f"{r} ({why})" for r, why in self.skipped_records.items())
         return text
+
+
+def rhythm_features(peaks: np.ndarray, fs: float, local: int = 10) -> pd.DataFrame:
+    """RR-interval context of each beat in seconds, from the samples of all beats of one record.
+
+    ``rr_pre`` / ``rr_post``: the interval from the previous beat / to the next one (the first
+    beat takes its post-RR as pre-RR, the last its pre-RR as post-RR); ``rr_local``: the mean
+    pre-RR of this beat and the ``local - 1`` before it; ``rr_record``: the record's mean RR
+    (it looks at the whole record, the future included); ``*_rel``: each divided by
+    ``rr_record``; ``rr_pre_local``: pre-RR divided by ``rr_local`` (prematurity).
+    """
+    t = np.asarray(peaks, dtype=np.float64) / fs
+    n = len(t)
+    if n < 2:  # no interval to measure: neutral values
+        zeros, ones = np.zeros(n), np.ones(n)
+        return pd.DataFrame(dict(zip(RHYTHM_COLUMNS, (zeros, zeros, zeros, zeros, ones, ones, ones, ones))),
+                            dtype=np.float32)
+    rr = np.diff(t)
+    pre = np.concatenate([rr[:1], rr])
+    post = np.concatenate([rr, rr[-1:]])
+    csum = np.concatenate([[0.0], np.cumsum(pre)])
+    start = np.maximum(np.arange(n) - local + 1, 0)
+    loc = (csum[1:] - csum[start]) / (np.arange(n) - start + 1)
+    mean = np.full(n, rr.mean())
+    cols = (pre, post, loc, mean, pre / mean, post / mean, loc / mean, pre / loc)
+    return pd.DataFrame(dict(zip(RHYTHM_COLUMNS, cols))).astype(np.float32)
 
 
 def bandpass(signal: np.ndarray, fs: float, low: float = 0.5, high: float = 40.0) -> np.ndarray:
@@ -108,13 +143,20 @@ def cut_window(signal: np.ndarray, fs: float, peaks: np.ndarray, before: float =
 
 def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbols: Iterable[str], *,
                       method: str = "kachuee", filter_band: tuple[float, float] | None = None,
-                      before: float = 0.25, after: float = 0.45) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-    """Beats, AAMI labels and R-peak samples of one signal, plus the counts of annotations not kept."""
+                      before: float = 0.25, after: float = 0.45, rate: float = 125.0,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, int, int]:
+    """Beats, AAMI labels, R-peak samples and rhythm columns of one signal, plus the counts of annotations not kept.
+
+    The RR sequence runs over every beat annotation, those without an AAMI class included;
+    non-beat annotations (rhythm, noise, comments) are not beats and do not interrupt it.
+    """
     symbols = list(symbols)
     samples = np.asarray(samples)
     is_beat = np.array([s in AAMI_SYMBOLS for s in symbols], dtype=bool)
+    any_beat = np.array([s in AAMI_SYMBOLS or s in UNCLASSIFIED_BEATS for s in symbols], dtype=bool)
     unclassified = sum(s in UNCLASSIFIED_BEATS for s in symbols)
-    non_beat = len(symbols) - int(is_beat.sum()) - unclassified
+    non_beat = len(symbols) - int(any_beat.sum())
+    rhythm = rhythm_features(samples[any_beat], fs)[is_beat[any_beat]].reset_index(drop=True)
     peaks = samples[is_beat]
     labels = np.array([AAMI_SYMBOLS[s] for s, keep in zip(symbols, is_beat) if keep], dtype=np.int64)
     x = np.asarray(signal, dtype=np.float32)
@@ -123,10 +165,10 @@ def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbol
     if method == "kachuee":
         beats = cut_kachuee(x, fs, peaks)
     elif method == "window":
-        beats = cut_window(x, fs, peaks, before, after)
+        beats = cut_window(x, fs, peaks, before, after, target_fs=rate)
     else:
         raise ValueError(f"unknown beat method {method!r}; choose kachuee or window")
-    return beats, labels, peaks, non_beat, unclassified
+    return beats, labels, peaks, rhythm, non_beat, unclassified
 
 
 def prepare_records(
@@ -137,12 +179,16 @@ def prepare_records(
     filter_band: tuple[float, float] | None = None,
     before: float = 0.25,
     after: float = 0.45,
+    rate: float = 125.0,
     annotator: str = "atr",
     on_record: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, PrepareReport]:
-    """Read every WFDB record in ``records_dir`` into one row per beat: ``x0..``, ``label``, ``record``, ``sample``.
+    """Read every WFDB record in ``records_dir`` into one row per beat: ``x0..``, ``rr_*``, ``label``, ``record``, ``sample``.
 
-    A damaged or incomplete record is skipped and named in the report, never dropped silently.
+    ``channel`` names the lead; a record without it uses MLII, else ECG1 (SVDB), else its first
+    signal. Signals at another rate (SVDB's 128 Hz) are resampled to ``rate`` (``window``) or
+    125 Hz (``kachuee``). A damaged or incomplete record is skipped and named in the report,
+    never dropped silently.
     """
     import wfdb
 
@@ -160,15 +206,15 @@ def prepare_records(
         try:
             rec = wfdb.rdrecord(str(root / name))
             ann = wfdb.rdann(str(root / name), annotator)
-            col = rec.sig_name.index(channel) if isinstance(channel, str) and channel in rec.sig_name else (
-                channel if isinstance(channel, int) else 0)
-            beats, labels, peaks, non_beat, unclassified = beats_from_signal(
+            col = lead_index(rec.sig_name, channel)
+            beats, labels, peaks, rhythm, non_beat, unclassified = beats_from_signal(
                 rec.p_signal[:, col], rec.fs, ann.sample, ann.symbol, method=method, filter_band=filter_band,
-                before=before, after=after)
+                before=before, after=after, rate=rate)
         except Exception as exc:  # noqa: BLE001 - any damage skips the record, and says so
             report.skipped_records[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue
         frame = pd.DataFrame(beats, columns=[f"x{i}" for i in range(beats.shape[1])])
+        frame = pd.concat([frame, rhythm], axis=1)
         frame["label"] = labels
         frame["record"] = name
         frame["sample"] = peaks.astype(np.int64)
@@ -181,3 +227,13 @@ def prepare_records(
 
         raise DataError(f"{root}: no readable WFDB records ({len(names)} .hea files)")
     return pd.concat(frames, ignore_index=True), report
+
+
+def lead_index(names: Sequence[str], channel: str | int) -> int:
+    """Index of the lead to use: ``channel`` by name or number, else the first of :data:`LEAD_FALLBACK`, else 0."""
+    if isinstance(channel, int):
+        return channel
+    for name in (channel, *LEAD_FALLBACK):
+        if name in names:
+            return list(names).index(name)
+    return 0

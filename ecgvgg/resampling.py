@@ -99,6 +99,8 @@ def split_then_oversample(
     classes: Sequence[int] | None = None,
     test_groups: Collection[str] | None = None,
     train_groups: Collection[str] | None = None,
+    train_only: int = 0,
+    max_per_class: int | None = None,
 ) -> Splits:
     """Split stratified (grouped when ``groups`` is given), then oversample the training split only.
 
@@ -107,7 +109,8 @@ def split_then_oversample(
     ADASYN failures on a class fall back to SMOTE for that class, with a warning.
     With ``test_groups`` (e.g. the DS2 records) the test split is exactly those groups and
     validation is carved by group from ``train_groups`` (default: all other groups); rows in
-    neither are left out, with a warning that counts them.
+    neither are left out, with a warning that counts them. The last ``train_only`` rows (e.g. a
+    second database) join the training split and are never validation or test rows.
     """
     Xa = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
     ya = np.asarray(y).astype(np.int64)
@@ -119,9 +122,10 @@ def split_then_oversample(
     if not (0 < test_size < 1 and 0 < val_size < 1 and test_size + val_size < 1):
         raise ValueError(f"need 0 < test_size, val_size and test_size + val_size < 1; got {test_size}, {val_size}")
     classes = tuple(int(c) for c in (classes if classes is not None else np.unique(ya)))
-    rows = np.arange(len(ya))
+    rows = np.arange(len(ya) - train_only)
+    extra = np.arange(len(ya) - train_only, len(ya))
     if test_groups is None:
-        _check_splittable(ya, ga, classes)
+        _check_splittable(ya[rows], None if ga is None else ga[rows], classes)
         rest, test = _split(rows, ya, ga, test_size, seed)
         train, val = _split(rest, ya, ga, val_size / (1 - test_size), seed + 1)
     else:
@@ -129,11 +133,13 @@ def split_then_oversample(
             raise DataError("test_groups needs groups (e.g. the record column)")
         gs = ga.astype(str)
         test = rows[np.isin(gs, [str(g) for g in test_groups])]
-        pool = rows[np.isin(gs, [str(g) for g in train_groups])] if train_groups is not None else np.setdiff1d(rows, test)
+        gm = gs[rows]
+        test = rows[np.isin(gm, [str(g) for g in test_groups])]
+        pool = rows[np.isin(gm, [str(g) for g in train_groups])] if train_groups is not None else np.setdiff1d(rows, test)
         pool = np.setdiff1d(pool, test)
         if not len(test) or not len(pool):
             raise DataError(f"the data have {len(pool)} training-side and {len(test)} test-side rows for these groups")
-        left_out = len(ya) - len(test) - len(pool)
+        left_out = len(rows) - len(test) - len(pool)
         if left_out:
             warnings.warn(f"{left_out} rows belong to groups in neither the training nor the test set and are left out",
                           stacklevel=2)
@@ -143,6 +149,7 @@ def split_then_oversample(
             if not np.any(ya[train] == c):
                 moved = np.isin(gs[val], np.unique(gs[val][ya[val] == c]))
                 train, val = np.sort(np.r_[train, val[moved]]), val[~moved]
+    train = np.r_[train, extra]
     missing = [c for c in classes if c in set(ya.tolist()) and not np.any(ya[train] == c)]
     if missing and test_groups is None:
         raise DataError(f"class(es) {missing} have no rows in the training split; add data or reduce test_size/val_size")
@@ -150,18 +157,32 @@ def split_then_oversample(
         warnings.warn(f"class(es) {missing} have no training rows under these groups; the model cannot learn them",
                       stacklevel=2)
     return oversample_split(Xa, ya, train, val, test, sampler=sampler, sampler_params=sampler_params, seed=seed,
-                            classes=classes)
+                            classes=classes, max_per_class=max_per_class)
+
+
+def cap_per_class(train: np.ndarray, y: np.ndarray, cap: int | None, seed: int = 0) -> np.ndarray:
+    """The ``train`` positions with every class above ``cap`` rows randomly undersampled to ``cap`` (sorted)."""
+    if cap is None:
+        return train
+    rng = np.random.default_rng(seed)
+    keep = [rows if len(rows) <= cap else rng.choice(rows, cap, replace=False)
+            for rows in (train[y[train] == c] for c in np.unique(y[train]))]
+    return np.sort(np.concatenate(keep)) if keep else train
 
 
 def oversample_split(
     X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, test: np.ndarray, *,
     sampler: str | Sampler = "adasyn", sampler_params: Mapping[str, Any] | None = None, seed: int = 0,
-    classes: Sequence[int],
+    classes: Sequence[int], max_per_class: int | None = None,
 ) -> Splits:
-    """Oversample the ``train`` rows of ``X``/``y`` only and return the three parts as :class:`Splits`."""
+    """Oversample the ``train`` rows of ``X``/``y`` only and return the three parts as :class:`Splits`.
+
+    With ``max_per_class`` the classes above that many training rows are first undersampled to it.
+    """
     Xa = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
     ya = np.asarray(y).astype(np.int64)
     classes = tuple(int(c) for c in classes)
+    train = cap_per_class(np.asarray(train), ya, max_per_class, seed)
     X_tr, y_tr = Xa[train], ya[train]
     name = sampler if isinstance(sampler, str) else type(sampler).__name__
     X_res, y_res = _oversample(X_tr, y_tr, sampler, dict(sampler_params or {}), seed)
@@ -179,16 +200,19 @@ def oversample_split(
 
 def cv_folds(
     y: pd.Series | np.ndarray, *, folds: int, groups: pd.Series | np.ndarray | None = None, val_size: float = 0.1,
-    seed: int = 0, classes: Sequence[int] | None = None,
+    seed: int = 0, classes: Sequence[int] | None = None, train_only: int = 0,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Row positions ``(train, val, test)`` of each fold of a stratified (grouped) K-fold cross-validation.
 
     Each row is in exactly one test part; validation is carved by group from the rest, with
     ``val_size`` a fraction of all rows. Nothing is resampled here: pass each fold to
-    :func:`oversample_split` so that only that fold's training part is oversampled.
+    :func:`oversample_split` so that only that fold's training part is oversampled. The last
+    ``train_only`` rows join every fold's training part and are never validation or test rows.
     """
-    ya = np.asarray(y).astype(np.int64)
-    ga = None if groups is None else np.asarray(groups).astype(str)
+    ya_all = np.asarray(y).astype(np.int64)
+    extra = np.arange(len(ya_all) - train_only, len(ya_all))
+    ya = ya_all[:len(ya_all) - train_only]
+    ga = None if groups is None else np.asarray(groups).astype(str)[:len(ya)]
     classes = tuple(int(c) for c in (classes if classes is not None else np.unique(ya)))
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
@@ -208,7 +232,8 @@ def cv_folds(
     out = []
     for k, (rest, test) in enumerate(parts, start=1):
         train, val = _split(rest, ya, ga, min(0.5, val_size * folds / (folds - 1)), seed + k)
-        missing = [c for c in classes if np.any(ya == c) and not np.any(ya[train] == c)]
+        train = np.r_[train, extra]
+        missing = [c for c in classes if np.any(ya == c) and not np.any(ya_all[train] == c)]
         if missing:
             raise DataError(f"fold {k}: class(es) {missing} have no rows in its training part; "
                             "use fewer folds or add data")

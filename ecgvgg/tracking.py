@@ -129,6 +129,10 @@ def log_evaluation(scores: Mapping[str, Any], matrix: np.ndarray, report: str, n
     mlflow.log_metrics({f"{prefix}_{key}_{name}": v for name, by in aami.items()
                         for key, v in (("se", by["Se"]), ("ppv", by["+P"]), ("fpr", by["FPR"]))})
     mlflow.log_dict(aami, f"{prefix}_aami_ec57.json")
+    if "S" in names and "V" in names:
+        from ecgvgg.metrics import jk_index
+
+        mlflow.log_metric(f"{prefix}_jk", jk_index(matrix, names)["jk"])
     log_confusion(matrix, names, prefix, title or f"{prefix} confusion matrix")
     mlflow.log_text(report, f"{prefix}_classification_report.txt")
 

@@ -244,6 +244,7 @@ def fit(
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     class_weight: ClassWeight = "auto",
+    max_class_weight: float | None = None,
     class_names: Sequence[str] | None = None,
     monitor: str = "val_macro_f1",
     early_stopping_patience: int | None = 8,
@@ -287,6 +288,8 @@ def fit(
     if len(splits.X_val) == 0:
         raise ValueError("the validation split is empty")
     weights = resolve_class_weight(class_weight, splits)
+    if weights and max_class_weight is not None and not isinstance(class_weight, Mapping):
+        weights = {c: min(w, max_class_weight) for c, w in weights.items()}
     one_hot = loss != "cross_entropy" or bool(label_smoothing) or bool(augment and augment.mixup)
     if compile_model:
         steps = -(-len(splits.X_train) // batch_size)

@@ -1,0 +1,221 @@
+"""Inter-patient benchmark: leave-records-out cross-validation inside MIT-BIH DS1, AAMI EC57 per row.
+
+    python benchmarks/interpatient.py                       # the README table: 5 folds by record, seeds 0 and 1
+    python benchmarks/interpatient.py --rows lr_rr rf --seeds 0
+
+The beats are cut from the WFDB records with ``ecgvgg prepare``'s own code: the Kachuee rows
+(``prepare``'s default) for the morphology-only rows, and the window that
+pipelines/interpatient_vgg.yaml names on its ``# prepare-options:`` line for the P-wave rows. The
+folds are ecgvgg's :func:`ecgvgg.resampling.cv_folds` grouped by record (no record in two parts);
+every row sees the same test beats in each fold. Rows:
+
+* ``vgg_morph``: pipelines/interpatient_cv.yaml on the Kachuee rows without rhythm columns;
+* ``vgg_rhythm``: the same with the rhythm branch (``data.rhythm_columns``);
+* ``vgg_rhythm_pwave``: pipelines/interpatient_cv.yaml as shipped (P-wave window + rhythm);
+* ``vgg_rhythm_pwave_svdb``: the same with the MIT-BIH Supraventricular Arrhythmia Database
+  added to every fold's training part (``data.extra_train``), never to validation or test;
+* ``lr_rr``: logistic regression (balanced class weights) on the pipeline's normalised RR columns;
+* ``rf``: a random forest (300 trees, balanced class weights) on the Kachuee rows plus all 8 RR columns.
+
+SVEB / VEB sensitivity (Se), positive predictivity (+P) and F1 are from the out-of-fold
+predictions pooled over the folds of a seed, then averaged over the seeds; "SVEB F1 (fold)" is
+the mean and standard error of the per-fold SVEB F1 over all folds and seeds. ``macro-F1`` is
+over N, S, V, F (Q has 8 beats in DS1). Prints a Markdown table and writes it, with the
+per-fold CSV, under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+ROWS = ("vgg_morph", "vgg_rhythm", "vgg_rhythm_pwave", "vgg_rhythm_pwave_svdb", "lr_rr", "rf")
+NAMES = ["N", "S", "V", "F", "Q"]
+CV_PIPELINE = ROOT / "pipelines" / "interpatient_cv.yaml"
+
+
+def prepare_options(pipeline: Path = ROOT / "pipelines" / "interpatient_vgg.yaml") -> dict:
+    """The ``prepare`` keyword arguments on the pipeline's ``# prepare-options:`` line."""
+    line = next(ln for ln in pipeline.read_text().splitlines() if ln.startswith("# prepare-options:"))
+    args = shlex.split(line.split(":", 1)[1])
+    opts = dict(zip(args[::2], args[1::2]))
+    out = {"method": opts.get("--method", "kachuee")}
+    for key in ("before", "after", "rate"):
+        if f"--{key}" in opts:
+            out[key] = float(opts[f"--{key}"])
+    if "--bandpass" in opts:
+        out["filter_band"] = tuple(float(v) for v in opts["--bandpass"].split(","))
+    return out
+
+
+def table(records: Path, cache: Path, name: str, **options) -> Path:
+    """``prepare`` a folder of records into ``cache/name.parquet`` once."""
+    from ecgvgg.records import prepare_records
+
+    path = cache / f"{name}.parquet"
+    if not path.exists():
+        beats, report = prepare_records(records, **options)
+        beats.to_parquet(path, index=False)
+        print(f"{path.name}: {report.summary()}", file=sys.stderr)
+    return path
+
+
+def vgg_config(data: Path, *, rhythm: bool, extra: Path | None):
+    """pipelines/interpatient_cv.yaml on ``data``, with or without rhythm and an extra training table."""
+    from ecgvgg.config import load_config
+
+    overrides = [f"data.path={data}"] + ([] if rhythm else ["data.rhythm_columns=[]"])
+    if extra is not None:
+        overrides.append(f"data.extra_train=[{extra}]")
+    return load_config(CV_PIPELINE, overrides)
+
+
+def vgg_fold(cfg, X: np.ndarray, y: np.ndarray, fold, seed: int) -> np.ndarray:
+    """Train the configured network on one fold's training part; predict its test rows."""
+    from ecgvgg.pipeline import build_model, rhythm_rows, train
+    from ecgvgg.resampling import oversample_split
+    from ecgvgg.shapes import reshape
+    from ecgvgg.training import setup_device
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits = oversample_split(X, y, *fold, sampler=cfg.resampling.sampler, sampler_params=cfg.resampling.params,
+                                  seed=seed, classes=range(5), max_per_class=cfg.resampling.max_per_class)
+    shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind))
+    setup_device(seed=seed, mixed_precision=cfg.training.mixed_precision)
+    model = build_model(cfg, X.shape[1], rhythm_rows(cfg, X, splits.train_index))
+    train(cfg, model, shaped, seed=seed)
+    return np.argmax(model.predict(shaped.X_test, batch_size=1024, verbose=0), axis=1)
+
+
+def sklearn_fold(row: str, X: np.ndarray, y: np.ndarray, fold, seed: int) -> np.ndarray:
+    """The linear RR model or the random forest on one fold (trained on training + validation rows)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train, val, test = fold
+    fit_rows = np.r_[train, val]
+    if row == "lr_rr":
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    else:
+        model = RandomForestClassifier(300, class_weight="balanced", n_jobs=-1, random_state=seed)
+    model.fit(X[fit_rows], y[fit_rows])
+    return model.predict(X[test])
+
+
+def aami_row(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """SVEB / VEB Se, +P, F1, macro-F1 over N S V F and jκ of one set of predictions."""
+    from ecgvgg.metrics import aami_scores, confusion, jk_index
+
+    m = confusion(y, pred, range(5))
+    a = aami_scores(m, NAMES)
+    out = {f"{beat}_{key}": a[c][measure] for c, beat in (("S", "sveb"), ("V", "veb"))
+           for measure, key in (("Se", "se"), ("+P", "ppv"), ("F1", "f1"))}
+    out["macro_f1"] = float(np.mean([a[c]["F1"] for c in ("N", "S", "V", "F")]))
+    out["jk"] = jk_index(m, NAMES)["jk"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the rows, print the Markdown table and write it with the per-fold CSV."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--records", type=Path, default=SHARED / "mitdb_ds1")
+    p.add_argument("--svdb", type=Path, default=SHARED / "svdb")
+    p.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
+    p.add_argument("--out", default="interpatient")
+    args = p.parse_args(argv)
+    for folder in [args.records] + ([args.svdb] if "vgg_rhythm_pwave_svdb" in args.rows else []):
+        if not folder.is_dir():
+            print(f"error: {folder}: no such folder of WFDB records", file=sys.stderr)
+            return 2
+    from ecgvgg.pipeline import load_data
+    from ecgvgg.records import RHYTHM_COLUMNS
+    from ecgvgg.resampling import cv_folds
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    window = prepare_options()
+    kachuee = table(args.records, args.cache, "ds1_kachuee")
+    pwave = table(args.records, args.cache, "ds1_" + "_".join(f"{k}{v}" for k, v in window.items()), **window)
+    svdb = (table(args.svdb, args.cache, "svdb_" + "_".join(f"{k}{v}" for k, v in window.items()), **window)
+            if "vgg_rhythm_pwave_svdb" in args.rows else None)
+    base = pd.read_parquet(kachuee)
+    y_all, groups = base["label"].to_numpy(), base["record"].astype(str).to_numpy()
+    rr_norm = list(vgg_config(kachuee, rhythm=True, extra=None).data.rhythm_columns)
+    folds_csv = []
+    for row in args.rows:
+        started = time.perf_counter()
+        if row.startswith("vgg"):
+            cfg = vgg_config(kachuee if row in ("vgg_morph", "vgg_rhythm") else pwave, rhythm=row != "vgg_morph",
+                             extra=svdb if row.endswith("svdb") else None)
+            X, y, _ = load_data(cfg)
+            n_extra = X.attrs.get("train_only", 0)
+            X, y = X.to_numpy(np.float32), y.to_numpy()
+        else:
+            cols = rr_norm if row == "lr_rr" else [c for c in base.columns if c.startswith("x")] + list(RHYTHM_COLUMNS)
+            X, y, n_extra = base[cols].to_numpy(np.float32), y_all, 0
+        for seed in args.seeds:
+            groups_all = np.r_[groups, np.full(n_extra, "extra")]
+            folds = cv_folds(np.r_[y_all, y[len(y_all):]], folds=args.folds, groups=groups_all, val_size=0.1,
+                             seed=seed, classes=range(5), train_only=n_extra)
+            for k, fold in enumerate(folds, start=1):
+                t0 = time.perf_counter()
+                pred = vgg_fold(cfg, X, y, fold, seed) if row.startswith("vgg") else sklearn_fold(row, X, y, fold, seed)
+                test = fold[2]
+                folds_csv.append({"row": row, "seed": seed, "fold": k, "seconds": time.perf_counter() - t0,
+                                  "test": test, "pred": pred, **aami_row(y[test], pred)})
+                print(f"{row} seed {seed} fold {k}: SVEB F1 {folds_csv[-1]['sveb_f1']:.3f}, "
+                      f"VEB F1 {folds_csv[-1]['veb_f1']:.3f} ({folds_csv[-1]['seconds']:.0f} s)", file=sys.stderr)
+        folds_csv.append({"row": row, "seed": -1, "fold": 0, "seconds": time.perf_counter() - started})
+    lines = summarise(folds_csv, y_all, args.rows, args.seeds)
+    text = "\n".join(lines)
+    print(text)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.out}.md").write_text(text + "\n")
+    pd.DataFrame([{k: v for k, v in r.items() if k not in ("test", "pred")} for r in folds_csv if r["seed"] >= 0]
+                 ).to_csv(out / f"{args.out}_folds.csv", index=False)
+    return 0
+
+
+def summarise(results: list[dict], y: np.ndarray, rows: list[str], seeds: list[int]) -> list[str]:
+    """The Markdown table: pooled out-of-fold scores per seed averaged, per-fold SVEB F1 with its standard error."""
+    head = ("| model | SVEB Se | SVEB +P | SVEB F1 | SVEB F1 (fold) | VEB Se | VEB +P | VEB F1 | macro-F1 (NSVF) "
+            "| jκ | minutes |")
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for row in rows:
+        mine = [r for r in results if r["row"] == row and r["seed"] >= 0]
+        pooled = []
+        for seed in seeds:
+            parts = [r for r in mine if r["seed"] == seed]
+            test = np.concatenate([r["test"] for r in parts])
+            pred = np.concatenate([r["pred"] for r in parts])
+            pooled.append(aami_row(y[test], pred))
+        mean = {k: float(np.mean([p[k] for p in pooled])) for k in pooled[0]}
+        fold_f1 = np.array([r["sveb_f1"] for r in mine])
+        se = fold_f1.std(ddof=1) / np.sqrt(len(fold_f1)) if len(fold_f1) > 1 else 0.0
+        minutes = sum(r["seconds"] for r in results if r["row"] == row and r["seed"] < 0) / 60
+        lines.append(f"| {row} | {mean['sveb_se']:.3f} | {mean['sveb_ppv']:.3f} | {mean['sveb_f1']:.3f} | "
+                     f"{fold_f1.mean():.3f} ± {se:.3f} | {mean['veb_se']:.3f} | {mean['veb_ppv']:.3f} | "
+                     f"{mean['veb_f1']:.3f} | {mean['macro_f1']:.3f} | {mean['jk']:.3f} | {minutes:.1f} |")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

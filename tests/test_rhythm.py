@@ -1,0 +1,216 @@
+"""Beats in their rhythm: RR columns from prepare, the rhythm branch end to end, extra training tables."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import DATA, invoke_in_new_store, runs_in
+from ecgvgg.cli import app
+from ecgvgg.metrics import jk_index
+from ecgvgg.records import RHYTHM_COLUMNS, beats_from_signal, prepare_records, rhythm_features
+from ecgvgg.resampling import cap_per_class, cv_folds, split_then_oversample
+
+wfdb = pytest.importorskip("wfdb")
+ROOT = Path(__file__).parents[1]
+CV = str(ROOT / "pipelines" / "interpatient_cv.yaml")
+RHYTHM = ["rr_pre_rel", "rr_post_rel", "rr_local_rel", "rr_pre_local"]
+#: Two real records cut to 3 minutes (MIT-BIH 208 from 0:00, 209 from 8:00): N, S, V and F beats.
+TINY = ["training.epochs=8", "training.warmup_epochs=1", "model.width=0.0625", "model.dense_units=16",
+        "training.batch_size=64", "training.learning_rate=0.003", "split.grouped=false", "split.folds=null",
+        "data.class_names=[N,S,V,F]", "baseline=none"]
+
+
+def _sets(*items: str) -> list[str]:
+    return [a for item in (*TINY, *items) for a in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    """``prepare``'s default table of the two shipped record cuts."""
+    beats, _ = prepare_records(DATA / "records")
+    path = tmp_path_factory.mktemp("rhythm") / "beats.parquet"
+    beats.to_parquet(path, index=False)
+    return path
+
+
+def test_rhythm_columns_by_hand_on_a_short_annotated_sequence():
+    fs = 100.0
+    # a rhythm annotation at 0, beats at 1.0, 2.0, 2.5 (premature, A), an unclassified beat at 3.5 and a
+    # noise annotation at 4.0 (neither kept), then a normal beat at 4.5
+    samples = np.array([0, 100, 200, 250, 350, 400, 450])
+    symbols = ["+", "N", "N", "A", "?", "~", "N"]  # "?" has no AAMI class but is a beat of the RR sequence
+    _, labels, peaks, rhythm, non_beat, unclassified = beats_from_signal(
+        np.zeros(600), fs, samples, symbols, method="window", before=0.1, after=0.1)
+    assert labels.tolist() == [0, 0, 1, 0] and peaks.tolist() == [100, 200, 250, 450]
+    assert (non_beat, unclassified) == (2, 1)
+    # all beats: 1.0 2.0 2.5 3.5 4.5 -> RR 1.0 0.5 1.0 1.0, mean 0.875
+    assert rhythm["rr_pre"].tolist() == pytest.approx([1.0, 1.0, 0.5, 1.0])  # first beat: its post-RR
+    assert rhythm["rr_post"].tolist() == pytest.approx([1.0, 0.5, 1.0, 1.0])  # last beat: its pre-RR
+    assert rhythm["rr_record"].tolist() == pytest.approx([0.875] * 4)
+    local = rhythm_features(np.array([100, 200, 250, 350, 450]), fs, local=2)["rr_local"]
+    assert local.tolist() == pytest.approx([1.0, 1.0, 0.75, 0.75, 1.0])
+    assert rhythm["rr_pre_rel"].tolist() == pytest.approx(np.array([1.0, 1.0, 0.5, 1.0]) / 0.875)
+    assert rhythm["rr_pre_local"].iloc[2] == pytest.approx(0.5 / np.mean([1.0, 1.0, 0.5]))
+    assert list(rhythm.columns) == list(RHYTHM_COLUMNS)
+
+
+def test_prepare_writes_rhythm_columns_and_reads_svdb_lead_names(table, tmp_path):
+    beats = pd.read_parquet(table)
+    assert set(RHYTHM_COLUMNS) <= set(beats.columns) and beats[list(RHYTHM_COLUMNS)].notna().all().all()
+    s = beats[beats["label"] == 1]
+    assert s["rr_pre_local"].median() < beats.loc[beats["label"] == 0, "rr_pre_local"].median()  # S comes early
+    # an SVDB-style record: 128 Hz, leads ECG1 and ECG2, cut at another rate
+    rec = wfdb.rdrecord(str(DATA / "records" / "209m8"))
+    ann = wfdb.rdann(str(DATA / "records" / "209m8"), "atr")
+    step = rec.fs / 128
+    signal = rec.p_signal[np.round(np.arange(0, len(rec.p_signal), step)).astype(int)]
+    wfdb.wrsamp("900", fs=128, units=["mV", "mV"], sig_name=["ECG1", "ECG2"], p_signal=signal, fmt=["212", "212"],
+                write_dir=str(tmp_path))
+    wfdb.wrann("900", "atr", np.round(ann.sample / step).astype(int), symbol=ann.symbol, write_dir=str(tmp_path))
+    svdb, report = prepare_records(tmp_path, method="window", before=0.25, after=0.4, rate=100)
+    assert not report.skipped_records and svdb.filter(regex=r"^x\d+$").shape[1] == 65
+    mit = beats[beats["record"] == "209m8"]
+    assert len(svdb) == len(mit) and (svdb["label"].to_numpy() == mit["label"].to_numpy()).all()
+    np.testing.assert_allclose(svdb["rr_pre"], mit["rr_pre"], atol=2 / 128)
+
+
+def test_jk_index_by_hand():
+    m = np.array([[90, 5, 5], [2, 8, 0], [1, 0, 9]])  # N S V
+    kappa_po, total = 107 / 120, 120
+    pe = (100 * 93 + 10 * 13 + 10 * 14) / total**2
+    out = jk_index(m, ["N", "S", "V"])
+    assert out["kappa"] == pytest.approx((kappa_po - pe) / (1 - pe))
+    assert out["j"] == pytest.approx(0.8 + 8 / 13 + 0.9 + 9 / 14)
+    assert out["jk"] == pytest.approx(out["kappa"] / 2 + out["j"] / 8)
+
+
+def test_folds_never_share_a_record_and_extra_rows_only_train(sample_xyg):
+    X, y, g = sample_xyg
+    extra = 50
+    y_all = np.r_[y.to_numpy(), np.zeros(extra, int)]
+    g_all = np.r_[g.astype(str).to_numpy(), np.full(extra, "svdb")]
+    for train, val, test in cv_folds(y_all, folds=3, groups=g_all, val_size=0.1, seed=0, classes=range(5),
+                                     train_only=extra):
+        parts = [set(g_all[p]) for p in (train, val, test)]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert set(range(len(y), len(y_all))) <= set(train.tolist())
+    s = split_then_oversample(np.r_[X.to_numpy(), np.ones((extra, X.shape[1]), np.float32)], y_all, groups=g_all,
+                              sampler="none", train_only=extra)
+    assert set(range(len(y), len(y_all))) <= set(s.train_index.tolist())
+    assert "svdb" not in set(g_all[s.val_index]) | set(g_all[s.test_index])
+
+
+def test_max_per_class_undersamples_only_larger_classes():
+    y = np.r_[np.zeros(100, int), np.ones(10, int)]
+    kept = cap_per_class(np.arange(110), y, 30, seed=0)
+    assert np.bincount(y[kept]).tolist() == [30, 10] and len(set(kept.tolist())) == 40
+
+
+@pytest.fixture(scope="module")
+def rhythm_run(tmp_path_factory, table):
+    """A tiny network with the rhythm branch trained on the two real record cuts."""
+    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "rhythm_run", ["run", CV, *_sets(f"data.path={table}")])
+    assert res.exit_code == 0, res.output
+    run = runs_in(uri)[0]
+    return tmp, uri, run, res.output
+
+
+def test_the_rhythm_model_trains_saves_and_carries_its_columns(rhythm_run, table):
+    import keras
+
+    from ecgvgg.inference import load_model
+
+    tmp, uri, run, output = rhythm_run
+    assert "jκ index" in output and "SVEB" in output
+    path = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
+    with zipfile.ZipFile(path) as z:
+        contract = json.loads(z.read("ecgvgg.json"))
+    assert contract["data"]["rhythm_columns"] == RHYTHM and contract["data"]["features"][-4:] == RHYTHM
+    assert "sample" not in contract["data"]["features"] and "rr_pre" not in contract["data"]["features"]
+    loaded = load_model(path)
+    assert {"rhythm_fc", "rhythm_norm", "fc1", "block5_pool", "predictions"} <= {ly.name for ly in loaded.model.layers}
+    norm = loaded.model.get_layer("rhythm_norm")
+    beats = pd.read_parquet(table)
+    assert np.asarray(norm.mean).ravel() == pytest.approx(beats[RHYTHM].mean().to_numpy(), rel=0.2)
+    assert isinstance(loaded.model, keras.Model)
+    # a rhythm value changes the answer: the branch is wired in
+    rows = loaded.prepare(beats.head(20))
+    moved = rows.copy()
+    moved[:, -4:] *= 0.5
+    assert not np.allclose(loaded.model.predict(rows, verbose=0), loaded.model.predict(moved, verbose=0))
+
+
+def test_evaluate_predict_and_pyfunc_read_beat_and_rhythm_columns(rhythm_run, table, monkeypatch):
+    import mlflow
+
+    from ecgvgg.inference import load_model
+
+    tmp, uri, run, _ = rhythm_run
+    monkeypatch.chdir(tmp)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", "--run", run.info.run_id, str(table), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "aami_ec57" in json.loads(res.output[res.output.index("{"):])
+    out = tmp / "pred.csv"
+    res = runner.invoke(app, ["predict", "--run", run.info.run_id, str(table), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(out)) == len(pd.read_parquet(table))
+    beats = pd.read_parquet(table).head(8)
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    served = model.predict(beats.drop(columns=["label", "record", "sample"]))
+    keras_side = load_model(run_id=run.info.run_id).predict_frame(beats)
+    pd.testing.assert_frame_equal(served.reset_index(drop=True), keras_side, check_dtype=False, atol=1e-5)
+    # without its rhythm columns the table is refused in one line that names them
+    bare = tmp / "bare.parquet"
+    pd.read_parquet(table).drop(columns=["rr_pre_local"]).to_parquet(bare)
+    res = runner.invoke(app, ["evaluate", "--run", run.info.run_id, str(bare)])
+    assert res.exit_code == 2 and "rr_pre_local" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_the_rhythm_model_fine_tunes_from_its_run(rhythm_run, table, monkeypatch):
+    tmp, uri, run, _ = rhythm_run
+    monkeypatch.chdir(tmp)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    res = CliRunner().invoke(app, ["run", CV, *_sets(f"data.path={table}", f"model.weights=run:{run.info.run_id}",
+                                                     "model.frozen_blocks=3", "training.epochs=2")])
+    assert res.exit_code in (0, 3), res.output  # two epochs from a trained network: the wiring is what counts
+    assert len(runs_in(uri)) == 2
+
+
+def test_a_table_without_the_rhythm_columns_is_refused_before_any_run(tmp_path_factory, table):
+    bare = table.parent / "no_rhythm.parquet"
+    pd.read_parquet(table).drop(columns=["rr_pre_rel", "rr_post_rel"]).to_parquet(bare)
+    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "no_rhythm", ["run", CV, *_sets(f"data.path={bare}")])
+    assert res.exit_code == 2
+    line = res.output.strip()
+    assert len(line.splitlines()) == 1 and "rr_pre_rel, rr_post_rel" in line and "data.rhythm_columns" in line
+    assert not (tmp / "mlruns" / "mlflow.db").exists() or not runs_in(uri)
+
+
+def test_extra_training_tables_train_only_and_must_match(tmp_path_factory, table):
+    beats = pd.read_parquet(table)
+    extra = table.parent / "extra.parquet"
+    beats.assign(record="x" + beats["record"]).to_parquet(extra)
+    wrong = table.parent / "wrong.parquet"
+    beats.drop(columns=["x5"]).to_parquet(wrong)
+    _, _, res = invoke_in_new_store(tmp_path_factory, "extra_bad",
+                                    ["run", CV, *_sets(f"data.path={table}", f"data.extra_train=[{wrong}]")])
+    assert res.exit_code == 2 and "wrong.parquet" in res.output
+    from ecgvgg.config import load_config
+    from ecgvgg.pipeline import load_data, prepare_splits
+
+    cfg = load_config(CV, [*TINY, f"data.path={table}", f"data.extra_train=[{extra}]"])
+    X, y, groups = load_data(cfg)
+    assert X.attrs["train_only"] == len(beats) and len(X) == 2 * len(beats)
+    s = prepare_splits(cfg, X, y, groups)
+    assert set(range(len(beats), 2 * len(beats))) <= set(s.train_index.tolist())
+    assert groups.iloc[np.r_[s.val_index, s.test_index]].str.startswith("x").sum() == 0
