@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import time
@@ -46,15 +47,20 @@ NAMES = ["N", "S", "V", "F", "Q"]
 CV_PIPELINE = ROOT / "pipelines" / "interpatient_cv.yaml"
 
 
-def prepare_options(pipeline: Path = ROOT / "pipelines" / "interpatient_vgg.yaml") -> dict:
-    """The ``prepare`` keyword arguments on the pipeline's ``# prepare-options:`` line."""
-    line = next(ln for ln in pipeline.read_text().splitlines() if ln.startswith("# prepare-options:"))
-    args = shlex.split(line.split(":", 1)[1])
+def prepare_options(line: str | None = None, pipeline: Path = ROOT / "pipelines" / "interpatient_vgg.yaml") -> dict:
+    """``prepare``'s keyword arguments from options such as ``--method window --before 0.3``
+    (default: the pipeline's ``# prepare-options:`` line)."""
+    if line is None:
+        line = next(ln for ln in pipeline.read_text().splitlines() if ln.startswith("# prepare-options:"))
+        line = line.split(":", 1)[1]
+    args = shlex.split(line)
     opts = dict(zip(args[::2], args[1::2]))
     out = {"method": opts.get("--method", "kachuee")}
     for key in ("before", "after", "rate"):
         if f"--{key}" in opts:
             out[key] = float(opts[f"--{key}"])
+    if "--scale" in opts:
+        out["scale"] = opts["--scale"]
     if "--bandpass" in opts:
         out["filter_band"] = tuple(float(v) for v in opts["--bandpass"].split(","))
     return out
@@ -72,11 +78,11 @@ def table(records: Path, cache: Path, name: str, **options) -> Path:
     return path
 
 
-def vgg_config(data: Path, *, rhythm: bool, extra: Path | None):
+def vgg_config(data: Path, *, rhythm: bool, extra: Path | None, sets: list[str] = ()):
     """pipelines/interpatient_cv.yaml on ``data``, with or without rhythm and an extra training table."""
     from ecgvgg.config import load_config
 
-    overrides = [f"data.path={data}"] + ([] if rhythm else ["data.rhythm_columns=[]"])
+    overrides = [*sets, f"data.path={data}"] + ([] if rhythm else ["data.rhythm_columns=[]"])
     if extra is not None:
         overrides.append(f"data.extra_train=[{extra}]")
     return load_config(CV_PIPELINE, overrides)
@@ -140,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
     p.add_argument("--out", default="interpatient")
+    p.add_argument("--prepare", metavar="OPTIONS", help="prepare options of the P-wave rows, e.g. "
+                   "'--method window --before 0.3 --after 0.4' (default: interpatient_vgg.yaml's line)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override pipelines/interpatient_cv.yaml for the VGG rows (repeatable)")
     args = p.parse_args(argv)
     for folder in [args.records] + ([args.svdb] if "vgg_rhythm_pwave_svdb" in args.rows else []):
         if not folder.is_dir():
@@ -150,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     from ecgvgg.resampling import cv_folds
 
     args.cache.mkdir(parents=True, exist_ok=True)
-    window = prepare_options()
+    window = prepare_options(args.prepare)
+    tag = re.sub(r"[^A-Za-z0-9.]+", "-", "_".join(f"{k}{v}" for k, v in window.items()))
     kachuee = table(args.records, args.cache, "ds1_kachuee")
-    pwave = table(args.records, args.cache, "ds1_" + "_".join(f"{k}{v}" for k, v in window.items()), **window)
-    svdb = (table(args.svdb, args.cache, "svdb_" + "_".join(f"{k}{v}" for k, v in window.items()), **window)
-            if "vgg_rhythm_pwave_svdb" in args.rows else None)
+    pwave = table(args.records, args.cache, f"ds1_{tag}", **window)
+    svdb = table(args.svdb, args.cache, f"svdb_{tag}", **window) if "vgg_rhythm_pwave_svdb" in args.rows else None
     base = pd.read_parquet(kachuee)
     y_all, groups = base["label"].to_numpy(), base["record"].astype(str).to_numpy()
     rr_norm = list(vgg_config(kachuee, rhythm=True, extra=None).data.rhythm_columns)
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         if row.startswith("vgg"):
             cfg = vgg_config(kachuee if row in ("vgg_morph", "vgg_rhythm") else pwave, rhythm=row != "vgg_morph",
-                             extra=svdb if row.endswith("svdb") else None)
+                             extra=svdb if row.endswith("svdb") else None, sets=args.sets)
             X, y, _ = load_data(cfg)
             n_extra = X.attrs.get("train_only", 0)
             X, y = X.to_numpy(np.float32), y.to_numpy()

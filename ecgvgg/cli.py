@@ -435,6 +435,8 @@ def prepare(
     after: Annotated[float, typer.Option(help="window: seconds after the R peak.")] = 0.45,
     rate: Annotated[float, typer.Option(help="window: sampling rate of the cut beats in Hz.")] = 125.0,
     bandpass: Annotated[Optional[str], typer.Option(help="Band-pass filter LOW,HIGH in Hz, e.g. 0.5,40.")] = None,
+    scale: Annotated[str, typer.Option(help="none, or record: each record divided by its median R-peak height.")
+                     ] = "none",
 ) -> None:
     """Cut annotated beats from WFDB records into one row per beat with label, record and sample columns."""
     from rich.progress import Progress
@@ -444,6 +446,8 @@ def prepare(
     with _guard():
         if method not in ("kachuee", "window"):
             raise ConfigError(f"--method {method!r}: choose kachuee or window")
+        if scale not in ("none", "record"):
+            raise ConfigError(f"--scale {scale!r}: choose none or record")
         if not (rate > 0 and before >= 0 and after > 0):
             raise ConfigError("--rate and --after must be > 0 and --before >= 0")
         _check_out(out)
@@ -458,7 +462,7 @@ def prepare(
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("records", total=n)
             beats, report = prepare_records(records_dir, method=method, channel=channel, filter_band=band,
-                                            before=before, after=after, rate=rate,
+                                            before=before, after=after, rate=rate, scale=scale,
                                             on_record=lambda name: progress.update(task, advance=1,
                                                                                    description=f"record {name}"))
         _write_table(beats, out)

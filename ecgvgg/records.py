@@ -90,6 +90,16 @@ def rhythm_features(peaks: np.ndarray, fs: float, local: int = 10) -> pd.DataFra
     return pd.DataFrame(dict(zip(RHYTHM_COLUMNS, cols))).astype(np.float32)
 
 
+def scale_to_r_peaks(signal: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """The signal less its median, divided by the median height of its R peaks (gain and patient-independent)."""
+    x = np.asarray(signal, dtype=np.float32)
+    centred = x - np.median(x)
+    peaks = np.asarray(peaks)
+    peaks = peaks[(peaks >= 0) & (peaks < len(x))]
+    height = float(np.median(np.abs(centred[peaks]))) if len(peaks) else 0.0
+    return (centred / height if height > 0 else centred).astype(np.float32)
+
+
 def bandpass(signal: np.ndarray, fs: float, low: float = 0.5, high: float = 40.0) -> np.ndarray:
     """Zero-phase Butterworth band-pass filter (order 3)."""
     from scipy.signal import butter, sosfiltfilt
@@ -143,7 +153,7 @@ def cut_window(signal: np.ndarray, fs: float, peaks: np.ndarray, before: float =
 
 def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbols: Iterable[str], *,
                       method: str = "kachuee", filter_band: tuple[float, float] | None = None,
-                      before: float = 0.25, after: float = 0.45, rate: float = 125.0,
+                      before: float = 0.25, after: float = 0.45, rate: float = 125.0, scale: str = "none",
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, int, int]:
     """Beats, AAMI labels, R-peak samples and rhythm columns of one signal, plus the counts of annotations not kept.
 
@@ -162,6 +172,10 @@ def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbol
     x = np.asarray(signal, dtype=np.float32)
     if filter_band is not None:
         x = bandpass(x, fs, *filter_band)
+    if scale == "record":
+        x = scale_to_r_peaks(x, peaks)
+    elif scale != "none":
+        raise ValueError(f"unknown scale {scale!r}; choose none or record")
     if method == "kachuee":
         beats = cut_kachuee(x, fs, peaks)
     elif method == "window":
@@ -180,6 +194,7 @@ def prepare_records(
     before: float = 0.25,
     after: float = 0.45,
     rate: float = 125.0,
+    scale: str = "none",
     annotator: str = "atr",
     on_record: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, PrepareReport]:
@@ -187,7 +202,9 @@ def prepare_records(
 
     ``channel`` names the lead; a record without it uses MLII, else ECG1 (SVDB), else its first
     signal. Signals at another rate (SVDB's 128 Hz) are resampled to ``rate`` (``window``) or
-    125 Hz (``kachuee``). A damaged or incomplete record is skipped and named in the report,
+    125 Hz (``kachuee``). ``scale="record"`` centres each record's signal on its median and divides
+    it by the median height of its R peaks, so that beats of patients and leads with other gains
+    look alike (``kachuee`` rescales each 10 s window to [0, 1] anyway). A damaged or incomplete record is skipped and named in the report,
     never dropped silently.
     """
     import wfdb
@@ -209,7 +226,7 @@ def prepare_records(
             col = lead_index(rec.sig_name, channel)
             beats, labels, peaks, rhythm, non_beat, unclassified = beats_from_signal(
                 rec.p_signal[:, col], rec.fs, ann.sample, ann.symbol, method=method, filter_band=filter_band,
-                before=before, after=after, rate=rate)
+                before=before, after=after, rate=rate, scale=scale)
         except Exception as exc:  # noqa: BLE001 - any damage skips the record, and says so
             report.skipped_records[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue

@@ -60,3 +60,13 @@ def invoke_in_new_store(tmp_path_factory, name: str, args: list[str]):
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         result = CliRunner().invoke(app, args)
     return tmp, uri, result
+
+
+@pytest.fixture(autouse=True)
+def no_store_left_in_the_working_directory():
+    """Fail a test that leaves an MLflow store (``mlflow.db``) in the directory pytest started from."""
+    stray = Path.cwd() / "mlflow.db"
+    existed = stray.exists()
+    yield
+    if not existed:
+        assert not stray.exists(), "the test left mlflow.db in the working directory; use the store fixture"
