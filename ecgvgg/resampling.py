@@ -315,20 +315,22 @@ def _oversample(
 
 
 def _per_class(X: np.ndarray, y: np.ndarray, name: str, params: dict[str, Any], seed: int):
-    """Oversample one minority class at a time up to the majority count, using SMOTE with fewer
-    neighbours (or duplication for a single row) for a class where ``name`` fails, with a warning."""
+    """Oversample one class at a time to the count that ``sampling_strategy`` asks for (default: the
+    majority count), using SMOTE with fewer neighbours (or duplication for a single row) for a
+    class where ``name`` fails, with a warning that names that class."""
     from imblearn.over_sampling import SMOTE, RandomOverSampler
+    from imblearn.utils import check_sampling_strategy
 
     key = _NEIGHBOUR_PARAM[name]
     values, counts = np.unique(y, return_counts=True)
-    target = int(counts.max())
+    wanted = check_sampling_strategy(params.get("sampling_strategy", "auto"), y, "over-sampling")
     k = int(params.get(key, 5))
     extra = {k_: v for k_, v in params.items() if k_ not in {key, "sampling_strategy"}}
     new_X, new_y = [X], [y]
     for c, n in zip(values.tolist(), counts.tolist()):
-        if n == target:
+        if wanted.get(c, 0) <= 0:
             continue
-        strategy = {c: target}
+        strategy = {c: n + int(wanted[c])}
         if n <= k:
             reason = f"it has {n} rows, not more than {key}={k}"
         else:

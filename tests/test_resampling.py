@@ -91,6 +91,26 @@ def test_smote_on_a_class_smaller_than_k_falls_back_too():
     assert len(set(s.counts_after.values())) == 1
 
 
+@pytest.mark.parametrize("strategy", [{1: 120, 2: 90, 3: 30}, "not majority"])
+def test_the_fallback_reaches_the_counts_the_strategy_asks_for(strategy):
+    from ecgvgg.resampling import oversample_split
+
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(0, 1, (210, 6)), rng.normal(1, 1, (40, 6)), rng.normal(2, 1, (30, 6)),
+                   rng.normal(3, 1, (4, 6))])
+    y = np.r_[np.zeros(210), np.ones(40), np.full(30, 2), np.full(4, 3)].astype(int)
+    rows = np.arange(len(y))
+    with pytest.warns(UserWarning) as caught:
+        s = oversample_split(X, y, rows, rows[:0], rows[:0], sampler="adasyn", classes=range(4),
+                             sampler_params={"sampling_strategy": strategy})
+    expected = {0: 210, 1: 120, 2: 90, 3: 30} if isinstance(strategy, dict) else {0: 210, 1: 210, 2: 210, 3: 210}
+    assert s.counts_after[0] == 210 and s.counts_after[3] == expected[3]  # SMOTE's fallback is exact
+    for c in (1, 2):  # ADASYN generates about the asked number (it adapts to each row's neighbours)
+        assert s.counts_after[c] == pytest.approx(expected[c], rel=0.05)
+    named = [str(w.message) for w in caught if "cannot oversample" in str(w.message)]
+    assert named and all("class 3" in m for m in named)  # only the class treated differently
+
+
 def test_too_few_rows_or_groups_and_single_class_are_data_errors(sample_xyg):
     X, y, g = sample_xyg
     keep = (y != 3) | (g.isin(g[y == 3].unique()[:2]))
