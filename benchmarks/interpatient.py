@@ -98,7 +98,7 @@ def vgg_fold(cfg, X: np.ndarray, y: np.ndarray, fold, seed: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         splits = oversample_split(X, y, *fold, sampler=cfg.resampling.sampler, sampler_params=cfg.resampling.params,
-                                  seed=seed, classes=range(5), max_per_class=cfg.resampling.max_per_class)
+                                  seed=seed, classes=range(5))
     shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind))
     setup_device(seed=seed, mixed_precision=cfg.training.mixed_precision)
     model = build_model(cfg, X.shape[1], rhythm_rows(cfg, X, splits.train_index))

@@ -93,8 +93,9 @@ class ResamplingConfig(_Section):
 
     sampler: Literal["adasyn", "smote", "random", "none"] = "adasyn"
     params: dict[str, Any] = Field(default_factory=dict)
-    #: Randomly undersample every class above this many training rows first (real rows only,
-    #: validation and test untouched); null keeps them all.
+    #: Class-balanced epochs: each epoch draws at most this many training rows of every class,
+    #: afresh (so over the epochs every row of a large class is seen); null uses every row every
+    #: epoch. Validation and test are untouched.
     max_per_class: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")

@@ -159,7 +159,7 @@ def prepare_splits(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: p
         X, y, groups=groups if cfg.split.grouped or protocol else None, test_size=cfg.split.test_size,
         val_size=cfg.split.val_size, sampler=cfg.resampling.sampler, sampler_params=cfg.resampling.params,
         seed=cfg.split.seed, classes=range(len(cfg.data.class_names)), train_only=X.attrs.get("train_only", 0),
-        max_per_class=cfg.resampling.max_per_class, **protocol,
+        **protocol,
     )
 
 
@@ -255,7 +255,8 @@ def train(cfg: PipelineConfig, model: Any, shaped: Splits, **extra: Any) -> Any:
 
     t = cfg.training
     kwargs = dict(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
-                  class_weight=t.class_weight, max_class_weight=t.max_class_weight, class_names=list(cfg.data.class_names), monitor=t.monitor,
+                  class_weight=t.class_weight, max_class_weight=t.max_class_weight,
+                  max_per_class=cfg.resampling.max_per_class, class_names=list(cfg.data.class_names), monitor=t.monitor,
                   early_stopping_patience=t.early_stopping_patience or None,
                   reduce_lr_patience=t.reduce_lr_patience or None, collapse_patience=t.collapse_patience,
                   collapse_dominance=t.collapse_dominance, collapse_warmup=t.collapse_warmup,
@@ -593,8 +594,7 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
             log.info("fold %d of %d: %d training, %d validation, %d test rows", k, len(folds), len(train),
                      len(val), len(test))
             splits = oversample_split(Xa, ya, train, val, test, sampler=cfg.resampling.sampler,
-                                      sampler_params=cfg.resampling.params, seed=cfg.split.seed, classes=classes,
-                                      max_per_class=cfg.resampling.max_per_class)
+                                      sampler_params=cfg.resampling.params, seed=cfg.split.seed, classes=classes)
             with tracking.start_run(experiment_id, f"{parent.info.run_name}-fold{k}", nested=True) as child:
                 _log_setup(cfg, splits.counts, kind, dataset, fold=str(k))
                 out = _train_and_score(cfg, splits, Xa, ya, None if ga is None else ga[test], child.info.run_id,

@@ -100,7 +100,6 @@ def split_then_oversample(
     test_groups: Collection[str] | None = None,
     train_groups: Collection[str] | None = None,
     train_only: int = 0,
-    max_per_class: int | None = None,
 ) -> Splits:
     """Split stratified (grouped when ``groups`` is given), then oversample the training split only.
 
@@ -157,14 +156,14 @@ def split_then_oversample(
         warnings.warn(f"class(es) {missing} have no training rows under these groups; the model cannot learn them",
                       stacklevel=2)
     return oversample_split(Xa, ya, train, val, test, sampler=sampler, sampler_params=sampler_params, seed=seed,
-                            classes=classes, max_per_class=max_per_class)
+                            classes=classes)
 
 
-def cap_per_class(train: np.ndarray, y: np.ndarray, cap: int | None, seed: int = 0) -> np.ndarray:
-    """The ``train`` positions with every class above ``cap`` rows randomly undersampled to ``cap`` (sorted)."""
+def cap_per_class(rows: np.ndarray, y: np.ndarray, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    """The positions ``rows`` with every class above ``cap`` rows randomly undersampled to ``cap`` (sorted)."""
     if cap is None:
-        return train
-    rng = np.random.default_rng(seed)
+        return rows
+    train = np.asarray(rows)
     keep = [rows if len(rows) <= cap else rng.choice(rows, cap, replace=False)
             for rows in (train[y[train] == c] for c in np.unique(y[train]))]
     return np.sort(np.concatenate(keep)) if keep else train
@@ -173,16 +172,12 @@ def cap_per_class(train: np.ndarray, y: np.ndarray, cap: int | None, seed: int =
 def oversample_split(
     X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, test: np.ndarray, *,
     sampler: str | Sampler = "adasyn", sampler_params: Mapping[str, Any] | None = None, seed: int = 0,
-    classes: Sequence[int], max_per_class: int | None = None,
+    classes: Sequence[int],
 ) -> Splits:
-    """Oversample the ``train`` rows of ``X``/``y`` only and return the three parts as :class:`Splits`.
-
-    With ``max_per_class`` the classes above that many training rows are first undersampled to it.
-    """
+    """Oversample the ``train`` rows of ``X``/``y`` only and return the three parts as :class:`Splits`."""
     Xa = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
     ya = np.asarray(y).astype(np.int64)
     classes = tuple(int(c) for c in classes)
-    train = cap_per_class(np.asarray(train), ya, max_per_class, seed)
     X_tr, y_tr = Xa[train], ya[train]
     name = sampler if isinstance(sampler, str) else type(sampler).__name__
     X_res, y_res = _oversample(X_tr, y_tr, sampler, dict(sampler_params or {}), seed)

@@ -64,17 +64,19 @@ def balanced_class_weight(counts: Mapping[int, int]) -> dict[int, float]:
     return {c: total / (k * n) for c, n in present.items()}
 
 
-def resolve_class_weight(spec: ClassWeight, splits: Splits) -> dict[int, float] | None:
+def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int | None = None) -> dict[int, float] | None:
     """Turn a class-weight setting into Keras' dict.
 
     ``"balanced"`` is computed from the training counts *before* oversampling (the data as
     collected). ``"auto"`` (the default) means balanced weights when no sampler ran and none
     when the training split was oversampled, so the two corrections are never stacked unasked.
+    With ``max_per_class`` (class-balanced epochs) the counts are those that an epoch draws.
     """
+    counts = {c: min(n, max_per_class) if max_per_class else n for c, n in splits.counts_before.items()}
     if spec is None or spec == "none":
         return None
     if spec == "auto":
-        return balanced_class_weight(splits.counts_before) if splits.sampler == "none" else None
+        return balanced_class_weight(counts) if splits.sampler == "none" else None
     if spec == "balanced":
         if splits.sampler != "none":
             warnings.warn(
@@ -82,23 +84,36 @@ def resolve_class_weight(spec: ClassWeight, splits: Splits) -> dict[int, float] 
                 "both corrections apply; use class_weight='auto' to apply only one",
                 stacklevel=2,
             )
-        return balanced_class_weight(splits.counts_before)
+        return balanced_class_weight(counts)
     if isinstance(spec, Mapping):
         return {int(c): float(w) for c, w in spec.items()}
     raise ValueError(f"class_weight must be 'auto', 'balanced', 'none' or a dict, got {spec!r}")
 
 
 def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 augment: Augment | None = None, num_classes: int | None = None) -> tf.data.Dataset:
+                 augment: Augment | None = None, num_classes: int | None = None,
+                 max_per_class: int | None = None) -> tf.data.Dataset:
     """A prefetched tf.data pipeline over in-memory arrays; shuffling permutes indices, not rows.
 
     ``augment`` (training data only) is applied per batch, see :mod:`ecgvgg.augment`. With
-    ``num_classes`` the labels are one-hot (needed by mixup, label smoothing and focal loss).
+    ``num_classes`` the labels are one-hot (needed by mixup, label smoothing and focal loss). With
+    ``max_per_class`` each pass over the dataset (each epoch) draws at most that many rows of every
+    class afresh, in random order.
     """
     X_t, y_t = tf.constant(X), tf.constant(y)
-    idx = tf.data.Dataset.range(len(X))
-    if shuffle:
-        idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
+    if max_per_class is not None:
+        from ecgvgg.resampling import cap_per_class
+
+        rng, rows, labels = np.random.default_rng(seed), np.arange(len(y)), np.asarray(y)
+
+        def epoch_rows():
+            yield rng.permutation(cap_per_class(rows, labels, max_per_class, rng))
+
+        idx = tf.data.Dataset.from_generator(epoch_rows, output_signature=tf.TensorSpec([None], tf.int64)).unbatch()
+    else:
+        idx = tf.data.Dataset.range(len(X))
+        if shuffle:
+            idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
     spec = augment or Augment()
     if spec.mixup and not num_classes:
         raise ValueError("mixup needs one-hot labels: pass num_classes")
@@ -245,6 +260,7 @@ def fit(
     learning_rate: float = 1e-3,
     class_weight: ClassWeight = "auto",
     max_class_weight: float | None = None,
+    max_per_class: int | None = None,
     class_names: Sequence[str] | None = None,
     monitor: str = "val_macro_f1",
     early_stopping_patience: int | None = 8,
@@ -287,12 +303,14 @@ def fit(
         raise ValueError(f"{len(names)} class names for {len(splits.classes)} classes")
     if len(splits.X_val) == 0:
         raise ValueError("the validation split is empty")
-    weights = resolve_class_weight(class_weight, splits)
+    weights = resolve_class_weight(class_weight, splits, max_per_class)
     if weights and max_class_weight is not None and not isinstance(class_weight, Mapping):
         weights = {c: min(w, max_class_weight) for c, w in weights.items()}
     one_hot = loss != "cross_entropy" or bool(label_smoothing) or bool(augment and augment.mixup)
     if compile_model:
-        steps = -(-len(splits.X_train) // batch_size)
+        rows = (sum(min(n, max_per_class) for n in splits.counts_after.values()) if max_per_class
+                else len(splits.X_train))
+        steps = -(-rows // batch_size)
         opt = make_optimizer(optimizer, learning_rate, weight_decay=weight_decay, schedule=schedule,
                              epochs=epochs - initial_epoch, warmup_epochs=warmup_epochs, steps_per_epoch=steps)
         objective = make_loss(loss, label_smoothing=label_smoothing, focal_gamma=focal_gamma, one_hot=one_hot)
@@ -318,7 +336,7 @@ def fit(
                                                      patience=reduce_lr_patience, min_lr=min_learning_rate))
     cbs.extend(callbacks)
     train = make_dataset(splits.X_train, splits.y_train, batch_size, shuffle=True, seed=seed, augment=augment,
-                         num_classes=int(model.output_shape[-1]) if one_hot else None)
+                         num_classes=int(model.output_shape[-1]) if one_hot else None, max_per_class=max_per_class)
     hist = model.fit(train, epochs=epochs, initial_epoch=initial_epoch, class_weight=weights,
                      callbacks=cbs, verbose=verbose, shuffle=False)
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}

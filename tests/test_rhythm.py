@@ -107,10 +107,18 @@ def test_folds_never_share_a_record_and_extra_rows_only_train(sample_xyg):
     assert "svdb" not in set(g_all[s.val_index]) | set(g_all[s.test_index])
 
 
-def test_max_per_class_undersamples_only_larger_classes():
+def test_class_balanced_epochs_draw_capped_rows_afresh():
+    from ecgvgg.training import make_dataset
+
     y = np.r_[np.zeros(100, int), np.ones(10, int)]
-    kept = cap_per_class(np.arange(110), y, 30, seed=0)
+    kept = cap_per_class(np.arange(110), y, 30, np.random.default_rng(0))
     assert np.bincount(y[kept]).tolist() == [30, 10] and len(set(kept.tolist())) == 40
+    X = np.arange(110, dtype=np.float32)[:, None, None]
+    data = make_dataset(X, y, 16, shuffle=True, max_per_class=30)
+    epochs = [np.concatenate([x.numpy().ravel() for x, _ in data]).astype(int) for _ in range(3)]
+    for rows in epochs:
+        assert np.bincount(y[rows]).tolist() == [30, 10] and len(set(rows.tolist())) == 40
+    assert len(set(epochs[0]) ^ set(epochs[1])) > 0  # another draw of class 0 each epoch
 
 
 @pytest.fixture(scope="module")
