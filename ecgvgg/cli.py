@@ -545,8 +545,9 @@ def tune(
         "--storage", help="Optuna storage: a database URL, or a journal file (default mlruns/optuna/STUDY.log).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Best configuration YAML (default beside the store).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Sampler seed (default training.seed); give each worker its own.")]
-    = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Sampler seed, for a reproducible single-worker search (default: training.seed mixed with the process "
+             "id, so that workers sharing a study explore differently).")] = None,
 ) -> None:
     """Search hyperparameters with Optuna (TPE, median pruning on validation macro-F1), one child run per trial.
 
@@ -567,7 +568,9 @@ def tune(
         out = out or Path(default_storage(uri, name)).with_name(f"{name}-best.yaml")
         _check_out(out.with_suffix(".csv"))
         _load_tensorflow()
-        best = _tune(cfg, dims, data, trials, name, where, out, cfg.training.seed if seed is None else seed, space)
+        from ecgvgg.tuning import sampler_seed
+
+        best = _tune(cfg, dims, data, trials, name, where, out, sampler_seed(cfg.training.seed, seed), space)
     console.print(best)
 
 
@@ -589,7 +592,8 @@ def _tune(cfg: Any, dims: Any, data: Any, trials: int, name: str, storage: str, 
     experiment_id = tracking.configure(cfg.tracking.resolved_uri(), cfg.tracking.experiment)
     with tracking.start_run(experiment_id, f"tune-{name}-{uuid.uuid4().hex[:6]}") as parent:
         mlflow.set_tags({"study": name, "tune": "true", "optuna_storage": storage})
-        mlflow.log_params({"trials": trials, "space": space_path.read_text(encoding="utf-8")[:6000]})
+        mlflow.log_params({"trials": trials, "sampler_seed": seed,
+                           "space": space_path.read_text(encoding="utf-8")[:6000]})
         mlflow.log_artifact(str(space_path))
 
         def objective(trial: Any) -> float:

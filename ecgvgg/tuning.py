@@ -132,6 +132,21 @@ def default_storage(tracking_uri: str, study: str) -> str:
     return str(root / "optuna" / f"{study}.log")
 
 
+def sampler_seed(base: int, given: int | None = None) -> int:
+    """The TPE seed of this process: ``given`` as it is, else ``base`` mixed with the process id.
+
+    Workers that share a study therefore draw different start-up trials unless each is given
+    the same ``--seed`` on purpose; one worker with ``--seed`` on a new study is reproducible.
+    """
+    import os
+
+    import numpy as np
+
+    if given is not None:
+        return given
+    return int(np.random.SeedSequence([base, os.getpid()]).generate_state(1)[0])
+
+
 def open_study(study: str, storage: str, *, seed: int, warmup: int, direction: str = "maximize") -> Any:
     """Create or continue an Optuna study: seeded TPE, median pruning after ``warmup`` steps.
 
