@@ -696,13 +696,31 @@ def runs(
         if sort is not None:
             if sort not in frame.columns:
                 raise ConfigError(f"--sort {sort}: no such column (columns: {', '.join(frame.columns)})")
-            frame = frame.sort_values(sort, ascending=sort in ("seconds", "params_total", "params_trainable"),
+            frame = frame.sort_values(sort, ascending=sort in ("seconds", "params_total", "params_trainable",
+                                                               "params_non_trainable"),
                                       na_position="last")
         if out is not None:
             _write_text(to_markdown(frame) if out.suffix.lower() == ".md" else frame.to_csv(index=False), out)
+    if console.is_terminal:
+        console.print(_runs_table(frame, uri))
+    else:  # piped or redirected: a Markdown table, one line per run, never wrapped
+        print(to_markdown(frame), end="", flush=True)
+    if (frame["status"] == "STALE").any():
+        console.print("STALE: MLflow shows the run as RUNNING but no live process holds it (killed, crashed); "
+                      "ecgvgg runs --close-stale ends such runs as KILLED, and --resume continues one", soft_wrap=True)
+    if close_stale and len(frame):
+        console.print(f"marked {len(frame)} stale run(s) KILLED; continue one with ecgvgg run CONFIG --resume RUN_ID",
+                      soft_wrap=True)
+    if out is not None:
+        console.print(f"wrote {len(frame)} runs to {escape(str(out))}", soft_wrap=True)
+
+
+def _runs_table(frame: Any, uri: str) -> Table:
+    """The runs as a Rich table for a terminal."""
     table = Table(title=f"runs in {escape(uri)}", title_justify="left")
     recall_cols = [c for c in frame.columns if c.startswith("recall_")]
-    for col in ("id", "name", "status", "collapsed", "model", "params", "time", "epochs", "val F1",
+    for col in ("id", "name", "status", "collapsed", "model", "params", "trainable", "non-trainable", "time",
+                "epochs", "val F1",
                 "macro-F1 [95%]", "CV mean±sd", f"recall {'/'.join(c[7:] for c in recall_cols)}", "RF"):
         table.add_column(col, no_wrap=col in ("id", "status"), overflow="fold", min_width=4)
     for row in frame.to_dict(orient="records"):
@@ -710,27 +728,27 @@ def runs(
         table.add_row(
             row["id"], escape(str(row["name"])), row["status"],
             "[red]yes[/]" if row["collapsed"] == "true" else "no" if row["collapsed"] == "false" else "",
-            escape(f"{row['sampler']} {row['input']}"), _fmt_int(row["params_total"]), f"{row['seconds']}s",
+            escape(f"{row['sampler']} {row['input']}"), _fmt_int(row["params_total"]),
+            _fmt_int(row["params_trainable"]), _fmt_int(row["params_non_trainable"]), f"{row['seconds']}s",
             _fmt_int(row["epochs"]), _fmt(row["val_macro_f1"]),
             f"{_fmt(f1)} [{row['macro_f1_ci']}]" if row["macro_f1_ci"] else _fmt(f1), row["cv_macro_f1"],
             "/".join(f"{row[c]:.2f}" for c in recall_cols if row.get(c) == row.get(c) and row.get(c) is not None),
             _fmt(row["baseline_rf_macro_f1"]))
-    console.print(table)
-    if (frame["status"] == "STALE").any():
-        console.print("STALE: MLflow shows the run as RUNNING but no live process holds it (killed, crashed); "
-                      "ecgvgg runs --close-stale ends such runs as KILLED, and --resume continues one", soft_wrap=True)
-    if close_stale and len(frame):
-        console.print(f"marked {len(frame)} stale run(s) KILLED; continue one with ecgvgg run CONFIG --resume RUN_ID")
-    if out is not None:
-        console.print(f"wrote {len(frame)} runs to {escape(str(out))}")
+    return table
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
 
 
 def _fmt(value: Any) -> str:
-    return "" if value is None or value != value else f"{value:.3f}"
+    return "" if _missing(value) else f"{value:.3f}"
 
 
 def _fmt_int(value: Any) -> str:
-    return "" if value is None or value != value else f"{int(value):,}"
+    return "" if _missing(value) else f"{int(value):,}"
 
 
 def _write_text(text: str, out: Path) -> None:

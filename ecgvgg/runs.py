@@ -8,7 +8,7 @@ import pandas as pd
 
 #: Columns of :func:`runs_frame`, in order (``recall_<class>`` columns follow ``macro_f1_ci``).
 COLUMNS = ("name", "id", "experiment", "status", "collapsed", "sampler", "model", "input", "params_total",
-           "params_trainable", "seconds", "epochs", "val_macro_f1", "macro_f1", "macro_f1_ci", "cv_macro_f1",
+           "params_trainable", "params_non_trainable", "seconds", "epochs", "val_macro_f1", "macro_f1", "macro_f1_ci", "cv_macro_f1",
            "baseline_rf_macro_f1")
 
 
@@ -32,6 +32,7 @@ def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = froz
             "collapsed": t.get("collapsed", ""), "sampler": t.get("sampler", ""), "model": t.get("model", ""),
             "input": t.get("input", ""), "params_total": _int(m.get("params_total")),
             "params_trainable": _int(m.get("params_trainable")),
+            "params_non_trainable": _int(m.get("params_non_trainable")),
             "seconds": round(m["training_seconds"]) if "training_seconds" in m else round((end - r.info.start_time) / 1000),
             "epochs": _int(m.get("epochs_run")), "val_macro_f1": m.get("val_macro_f1"),
             "macro_f1": m.get(f"{kind}_macro_f1"),
@@ -45,7 +46,10 @@ def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = froz
         row.update({f"recall_{c}": recalls[c] for c in sorted(recalls, key=lambda c: order.get(c, len(order)))})
         rows.append(row)
     frame = pd.DataFrame(rows)
-    return frame if rows else pd.DataFrame(columns=list(COLUMNS))
+    if not rows:
+        return pd.DataFrame(columns=list(COLUMNS))
+    counts = ["params_total", "params_trainable", "params_non_trainable", "seconds", "epochs"]
+    return frame.astype({c: "Int64" for c in counts})
 
 
 def _class_order(param: str | None) -> dict[str, int]:
@@ -65,7 +69,7 @@ def _int(value: float | None) -> int | None:
 def to_markdown(frame: pd.DataFrame) -> str:
     """A Markdown table of ``frame`` (numbers to three decimals), without extra dependencies."""
     def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
             return ""
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 

@@ -153,6 +153,22 @@ def test_runs_table_lists_every_run_with_its_scores(sweep, tmp_path):
     assert res.exit_code == 2 and "--sort nope: no such column" in res.output
 
 
+def test_piped_runs_table_keeps_each_run_on_one_line_with_its_parameter_counts(sweep):
+    _, uri, _, runs, _ = sweep
+    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "runs", "--tracking-uri", uri], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert {"params_total", "params_trainable", "params_non_trainable", "seconds"} <= set(header)
+    for run in runs:
+        (line,) = [ln for ln in lines if run.info.run_id[:8] in ln]
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        assert cells["name"] == run.info.run_name
+        if "params_total" in run.data.metrics:
+            assert int(cells["params_trainable"]) + int(cells["params_non_trainable"]) == int(cells["params_total"])
+
+
 def test_version():
     from ecgvgg import __version__
 
