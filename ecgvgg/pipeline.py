@@ -420,7 +420,7 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
 
     from ecgvgg import tracking
     from ecgvgg.inference import save_model
-    from ecgvgg.metrics import bootstrap_macro_f1, confusion, held_out_verdict, per_class_scores
+    from ecgvgg.metrics import bootstrap_macro_f1, confusion, flat_scores, held_out_verdict, per_class_scores
     from ecgvgg.models import trainable_count
     from ecgvgg.serving import log_beat_model
     from ecgvgg.training import setup_device
@@ -463,6 +463,8 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
                       "training_curves.png")
     tracking.log_confusion(confusion(shaped.y_val, result.val_pred, classes), names, "val",
                            f"{title}: validation")
+    # the returned model's validation scores (the per-epoch val_* history ends at the last epoch)
+    mlflow.log_metrics(flat_scores(per_class_scores(shaped.y_val, result.val_pred, classes), names, "model_val"))
 
     probs = np.asarray(model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
     pred = np.asarray(classes)[np.argmax(probs, axis=1)]

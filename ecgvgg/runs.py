@@ -34,7 +34,7 @@ def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = froz
             "params_trainable": _int(m.get("params_trainable")),
             "params_non_trainable": _int(m.get("params_non_trainable")),
             "seconds": round(m["training_seconds"]) if "training_seconds" in m else round((end - r.info.start_time) / 1000),
-            "epochs": _int(m.get("epochs_run")), "val_macro_f1": m.get("val_macro_f1"),
+            "epochs": _int(m.get("epochs_run")), "val_macro_f1": m.get("model_val_macro_f1", m.get("val_macro_f1")),
             "macro_f1": m.get(f"{kind}_macro_f1"),
             "macro_f1_ci": f"{low:.3f}-{high:.3f}" if low is not None and high is not None else "",
             "cv_macro_f1": (f"{m['cv_macro_f1_mean']:.3f}±{m['cv_macro_f1_std']:.3f}"

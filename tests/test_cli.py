@@ -186,3 +186,20 @@ def test_de_chazal_protocol_tests_on_ds2_records_only(store, sample_frame, tmp_p
     assert n_test == int(frame["record"].isin(DS2).sum())
     n_train = sum(int(params[f"count_train_before_{c}"]) + int(params[f"count_val_{c}"]) for c in "NSVFQ")
     assert n_train == int(frame["record"].isin(DS1).sum())
+
+
+def test_the_returned_models_validation_scores_are_logged_and_listed(tmp_path_factory):
+    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "best_val", [
+        "run", SEED, *_sets("training.epochs=5", "training.early_stopping_patience=5", "training.learning_rate=0.01",
+                            "baseline=none")])
+    assert res.exit_code in (0, 3), res.output
+    (run,) = _runs(uri)
+    m = run.data.metrics
+    history = {h.step: h.value for h in MlflowClient(uri).get_metric_history(run.info.run_id, "val_macro_f1")}
+    best = int(m["best_epoch"])
+    assert m["model_val_macro_f1"] == pytest.approx(history[best], abs=1e-6)  # the returned (best) model's score
+    assert {"model_val_recall_S", "model_val_precision_V", "model_val_f1_N"} <= set(m)
+    lines = runner.invoke(app, ["runs", "--tracking-uri", uri]).output.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    cells = dict(zip(header, (c.strip() for c in lines[2].strip("|").split("|"))))
+    assert cells["val_macro_f1"] == f"{m['model_val_macro_f1']:.3f}"  # not the last epoch's val_macro_f1
