@@ -264,6 +264,19 @@ def _run_one(cfg: Any, parent_run_id: Optional[str] = None, resume_run_id: Optio
     return result
 
 
+def _full_run_ids(cfg: Any) -> Any:
+    """``cfg`` with a ``model.weights: run:PREFIX`` expanded to the run's full id."""
+    from ecgvgg.config import RUN_PREFIX
+
+    weights = cfg.model.weights
+    if not (weights and weights.startswith(RUN_PREFIX)):
+        return cfg
+    from ecgvgg.inference import resolve_run_id
+
+    full = resolve_run_id(cfg.tracking.resolved_uri(), weights[len(RUN_PREFIX):], "model.weights: run:")
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": RUN_PREFIX + full})})
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
@@ -275,9 +288,13 @@ def run(
     from ecgvgg.pipeline import check_data
 
     with _guard():
-        cfg = load_config(config, set_ or [])
+        cfg = _full_run_ids(load_config(config, set_ or []))
         if cfg.split.folds and resume:
             raise ConfigError("--resume: cross-validated runs (split.folds) cannot be resumed; start them again")
+        if resume:
+            from ecgvgg.inference import resolve_run_id
+
+            resume = resolve_run_id(cfg.tracking.resolved_uri(), resume, "--resume")
         data = check_data(cfg)  # bad data and data-dependent settings: exit 2 before TensorFlow or MLflow load
         if not cfg.split.folds:
             _state["resume"] = "ecgvgg run " + " ".join([str(config), *(f"--set {item}" for item in set_ or [])])
@@ -364,6 +381,9 @@ def _load(run_id: Optional[str], model: Optional[Path], tracking_uri: Optional[s
     if db is not None and not db.is_file():  # never create a store for a read
         raise ConfigError(f"--run {run_id}: no MLflow store at {db.resolve()} (from {uri}); "
                           "pass --tracking-uri or run from the folder that holds mlruns/")
+    from ecgvgg.inference import resolve_run_id
+
+    run_id = resolve_run_id(uri, run_id)  # before TensorFlow: an unknown or ambiguous id is reported at once
     _load_tensorflow()
     import mlflow
 
@@ -690,7 +710,7 @@ def runs(
         if stale or close_stale:
             frame = frame[frame["status"] == "STALE"]
         if close_stale:
-            for run_id in [r for r in dead if r[:8] in set(frame["id"])]:
+            for run_id in [r for r in dead if r in set(frame["run_id"])]:
                 tracking.mark_killed(uri, run_id)
             frame = frame.assign(status="KILLED")
         if sort is not None:

@@ -133,6 +133,37 @@ def run_model_file(tracking_uri: str, run_id: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def resolve_run_id(tracking_uri: str, given: str, option: str = "--run") -> str:
+    """The full id of the run that ``given`` (a full id or any unique prefix, as git takes) names.
+
+    A SQLite store is looked up in its local run folders first, without importing MLflow; an
+    ambiguous prefix is a ConfigError that names the candidates, an unknown id one that names the store.
+    """
+    from ecgvgg.errors import ConfigError
+
+    given = given.strip()
+    sqlite = "sqlite:///"
+    found: set[str] = set()
+    if tracking_uri.startswith(sqlite):
+        runs = Path(tracking_uri[len(sqlite):]).parent / "runs"
+        if runs.is_dir():
+            found = {d.name for d in runs.iterdir() if d.is_dir() and d.name.startswith(given)}
+    if given in found or len(given) == 32 and not found:
+        return given
+    if not found:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        found = {r.info.run_id for r in client.search_runs(ids, max_results=50000) if r.info.run_id.startswith(given)}
+    if len(found) > 1:
+        raise ConfigError(f"{option} {given}: ambiguous, it starts {len(found)} run ids ({', '.join(sorted(found)[:4])}"
+                          f"{', ...' if len(found) > 4 else ''}); give more characters")
+    if not found:
+        raise ConfigError(f"{option} {given}: no run with that id (or id prefix) in {tracking_uri}")
+    return found.pop()
+
+
 def run_contract(tracking_uri: str, run_id: str) -> dict[str, Any]:
     """The input contract of the model that run ``run_id`` logged (read locally when the store is a SQLite file)."""
     local = run_model_file(tracking_uri, run_id)

@@ -95,6 +95,32 @@ def test_evaluate_and_predict_with_the_saved_model(tiny_run, tmp_path):
     np.testing.assert_allclose(pred.filter(like="p_").sum(axis=1), 1, atol=1e-4)
 
 
+def test_a_unique_run_id_prefix_works_and_an_ambiguous_or_unknown_one_is_refused(tiny_run, tmp_path, monkeypatch):
+    from ecgvgg.inference import resolve_run_id
+
+    tmp, uri, _ = tiny_run
+    run_id = _runs(uri)[0].info.run_id
+    monkeypatch.chdir(tmp)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    sample = str(ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet")
+    res = runner.invoke(app, ["evaluate", "--run", run_id[:8], sample, "--json"])
+    assert res.exit_code == 0, res.output
+    assert resolve_run_id(uri, run_id[:6]) == run_id
+    unknown = runner.invoke(app, ["evaluate", "--run", "zzzzzzzz", sample])
+    assert unknown.exit_code == 2 and "--run zzzzzzzz: no run with that id" in unknown.output
+    # two runs whose ids share a prefix, in a store of their own
+    runs = tmp_path / "mlruns" / "runs"
+    for name in ("abc1" + "0" * 28, "abc2" + "0" * 28):
+        (runs / name).mkdir(parents=True)
+    store = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    with pytest.raises(Exception, match=r"--run abc: ambiguous, it starts 2 run ids \(abc10+, abc20+\)"):
+        resolve_run_id(store, "abc")
+    assert resolve_run_id(store, "abc2") == "abc2" + "0" * 28
+    table = tmp / "runs.csv"
+    assert runner.invoke(app, ["runs", "-o", str(table)]).exit_code == 0
+    assert run_id in set(pd.read_csv(table)["run_id"])
+
+
 def test_model_that_does_not_fit_the_data_is_exit_2(tiny_run, tmp_path):
     tmp, uri, _ = tiny_run
     model = tmp / "mlruns" / "runs" / _runs(uri)[0].info.run_id / "model.keras"
