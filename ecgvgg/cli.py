@@ -50,7 +50,9 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebac
                                                help="Print the version and exit.")] = False,
          ) -> None:
     """Leak-safe training and comparison of VGG16-style heartbeat classifiers."""
-    _state["debug"], _state["verbose"] = debug, verbose
+    _state.update(debug=debug, verbose=verbose, resume=None, study=None)
+    for out in (console, err_console):  # without a terminal, lines are never hard-wrapped at 80 columns
+        out.soft_wrap = not out.is_terminal
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep --json output clean

@@ -229,3 +229,17 @@ def test_the_returned_models_validation_scores_are_logged_and_listed(tmp_path_fa
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     cells = dict(zip(header, (c.strip() for c in lines[2].strip("|").split("|"))))
     assert cells["val_macro_f1"] == f"{m['model_val_macro_f1']:.3f}"  # not the last epoch's val_macro_f1
+
+
+def test_piped_output_is_not_wrapped_at_80_columns(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / ("a_rather_long_folder_name_for_the_beats_table" * 2) / "beats.parquet"
+    out.parent.mkdir()
+    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "prepare", str(ROOT / "tests" / "data" / "records"), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert res.returncode == 0, res.stderr
+    (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith("wrote")]
+    assert str(out) in line and line.endswith("not kept")

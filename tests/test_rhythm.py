@@ -222,3 +222,4 @@ def test_extra_training_tables_train_only_and_must_match(tmp_path_factory, table
     s = prepare_splits(cfg, X, y, groups)
     assert set(range(len(beats), 2 * len(beats))) <= set(s.train_index.tolist())
     assert groups.iloc[np.r_[s.val_index, s.test_index]].str.startswith("x").sum() == 0
+
