@@ -328,8 +328,26 @@ def _read_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}: extends: expected a list of YAML file paths, got {pieces!r}")
     merged: dict[str, Any] = {}
     for piece in pieces:
-        merged = _merge(merged, _read_yaml_tree(path.parent / piece, seen + (path,)))
+        merged = _merge(merged, _read_yaml_tree(_extends_path(path, piece), seen + (path,)))
     return _merge(merged, raw)
+
+
+#: The ``configs/`` folder of an ecgvgg checkout, where the shipped pipelines' pieces live.
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _extends_path(path: Path, piece: str) -> Path:
+    """Where an ``extends`` piece is: relative to the YAML file, else the shipped ``configs/`` piece of that name."""
+    candidate = path.parent / piece
+    if candidate.is_file():
+        return candidate
+    parts = Path(piece).parts
+    if "configs" in parts:
+        shipped = SHIPPED_CONFIGS.joinpath(*parts[parts.index("configs") + 1:])
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"{path}: extends: {piece}: no such file (extends paths are relative to the YAML file's "
+                      f"folder, {path.parent}; pieces under configs/ are also found in {SHIPPED_CONFIGS})")
 
 
 def parse_yaml(text: str, where: str) -> Any:

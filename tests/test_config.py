@@ -62,3 +62,13 @@ def test_sampler_params_are_checked_against_the_sampler():
     with pytest.raises(ConfigError, match=r"resampling: sampler 'random'.*n_neighbors"):
         load_config(ROOT / "pipelines" / "adasyn_vgg.yaml",
                     ["resampling.sampler=random", "resampling.params={n_neighbors: 3}"])
+
+
+def test_a_copied_pipeline_finds_the_shipped_pieces_and_a_missing_piece_says_where_it_looked(tmp_path):
+    copy = tmp_path / "mine.yaml"
+    copy.write_text((ROOT / "pipelines" / "adasyn_vgg.yaml").read_text())
+    assert load_config(copy).model.width == load_config(ROOT / "pipelines" / "adasyn_vgg.yaml").model.width
+    (tmp_path / "broken.yaml").write_text("extends: [pieces/nope.yaml]\ndata: {path: x.csv}\n")
+    with pytest.raises(ConfigError, match=r"extends: pieces/nope.yaml: no such file \(extends paths are relative "
+                                          r"to the YAML file's folder"):
+        load_config(tmp_path / "broken.yaml")
