@@ -336,9 +336,12 @@ def evaluate(
     from ecgvgg.data import load_xy
 
     with _guard():
+        data = _data_file(data)
         loaded = _load(run_id, model, tracking_uri)
         label, group, header = _table_settings(loaded, data, label_column, group_column)
-        X, y, _ = load_xy(data, label_column=label, group_column=group, header=header, classes=loaded.classes)
+        X, y, groups = load_xy(data, label_column=label, group_column=group, header=header, classes=loaded.classes,
+                               label_option="--label-column")
+        _warn_seen_groups(loaded, data, groups)
         scores = loaded.score(X, y)
     names = loaded.class_names
     if as_json:
@@ -351,6 +354,34 @@ def evaluate(
                           "confusion_matrix": scores["confusion_matrix"], "class_names": names}, indent=2))
     else:
         console.print(_scores_table(scores, names, f"{data}"))
+
+
+def _data_file(data: Path) -> Path:
+    """The table to read: ``sample:NAME`` names a bundled sample; a missing file is reported before TensorFlow loads."""
+    from ecgvgg.config import SAMPLE_PREFIX
+    from ecgvgg.errors import DataError
+
+    text = str(data)
+    if text.startswith(SAMPLE_PREFIX):
+        from ecgvgg import sample_path
+
+        data = sample_path(text[len(SAMPLE_PREFIX):])
+    if not data.exists():
+        raise DataError(f"{data}: no such file")
+    return data
+
+
+def _warn_seen_groups(loaded: Any, data: Path, groups: Any) -> None:
+    """Warn when the table holds groups (records, segments) that the model was trained or validated on."""
+    seen = set((loaded.data or {}).get("train_groups") or ())
+    if groups is None or not seen:
+        return
+    mine = {str(g) for g in groups}
+    overlap = sorted(mine & seen)
+    if overlap:
+        warnings.warn(f"{data}: {len(overlap)} of its {len(mine)} {loaded.data.get('group_column') or 'group'} "
+                      f"values ({', '.join(overlap[:5])}{', ...' if len(overlap) > 5 else ''}) were in the model's "
+                      "training or validation split: its scores on them are optimistic", stacklevel=2)
 
 
 def _table_settings(loaded: Any, data: Path, label_column: Optional[str],
@@ -435,14 +466,22 @@ def predict(
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
 ) -> None:
     """Write predicted classes and class probabilities, one row per beat."""
-    from ecgvgg.data import load_x
+    import pandas as pd
+
+    from ecgvgg.data import load_x, other_columns
 
     with _guard():
+        data = _data_file(data)
         _check_out(out, data)
         loaded = _load(run_id, model, tracking_uri)
         label, group, header = _table_settings(loaded, data, label_column, group_column)
         X = load_x(data, length=loaded.length, label_column=label, group_column=group, header=header)
-        frame = loaded.predict_frame(X)
+        kept = other_columns(data, (loaded.data or {}).get("features") or [str(c) for c in X.columns],
+                             length=loaded.length, group_column=group, header=header)
+        if group and group in kept:
+            _warn_seen_groups(loaded, data, kept[group])
+        frame = pd.concat([kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]),
+                           loaded.predict_frame(X)], axis=1)
         _write_table(frame, out)
     console.print(f"wrote {len(frame)} predictions to {escape(str(out))}")
 

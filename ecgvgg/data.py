@@ -53,6 +53,7 @@ def load_xy(
     format: str = "auto",
     rhythm_columns: Sequence[str] = (),
     ignore_columns: Sequence[str] = (),
+    label_option: str = "data.label_column",
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
     """Load and validate beats as ``(X, y, groups)``; ``groups`` is None without a group column.
 
@@ -67,7 +68,8 @@ def load_xy(
     text_columns = {group_column} if group_column else set()
     table, src = _read_table(path, header, text_columns, format)
     if y_path is None:
-        X, y, groups = _split_columns(table, src, label_column, group_column, label_last=src.header_lines == 0)
+        X, y, groups = _split_columns(table, src, label_column, group_column, label_last=src.header_lines == 0,
+                                      label_option=label_option)
         y_src = src
     else:
         y_table, y_src = _read_table(y_path, header, set(), format)
@@ -257,7 +259,8 @@ def _pick_label(table: pd.DataFrame, src: _Source, label_column: str) -> pd.Seri
 
 
 def _split_columns(
-    table: pd.DataFrame, src: _Source, label_column: str, group_column: str | None, *, label_last: bool
+    table: pd.DataFrame, src: _Source, label_column: str, group_column: str | None, *, label_last: bool,
+    label_option: str = "data.label_column",
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
     """Separate features, labels and groups of a single table."""
     groups = _pop_group(table, src, group_column)
@@ -267,7 +270,7 @@ def _split_columns(
         if label_column not in table.columns:
             raise DataError(
                 f"{src.path}: no label column '{label_column}' (columns: {_preview(table.columns)}); "
-                "set data.label_column"
+                f"set {label_option}"
             )
         y = table.pop(label_column)
     if table.shape[1] == 0:
@@ -371,6 +374,21 @@ def has_column(path: str | Path, column: str) -> bool:
             return column in next(csv.reader(fh), [])
     except Exception:  # noqa: BLE001 - the loader reports unreadable files properly
         return False
+
+
+def other_columns(path: str | Path, features: Sequence[str] | None, *, length: int | None = None,
+                  group_column: str | None = None, header: bool | None = None) -> pd.DataFrame:
+    """The columns of a beats table that are not model inputs (ids, group, label), to keep beside predictions.
+
+    With a header these are the columns not in ``features``; a headerless CSV one column wider
+    than ``length`` keeps its last column as ``label``.
+    """
+    table, src = _read_table(path, header, {group_column} if group_column else set())
+    if src.header_lines == 0:
+        return table.iloc[:, [-1]].set_axis(["label"], axis=1) if length and table.shape[1] == length + 1 \
+            else pd.DataFrame(index=table.index)
+    keep = [c for c in table.columns if str(c) not in set(features or ())]
+    return table[keep].reset_index(drop=True)
 
 
 def load_x(

@@ -347,8 +347,9 @@ def run_pipeline(
             else:
                 tracking.clear_interrupted(run_id)
             test_groups = None if grouped is None else np.asarray(grouped)[splits.test_index]
+            seen = None if grouped is None else np.asarray(grouped)[np.r_[splits.train_index, splits.val_index]]
             out = _train_and_score(cfg, splits, Xa, ya, test_groups, run_id, features, resume=resume,
-                                   callbacks=callbacks, on_epoch=on_epoch)
+                                   callbacks=callbacks, on_epoch=on_epoch, seen_groups=seen)
     return RunResult(run_id, out.scores, out.val_scores, list(cfg.data.class_names), out.reason is not None,
                      out.reason, out.model_uri, out.model_path, out.epochs_run, out.missed, out.ci,
                      _macro_f1(splits.y_test, out.baseline_pred, cfg), kind, best_epoch=out.best_epoch,
@@ -413,7 +414,7 @@ def _log_verdict(reason: str | None, missed: Mapping[str, str]) -> None:
 def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np.ndarray,
                      test_groups: np.ndarray | None, run_id: str, features: Sequence[Any], *, resume: Any = None,
                      callbacks: Sequence[Any] = (), on_epoch: Callable[[int, Mapping[str, float]], None] | None = None,
-                     ) -> _Trained:
+                     seen_groups: np.ndarray | None = None) -> _Trained:
     """Inside the active run: train on ``splits``, score the test rows, the baseline and the verdict, log the model."""
     import mlflow
     from sklearn.metrics import classification_report
@@ -487,7 +488,7 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
         reason, missed = result.collapse_reason, {}
     _log_verdict(reason, missed)
 
-    meta = model_contract(cfg, features)
+    meta = model_contract(cfg, features, seen_groups)
     model_path = save_model(model, run_dir / "model.keras", meta)
     model_uri = log_beat_model(model_path, pd.DataFrame(Xa[splits.test_index[:5]], columns=meta["data"]["features"]),
                                meta)
@@ -540,14 +541,17 @@ def _fine_tune_all(cfg: PipelineConfig, model: Any, shaped: Splits, first: Any, 
     return second
 
 
-def model_contract(cfg: PipelineConfig, features: Sequence[Any]) -> dict[str, Any]:
-    """What a model trained with ``cfg`` needs to read raw beats: classes, reshaping, the table's columns."""
+def model_contract(cfg: PipelineConfig, features: Sequence[Any], seen_groups: Sequence[Any] | None = None,
+                   ) -> dict[str, Any]:
+    """What a model trained with ``cfg`` needs to read raw beats: classes, reshaping, the table's columns,
+    and the groups its training and validation rows came from (to warn when it is scored on them)."""
     from ecgvgg.inference import metadata
 
     d = cfg.data
     return metadata(range(len(d.class_names)), d.class_names, cfg.input.model_dump(), len(features),
                     {"label_column": d.label_column, "group_column": d.group_column, "header": d.header,
-                     "features": [str(f) for f in features], "rhythm_columns": list(d.rhythm_columns)})
+                     "features": [str(f) for f in features], "rhythm_columns": list(d.rhythm_columns),
+                     **({"train_groups": sorted({str(g) for g in seen_groups})} if seen_groups is not None else {})})
 
 
 def _baseline(cfg: PipelineConfig, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray | None:
@@ -600,7 +604,8 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
             with tracking.start_run(experiment_id, f"{parent.info.run_name}-fold{k}", nested=True) as child:
                 _log_setup(cfg, splits.counts, kind, dataset, fold=str(k))
                 out = _train_and_score(cfg, splits, Xa, ya, None if ga is None else ga[test], child.info.run_id,
-                                       features, callbacks=callbacks, on_epoch=on_epoch)
+                                       features, callbacks=callbacks, on_epoch=on_epoch,
+                                       seen_groups=None if ga is None else ga[np.r_[train, val]])
             fold_of[test], probs[test] = k, out.probs
             if baseline is not None:
                 baseline[test] = out.baseline_pred
@@ -623,7 +628,7 @@ def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Serie
         _log_verdict(reason, missed)
 
         ensemble = fold_ensemble([f.model for f in fold_results])
-        meta = {**model_contract(cfg, features), "ensemble": True}
+        meta = {**model_contract(cfg, features, ga), "ensemble": True}
         model_path = save_model(ensemble, tracking.local_run_dir(uri, run_id) / "model.keras", meta)
         model_uri = log_beat_model(model_path, pd.DataFrame(Xa[:5], columns=meta["data"]["features"]), meta)
         mlflow.log_metrics({"params_total": ensemble.count_params(), "params_trainable": 0,

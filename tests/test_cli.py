@@ -81,18 +81,42 @@ def test_evaluate_and_predict_with_the_saved_model(tiny_run, tmp_path):
     data = str(ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet")
     res = runner.invoke(app, ["evaluate", "--model", str(model), data, "--group-column", "segment", "--json"])
     assert res.exit_code == 0, res.output
-    scores = json.loads(res.output)
+    scores = json.loads(res.stdout)
     assert 0 <= scores["macro_f1"] <= 1 and set(scores["recall"]) == set("NSVFQ")
-    res = runner.invoke(app, ["evaluate", "--run", run_id, "--tracking-uri", uri, data, "--group-column", "segment",
-                              "--json"])
+    # the model's own training table: its training and validation segments are named as overlap
+    assert "were in the model's training or validation split" in res.stderr
+    res = runner.invoke(app, ["evaluate", "--run", run_id, "--tracking-uri", uri, "sample:mitbih_beats_imbalanced.parquet",
+                              "--group-column", "segment", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["accuracy"] == pytest.approx(scores["accuracy"])
+    assert json.loads(res.stdout)["accuracy"] == pytest.approx(scores["accuracy"])
     out = tmp_path / "pred.csv"
     res = runner.invoke(app, ["predict", "--model", str(model), data, "--group-column", "segment", "-o", str(out)])
     assert res.exit_code == 0, res.output
     pred = pd.read_csv(out)
-    assert len(pred) == 1269 and list(pred.columns) == ["prediction", "class_name", "p_N", "p_S", "p_V", "p_F", "p_Q"]
+    assert len(pred) == 1269 and list(pred.columns) == ["label", "segment", "prediction", "class_name", "p_N", "p_S",
+                                                        "p_V", "p_F", "p_Q"]
+    assert (pred["label"] == pd.read_parquet(data)["label"]).all()  # the input's label and group stay beside
     np.testing.assert_allclose(pred.filter(like="p_").sum(axis=1), 1, atol=1e-4)
+
+
+def test_evaluate_and_predict_check_their_table_before_loading_tensorflow(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    tmp, uri, _ = tiny_run
+    model = tmp / "mlruns" / "runs" / _runs(uri)[0].info.run_id / "model.keras"
+    code = ("import sys\nfrom ecgvgg.cli import app\n"
+            f"sys.argv = ['ecgvgg', 'evaluate', '--model', {str(model)!r}, 'missing.parquet']\n"
+            "try:\n    app()\nexcept SystemExit:\n"
+            "    print('tensorflow loaded:', 'tensorflow' in sys.modules, file=sys.stderr)\n    raise\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2 and "missing.parquet: no such file" in res.stderr
+    assert "tensorflow loaded: False" in res.stderr
+    unlabelled = tmp_path / "unlabelled.parquet"
+    pd.read_parquet(ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet").drop(
+        columns=["label"]).to_parquet(unlabelled)
+    res = runner.invoke(app, ["evaluate", "--model", str(model), str(unlabelled)])
+    assert res.exit_code == 2 and "set --label-column" in res.output and "data.label_column" not in res.output
 
 
 def test_a_unique_run_id_prefix_works_and_an_ambiguous_or_unknown_one_is_refused(tiny_run, tmp_path, monkeypatch):
