@@ -28,7 +28,7 @@ from ecgvgg.errors import ConfigError, DataError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_COLLAPSED = 0, 2, 3
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Train and compare VGG16-style ECG heartbeat classifiers without leaks or silent collapse.")
 console = Console(highlight=False, emoji=False)
 err_console = Console(stderr=True, highlight=False, emoji=False)
@@ -745,7 +745,9 @@ def runs(
         experiments = [e.experiment_id for e in client.search_experiments()
                        if experiment is None or e.name == experiment]
         if experiment is not None and not experiments:
-            raise ConfigError(f"--experiment {experiment}: no such experiment in {uri}")
+            names = sorted(e.name for e in client.search_experiments())
+            raise ConfigError(f"--experiment {experiment}: no such experiment in {uri} (experiments: "
+                              f"{', '.join(names) or 'none'})")
         dead = {r.info.run_id for r in tracking.stale_runs(uri)}
         frame = runs_frame(client, experiments, stale=dead, limit=limit)
         if stale or close_stale:
@@ -762,6 +764,10 @@ def runs(
                                       na_position="last")
         if out is not None:
             _write_text(to_markdown(frame) if out.suffix.lower() == ".md" else frame.to_csv(index=False), out)
+    if (stale or close_stale) and not len(frame):
+        console.print(f"no stale runs in {escape(uri)}: every run marked RUNNING is held by a live process",
+                      soft_wrap=True)
+        return
     if console.is_terminal:
         console.print(_runs_table(frame, uri))
     else:  # piped or redirected: a Markdown table, one line per run, never wrapped

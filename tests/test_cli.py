@@ -267,3 +267,15 @@ def test_piped_output_is_not_wrapped_at_80_columns(tmp_path):
     assert res.returncode == 0, res.stderr
     (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith("wrote")]
     assert str(out) in line and line.endswith("not kept")
+
+
+def test_help_shows_flags_as_flags_and_keeps_brackets(tiny_run):
+    tmp, uri, _ = tiny_run
+    top = runner.invoke(app, ["--help"])
+    assert top.exit_code == 0 and "--debug" in top.output and "<bool>" not in top.output
+    tune = runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"})
+    assert "[choices]" in tune.output
+    stale = runner.invoke(app, ["runs", "--stale", "--tracking-uri", uri])
+    assert stale.exit_code == 0 and "no stale runs" in stale.output and "|" not in stale.output
+    wrong = runner.invoke(app, ["runs", "--experiment", "adasyn-vgg", "--tracking-uri", uri])
+    assert wrong.exit_code == 2 and "experiments: Default, adasyn_vgg)" in wrong.output
