@@ -178,15 +178,21 @@ def run(data: Path, models: list[str], folds: int, seed: int, overrides: list[st
 
 
 def versus(part: pd.DataFrame, other: pd.DataFrame) -> str:
-    """Mean fold-by-fold macro-F1 difference from ``other`` (same seeds and folds) with its standard error."""
+    """Mean fold-by-fold macro-F1 difference from ``other`` (same seeds and folds) with its standard error.
+
+    Each seed partitions the same beats into folds again, so the folds of two seeds are not
+    independent replicates: the standard error divides by the number of folds per seed, not by
+    the number of (seed, fold) pairs.
+    """
     d = (part.set_index(["seed", "fold"])["macro_f1"] - other.set_index(["seed", "fold"])["macro_f1"]).dropna()
-    return f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f}" if len(d) > 1 else "-"
+    folds = d.index.get_level_values("fold").nunique()
+    return f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(folds):.3f}" if len(d) > 1 and folds > 1 else "-"
 
 
 def summarise(df: pd.DataFrame) -> str:
     """Mean (and std of macro-F1) over folds, one line per data file and model, with the paired
     difference from the random forest when it was run."""
-    lines = ["| data | model | macro-F1 | vs rf (paired) | accuracy | " + " | ".join(f"recall {n}" for n in NAMES)
+    lines = ["| data | model | macro-F1 (mean ± sd over folds) | vs rf (paired mean ± se) | accuracy | " + " | ".join(f"recall {n}" for n in NAMES)
              + " | s/fold |", "|---|---|---|---|---|" + "---|" * len(NAMES) + "---|"]
     for (data, model), part in df.groupby(["data", "model"], sort=False):
         recalls = " | ".join(f"{part[f'recall_{n}'].mean():.3f}" for n in NAMES)

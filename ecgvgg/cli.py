@@ -200,7 +200,11 @@ def _print_summary(result: Any) -> None:
     if result.ci is not None:
         by = "groups" if result.split_kind.startswith(("grouped", "inter-patient")) else "beats"
         console.print(f"{what} {f1:.3f}, 95% bootstrap interval {result.ci[0]:.3f}-{result.ci[1]:.3f} "
-                      f"(resampling {by})")
+                      f"(resampling test {by}: it covers the sampling of these test rows, not the choice of "
+                      "split or the training run)")
+    if not result.cv:
+        console.print("one split: another split or seed can move this score by more than its interval; for a "
+                      "number to report, cross-validate: --set split.folds=5")
     if result.baseline_macro_f1 is not None:
         b = result.baseline_macro_f1
         console.print(f"VGG16 vs random forest: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
