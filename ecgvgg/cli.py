@@ -500,8 +500,8 @@ def prepare(
     after: Annotated[float, typer.Option(help="window: seconds after the R peak.")] = 0.45,
     rate: Annotated[float, typer.Option(help="window: sampling rate of the cut beats in Hz.")] = 125.0,
     bandpass: Annotated[Optional[str], typer.Option(help="Band-pass filter LOW,HIGH in Hz, e.g. 0.5,40.")] = None,
-    scale: Annotated[str, typer.Option(help="none, or record: each record divided by its median R-peak height.")
-                     ] = "none",
+    scale: Annotated[str, typer.Option(help="none; record: each record divided by its median R-peak height; "
+                                            "window: each 10 s scaled to [0, 1] (as kachuee).")] = "none",
 ) -> None:
     """Cut annotated beats from WFDB records into one row per beat with label, record and sample columns."""
     from rich.progress import Progress
@@ -511,8 +511,8 @@ def prepare(
     with _guard():
         if method not in ("kachuee", "window"):
             raise ConfigError(f"--method {method!r}: choose kachuee or window")
-        if scale not in ("none", "record"):
-            raise ConfigError(f"--scale {scale!r}: choose none or record")
+        if scale not in ("none", "record", "window"):
+            raise ConfigError(f"--scale {scale!r}: choose none, record or window")
         if not (rate > 0 and before >= 0 and after > 0):
             raise ConfigError("--rate and --after must be > 0 and --before >= 0")
         _check_out(out)

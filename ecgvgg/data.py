@@ -233,7 +233,7 @@ def _raw_cell(src: _Source, i: int, j: int) -> str | None:
 
 
 def _colname(name: object) -> str:
-    return f"{name}" if isinstance(name, int) else f"'{name}'"
+    return f"{name}" if isinstance(name, (int, np.integer)) else f"'{name}'"
 
 
 def _pop_group(table: pd.DataFrame, src: _Source, group_column: str | None) -> pd.Series | None:

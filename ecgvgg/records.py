@@ -90,6 +90,17 @@ def rhythm_features(peaks: np.ndarray, fs: float, local: int = 10) -> pd.DataFra
     return pd.DataFrame(dict(zip(RHYTHM_COLUMNS, cols))).astype(np.float32)
 
 
+def scale_windows(signal: np.ndarray, fs: float, window_s: float = 10.0) -> np.ndarray:
+    """Each ``window_s`` stretch of the signal scaled to [0, 1], as Kachuee et al. scale their windows."""
+    x = np.asarray(signal, dtype=np.float32).copy()
+    step = max(1, int(round(window_s * fs)))
+    for start in range(0, len(x), step):
+        seg = x[start:start + step]
+        lo, span = seg.min(), seg.max() - seg.min()
+        x[start:start + step] = (seg - lo) / span if span > 0 else 0.0
+    return x
+
+
 def scale_to_r_peaks(signal: np.ndarray, peaks: np.ndarray) -> np.ndarray:
     """The signal less its median, divided by the median height of its R peaks (gain and patient-independent)."""
     x = np.asarray(signal, dtype=np.float32)
@@ -174,8 +185,10 @@ def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbol
         x = bandpass(x, fs, *filter_band)
     if scale == "record":
         x = scale_to_r_peaks(x, peaks)
+    elif scale == "window":
+        x = scale_windows(x, fs)
     elif scale != "none":
-        raise ValueError(f"unknown scale {scale!r}; choose none or record")
+        raise ValueError(f"unknown scale {scale!r}; choose none, record or window")
     if method == "kachuee":
         beats = cut_kachuee(x, fs, peaks)
     elif method == "window":
@@ -203,8 +216,8 @@ def prepare_records(
     ``channel`` names the lead; a record without it uses MLII, else ECG1 (SVDB), else its first
     signal. Signals at another rate (SVDB's 128 Hz) are resampled to ``rate`` (``window``) or
     125 Hz (``kachuee``). ``scale="record"`` centres each record's signal on its median and divides
-    it by the median height of its R peaks, so that beats of patients and leads with other gains
-    look alike (``kachuee`` rescales each 10 s window to [0, 1] anyway). A damaged or incomplete record is skipped and named in the report,
+    it by the median height of its R peaks; ``scale="window"`` scales each 10 s of it to [0, 1]
+    as ``kachuee`` does: either way beats of patients and leads with other gains look alike. A damaged or incomplete record is skipped and named in the report,
     never dropped silently.
     """
     import wfdb

@@ -223,3 +223,20 @@ def test_extra_training_tables_train_only_and_must_match(tmp_path_factory, table
     assert set(range(len(beats), 2 * len(beats))) <= set(s.train_index.tolist())
     assert groups.iloc[np.r_[s.val_index, s.test_index]].str.startswith("x").sum() == 0
 
+
+
+def test_beat_scaling_makes_records_of_other_gains_alike():
+    rec = wfdb.rdrecord(str(DATA / "records" / "208m0"))
+    ann = wfdb.rdann(str(DATA / "records" / "208m0"), "atr")
+    signal = rec.p_signal[:, 0]
+    for scale in ("record", "window"):
+        a = beats_from_signal(signal, rec.fs, ann.sample, ann.symbol, method="window", scale=scale)[0]
+        b = beats_from_signal(3.0 * signal + 0.5, rec.fs, ann.sample, ann.symbol, method="window", scale=scale)[0]
+        np.testing.assert_allclose(a, b, atol=1e-4)  # gain and offset are gone
+    from ecgvgg.records import scale_to_r_peaks, scale_windows
+
+    x = scale_windows(signal, rec.fs)
+    step = int(10 * rec.fs)
+    assert all(x[i:i + step].min() == 0 and x[i:i + step].max() == pytest.approx(1) for i in range(0, len(x), step))
+    peaks = ann.sample[[s == "N" for s in ann.symbol]]
+    assert np.median(np.abs(scale_to_r_peaks(signal, ann.sample)[peaks])) == pytest.approx(1, rel=0.2)
