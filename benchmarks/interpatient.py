@@ -3,17 +3,20 @@
     python benchmarks/interpatient.py                       # the README table: 5 folds by record, seeds 0 and 1
     python benchmarks/interpatient.py --rows lr_rr rf --seeds 0
 
-The beats are cut from the WFDB records with ``ecgvgg prepare``'s own code: the Kachuee rows
-(``prepare``'s default) for the morphology-only rows, and the window that
-pipelines/interpatient_vgg.yaml names on its ``# prepare-options:`` line for the P-wave rows. The
-folds are ecgvgg's :func:`ecgvgg.resampling.cv_folds` grouped by record (no record in two parts);
-every row sees the same test beats in each fold. Rows:
+    python benchmarks/interpatient.py --cross               # train on DS1, test on SVDB, and the reverse
 
-* ``vgg_morph``: pipelines/interpatient_cv.yaml on the Kachuee rows without rhythm columns;
+The beats are cut from the WFDB records with ``ecgvgg prepare``'s own code. The folds are
+ecgvgg's :func:`ecgvgg.resampling.cv_folds` grouped by record (no record in two parts); every row
+sees the same test beats in each fold. Rows:
+
+* ``vgg_morph``: pipelines/interpatient_cv.yaml on the Kachuee rows (``prepare``'s default)
+  without rhythm columns;
 * ``vgg_rhythm``: the same with the rhythm branch (``data.rhythm_columns``);
-* ``vgg_rhythm_pwave``: pipelines/interpatient_cv.yaml as shipped (P-wave window + rhythm);
-* ``vgg_rhythm_pwave_svdb``: the same with the MIT-BIH Supraventricular Arrhythmia Database
-  added to every fold's training part (``data.extra_train``), never to validation or test;
+* ``vgg_rhythm_pwave``: the same on a window that holds the P wave (:data:`PWAVE`, or ``--prepare``);
+* ``vgg_rhythm_svdb``: the beats that pipelines/interpatient_vgg.yaml names on its
+  ``# prepare-options:`` line, with rhythm, and the MIT-BIH Supraventricular Arrhythmia Database
+  (cut the same way) added to every fold's training part (``data.extra_train``), never to
+  validation or test;
 * ``lr_rr``: logistic regression (balanced class weights) on the pipeline's normalised RR columns;
 * ``rf``: a random forest (300 trees, balanced class weights) on the Kachuee rows plus all 8 RR columns.
 
@@ -42,7 +45,10 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-ROWS = ("vgg_morph", "vgg_rhythm", "vgg_rhythm_pwave", "vgg_rhythm_pwave_svdb", "lr_rr", "rf")
+ROWS = ("vgg_morph", "vgg_rhythm", "vgg_rhythm_pwave", "vgg_rhythm_svdb", "lr_rr", "rf")
+#: The P-wave window of the ``vgg_rhythm_pwave`` row: 0.25 s before the R peak to 0.4 s after, 125 Hz,
+#: each 10 s scaled to [0, 1] as the Kachuee rows are.
+PWAVE = "--method window --before 0.25 --after 0.4 --scale window"
 NAMES = ["N", "S", "V", "F", "Q"]
 CV_PIPELINE = ROOT / "pipelines" / "interpatient_cv.yaml"
 
@@ -137,71 +143,120 @@ def aami_row(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the rows, print the Markdown table and write it with the per-fold CSV."""
+    """Run the rows, print the Markdown tables and write them with the per-fold CSV."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=Path, default=SHARED / "mitdb_ds1")
     p.add_argument("--svdb", type=Path, default=SHARED / "svdb")
     p.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    p.add_argument("--cross", action="store_true", help="only the cross-database check (DS1 -> SVDB, SVDB -> DS1)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
     p.add_argument("--out", default="interpatient")
-    p.add_argument("--prepare", metavar="OPTIONS", help="prepare options of the P-wave rows, e.g. "
-                   "'--method window --before 0.3 --after 0.4' (default: interpatient_vgg.yaml's line)")
+    p.add_argument("--prepare", metavar="OPTIONS", default=PWAVE,
+                   help=f"prepare options of the P-wave row (default {PWAVE!r})")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override pipelines/interpatient_cv.yaml for the VGG rows (repeatable)")
     args = p.parse_args(argv)
-    for folder in [args.records] + ([args.svdb] if "vgg_rhythm_pwave_svdb" in args.rows else []):
+    needs_svdb = args.cross or any("svdb" in r for r in args.rows)
+    for folder in [args.records] + ([args.svdb] if needs_svdb else []):
         if not folder.is_dir():
             print(f"error: {folder}: no such folder of WFDB records", file=sys.stderr)
             return 2
+    args.cache.mkdir(parents=True, exist_ok=True)
+    tables = {"kachuee": table(args.records, args.cache, "ds1_kachuee"),
+              "pwave": prepared(args.records, args.cache, "ds1", prepare_options(args.prepare)),
+              "shipped": prepared(args.records, args.cache, "ds1", prepare_options())}
+    if needs_svdb:
+        tables["svdb"] = prepared(args.svdb, args.cache, "svdb", prepare_options())
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    if args.cross:
+        text = "\n".join(cross_database(tables, args.seeds, args.sets))
+        print(text)
+        (out / f"{args.out}_cross.md").write_text(text + "\n")
+        return 0
+    results = [r for row in args.rows for r in run_row(row, tables, args)]
+    y = pd.read_parquet(tables["kachuee"], columns=["label"])["label"].to_numpy()
+    text = "\n".join(summarise(results, y, args.rows, args.seeds))
+    print(text)
+    (out / f"{args.out}.md").write_text(text + "\n")
+    pd.DataFrame([{k: v for k, v in r.items() if k not in ("test", "pred")} for r in results if r["seed"] >= 0]
+                 ).to_csv(out / f"{args.out}_folds.csv", index=False)
+    return 0
+
+
+def prepared(records: Path, cache: Path, name: str, options: dict) -> Path:
+    """:func:`table` under a file name that says the options."""
+    tag = re.sub(r"[^A-Za-z0-9.]+", "-", "_".join(f"{k}{v}" for k, v in options.items()))
+    return table(records, cache, f"{name}_{tag}", **options)
+
+
+def run_row(row: str, tables: dict[str, Path], args: argparse.Namespace) -> list[dict]:
+    """Every fold of every seed of one row, plus a timing entry (``seed`` -1)."""
     from ecgvgg.pipeline import load_data
     from ecgvgg.records import RHYTHM_COLUMNS
     from ecgvgg.resampling import cv_folds
 
-    args.cache.mkdir(parents=True, exist_ok=True)
-    window = prepare_options(args.prepare)
-    tag = re.sub(r"[^A-Za-z0-9.]+", "-", "_".join(f"{k}{v}" for k, v in window.items()))
-    kachuee = table(args.records, args.cache, "ds1_kachuee")
-    pwave = table(args.records, args.cache, f"ds1_{tag}", **window)
-    svdb = table(args.svdb, args.cache, f"svdb_{tag}", **window) if "vgg_rhythm_pwave_svdb" in args.rows else None
-    base = pd.read_parquet(kachuee)
-    y_all, groups = base["label"].to_numpy(), base["record"].astype(str).to_numpy()
-    rr_norm = list(vgg_config(kachuee, rhythm=True, extra=None).data.rhythm_columns)
-    folds_csv = []
-    for row in args.rows:
-        started = time.perf_counter()
-        if row.startswith("vgg"):
-            cfg = vgg_config(kachuee if row in ("vgg_morph", "vgg_rhythm") else pwave, rhythm=row != "vgg_morph",
-                             extra=svdb if row.endswith("svdb") else None, sets=args.sets)
-            X, y, _ = load_data(cfg)
-            n_extra = X.attrs.get("train_only", 0)
-            X, y = X.to_numpy(np.float32), y.to_numpy()
-        else:
-            cols = rr_norm if row == "lr_rr" else [c for c in base.columns if c.startswith("x")] + list(RHYTHM_COLUMNS)
-            X, y, n_extra = base[cols].to_numpy(np.float32), y_all, 0
-        for seed in args.seeds:
-            groups_all = np.r_[groups, np.full(n_extra, "extra")]
-            folds = cv_folds(np.r_[y_all, y[len(y_all):]], folds=args.folds, groups=groups_all, val_size=0.1,
-                             seed=seed, classes=range(5), train_only=n_extra)
-            for k, fold in enumerate(folds, start=1):
-                t0 = time.perf_counter()
-                pred = vgg_fold(cfg, X, y, fold, seed) if row.startswith("vgg") else sklearn_fold(row, X, y, fold, seed)
-                test = fold[2]
-                folds_csv.append({"row": row, "seed": seed, "fold": k, "seconds": time.perf_counter() - t0,
-                                  "test": test, "pred": pred, **aami_row(y[test], pred)})
-                print(f"{row} seed {seed} fold {k}: SVEB F1 {folds_csv[-1]['sveb_f1']:.3f}, "
-                      f"VEB F1 {folds_csv[-1]['veb_f1']:.3f} ({folds_csv[-1]['seconds']:.0f} s)", file=sys.stderr)
-        folds_csv.append({"row": row, "seed": -1, "fold": 0, "seconds": time.perf_counter() - started})
-    lines = summarise(folds_csv, y_all, args.rows, args.seeds)
-    text = "\n".join(lines)
-    print(text)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.out}.md").write_text(text + "\n")
-    pd.DataFrame([{k: v for k, v in r.items() if k not in ("test", "pred")} for r in folds_csv if r["seed"] >= 0]
-                 ).to_csv(out / f"{args.out}_folds.csv", index=False)
-    return 0
+    started = time.perf_counter()
+    base = pd.read_parquet(tables["kachuee"])
+    y_main, groups = base["label"].to_numpy(), base["record"].astype(str).to_numpy()
+    if row.startswith("vgg"):
+        data = {"vgg_morph": "kachuee", "vgg_rhythm": "kachuee", "vgg_rhythm_pwave": "pwave"}.get(row, "shipped")
+        cfg = vgg_config(tables[data], rhythm=row != "vgg_morph",
+                         extra=tables["svdb"] if row.endswith("svdb") else None, sets=args.sets)
+        X, y, _ = load_data(cfg)
+        n_extra = X.attrs.get("train_only", 0)
+        X, y = X.to_numpy(np.float32), y.to_numpy()
+    else:
+        rr = list(vgg_config(tables["kachuee"], rhythm=True, extra=None).data.rhythm_columns)
+        cols = rr if row == "lr_rr" else [c for c in base.columns if c.startswith("x")] + list(RHYTHM_COLUMNS)
+        X, y, n_extra = base[cols].to_numpy(np.float32), y_main, 0
+    results = []
+    for seed in args.seeds:
+        folds = cv_folds(y, folds=args.folds, groups=np.r_[groups, np.full(n_extra, "extra")], val_size=0.1,
+                         seed=seed, classes=range(5), train_only=n_extra)
+        for k, fold in enumerate(folds, start=1):
+            t0 = time.perf_counter()
+            pred = vgg_fold(cfg, X, y, fold, seed) if row.startswith("vgg") else sklearn_fold(row, X, y, fold, seed)
+            results.append({"row": row, "seed": seed, "fold": k, "seconds": time.perf_counter() - t0,
+                            "test": fold[2], "pred": pred, **aami_row(y[fold[2]], pred)})
+            print(f"{row} seed {seed} fold {k}: SVEB F1 {results[-1]['sveb_f1']:.3f}, "
+                  f"VEB F1 {results[-1]['veb_f1']:.3f} ({results[-1]['seconds']:.0f} s)", file=sys.stderr)
+    results.append({"row": row, "seed": -1, "fold": 0, "seconds": time.perf_counter() - started})
+    return results
+
+
+def cross_database(tables: dict[str, Path], seeds: list[int], sets: list[str]) -> list[str]:
+    """Train the shipped configuration on all of one database (validation carved by record), test on the other."""
+    from ecgvgg.pipeline import load_data
+    from ecgvgg.resampling import split_then_oversample
+
+    head = "| trained on | tested on | SVEB Se | SVEB +P | SVEB F1 | VEB Se | VEB +P | VEB F1 | macro-F1 (NSVF) | jκ | minutes |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for source, target in (("shipped", "svdb"), ("svdb", "shipped")):
+        started, scores = time.perf_counter(), []
+        cfg = vgg_config(tables[source], rhythm=True, extra=tables[target], sets=sets)
+        X, y, records = load_data(cfg)  # the target's rows come last
+        g = np.r_[np.full(len(y) - X.attrs["train_only"], "source"), np.full(X.attrs["train_only"], "target")]
+        groups = np.char.add(np.char.add(g, ":"), records.astype(str).to_numpy())
+        Xa, ya = X.to_numpy(np.float32), y.to_numpy()
+        for seed in seeds:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                s = split_then_oversample(Xa, ya, groups=groups, sampler="none", val_size=cfg.split.val_size,
+                                          seed=seed, classes=range(5), test_groups=sorted(set(groups[g == "target"])),
+                                          train_groups=sorted(set(groups[g == "source"])))
+            fold = (s.train_index, s.val_index, s.test_index)
+            pred = vgg_fold(cfg, Xa, ya, fold, seed)
+            scores.append(aami_row(ya[s.test_index], pred))
+        mean = {k: float(np.mean([sc[k] for sc in scores])) for k in scores[0]}
+        name = {"shipped": "MIT-BIH DS1", "svdb": "SVDB"}
+        lines.append(f"| {name[source]} | {name[target]} | {mean['sveb_se']:.3f} | {mean['sveb_ppv']:.3f} | "
+                     f"{mean['sveb_f1']:.3f} | {mean['veb_se']:.3f} | {mean['veb_ppv']:.3f} | {mean['veb_f1']:.3f} | "
+                     f"{mean['macro_f1']:.3f} | {mean['jk']:.3f} | {(time.perf_counter() - started) / 60:.1f} |")
+        print(lines[-1], file=sys.stderr)
+    return lines
 
 
 def summarise(results: list[dict], y: np.ndarray, rows: list[str], seeds: list[int]) -> list[str]:

@@ -476,7 +476,7 @@ def _train_and_score(cfg: PipelineConfig, splits: Splits, Xa: np.ndarray, ya: np
     tracking.log_evaluation(scores, matrix, report, names, prefix="test", title=f"{title}: test")
     ci = bootstrap_macro_f1(shaped.y_test, pred, classes, test_groups, seed=cfg.split.seed)
     mlflow.log_metrics({"test_macro_f1_ci_low": ci[0], "test_macro_f1_ci_high": ci[1]})
-    baseline = _baseline(cfg, Xa[splits.train_index], ya[splits.train_index], Xa[splits.test_index])
+    baseline = _baseline(cfg, Xa, ya, splits.train_index, Xa[splits.test_index])
     if baseline is not None:
         mlflow.log_metric("baseline_rf_macro_f1", _macro_f1(shaped.y_test, baseline, cfg))
 
@@ -554,13 +554,17 @@ def model_contract(cfg: PipelineConfig, features: Sequence[Any], seen_groups: Se
                      **({"train_groups": sorted({str(g) for g in seen_groups})} if seen_groups is not None else {})})
 
 
-def _baseline(cfg: PipelineConfig, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray | None:
-    """The configured baseline's test predictions (trained on the rows before oversampling), or None."""
+def _baseline(cfg: PipelineConfig, X: np.ndarray, y: np.ndarray, train: np.ndarray, X_test: np.ndarray,
+              ) -> np.ndarray | None:
+    """The configured baseline's test predictions, or None: trained on the ``train`` rows before
+    oversampling, at most ``resampling.max_per_class`` of each class (one draw, as one epoch sees)."""
     if cfg.baseline == "none":
         return None
     from ecgvgg.baselines import random_forest_predict
+    from ecgvgg.resampling import cap_per_class
 
-    return random_forest_predict(X_train, y_train, X_test, seed=cfg.training.seed)
+    rows = cap_per_class(train, y, cfg.resampling.max_per_class, np.random.default_rng(cfg.training.seed))
+    return random_forest_predict(X[rows], y[rows], X_test, seed=cfg.training.seed)
 
 
 def _run_cv(cfg: PipelineConfig, X: pd.DataFrame, y: pd.Series, groups: pd.Series | None,
