@@ -22,7 +22,8 @@ sees the same test beats in each fold. Rows:
 
 SVEB / VEB sensitivity (Se), positive predictivity (+P) and F1 are from the out-of-fold
 predictions pooled over the folds of a seed, then averaged over the seeds; "SVEB F1 (fold)" is
-the mean and standard error of the per-fold SVEB F1 over all folds and seeds. ``macro-F1`` is
+the mean over all folds and seeds of the per-fold SVEB F1 ± its standard error (n = the number of
+folds: both seeds split the same 22 records). ``macro-F1`` is
 over N, S, V, F (Q has 8 beats in DS1). Prints a Markdown table and writes it, with the
 per-fold CSV, under benchmarks/results/.
 """
@@ -274,7 +275,8 @@ def summarise(results: list[dict], y: np.ndarray, rows: list[str], seeds: list[i
             pooled.append(aami_row(y[test], pred))
         mean = {k: float(np.mean([p[k] for p in pooled])) for k in pooled[0]}
         fold_f1 = np.array([r["sveb_f1"] for r in mine])
-        se = fold_f1.std(ddof=1) / np.sqrt(len(fold_f1)) if len(fold_f1) > 1 else 0.0
+        folds = len({r["fold"] for r in mine})  # seeds re-split the same records: n is the folds of one seed
+        se = fold_f1.std(ddof=1) / np.sqrt(folds) if folds > 1 else 0.0
         minutes = sum(r["seconds"] for r in results if r["row"] == row and r["seed"] < 0) / 60
         lines.append(f"| {row} | {mean['sveb_se']:.3f} | {mean['sveb_ppv']:.3f} | {mean['sveb_f1']:.3f} | "
                      f"{fold_f1.mean():.3f} ± {se:.3f} | {mean['veb_se']:.3f} | {mean['veb_ppv']:.3f} | "
