@@ -13,7 +13,6 @@ from pathlib import Path
 __version__ = "0.1.0"
 
 #: AAMI heartbeat classes in the Kaggle/MIT-BIH label order.
-CLASS_NAMES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
 
 
 def sample_path(name: str = "mitbih_beats_imbalanced.parquet") -> Path:

@@ -37,11 +37,6 @@ class Augment:
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) for f in fields(self) if f.name != "rhythm")
 
-    @property
-    def time_domain(self) -> bool:
-        """Whether it moves samples along the time axis (1D input only)."""
-        return bool(self.shift or self.stretch or self.wander)
-
 
 def _support(x: tf.Tensor) -> tf.Tensor:
     """1.0 up to each beat's last non-zero sample, 0.0 in its zero padding; shape of ``x``."""

@@ -13,7 +13,7 @@ COLUMNS = ("name", "id", "run_id", "experiment", "status", "collapsed", "sampler
 
 
 def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = frozenset(), limit: int = 50,
-               top_level: bool = False) -> pd.DataFrame:
+               ) -> pd.DataFrame:
     """One row per run, newest first: verdict, settings, size, time and scores (test, or out-of-fold for CV)."""
     runs = client.search_runs(experiment_ids, max_results=limit, order_by=["attributes.start_time DESC"]) \
         if experiment_ids else []
@@ -21,8 +21,6 @@ def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = froz
     rows = []
     for r in runs:
         m, t = r.data.metrics, r.data.tags
-        if top_level and "mlflow.parentRunId" in t:
-            continue
         kind = "oof" if "oof_macro_f1" in m else "test"
         low, high = m.get(f"{kind}_macro_f1_ci_low"), m.get(f"{kind}_macro_f1_ci_high")
         end = r.info.end_time or r.info.start_time
