@@ -12,8 +12,6 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-#: AAMI heartbeat classes in the Kaggle/MIT-BIH label order.
-
 
 def sample_path(name: str = "mitbih_beats_imbalanced.parquet") -> Path:
     """Return the path of a real MIT-BIH sample bundled with the package."""
