@@ -109,7 +109,9 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
         def epoch_rows():
             yield rng.permutation(cap_per_class(rows, labels, max_per_class, rng))
 
+        per_epoch = int(sum(min(n, max_per_class) for n in np.bincount(labels)))
         idx = tf.data.Dataset.from_generator(epoch_rows, output_signature=tf.TensorSpec([None], tf.int64)).unbatch()
+        idx = idx.apply(tf.data.experimental.assert_cardinality(per_epoch))  # Keras then knows an epoch's steps
     else:
         idx = tf.data.Dataset.range(len(X))
         if shuffle:
