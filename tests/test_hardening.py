@@ -177,8 +177,12 @@ def test_the_input_contract_travels_inside_the_model_file(trained, tmp_path):
     shutil.copy(run_dir / "model.keras", alone)  # no ecgvgg.json beside it
     contract = read_contract(alone)
     assert contract["length"] == 187 and contract["input"]["kind"] == "1d"
-    assert contract["data"] == {"label_column": "label", "group_column": "segment", "header": "auto",
-                                "features": [f"x{i}" for i in range(187)]}
+    data = dict(contract["data"])
+    seen = set(data.pop("train_groups"))  # the segments of its training and validation rows, not its test rows
+    assert data == {"label_column": "label", "group_column": "segment", "header": "auto",
+                    "features": [f"x{i}" for i in range(187)], "rhythm_columns": []}
+    segments = set(pd.read_parquet(SAMPLE)["segment"])
+    assert seen < segments and len(seen) > len(segments) / 2
     # the training table's text group column is found without --group-column
     res = runner.invoke(app, ["evaluate", "--model", str(alone), str(SAMPLE), "--json"])
     assert res.exit_code == 0, res.output

@@ -240,3 +240,18 @@ def test_beat_scaling_makes_records_of_other_gains_alike():
     assert all(x[i:i + step].min() == 0 and x[i:i + step].max() == pytest.approx(1) for i in range(0, len(x), step))
     peaks = ann.sample[[s == "N" for s in ann.symbol]]
     assert np.median(np.abs(scale_to_r_peaks(signal, ann.sample)[peaks])) == pytest.approx(1, rel=0.2)
+
+
+def test_cross_validation_and_its_fold_ensemble_read_rhythm(tmp_path_factory, table):
+    from ecgvgg.inference import load_model
+
+    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "rhythm_cv", [
+        "run", CV, *_sets(f"data.path={table}", "split.folds=2", "training.epochs=3")])
+    assert res.exit_code in (0, 3), res.output  # three epochs per fold: the wiring is what counts here
+    assert "out-of-fold, pooled (AAMI EC57)" in res.output and "jκ index" in res.output
+    parent = next(r for r in runs_in(uri) if r.data.tags.get("cv") == "true")
+    assert "oof_jk" in parent.data.metrics and "oof_se_S" in parent.data.metrics
+    ensemble = load_model(tmp / "mlruns" / "runs" / parent.info.run_id / "model.keras")
+    assert ensemble.data["rhythm_columns"] == RHYTHM
+    probs = ensemble.predict_proba(pd.read_parquet(table).head(10))
+    assert probs.shape == (10, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
