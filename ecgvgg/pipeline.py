@@ -72,7 +72,7 @@ def load_data(cfg: PipelineConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series |
                    classes=range(len(d.class_names)), format=d.format, rhythm_columns=d.rhythm_columns,
                    ignore_columns=d.ignore_columns)
     X, y, groups = load_xy(d.resolved_path(), y_path, **options)
-    extras = [load_xy(Path(path).expanduser(), **options) for path in d.extra_train]
+    extras = [_extra_table(path, options) for path in d.extra_train]
     for path, (Xe, _, _) in zip(d.extra_train, extras):
         if list(map(str, Xe.columns)) != list(map(str, X.columns)):
             from ecgvgg.errors import DataError
@@ -86,6 +86,16 @@ def load_data(cfg: PipelineConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series |
             groups = pd.concat([groups.astype(str), *(e[2].astype(str) for e in extras)], ignore_index=True)
     X.attrs["train_only"] = sum(len(e[1]) for e in extras)
     return X, y, groups
+
+
+def _extra_table(path: str, options: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
+    """One ``data.extra_train`` table, read like ``data.path``; its errors name the key."""
+    from ecgvgg.errors import DataError
+
+    try:
+        return load_xy(Path(path).expanduser(), **options)
+    except DataError as exc:
+        raise DataError(f"data.extra_train: {exc}") from None
 
 
 def beat_length(cfg: PipelineConfig, X: pd.DataFrame | np.ndarray) -> int:
