@@ -131,7 +131,6 @@ def split_then_oversample(
         if ga is None:
             raise DataError("test_groups needs groups (e.g. the record column)")
         gs = ga.astype(str)
-        test = rows[np.isin(gs, [str(g) for g in test_groups])]
         gm = gs[rows]
         test = rows[np.isin(gm, [str(g) for g in test_groups])]
         pool = rows[np.isin(gm, [str(g) for g in train_groups])] if train_groups is not None else np.setdiff1d(rows, test)

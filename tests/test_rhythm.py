@@ -105,6 +105,12 @@ def test_folds_never_share_a_record_and_extra_rows_only_train(sample_xyg):
                               sampler="none", train_only=extra)
     assert set(range(len(y), len(y_all))) <= set(s.train_index.tolist())
     assert "svdb" not in set(g_all[s.val_index]) | set(g_all[s.test_index])
+    # the inter-patient protocol: a fixed test set of groups, and the extra rows still train only
+    names = sorted(set(g.astype(str)))
+    s = split_then_oversample(np.r_[X.to_numpy(), np.ones((extra, X.shape[1]), np.float32)], y_all, groups=g_all,
+                              sampler="none", train_only=extra, test_groups=names[::3],
+                              train_groups=[n for n in names if n not in names[::3]])
+    assert set(g_all[s.test_index]) == set(names[::3]) and set(range(len(y), len(y_all))) <= set(s.train_index.tolist())
 
 
 def test_class_balanced_epochs_draw_capped_rows_afresh():
