@@ -353,6 +353,8 @@ def fit(
             best_epoch = initial_best_epoch
             if early is not None and checkpoint_path is not None and checkpoint_path.is_file():
                 model.load_weights(checkpoint_path)
+    if early is None and scores:  # without early stopping the last epoch's model is the one returned
+        best_epoch = initial_epoch + len(scores)
     metrics_cb.score()  # validation predictions of the weights we return
     # the verdict on the weights returned, on the validation rows; ecgvgg.pipeline pools them with test
     reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,
