@@ -64,6 +64,11 @@ def balanced_class_weight(counts: Mapping[int, int]) -> dict[int, float]:
     return {c: total / (k * n) for c, n in present.items()}
 
 
+def epoch_counts(counts: Mapping[int, int], max_per_class: int | None) -> dict[int, int]:
+    """Rows of each class that one epoch draws: all of them, or at most ``max_per_class`` (class-balanced epochs)."""
+    return {int(c): min(int(n), max_per_class) if max_per_class else int(n) for c, n in counts.items()}
+
+
 def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int | None = None) -> dict[int, float] | None:
     """Turn a class-weight setting into Keras' dict.
 
@@ -72,7 +77,7 @@ def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int |
     when the training split was oversampled, so the two corrections are never stacked unasked.
     With ``max_per_class`` (class-balanced epochs) the counts are those that an epoch draws.
     """
-    counts = {c: min(n, max_per_class) if max_per_class else n for c, n in splits.counts_before.items()}
+    counts = epoch_counts(splits.counts_before, max_per_class)
     if spec is None or spec == "none":
         return None
     if spec == "auto":
@@ -109,7 +114,7 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
         def epoch_rows():
             yield rng.permutation(cap_per_class(rows, labels, max_per_class, rng))
 
-        per_epoch = int(sum(min(n, max_per_class) for n in np.bincount(labels)))
+        per_epoch = sum(epoch_counts(dict(enumerate(np.bincount(labels))), max_per_class).values())
         idx = tf.data.Dataset.from_generator(epoch_rows, output_signature=tf.TensorSpec([None], tf.int64)).unbatch()
         idx = idx.apply(tf.data.experimental.assert_cardinality(per_epoch))  # Keras then knows an epoch's steps
     else:
@@ -310,8 +315,7 @@ def fit(
         weights = {c: min(w, max_class_weight) for c, w in weights.items()}
     one_hot = loss != "cross_entropy" or bool(label_smoothing) or bool(augment and augment.mixup)
     if compile_model:
-        rows = (sum(min(n, max_per_class) for n in splits.counts_after.values()) if max_per_class
-                else len(splits.X_train))
+        rows = sum(epoch_counts(splits.counts_after, max_per_class).values()) if max_per_class else len(splits.X_train)
         steps = -(-rows // batch_size)
         opt = make_optimizer(optimizer, learning_rate, weight_decay=weight_decay, schedule=schedule,
                              epochs=epochs - initial_epoch, warmup_epochs=warmup_epochs, steps_per_epoch=steps)
