@@ -362,14 +362,10 @@ def evaluate(
 
 def _data_file(data: Path) -> Path:
     """The table to read: ``sample:NAME`` names a bundled sample; a missing file is reported before TensorFlow loads."""
-    from ecgvgg.config import SAMPLE_PREFIX
+    from ecgvgg.config import data_path
     from ecgvgg.errors import DataError
 
-    text = str(data)
-    if text.startswith(SAMPLE_PREFIX):
-        from ecgvgg import sample_path
-
-        data = sample_path(text[len(SAMPLE_PREFIX):])
+    data = data_path(str(data))
     if not data.exists():
         raise DataError(f"{data}: no such file")
     return data

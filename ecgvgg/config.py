@@ -20,6 +20,15 @@ SAMPLE_PREFIX = "sample:"
 RUN_PREFIX = "run:"
 
 
+def data_path(value: str) -> Path:
+    """A table's path as given; ``sample:NAME`` names a sample bundled with the package."""
+    if value.startswith(SAMPLE_PREFIX):
+        from ecgvgg import sample_path
+
+        return sample_path(value[len(SAMPLE_PREFIX):])
+    return Path(value).expanduser()
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
@@ -57,12 +66,7 @@ class DataConfig(_Section):
 
     def resolved_path(self, which: str = "path") -> Path:
         """The data file as a path; ``sample:NAME`` names a sample bundled with the package."""
-        value = getattr(self, which)
-        if value.startswith(SAMPLE_PREFIX):
-            from ecgvgg import sample_path
-
-            return sample_path(value[len(SAMPLE_PREFIX):])
-        return Path(value).expanduser()
+        return data_path(getattr(self, which))
 
 
 class SplitConfig(_Section):

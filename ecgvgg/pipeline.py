@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgvgg.config import RUN_PREFIX, PipelineConfig, ResamplingConfig, set_path, validate_config
+from ecgvgg.config import RUN_PREFIX, PipelineConfig, ResamplingConfig, data_path, set_path, validate_config
 from ecgvgg.data import load_xy
 from ecgvgg.errors import ConfigError
 from ecgvgg.resampling import Splits, cv_folds, split_then_oversample
@@ -93,7 +93,7 @@ def _extra_table(path: str, options: Mapping[str, Any]) -> tuple[pd.DataFrame, p
     from ecgvgg.errors import DataError
 
     try:
-        return load_xy(Path(path).expanduser(), **options)
+        return load_xy(data_path(path), **options)
     except DataError as exc:
         raise DataError(f"data.extra_train: {exc}") from None
 
