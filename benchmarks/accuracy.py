@@ -47,21 +47,19 @@ NAMES = ["N", "S", "V", "F", "Q"]
 
 
 def _train_fold(cfg, X, y, train, val, test, seed: int):
-    """Oversample ``train`` only, train the configured network, return it with the fold's shaped test beats."""
-    from ecgvgg.pipeline import build_model, train as fit
-    from ecgvgg.resampling import oversample_split
+    """Oversample ``train`` only, train the configured network (ecgvgg's own fold), return it with the
+    fold's shaped test beats."""
+    from ecgvgg.config import override
+    from ecgvgg.dataset import StudyData
+    from ecgvgg.folds import Fold
     from ecgvgg.shapes import reshape
-    from ecgvgg.training import setup_device
+    from ecgvgg.study import run_fold
 
+    cfg = override(cfg, {"split.seed": seed, "training.seed": seed, "baseline": "none"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        splits = oversample_split(X, y, train, val, test, sampler=cfg.resampling.sampler,
-                                  sampler_params=cfg.resampling.params, seed=seed, classes=range(5))
-    shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
-    setup_device(seed=seed, mixed_precision=cfg.training.mixed_precision)
-    model = build_model(cfg, X.shape[1])
-    fit(cfg, model, shaped, seed=seed)
-    return model, shaped.X_test
+        out = run_fold(cfg, StudyData.from_arrays(X, y), Fold(train, val, test))
+    return out.model, reshape(X[test], cfg.input.kind, cfg.input.method, cfg.input.size)
 
 
 def pipeline_fold(config: str, overrides: list[str], X, y, fold, seed: int):
@@ -92,7 +90,7 @@ def ensemble_fold(overrides: list[str], X, y, g, fold, seed: int, inner: int) ->
     """Predict the test fold with a fold ensemble cross-validated on the fold's training side."""
     from ecgvgg.config import load_config
     from ecgvgg.models import fold_ensemble
-    from ecgvgg.resampling import cv_folds
+    from ecgvgg.folds import cv_folds
 
     cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", overrides)
     train, val, test = fold
@@ -117,9 +115,9 @@ def cnn_fold(X, y, fold, seed: int) -> np.ndarray:
     import keras
     from keras import layers
 
-    from ecgvgg.resampling import oversample_split
+    from ecgvgg.folds import oversample_fold
 
-    s = oversample_split(X, y, *fold, sampler="none", seed=seed, classes=range(5))
+    s = oversample_fold(X, y, *fold, sampler="none", seed=seed, classes=range(5))
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy("float32")
     inputs = keras.Input((X.shape[1], 1))
@@ -141,7 +139,7 @@ def cnn_fold(X, y, fold, seed: int) -> np.ndarray:
 def run(data: Path, models: list[str], folds: int, seed: int, overrides: list[str] = (), inner: int = 3) -> pd.DataFrame:
     """One row per (model, fold) with macro-F1, accuracy and per-class recall."""
     from ecgvgg.metrics import per_class_scores
-    from ecgvgg.resampling import cv_folds
+    from ecgvgg.folds import cv_folds
 
     frame = pd.read_parquet(data)
     X = frame.filter(regex=r"^x\d+$").to_numpy(np.float32)

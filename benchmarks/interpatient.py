@@ -95,22 +95,19 @@ def vgg_config(data: Path, *, rhythm: bool, extra: Path | None, sets: list[str] 
     return load_config(CV_PIPELINE, overrides)
 
 
-def vgg_fold(cfg, X: np.ndarray, y: np.ndarray, fold, seed: int) -> np.ndarray:
-    """Train the configured network on one fold's training part; predict its test rows."""
-    from ecgvgg.pipeline import build_model, rhythm_rows, train
-    from ecgvgg.resampling import oversample_split
-    from ecgvgg.shapes import reshape
-    from ecgvgg.training import setup_device
+def vgg_fold(cfg, X: np.ndarray, y: np.ndarray, fold, seed: int, train_only: int = 0) -> np.ndarray:
+    """Train the configured network on one fold's training part (ecgvgg's own fold); predict its test rows."""
+    from ecgvgg.config import override
+    from ecgvgg.dataset import StudyData
+    from ecgvgg.folds import Fold
+    from ecgvgg.study import run_fold
 
+    cfg = override(cfg, {"split.seed": seed, "training.seed": seed, "baseline": "none"})
+    columns = [f"x{i}" for i in range(X.shape[1] - len(cfg.data.rhythm_columns))] + list(cfg.data.rhythm_columns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        splits = oversample_split(X, y, *fold, sampler=cfg.resampling.sampler, sampler_params=cfg.resampling.params,
-                                  seed=seed, classes=range(5))
-    shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind))
-    setup_device(seed=seed, mixed_precision=cfg.training.mixed_precision)
-    model = build_model(cfg, X.shape[1], rhythm_rows(cfg, X, splits.train_index))
-    train(cfg, model, shaped, seed=seed)
-    return np.argmax(model.predict(shaped.X_test, batch_size=1024, verbose=0), axis=1)
+        out = run_fold(cfg, StudyData.from_arrays(X, y, columns=columns, train_only=train_only), Fold(*fold))
+    return out.pred
 
 
 def sklearn_fold(row: str, X: np.ndarray, y: np.ndarray, fold, seed: int) -> np.ndarray:
@@ -195,9 +192,9 @@ def prepared(records: Path, cache: Path, name: str, options: dict) -> Path:
 
 def run_row(row: str, tables: dict[str, Path], args: argparse.Namespace) -> list[dict]:
     """Every fold of every seed of one row, plus a timing entry (``seed`` -1)."""
-    from ecgvgg.pipeline import load_data
+    from ecgvgg.dataset import load
+    from ecgvgg.folds import cv_folds
     from ecgvgg.records import RHYTHM_COLUMNS
-    from ecgvgg.resampling import cv_folds
 
     started = time.perf_counter()
     base = pd.read_parquet(tables["kachuee"])
@@ -206,9 +203,8 @@ def run_row(row: str, tables: dict[str, Path], args: argparse.Namespace) -> list
         data = {"vgg_morph": "kachuee", "vgg_rhythm": "kachuee", "vgg_rhythm_pwave": "pwave"}.get(row, "shipped")
         cfg = vgg_config(tables[data], rhythm=row != "vgg_morph",
                          extra=tables["svdb"] if row.endswith("svdb") else None, sets=args.sets)
-        X, y, _ = load_data(cfg)
-        n_extra = X.attrs.get("train_only", 0)
-        X, y = X.to_numpy(np.float32), y.to_numpy()
+        loaded = load(cfg)
+        X, y, n_extra = loaded.X, loaded.y, loaded.train_only
     else:
         rr = list(vgg_config(tables["kachuee"], rhythm=True, extra=None).data.rhythm_columns)
         cols = rr if row == "lr_rr" else [c for c in base.columns if c.startswith("x")] + list(RHYTHM_COLUMNS)
@@ -219,7 +215,7 @@ def run_row(row: str, tables: dict[str, Path], args: argparse.Namespace) -> list
                          seed=seed, classes=range(5), train_only=n_extra)
         for k, fold in enumerate(folds, start=1):
             t0 = time.perf_counter()
-            pred = vgg_fold(cfg, X, y, fold, seed) if row.startswith("vgg") else sklearn_fold(row, X, y, fold, seed)
+            pred = vgg_fold(cfg, X, y, fold, seed, n_extra) if row.startswith("vgg") else sklearn_fold(row, X, y, fold, seed)
             results.append({"row": row, "seed": seed, "fold": k, "seconds": time.perf_counter() - t0,
                             "test": fold[2], "pred": pred, **aami_row(y[fold[2]], pred)})
             print(f"{row} seed {seed} fold {k}: SVEB F1 {results[-1]['sveb_f1']:.3f}, "
@@ -230,27 +226,26 @@ def run_row(row: str, tables: dict[str, Path], args: argparse.Namespace) -> list
 
 def cross_database(tables: dict[str, Path], seeds: list[int], sets: list[str]) -> list[str]:
     """Train the shipped configuration on all of one database (validation carved by record), test on the other."""
-    from ecgvgg.pipeline import load_data
-    from ecgvgg.resampling import split_then_oversample
+    from ecgvgg.dataset import load
+    from ecgvgg.folds import split_indices
 
     head = "| trained on | tested on | SVEB Se | SVEB +P | SVEB F1 | VEB Se | VEB +P | VEB F1 | macro-F1 (NSVF) | jκ | minutes |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for source, target in (("shipped", "svdb"), ("svdb", "shipped")):
         started, scores = time.perf_counter(), []
         cfg = vgg_config(tables[source], rhythm=True, extra=tables[target], sets=sets)
-        X, y, records = load_data(cfg)  # the target's rows come last
-        g = np.r_[np.full(len(y) - X.attrs["train_only"], "source"), np.full(X.attrs["train_only"], "target")]
-        groups = np.char.add(np.char.add(g, ":"), records.astype(str).to_numpy())
-        Xa, ya = X.to_numpy(np.float32), y.to_numpy()
+        loaded = load(cfg)  # the target's rows come last
+        g = np.r_[np.full(loaded.scored, "source"), np.full(loaded.train_only, "target")]
+        groups = np.char.add(np.char.add(g, ":"), loaded.groups.astype(str))
+        Xa, ya = loaded.X, loaded.y
         for seed in seeds:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                s = split_then_oversample(Xa, ya, groups=groups, sampler="none", val_size=cfg.split.val_size,
-                                          seed=seed, classes=range(5), test_groups=sorted(set(groups[g == "target"])),
-                                          train_groups=sorted(set(groups[g == "source"])))
-            fold = (s.train_index, s.val_index, s.test_index)
+                fold = split_indices(ya, groups=groups, val_size=cfg.split.val_size, seed=seed, classes=range(5),
+                                     test_groups=sorted(set(groups[g == "target"])),
+                                     train_groups=sorted(set(groups[g == "source"])))
             pred = vgg_fold(cfg, Xa, ya, fold, seed)
-            scores.append(aami_row(ya[s.test_index], pred))
+            scores.append(aami_row(ya[fold.test], pred))
         mean = {k: float(np.mean([sc[k] for sc in scores])) for k in scores[0]}
         name = {"shipped": "MIT-BIH DS1", "svdb": "SVDB"}
         lines.append(f"| {name[source]} | {name[target]} | {mean['sveb_se']:.3f} | {mean['sveb_ppv']:.3f} | "

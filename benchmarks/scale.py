@@ -40,7 +40,7 @@ def main() -> None:
     from _synthetic import synthetic_beats
 
     from ecgvgg.data import load_xy
-    from ecgvgg.resampling import split_then_oversample
+    from ecgvgg.folds import split_then_oversample
     from ecgvgg.shapes import to_1d
 
     X, y = synthetic_beats()
@@ -62,7 +62,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from ecgvgg.models import vgg16_1d
+    from ecgvgg.models import vgg16
     from ecgvgg.training import make_dataset, setup_device
 
     shaped = splits.map_x(to_1d)
@@ -86,7 +86,7 @@ def main() -> None:
     for spec in a.models:
         width, dense = float(spec.split(":")[0]), int(spec.split(":")[1])
         setup_device(mixed_precision=a.mixed_precision, seed=0)
-        model = vgg16_1d(width=width, dense_units=dense)
+        model = vgg16(width=width, dense_units=dense)
         model.compile(keras.optimizers.Adam(learning_rate=1e-3), loss="sparse_categorical_crossentropy")
         batches = make_dataset(shaped.X_train, shaped.y_train, a.batch, shuffle=True).take(a.steps).cache()
         model.fit(batches, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing and first allocations

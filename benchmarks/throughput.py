@@ -28,7 +28,8 @@ def measure(mode: str, width: float, rows: int, epochs: int, mixed: bool, batch:
     import tensorflow as tf
     from _synthetic import synthetic_beats
 
-    from ecgvgg.models import vgg16_1d
+    from ecgvgg.config import TrainingConfig
+    from ecgvgg.models import vgg16
     from ecgvgg.resampling import Splits
     from ecgvgg.training import balanced_class_weight, fit, setup_device
 
@@ -53,7 +54,7 @@ def measure(mode: str, width: float, rows: int, epochs: int, mixed: bool, batch:
             self.times.append(time.perf_counter() - self.t0)
 
     timer = Timer()
-    model = vgg16_1d(width=width, dense_units=256)
+    model = vgg16(width=width, dense_units=256)
     if mode == "keras":
         model.compile(keras.optimizers.Adam(learning_rate=1e-3), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
@@ -62,8 +63,8 @@ def measure(mode: str, width: float, rows: int, epochs: int, mixed: bool, batch:
     else:
         splits = Splits(X3[tr], y[tr], X3[va], y[va], X3[:0], y[:0], tr, va, va[:0], (0, 1, 2, 3, 4), "none",
                         {"train_before": counts})
-        fit(model, splits, epochs=epochs, batch_size=batch, class_weight="balanced", early_stopping_patience=None,
-            reduce_lr_patience=None, callbacks=[timer])
+        fit(model, splits, TrainingConfig(epochs=epochs, batch_size=batch, class_weight="balanced",
+                                          early_stopping_patience=0, reduce_lr_patience=0), callbacks=[timer])
     steady = sorted(timer.times[1:]) or timer.times
     median = steady[len(steady) // 2]
     return {"mode": "ecgvgg fit" if mode == "ecgvgg" else "plain model.fit", "width": width, "rows": rows,

@@ -34,31 +34,25 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mitbih_beats.parquet"
 
 
-def _splits(X, y, train, val, test):
-    from ecgvgg.resampling import oversample_split
-    from ecgvgg.shapes import to_1d
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return oversample_split(X, y, train, val, test, sampler="none", classes=range(5)).map_x(to_1d)
-
-
 def run(data: Path, sizes: list[int], seed: int, epochs: int) -> list[dict]:
-    """One row per (size, model) for this seed."""
-    import keras
+    """One row per (size, model) for this seed; every network trains through ecgvgg's own fold."""
+    import tempfile
 
-    from ecgvgg.config import load_config
-    from ecgvgg.metrics import per_class_scores
-    from ecgvgg.models import freeze_blocks, trainable_count
-    from ecgvgg.pipeline import build_model, train
-    from ecgvgg.resampling import cv_folds
-    from ecgvgg.training import setup_device
+    from ecgvgg.config import load_config, override
+    from ecgvgg.dataset import StudyData
+    from ecgvgg.folds import Fold, cv_folds
+    from ecgvgg.inference import save_model
+    from ecgvgg.models import trainable_count
+    from ecgvgg.study import run_fold
 
     cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", ["training.early_stopping_patience=0"])
+    cfg = override(cfg, {"resampling.sampler": "none", "baseline": "none", "training.seed": seed,
+                         "split.seed": seed, "training.mixed_precision": False})
     frame = pd.read_parquet(data)
     X = frame.filter(regex=r"^x\d+$").to_numpy(np.float32)
     y = frame["label"].to_numpy(np.int64)
     g = frame["segment"].astype(str).to_numpy()
+    study_data = StudyData.from_arrays(X, y, g)
     rng = np.random.default_rng(seed)
     # source half / target half by window; the target half again into a labelled pool and a test set
     # the first of two grouped folds: its test part is the target half, the rest the source half
@@ -71,40 +65,37 @@ def run(data: Path, sizes: list[int], seed: int, epochs: int) -> list[dict]:
         (pool if g[i] in pool_groups else test).append(i)
     pool, test = np.array(pool), np.array(test)
 
-    setup_device(seed=seed, mixed_precision=False)
     t0 = time.perf_counter()
-    pretrained = build_model(cfg, X.shape[1])
-    train(cfg, pretrained, _splits(X, y, source_train, src_val, test), epochs=cfg.training.epochs,
-          early_stopping_patience=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pretrained = run_fold(override(cfg, {"training.early_stopping_patience": 8}), study_data,
+                              Fold(source_train, src_val, test))
     print(f"seed {seed}: pretrained on {len(source_train)} beats in {time.perf_counter() - t0:.0f} s",
           file=sys.stderr, flush=True)
+    source = Path(tempfile.mkdtemp()) / "pretrained.keras"
+    save_model(pretrained.model, source, pretrained.contract)
 
     rows = []
     for n in sizes:
         labelled = np.concatenate([rng.choice(pool[y[pool] == c], size=min(n, int(np.sum(y[pool] == c))),
                                               replace=False) for c in range(5)])
-        splits = _splits(X, y, labelled, labelled, test)
-        for name in ("scratch", "fine-tuned", "frozen"):
-            setup_device(seed=seed, mixed_precision=False)
-            if name == "scratch":
-                model, rate = build_model(cfg, X.shape[1]), cfg.training.learning_rate
-            else:
-                model = keras.models.clone_model(pretrained)
-                model.set_weights(pretrained.get_weights())
-                rate = cfg.training.learning_rate / 10 if name == "fine-tuned" else cfg.training.learning_rate
-                if name == "frozen":
-                    freeze_blocks(model, 4)
+        small = {"training.epochs": epochs, "training.reduce_lr_patience": 0,
+                 "training.batch_size": min(64, len(labelled))}
+        settings = {"scratch": ({}, None),
+                    "fine-tuned": ({"training.learning_rate": cfg.training.learning_rate / 10}, source),
+                    "frozen": ({"model.frozen_blocks": 4}, source)}
+        for name, (changes, start) in settings.items():
             t0 = time.perf_counter()
-            train(cfg, model, splits, epochs=epochs, learning_rate=rate, early_stopping_patience=None,
-                  reduce_lr_patience=None, batch_size=min(64, len(labelled)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = run_fold(override(cfg, {**small, **changes}), study_data, Fold(labelled, labelled, test),
+                               source=start)
             seconds = time.perf_counter() - t0
-            pred = np.argmax(model.predict(splits.X_test, verbose=0), axis=1)
-            s = per_class_scores(y[test], pred, range(5))
-            rows.append({"seed": seed, "beats_per_class": n, "model": name, "macro_f1": s["macro_f1"],
-                         "params_trained": trainable_count(model), "seconds": round(seconds, 1),
+            rows.append({"seed": seed, "beats_per_class": n, "model": name, "macro_f1": out.scores["macro_f1"],
+                         "params_trained": trainable_count(out.model), "seconds": round(seconds, 1),
                          "test_beats": len(test)})
-            print(f"seed {seed} n={n} {name}: macro-F1 {s['macro_f1']:.3f} ({seconds:.0f} s)", file=sys.stderr,
-                  flush=True)
+            print(f"seed {seed} n={n} {name}: macro-F1 {out.scores['macro_f1']:.3f} ({seconds:.0f} s)",
+                  file=sys.stderr, flush=True)
     return rows
 
 

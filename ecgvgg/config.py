@@ -7,6 +7,7 @@ pieces are merged in order, then the file's own keys, then ``--set key.path=valu
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecgvgg.errors import ConfigError
+from ecgvgg.resampling import SamplerName
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 SAMPLE_PREFIX = "sample:"
@@ -64,6 +66,11 @@ class DataConfig(_Section):
             raise ValueError(f"class names must be unique, got {names}")
         return names
 
+    @property
+    def classes(self) -> list[int]:
+        """The class labels, ``0 .. len(class_names) - 1``."""
+        return list(range(len(self.class_names)))
+
     def resolved_path(self, which: str = "path") -> Path:
         """The data file as a path; ``sample:NAME`` names a sample bundled with the package."""
         return data_path(getattr(self, which))
@@ -95,7 +102,7 @@ class SplitConfig(_Section):
 class ResamplingConfig(_Section):
     """Oversampling of the training split only."""
 
-    sampler: Literal["adasyn", "smote", "random", "none"] = "adasyn"
+    sampler: SamplerName = "adasyn"
     params: dict[str, Any] = Field(default_factory=dict)
     #: Class-balanced epochs: each epoch draws at most this many training rows of every class,
     #: afresh (so over the epochs every row of a large class is seen); null uses every row every
@@ -119,7 +126,7 @@ class InputConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Knobs of :func:`ecgvgg.models.vgg16_1d` / ``vgg16_2d``."""
+    """Knobs of :func:`ecgvgg.models.vgg16`."""
 
     width: float = Field(1.0, gt=0, le=4)
     dense_units: int = Field(4096, gt=0)
@@ -244,6 +251,11 @@ class PipelineConfig(_Section):
             raise ValueError("data.rhythm_columns: the rhythm branch needs input.kind 1d")
         return self
 
+    @property
+    def grouped_split(self) -> bool:
+        """Whether the split keeps groups together (``split.grouped``, or de Chazal's record protocol)."""
+        return self.split.grouped or self.split.protocol == "de_chazal"
+
     def time_axis_augmentation(self) -> list[str]:
         """The time-axis augmentation keys in force (they act on 1D input only)."""
         t = self.training
@@ -279,6 +291,14 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         set_path(raw, key.strip(), parse_yaml(value, f"--set {item}") if value.strip() else None)
     return validate_config(raw, source=str(path))
+
+
+def override(base: PipelineConfig, values: Mapping[str, Any], source: str = "<override>") -> PipelineConfig:
+    """``base`` with ``key.path = value`` set for each of ``values``, validated (a sweep's combination, a trial)."""
+    raw = base.model_dump(mode="json")
+    for key, value in values.items():
+        set_path(raw, key, value, option=source)
+    return validate_config(raw, source=source)
 
 
 def validate_config(raw: dict[str, Any], source: str = "<config>") -> PipelineConfig:

@@ -37,6 +37,7 @@ class _Source:
     header_lines: int  # 0 for headerless CSV, 1 with a header, -1 for Parquet
 
     def where(self, i: int) -> str:
+        """Where row ``i`` is, in the words of an error message (file and line or row)."""
         if self.header_lines < 0:
             return f"row {i}"
         return f"line {i + 1 + self.header_lines}"

@@ -9,7 +9,3 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """A pipeline configuration is invalid; the message names the YAML path and the allowed values."""
-
-
-class Pruned(Exception):
-    """A tuning trial stopped early by its pruner: its run ends FINISHED, tagged ``pruned=true``."""

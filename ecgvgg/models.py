@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -22,7 +23,7 @@ from keras import layers
 BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 
 
-def vgg16_1d(
+def vgg16(
     input_shape: Sequence[int] = (187, 1),
     classes: int = 5,
     *,
@@ -38,68 +39,67 @@ def vgg16_1d(
     rhythm_mean: Sequence[float] | None = None,
     rhythm_variance: Sequence[float] | None = None,
 ) -> keras.Model:
-    """VGG16 for beats of shape ``(length, channels)`` with ``Conv1D`` / ``MaxPooling1D``.
+    """VGG16 for beats ``(length, channels)`` (``Conv1D``, named ``vgg16_1d``) or beat images
+    ``(h, w, channels)`` (``Conv2D``, ``vgg16_2d``), as Keras' ``applications.VGG16`` takes its knobs.
 
-    With ``rhythm=R`` the last R values of each row (shape ``(length + R, 1)``) are rhythm
-    features: standardised with ``rhythm_mean`` / ``rhythm_variance``, passed through a small
-    dense layer ``rhythm_fc`` and joined to the flattened convolution features before ``fc1``.
+    With ``rhythm=R`` (1D only) the last R values of each row (shape ``(length + R, 1)``) are
+    rhythm features: standardised with ``rhythm_mean`` / ``rhythm_variance``, passed through a
+    small dense layer ``rhythm_fc`` and joined to the flattened convolution features before ``fc1``.
     """
-    return _vgg16(tuple(input_shape), 1, classes, width, dense_units, dropout, batch_norm,
-                  include_top, pooling, weights, classifier_activation, "vgg16_1d", rhythm, rhythm_mean,
-                  rhythm_variance)
-
-
-def vgg16_2d(
-    input_shape: Sequence[int] = (14, 14, 1),
-    classes: int = 5,
-    *,
-    width: float = 1.0,
-    dense_units: int = 4096,
-    dropout: float = 0.0,
-    batch_norm: bool = False,
-    include_top: bool = True,
-    pooling: str | None = None,
-    weights: str | Path | None = None,
-    classifier_activation: str = "softmax",
-    rhythm: int = 0,
-    rhythm_mean: Sequence[float] | None = None,
-    rhythm_variance: Sequence[float] | None = None,
-) -> keras.Model:
-    """VGG16 for beat images of shape ``(h, w, channels)`` with ``Conv2D`` / ``MaxPooling2D``."""
+    input_shape = tuple(input_shape)
+    dims = len(input_shape) - 1
+    if dims not in (1, 2):
+        raise ValueError(f"vgg16 needs an input shape of 2 (1D beats) or 3 (images) dimensions, got {input_shape}")
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+    if rhythm and dims != 1:
+        raise ValueError("the rhythm branch needs 1D input")
+    if rhythm and not include_top:
+        raise ValueError("the rhythm branch joins the network before fc1: it needs include_top=True")
+    inputs = keras.Input(shape=input_shape, name="beat")
+    x, r = inputs, None
     if rhythm:
-        raise ValueError("the rhythm branch needs 1D input (vgg16_1d)")
-    return _vgg16(tuple(input_shape), 2, classes, width, dense_units, dropout, batch_norm,
-                  include_top, pooling, weights, classifier_activation, "vgg16_2d")
+        x, r = _rhythm_branch(inputs, rhythm, rhythm_mean, rhythm_variance)
+    x = _conv_blocks(x, dims, width, batch_norm)
+    if include_top:
+        x = _top(x, r, classes, dense_units, dropout, classifier_activation)
+    elif pooling is not None:
+        glob = {("avg", 1): layers.GlobalAveragePooling1D, ("max", 1): layers.GlobalMaxPooling1D,
+                ("avg", 2): layers.GlobalAveragePooling2D, ("max", 2): layers.GlobalMaxPooling2D}
+        x = glob[(pooling, dims)](name=f"global_{pooling}_pool")(x)
+    model = keras.Model(inputs, x, name=f"vgg16_{dims}d")
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found: {path}")
+        model.load_weights(path)
+    return model
 
 
 #: Units of the dense layer on the rhythm features.
 RHYTHM_UNITS = 32
 
 
-def _vgg16(input_shape, dims, classes, width, dense_units, dropout, batch_norm,
-           include_top, pooling, weights, classifier_activation, name, rhythm=0, rhythm_mean=None,
-           rhythm_variance=None) -> keras.Model:
-    if len(input_shape) != dims + 1:
-        raise ValueError(f"{name} needs an input shape of {dims + 1} dimensions, got {input_shape}")
-    if width <= 0:
-        raise ValueError(f"width must be > 0, got {width}")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+def _rhythm_branch(inputs: Any, rhythm: int, mean: Sequence[float] | None, variance: Sequence[float] | None,
+                   ) -> tuple[Any, Any]:
+    """Split rows into beat samples and ``rhythm`` values; standardise the values and pass them through ``rhythm_fc``."""
+    length = inputs.shape[1]
+    if length <= rhythm:
+        raise ValueError(f"{rhythm} rhythm values leave no beat samples in rows of {length}")
+    x = layers.Cropping1D((0, rhythm), name="beat_samples")(inputs)
+    r = layers.Flatten(name="rhythm")(layers.Cropping1D((length - rhythm, 0), name="rhythm_values")(inputs))
+    m = np.zeros(rhythm) if mean is None else np.asarray(mean, dtype=np.float64)
+    v = np.ones(rhythm) if variance is None else np.asarray(variance, dtype=np.float64)
+    r = layers.Normalization(mean=m.tolist(), variance=v.tolist(), name="rhythm_norm")(r)
+    return x, layers.Dense(RHYTHM_UNITS, activation="relu", name="rhythm_fc")(r)
+
+
+def _conv_blocks(x: Any, dims: int, width: float, batch_norm: bool) -> Any:
+    """The five convolution blocks, each closed by a max-pool."""
     conv = layers.Conv1D if dims == 1 else layers.Conv2D
     pool = layers.MaxPooling1D if dims == 1 else layers.MaxPooling2D
-    inputs = keras.Input(shape=input_shape, name="beat")
-    x = inputs
-    if rhythm:
-        if not include_top:
-            raise ValueError("the rhythm branch joins the network before fc1: it needs include_top=True")
-        if input_shape[0] <= rhythm:
-            raise ValueError(f"{rhythm} rhythm values leave no beat samples in rows of {input_shape[0]}")
-        x = layers.Cropping1D((0, rhythm), name="beat_samples")(inputs)
-        r = layers.Flatten(name="rhythm")(layers.Cropping1D((input_shape[0] - rhythm, 0), name="rhythm_values")(inputs))
-        mean = np.zeros(rhythm) if rhythm_mean is None else np.asarray(rhythm_mean, dtype=np.float64)
-        var = np.ones(rhythm) if rhythm_variance is None else np.asarray(rhythm_variance, dtype=np.float64)
-        r = layers.Normalization(mean=mean.tolist(), variance=var.tolist(), name="rhythm_norm")(r)
-        r = layers.Dense(RHYTHM_UNITS, activation="relu", name="rhythm_fc")(r)
     for b, (n_conv, filters) in enumerate(BLOCKS, start=1):
         f = max(1, round(filters * width))
         for i in range(1, n_conv + 1):
@@ -111,27 +111,20 @@ def _vgg16(input_shape, dims, classes, width, dense_units, dropout, batch_norm,
             else:
                 x = conv(f, 3, padding="same", activation="relu", name=cname)(x)
         x = pool(2, padding="same", name=f"block{b}_pool")(x)
-    if include_top:
-        x = layers.Flatten(name="flatten")(x)
-        if rhythm:
-            x = layers.Concatenate(name="beat_and_rhythm")([x, r])
-        for fc in ("fc1", "fc2"):
-            x = layers.Dense(dense_units, activation="relu", name=fc)(x)
-            if dropout:
-                x = layers.Dropout(dropout, name=f"{fc}_dropout")(x)
-        # float32 output keeps the softmax stable under mixed precision
-        x = layers.Dense(classes, activation=classifier_activation, dtype="float32", name="predictions")(x)
-    elif pooling is not None:
-        glob = {("avg", 1): layers.GlobalAveragePooling1D, ("max", 1): layers.GlobalMaxPooling1D,
-                ("avg", 2): layers.GlobalAveragePooling2D, ("max", 2): layers.GlobalMaxPooling2D}
-        x = glob[(pooling, dims)](name=f"global_{pooling}_pool")(x)
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file not found: {path}")
-        model.load_weights(path)
-    return model
+    return x
+
+
+def _top(x: Any, rhythm: Any, classes: int, dense_units: int, dropout: float, activation: str) -> Any:
+    """Flatten (joined with the rhythm branch), ``fc1``, ``fc2`` and the ``predictions`` layer."""
+    x = layers.Flatten(name="flatten")(x)
+    if rhythm is not None:
+        x = layers.Concatenate(name="beat_and_rhythm")([x, rhythm])
+    for fc in ("fc1", "fc2"):
+        x = layers.Dense(dense_units, activation="relu", name=fc)(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"{fc}_dropout")(x)
+    # float32 output keeps the softmax stable under mixed precision
+    return layers.Dense(classes, activation=activation, dtype="float32", name="predictions")(x)
 
 
 def fold_ensemble(models: Sequence[keras.Model], name: str = "fold_ensemble") -> keras.Model:

@@ -74,3 +74,38 @@ def to_markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+#: Columns that sort smallest first; every other sorts best (largest) first.
+ASCENDING = ("seconds", "params_total", "params_trainable", "params_non_trainable")
+
+
+def collect_runs(uri: str, experiment: str | None = None, *, stale_only: bool = False, close_stale: bool = False,
+                 sort: str | None = None, limit: int = 100) -> pd.DataFrame:
+    """The runs table of the store at ``uri`` (one experiment, or all), optionally only its stale runs,
+    which ``close_stale`` ends as KILLED; sorted by ``sort``. Refuses a missing store or experiment."""
+    from ecgvgg import store
+    from ecgvgg.errors import ConfigError
+
+    db = store.sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise ConfigError(f"no MLflow store at {db.resolve()} (from {uri}); pass --tracking-uri")
+    client = store.client(uri)
+    experiments = [e.experiment_id for e in client.search_experiments() if experiment is None or e.name == experiment]
+    if experiment is not None and not experiments:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ConfigError(f"--experiment {experiment}: no such experiment in {uri} (experiments: "
+                          f"{', '.join(names) or 'none'})")
+    dead = {r.info.run_id for r in store.stale_runs(uri)}
+    frame = runs_frame(client, experiments, stale=dead, limit=limit)
+    if stale_only or close_stale:
+        frame = frame[frame["status"] == "STALE"]
+    if close_stale:
+        for run_id in [r for r in dead if r in set(frame["run_id"])]:
+            store.mark_killed(uri, run_id)
+        frame = frame.assign(status="KILLED")
+    if sort is not None:
+        if sort not in frame.columns:
+            raise ConfigError(f"--sort {sort}: no such column (columns: {', '.join(frame.columns)})")
+        frame = frame.sort_values(sort, ascending=sort in ASCENDING, na_position="last")
+    return frame

@@ -12,7 +12,6 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ def pinned_requirements() -> list[str]:
     return out
 
 
-def log_beat_model(model_path: Path, example: pd.DataFrame, contract: Mapping[str, Any]) -> str:
+def log_beat_model(model_path: Path, example: pd.DataFrame, contract: Any) -> str:
     """Log the ``.keras`` file as a pyfunc model named ``model`` with a column signature; return its URI."""
     from mlflow.models import infer_signature
 
@@ -69,6 +68,6 @@ def log_beat_model(model_path: Path, example: pd.DataFrame, contract: Mapping[st
         info = mlflow.pyfunc.log_model(
             name="model", python_model=BeatClassifier(), artifacts={"keras_model": str(model_path)},
             signature=signature, input_example=example, pip_requirements=pinned_requirements(),
-            metadata=dict(contract), code_paths=[str(code)],
+            metadata=contract.to_dict(), code_paths=[str(code)],
         )
     return info.model_uri

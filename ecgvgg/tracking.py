@@ -1,95 +1,57 @@
-"""MLflow logging: params, per-epoch per-class metrics, final scores, figures, the model and collapse tags."""
+"""MLflow as an observer of the study: every parent and child run is opened here, and everything logged.
+
+:class:`MlflowObserver` follows one study (a run, or a parent with a child run per fold);
+:func:`search_run` is the parent run of a sweep or a tuning study. Runs end FINISHED only when
+their block completes; FAILED on an error, KILLED on an interrupt. MLflow's tracking URI is set
+only while these runs are open, and restored after.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 
-from ecgvgg.errors import ConfigError, Pruned
+from ecgvgg import store
+from ecgvgg.config import PipelineConfig
+from ecgvgg.data import class_counts
+from ecgvgg.dataset import StudyData, split_kind
+from ecgvgg.folds import Fold
+from ecgvgg.metrics import flat_scores, per_class_scores
+from ecgvgg.resampling import Splits
+from ecgvgg.store import param_text
+from ecgvgg.events import Observer
+from ecgvgg.study import FoldResult, ResumePoint, StudyResult
 
 log = logging.getLogger("ecgvgg")
 
-for _noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.models.model"):
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
-
-
-def configure(uri: str, experiment: str) -> str:
-    """Point MLflow at ``uri`` and return the experiment id, creating both as needed.
-
-    For a SQLite store the database folder is created and new experiments keep their artifacts
-    in ``artifacts/`` beside the database, so one folder holds a whole study.
-    """
-    db = sqlite_path(uri)
-    artifact_location = None
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        artifact_location = (db.parent.resolve() / "artifacts").as_uri()
-    mlflow.set_tracking_uri(uri)
-    # Several runs may start on a new store at once: creating its tables and the experiment is
-    # serialised with a lock file beside the database.
-    with _file_lock(db.with_suffix(".lock") if db is not None else None):
-        found = mlflow.get_experiment_by_name(experiment)
-        if found is not None:
-            return found.experiment_id
-        return mlflow.create_experiment(experiment, artifact_location=artifact_location)
-
 
 @contextmanager
-def _file_lock(path: Path | None) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (no-op without a path or without fcntl)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        fcntl = None
-    if path is None or fcntl is None:
-        yield
-        return
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextmanager
-def start_run(experiment_id: str, run_name: str | None = None, run_id: str | None = None,
-              nested: bool = False, lock: bool = True) -> Iterator[mlflow.ActiveRun]:
+def _run(experiment_id: str, run_name: str | None = None, run_id: str | None = None, nested: bool = False,
+         lock: bool = True, uri: str = "") -> Iterator[Any]:
     """An MLflow run that ends FINISHED only when the block completes; FAILED on any error, KILLED on an interrupt.
 
-    With ``lock`` the run's lock (see :func:`run_lock`) is held while the block runs, so other
-    processes can tell this live run from one whose process died.
+    With ``lock`` the run's lock (see :func:`ecgvgg.store.run_lock`) is held while the block runs,
+    so other processes can tell this live run from one whose process died.
     """
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, run_id=run_id, nested=nested)
     stack = ExitStack()
     try:
         if lock:
-            stack.enter_context(run_lock(mlflow.get_tracking_uri(), run.info.run_id))
+            stack.enter_context(store.run_lock(uri, run.info.run_id))
         yield run
-    except Pruned:
-        mlflow.set_tag("pruned", "true")
-        mlflow.end_run(status="FINISHED")
-        raise
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt:
         mlflow.set_tag("ecgvgg.status", "interrupted")
         mlflow.end_run(status="KILLED")
-        if getattr(exc, "run_id", None) is None:  # the innermost run: the one that can be resumed
-            exc.run_id = run.info.run_id
         raise
     except BaseException as exc:
         mlflow.set_tag("ecgvgg.error", f"{type(exc).__name__}: {exc}"[:5000])
@@ -101,9 +63,305 @@ def start_run(experiment_id: str, run_name: str | None = None, run_id: str | Non
         stack.close()
 
 
+def run_name(cfg: PipelineConfig, nested: bool = False) -> str:
+    """A run name from the config (sampler, model, width) and a short unique suffix.
+
+    ``tracking.run_name`` is used as it is for a top-level run and gets the suffix for a nested
+    one, so that sweep, cross-validation and tuning children never share a name. The suffix does
+    not come from Python's ``random``, which training seeds.
+    """
+    suffix = uuid.uuid4().hex[:6]
+    if cfg.tracking.run_name:
+        return f"{cfg.tracking.run_name}-{suffix}" if nested else cfg.tracking.run_name
+    kind = "1d" if cfg.input.kind == "1d" else f"2d-{cfg.input.method}"
+    return f"{cfg.resampling.sampler}-vgg16_{kind}-w{cfg.model.width:g}-{suffix}"
+
+
+class MlflowObserver(Observer):
+    """Logs a study to MLflow: one run, or with several folds a parent run and a child run per fold.
+
+    Use it as a context manager around :func:`ecgvgg.study.run_study`. ``nested`` makes the
+    study's run a child of the active (sweep or tuning) run; ``resume_run_id`` reopens an
+    interrupted run, whose :attr:`resume` point is known on entering. After the study,
+    :attr:`run_id`, :attr:`run_name`, :attr:`model_uri` and :attr:`model_path` describe its
+    (top) run; :attr:`innermost_run_id` is the run that was open last, even after a failure.
+    """
+
+    def __init__(self, cfg: PipelineConfig, *, nested: bool = False, resume_run_id: str | None = None,
+                 tags: Mapping[str, str] | None = None, on_run: Callable[[str], None] | None = None):
+        self.cfg, self.nested, self.resume_run_id, self.tags = cfg, nested, resume_run_id, dict(tags or {})
+        self.on_run = on_run
+        self.uri = cfg.tracking.resolved_uri()
+        self.resume: ResumePoint | None = None
+        self.run_id: str | None = None
+        self.run_name = ""
+        self.innermost_run_id: str | None = None
+        self.model_uri, self.model_path = "", Path()
+        self._stack, self._fold = ExitStack(), ExitStack()
+        self._parent: Any = None
+        self._dataset: pd.DataFrame | None = None
+        self._X: np.ndarray | None = None
+
+    def __enter__(self) -> MlflowObserver:
+        with ExitStack() as opening:  # a refused resume leaves nothing entered
+            opening.enter_context(store.using(self.uri))
+            self.experiment_id = store.experiment_id(self.uri, self.cfg.tracking.experiment)
+            if self.resume_run_id:  # hold the run's lock first: a live run is refused, a dead one is ours
+                if not store.run_exists(self.uri, self.resume_run_id):
+                    raise _config_error(f"--resume {self.resume_run_id}: no such run in {self.uri}")
+                opening.enter_context(store.run_lock(self.uri, self.resume_run_id))
+                self.resume = store.resume_point(self.uri, self.resume_run_id, self.cfg.flat(),
+                                                 self.cfg.training.monitor)
+            self._stack = opening.pop_all()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """End the open runs: FINISHED, or FAILED / KILLED with the error or interrupt that ends the study."""
+        try:
+            self._fold.__exit__(*exc)
+        except BaseException:  # the fold's run re-raised it: the parent run ends the same way
+            self._stack.__exit__(*sys.exc_info())
+            raise
+        self._stack.__exit__(*exc)
+
+
+    def _open(self, name: str | None, *, parent: bool = False, run_id: str | None = None, lock: bool = True) -> Any:
+        """Open a run: the parent (held until the study ends) or a fold's (held until the fold ends)."""
+        nested = self.nested or (self._parent is not None and not parent)
+        holder = self._stack if parent else self._fold
+        run = holder.enter_context(_run(self.experiment_id, name, run_id=run_id, nested=nested, lock=lock,
+                                        uri=self.uri))
+        self.innermost_run_id = run.info.run_id
+        if self.on_run is not None:
+            self.on_run(run.info.run_id)
+        if self.run_id is None:
+            self.run_id, self.run_name = run.info.run_id, run.info.run_name
+        return run
+
+    def study_started(self, cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold]) -> None:
+        """With several folds: open the parent run and log the setup."""
+        self._dataset, self._X = _dataset_frame(data, cfg), data.X
+        if len(folds) > 1:
+            self._parent = self._open(run_name(cfg, nested=self.nested), parent=True)
+            log.info("MLflow run %s (%s) started (%d-fold cross-validation)", self._parent.info.run_id,
+                     self._parent.info.run_name, len(folds))
+            _log_setup(cfg, {"all": class_counts(data.y, cfg.data.classes)}, self._dataset,
+                       cv="true", **self.tags)
+
+    def fold_started(self, k: int, cfg: PipelineConfig, data: StudyData, splits: Splits) -> Path:
+        """Open the fold's run (or reopen the resumed one), log its setup; its folder holds the checkpoint."""
+        if self._parent is not None:
+            run = self._open(f"{self._parent.info.run_name}-fold{k}")
+            _log_setup(cfg, splits.counts, self._dataset, fold=str(k))
+        elif self.resume is not None:
+            run = self._open(None, run_id=self.resume_run_id, lock=False)
+            store.clear_interrupted(self.uri, run.info.run_id)
+        else:
+            run = self._open(run_name(cfg, nested=self.nested))
+            _log_setup(cfg, splits.counts, self._dataset, **self.tags)
+        if self._parent is None:
+            log.info("MLflow run %s (%s) %s", run.info.run_id, run.info.run_name,
+                     "resumed" if self.resume else "started")
+        return store.local_run_dir(self.uri, run.info.run_id)
+
+    def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> None:
+        """Log the epoch's metrics (step = epoch number, 1-based)."""
+        mlflow.log_metrics({k: float(v) for k, v in logs.items() if np.isscalar(v)}, step=epoch + 1)
+
+    def fold_ended(self, k: int, result: FoldResult) -> None:
+        """Log the fold's training, validation and test results and its model, then end its run."""
+        if result.pruned:
+            mlflow.set_tag("pruned", "true")
+        else:
+            self.model_uri, self.model_path = _log_fold(self.cfg, result, self.uri, mlflow.active_run(), self._X)
+        self._fold.close()
+
+    def study_ended(self, result: StudyResult) -> None:
+        """With several folds: log the pooled out-of-fold results and the fold ensemble, then end the parent run."""
+        if self._parent is None:
+            return
+        if result.pruned:
+            mlflow.set_tag("pruned", "true")
+        else:
+            self.model_uri, self.model_path = _log_pooled(self.cfg, result, self.uri, self._parent.info.run_id, self._X)
+        self._stack.close()
+
+
+def _config_error(message: str) -> Exception:
+    from ecgvgg.errors import ConfigError
+
+    return ConfigError(message)
+
+
+def _dataset_frame(data: StudyData, cfg: PipelineConfig) -> pd.DataFrame:
+    """The table as MLflow's dataset input sees it: features, ``label`` and the group column."""
+    frame = data.table.rename(columns=str).assign(label=data.y)
+    if data.groups is not None and cfg.data.group_column:
+        frame[cfg.data.group_column] = data.groups
+    return frame
+
+
+def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], dataset: pd.DataFrame | None = None,
+               **tags: str) -> None:
+    """Tags, params, class counts, the dataset input and provenance of a new run."""
+    mlflow.set_tags({"sampler": cfg.resampling.sampler, "model": f"vgg16_{cfg.input.kind}",
+                     "input": cfg.input.kind if cfg.input.kind == "1d" else f"2d-{cfg.input.method}",
+                     "split_kind": split_kind(cfg), "collapsed": "unknown", **tags})
+    log_params(cfg.flat())
+    log_counts(counts, list(cfg.data.class_names))
+    if dataset is not None:
+        log_provenance(dataset, cfg.data.resolved_path())
+
+
+def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, X: np.ndarray) -> tuple[str, Path]:
+    """Everything a trained fold logs in its run; returns the logged model's URI and its local copy."""
+    from ecgvgg.figures import training_curves_figure
+    from ecgvgg.metrics import confusion
+    from ecgvgg.models import trainable_count
+
+    names, classes, fit = list(cfg.data.class_names), list(cfg.data.classes), r.fit
+    if r.unfrozen_at is not None:
+        mlflow.log_metric("unfrozen_at_epoch", r.unfrozen_at)
+    if fit.class_weight:
+        mlflow.log_params({f"class_weight_{names[c]}": round(w, 6) for c, w in fit.class_weight.items()})
+    trainable = trainable_count(r.model)  # what trained last: after a second phase, everything
+    mlflow.log_metrics({"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch or 0,
+                        "training_seconds": round(r.seconds, 2), "params_total": r.model.count_params(),
+                        "params_trainable": trainable, "params_non_trainable": r.model.count_params() - trainable})
+    title = run.info.run_name
+    mlflow.log_figure(training_curves_figure(fit.history, names, f"{title}: training", first_epoch=r.first_epoch),
+                      "training_curves.png")
+    log_confusion(confusion(r.y_val, r.val_pred, classes), names, "val", f"{title}: validation")
+    # the returned model's validation scores (the per-epoch val_* history ends at the last epoch)
+    mlflow.log_metrics(flat_scores(per_class_scores(r.y_val, r.val_pred, classes), names, "model_val"))
+    _log_scores(r.y_test, r.pred, r.scores, names, "test", f"{title}: test")
+    mlflow.log_metrics({"test_macro_f1_ci_low": r.ci[0], "test_macro_f1_ci_high": r.ci[1]})
+    if r.baseline_pred is not None:
+        mlflow.log_metric("baseline_rf_macro_f1", r.baseline_macro_f1)
+    _log_verdict(r.reason, r.missed)
+    describe_run(r.scores, names, r.reason, r.missed, r.ci, r.baseline_macro_f1, split_kind(cfg))
+    return _log_model(r.model, r.contract, store.local_run_dir(uri, run.info.run_id), X[r.fold.test[:5]])
+
+
+def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str, X: np.ndarray,
+                ) -> tuple[str, Path]:
+    """The parent run of a cross-validation: out-of-fold scores and predictions, the verdict, the fold ensemble."""
+    names, oof = result.class_names, result.oof
+    _log_scores(oof["label"], oof["prediction"], result.scores, names, "oof")
+    mlflow.log_metrics({"oof_macro_f1_ci_low": result.ci[0], "oof_macro_f1_ci_high": result.ci[1],
+                        **result.cv["metrics"]})
+    if result.baseline_macro_f1 is not None:
+        mlflow.log_metric("baseline_rf_macro_f1", result.baseline_macro_f1)
+    _log_oof_predictions(oof, cfg)
+    _log_verdict(result.reason, result.missed)
+    model = result.ensemble
+    logged = _log_model(model, result.contract, store.local_run_dir(uri, run_id), X[:5])
+    mlflow.log_metrics({"params_total": model.count_params(), "params_trainable": 0,
+                        "params_non_trainable": model.count_params(), "training_seconds": round(result.seconds, 2),
+                        "epochs_run": sum(f.fit.epochs_run for f in result.folds)})
+    describe_run(result.scores, names, result.reason, result.missed, result.ci, result.baseline_macro_f1,
+                 result.kind, result.cv)
+    return logged
+
+
+def _log_model(model: Any, contract: Any, folder: Path, example_rows: np.ndarray) -> tuple[str, Path]:
+    """Save the model with its contract in the run folder and log it as the run's pyfunc model (with 5 rows
+    of the table as its input example)."""
+    from ecgvgg.inference import save_model
+    from ecgvgg.serving import log_beat_model
+
+    path = save_model(model, folder / "model.keras", contract)
+    example = pd.DataFrame(example_rows[:5], columns=contract.features)
+    return log_beat_model(path, example, contract), path
+
+
+def _log_scores(y: np.ndarray, pred: np.ndarray, scores: Mapping[str, Any], names: Sequence[str], prefix: str,
+                title: str | None = None) -> None:
+    """Final scores, AAMI EC57 metrics, the confusion matrix and the classification report with ``prefix``."""
+    from sklearn.metrics import classification_report
+
+    report = classification_report(y, pred, labels=list(range(len(names))), target_names=list(names), digits=3,
+                                   zero_division=0)
+    log_evaluation(scores, np.asarray(scores["confusion_matrix"]), report, names, prefix=prefix, title=title)
+
+
+def _log_verdict(reason: str | None, missed: Mapping[str, str]) -> None:
+    """Tags ``collapsed``, ``collapse_reason`` and ``missed_classes`` (empty when none)."""
+    mlflow.set_tags({"collapsed": "true" if reason else "false", "collapse_reason": reason or "",
+                     "missed_classes": ",".join(missed)})
+
+
+def _log_oof_predictions(oof: Mapping[str, Any], cfg: PipelineConfig) -> None:
+    """Log ``oof_predictions.parquet``: row, fold, label, prediction, the group and one probability per class."""
+    frame = pd.DataFrame({"row": np.arange(len(oof["label"])), "fold": oof["fold"], "label": oof["label"],
+                          "prediction": oof["prediction"]})
+    if oof["groups"] is not None:
+        frame[cfg.data.group_column or "group"] = oof["groups"]
+    for i, name in enumerate(cfg.data.class_names):
+        frame[f"p_{name}"] = oof["probs"][:, i]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "oof_predictions.parquet"
+        frame.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path))
+
+
+def describe_run(scores: Mapping[str, Any], names: Sequence[str], reason: str | None, missed: Mapping[str, str],
+                 ci: tuple[float, float] | None, baseline: float | None, kind: str,
+                 cv: Mapping[str, Any] | None = None) -> str:
+    """Write the run's description (MLflow's note): verdict, macro-F1 with interval, recall per class, baseline."""
+    what = "Out-of-fold" if cv else "Test"
+    lines = [f"**Collapsed: {reason}.**" if reason else "**Not collapsed.**",
+             f"{what} macro-F1 **{scores['macro_f1']:.3f}**"
+             + (f" (95% bootstrap interval {ci[0]:.3f}-{ci[1]:.3f})" if ci else "") + f"; split: {kind}."]
+    if cv:
+        lines.append(f"Cross-validated macro-F1 {cv['macro_f1'][0]:.3f} ± {cv['macro_f1'][1]:.3f} over {cv['folds']} folds.")
+    lines.append("Recall: " + ", ".join(f"{n} {scores['recall'][i]:.3f}" for i, n in enumerate(names)) + ".")
+    if baseline is not None:
+        lines.append(f"VGG16 vs random forest: {scores['macro_f1']:.3f} vs {baseline:.3f} "
+                     f"({scores['macro_f1'] - baseline:+.3f}).")
+    if missed:
+        lines.append("Missed (recall 0): " + "; ".join(f"{n} on {where}" for n, where in missed.items()) + ".")
+    text = "\n\n".join(lines)
+    mlflow.set_tag("mlflow.note.content", text)
+    return text
+
+
+class SearchRun:
+    """The parent run of a sweep or a tuning study, as :func:`search_run` opens it."""
+
+    def __init__(self, run: Any):
+        self.run_id, self.run_name = run.info.run_id, run.info.run_name
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Log summary metrics of the search."""
+        mlflow.log_metrics(dict(metrics))
+
+    def log_artifact(self, path: Path) -> None:
+        """Log a file (the search space, the best configuration)."""
+        mlflow.log_artifact(str(path))
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        """Log a matplotlib figure (the optimisation history, parameter importances)."""
+        mlflow.log_figure(figure, name)
+
+
+@contextmanager
+def search_run(cfg: PipelineConfig, name: str, tags: Mapping[str, str], params: Mapping[str, Any] | None = None,
+               ) -> Iterator[SearchRun]:
+    """A parent run for a sweep or tuning study; the studies inside it log child runs (``nested=True``)."""
+    uri = cfg.tracking.resolved_uri()
+    with store.using(uri):
+        experiment = store.experiment_id(uri, cfg.tracking.experiment)
+        with _run(experiment, name, uri=uri) as run:
+            mlflow.set_tags(dict(tags))
+            if params:
+                log_params(params)
+            yield SearchRun(run)
+
+
 def log_params(params: Mapping[str, Any]) -> None:
     """Log resolved config values as params (lists and dicts as JSON)."""
-    mlflow.log_params({k: _param_text(v) for k, v in params.items()})
+    mlflow.log_params({k: param_text(v) for k, v in params.items()})
 
 
 def log_counts(counts: Mapping[str, Mapping[int, int]], names: Sequence[str]) -> None:
@@ -177,215 +435,10 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def training_curves_figure(history: Mapping[str, Sequence[float]], names: Sequence[str], title: str,
-                           first_epoch: int = 1):
-    """Loss, validation macro-F1 and per-class validation recall per epoch, as one matplotlib figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    epochs = range(first_epoch, first_epoch + len(history.get("val_macro_f1", [])))
-    for key, label in (("loss", "training"), ("val_loss", "validation")):
-        if history.get(key):
-            axes[0].plot(list(epochs)[: len(history[key])], history[key], label=label)
-    axes[0].set(title="loss", xlabel="epoch")
-    axes[0].legend()
-    axes[1].plot(epochs, history.get("val_macro_f1", []), color="black")
-    axes[1].set(title="validation macro-F1", xlabel="epoch", ylim=(0, 1.02))
-    for name in names:
-        axes[2].plot(epochs, history.get(f"val_recall_{name}", []), label=name)
-    axes[2].set(title="validation recall per class", xlabel="epoch", ylim=(-0.02, 1.02))
-    axes[2].legend(ncol=len(names), fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(title)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
-
-
 def log_confusion(matrix: np.ndarray, names: Sequence[str], prefix: str, title: str) -> None:
     """Log a confusion matrix as ``{prefix}_confusion_matrix.png`` and ``.json``."""
     mlflow.log_dict({"labels": list(names), "rows": "true", "columns": "predicted", "matrix": np.asarray(matrix).tolist()},
                     f"{prefix}_confusion_matrix.json")
+    from ecgvgg.figures import confusion_figure
+
     mlflow.log_figure(confusion_figure(matrix, names, title=title), f"{prefix}_confusion_matrix.png")
-
-
-def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str = "confusion matrix"):
-    """A matplotlib figure of the confusion matrix with counts in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ConfusionMatrixDisplay(matrix, display_labels=list(names)).plot(ax=ax, colorbar=False, values_format="d")
-    ax.set_title(title)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
-
-
-def _run_root(uri: str) -> Path:
-    """Where run folders live: ``runs/`` beside a SQLite store, else ./mlruns/runs."""
-    db = sqlite_path(uri)
-    return (db.parent if db is not None else Path("mlruns")) / "runs"
-
-
-def local_run_dir(uri: str, run_id: str) -> Path:
-    """A folder for a run's local files (checkpoints, the final model, its lock), created as needed."""
-    path = _run_root(uri) / run_id
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-#: Settings that may differ when a run is resumed (e.g. to train it for longer).
-RESUMABLE_CHANGES = {"training.epochs", "tracking.run_name"}
-
-
-#: The file beside a run's checkpoints that its training process holds locked while it lives.
-LOCK_FILE = "run.lock"
-
-
-@contextmanager
-def run_lock(uri: str, run_id: str) -> Iterator[None]:
-    """Hold the lock that tells a live run from a dead one (released by the OS when the process dies).
-
-    Raises ConfigError when another live process holds it.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no liveness check
-        yield
-        return
-    path = _run_root(uri) / run_id / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = path.open("a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            pid = fh.read().strip() or "?"
-            raise ConfigError(f"run {run_id} is still being trained by live process {pid}; "
-                              "wait for it, or stop it (Ctrl-C or kill) and resume it then") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        yield
-    finally:
-        fh.close()  # closing releases the lock
-
-
-def is_live(uri: str, run_id: str) -> bool:
-    """Whether a live process holds ``run_id``'s lock (is training it now)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        return False
-    path = _run_root(uri) / run_id / LOCK_FILE
-    if not path.is_file():
-        return False
-    with path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
-
-
-def run_exists(uri: str, run_id: str) -> bool:
-    """Whether the store at ``uri`` has a run with this id."""
-    try:
-        mlflow.tracking.MlflowClient(uri).get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return False
-    return True
-
-
-def clear_interrupted(run_id: str) -> None:
-    """Drop the ``ecgvgg.status=interrupted`` tag of a run that is being resumed."""
-    client = mlflow.tracking.MlflowClient()
-    if client.get_run(run_id).data.tags.get("ecgvgg.status"):
-        client.delete_tag(run_id, "ecgvgg.status")
-
-
-def stale_runs(uri: str) -> list[Any]:
-    """Runs that MLflow shows as RUNNING but whose process is gone (killed, crashed, machine restarted)."""
-    client = mlflow.tracking.MlflowClient(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return []
-    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=5000)
-    return [r for r in running if not is_live(uri, r.info.run_id)]
-
-
-def mark_killed(uri: str, run_id: str) -> None:
-    """End a stale run as KILLED, tagged ``ecgvgg.status=interrupted`` so that ``--resume`` can continue it."""
-    client = mlflow.tracking.MlflowClient(uri)
-    client.set_tag(run_id, "ecgvgg.status", "interrupted")
-    client.set_terminated(run_id, status="KILLED")
-
-
-@dataclass
-class ResumePoint:
-    """Where an interrupted run stopped: epochs completed, the best monitored value and its epoch, its checkpoint."""
-
-    epoch: int
-    best: float | None
-    checkpoint: Path
-    best_epoch: int | None = None
-
-
-def resume_point(uri: str, run_id: str, params: Mapping[str, Any], monitor: str) -> ResumePoint:
-    """Check that ``run_id`` can be resumed with this config and say where it stopped.
-
-    Called with the run's lock held and before the run is reopened: a finished or live run, a
-    changed config or a damaged checkpoint is refused with the run left as it is.
-    """
-    client = mlflow.tracking.MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise ConfigError(f"--resume {run_id}: no such run in {uri}") from None
-    if run.info.status == "FINISHED":
-        raise ConfigError(f"--resume {run_id}: the run already finished")
-    if run.data.tags.get("cv") == "true" or run.data.tags.get("sweep") == "true":
-        raise ConfigError(f"--resume {run_id}: a cross-validation or sweep parent cannot be resumed")
-    logged = run.data.params
-    changed = [k for k, v in params.items()
-               if k in logged and k not in RESUMABLE_CHANGES and logged[k] != _param_text(v)]
-    if changed:
-        raise ConfigError(f"--resume {run_id}: the config differs from the run's in {', '.join(changed)}")
-    checkpoint = local_run_dir(uri, run_id) / "best.keras"
-    if not checkpoint.is_file():
-        raise ConfigError(f"--resume {run_id}: no checkpoint at {checkpoint} (the run ended before its first epoch)")
-    try:
-        load_checkpoint(checkpoint)
-    except Exception as exc:  # noqa: BLE001 - Keras and h5py raise many kinds for a damaged file
-        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise ConfigError(f"--resume {run_id}: the checkpoint {checkpoint} is damaged and cannot be loaded "
-                          f"({type(exc).__name__}: {first[:200]})") from None
-    history = client.get_metric_history(run_id, monitor)
-    epoch = max((h.step for h in history), default=0)
-    best_h = (min if monitor.endswith("loss") else max)(history, key=lambda h: h.value) if history else None
-    return ResumePoint(epoch, best_h.value if best_h else None, checkpoint, best_h.step if best_h else None)
-
-
-def _param_text(value: Any) -> str:
-    """A param value as MLflow stores it."""
-    return json.dumps(value) if isinstance(value, list | dict) else str(value)
-
-
-def load_checkpoint(path: Path) -> Any:
-    """Load a ``.keras`` checkpoint with its optimizer state."""
-    import keras
-
-    return keras.saving.load_model(path)

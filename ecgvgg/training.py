@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from ecgvgg.augment import Augment, augment_batch
+from ecgvgg.config import TrainingConfig
 from ecgvgg.metrics import collapse_reason, dominant_class, flat_scores, per_class_scores
 from ecgvgg.resampling import Splits
 
@@ -38,6 +38,8 @@ class FitResult:
     val_scores: dict[str, Any] = field(default_factory=dict)
     val_pred: np.ndarray | None = None
     stopped_on_collapse: bool = False
+    #: Why an ``on_epoch`` hook stopped training early (a pruned trial), else None.
+    stopped_by: str | None = None
 
 
 def setup_device(*, mixed_precision: bool | str = "auto", deterministic: bool = False, seed: int = 0) -> tf.distribute.Strategy:
@@ -174,7 +176,7 @@ class ValidationMetrics(keras.callbacks.Callback):
     """
 
     def __init__(self, X_val: np.ndarray, y_val: np.ndarray, classes: Sequence[int], names: Sequence[str],
-                 batch_size: int = 256, on_epoch: Callable[[int, dict[str, float]], None] | None = None):
+                 batch_size: int = 256, on_epoch: Callable[[int, dict[str, float]], str | None] | None = None):
         super().__init__()
         self.y_val = np.asarray(y_val)
         self.classes, self.names = list(classes), list(names)
@@ -182,6 +184,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.on_epoch = on_epoch
         self.last_pred: np.ndarray | None = None
         self.last_scores: dict[str, Any] = {}
+        self.stop_reason: str | None = None
 
     def score(self) -> dict[str, float]:
         """Predict the validation split with the current weights and return flat metrics."""
@@ -197,8 +200,10 @@ class ValidationMetrics(keras.callbacks.Callback):
         flat = self.score()
         if logs is not None:
             logs.update(flat)
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, dict(logs or flat))
+        if self.on_epoch is not None and self.stop_reason is None:
+            self.stop_reason = self.on_epoch(epoch, dict(logs or flat)) or None
+            if self.stop_reason is not None:
+                self.model.stop_training = True
 
 
 class CollapseMonitor(keras.callbacks.Callback):
@@ -253,82 +258,93 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None or not (value > self.best if self.mode == "max" else value < self.best):
             return
         self.best = value
-        partial = self.path.with_name(self.path.stem + ".partial.keras")
-        self.model.save(partial)
-        os.replace(partial, self.path)
+        from ecgvgg.files import atomic
+
+        with atomic(self.path) as partial:
+            self.model.save(partial)
 
 
 def fit(
     model: keras.Model,
     splits: Splits,
+    training: TrainingConfig | None = None,
     *,
-    epochs: int = 30,
-    batch_size: int = 256,
-    learning_rate: float = 1e-3,
-    class_weight: ClassWeight = "auto",
-    max_class_weight: float | None = None,
-    max_per_class: int | None = None,
     class_names: Sequence[str] | None = None,
-    monitor: str = "val_macro_f1",
-    early_stopping_patience: int | None = 8,
-    reduce_lr_patience: int | None = 3,
-    reduce_lr_factor: float = 0.5,
-    min_learning_rate: float = 1e-6,
+    max_per_class: int | None = None,
+    augment: Augment | None = None,
     checkpoint_path: str | Path | None = None,
-    collapse_patience: int = 3,
-    collapse_dominance: float = 0.98,
-    collapse_warmup: int = 5,
-    stop_on_collapse: bool = False,
-    seed: int = 0,
     compile_model: bool = True,
     initial_epoch: int = 0,
     initial_best: float | None = None,
     initial_best_epoch: int | None = None,
-    augment: Augment | None = None,
-    loss: str = "cross_entropy",
-    label_smoothing: float = 0.0,
-    focal_gamma: float = 2.0,
-    optimizer: str = "adam",
-    weight_decay: float = 1e-4,
-    schedule: str = "plateau",
-    warmup_epochs: int = 0,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], str | None] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 0,
 ) -> FitResult:
-    """Compile (``optimizer``, ``loss``) and train ``model`` on ``splits`` already shaped for it.
+    """Compile and train ``model`` on ``splits`` already shaped for it, as ``training`` says.
 
-    Monitors ``val_macro_f1`` by default, keeps the best weights (and the best model in
-    ``checkpoint_path``, a ``.keras`` file), and reports whether the model collapsed. To resume,
-    pass a loaded checkpoint with ``compile_model=False``, the epochs done as ``initial_epoch``
-    and the best monitored value so far as ``initial_best`` (reached at ``initial_best_epoch``):
-    with early stopping, the model returned is then the best over the whole run, which may be
-    the checkpoint from before the interruption.
+    Monitors ``training.monitor`` (``val_macro_f1`` by default), keeps the best weights (and the
+    best model in ``checkpoint_path``, a ``.keras`` file), and reports whether the model collapsed.
+    ``max_per_class`` draws class-balanced epochs. ``on_epoch(epoch, logs)`` may return a reason to
+    stop (e.g. a pruned trial): training then ends after that epoch, with ``stopped_by`` set. To
+    resume, pass a loaded checkpoint with ``compile_model=False``, the epochs done as
+    ``initial_epoch`` and the best monitored value so far as ``initial_best`` (reached at
+    ``initial_best_epoch``): with early stopping, the model returned is then the best over the
+    whole run, which may be the checkpoint from before the interruption.
     """
+    t = training or TrainingConfig()
     names = list(class_names) if class_names is not None else [str(c) for c in splits.classes]
     if len(names) != len(splits.classes):
         raise ValueError(f"{len(names)} class names for {len(splits.classes)} classes")
     if len(splits.X_val) == 0:
         raise ValueError("the validation split is empty")
-    weights = resolve_class_weight(class_weight, splits, max_per_class)
-    if weights and max_class_weight is not None and not isinstance(class_weight, Mapping):
-        weights = {c: min(w, max_class_weight) for c, w in weights.items()}
-    one_hot = loss != "cross_entropy" or bool(label_smoothing) or bool(augment and augment.mixup)
+    weights = resolve_class_weight(t.class_weight, splits, max_per_class)
+    if weights and t.max_class_weight is not None and not isinstance(t.class_weight, Mapping):
+        weights = {c: min(w, t.max_class_weight) for c, w in weights.items()}
+    one_hot = t.loss != "cross_entropy" or bool(t.label_smoothing) or bool(augment and augment.mixup)
     if compile_model:
-        rows = sum(epoch_counts(splits.counts_after, max_per_class).values()) if max_per_class else len(splits.X_train)
-        steps = -(-rows // batch_size)
-        opt = make_optimizer(optimizer, learning_rate, weight_decay=weight_decay, schedule=schedule,
-                             epochs=epochs - initial_epoch, warmup_epochs=warmup_epochs, steps_per_epoch=steps)
-        objective = make_loss(loss, label_smoothing=label_smoothing, focal_gamma=focal_gamma, one_hot=one_hot)
-        model.compile(opt, loss=objective, metrics=["accuracy"])
-    mode = "min" if monitor.endswith("loss") else "max"
-    metrics_cb = ValidationMetrics(splits.X_val, splits.y_val, splits.classes, names, batch_size, on_epoch)
-    collapse_cb = CollapseMonitor(metrics_cb, patience=collapse_patience, dominance=collapse_dominance,
-                                  stop=stop_on_collapse, warmup=max(0, collapse_warmup - initial_epoch))
-    cbs: list[keras.callbacks.Callback] = [metrics_cb, collapse_cb]
+        _compile(model, t, splits, max_per_class, initial_epoch, one_hot)
+    metrics_cb = ValidationMetrics(splits.X_val, splits.y_val, splits.classes, names, t.batch_size, on_epoch)
+    collapse_cb = CollapseMonitor(metrics_cb, patience=t.collapse_patience, dominance=t.collapse_dominance,
+                                  stop=t.stop_on_collapse, warmup=max(0, t.collapse_warmup - initial_epoch))
+    early, cbs = _callbacks(t, checkpoint_path, initial_best)
+    train = make_dataset(splits.X_train, splits.y_train, t.batch_size, shuffle=True, seed=t.seed, augment=augment,
+                         num_classes=int(model.output_shape[-1]) if one_hot else None, max_per_class=max_per_class)
+    hist = model.fit(train, epochs=t.epochs, initial_epoch=initial_epoch, class_weight=weights,
+                     callbacks=[metrics_cb, collapse_cb, *cbs, *callbacks], verbose=verbose, shuffle=False)
+    history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    best_epoch = _returned_weights(model, history.get(t.monitor, []), t.monitor, early, checkpoint_path,
+                                   initial_epoch, initial_best, initial_best_epoch)
+    metrics_cb.score()  # validation predictions of the weights we return
+    # the verdict on the weights returned, on the validation rows; ecgvgg.study pools them with test
+    reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,
+                             dominance=t.collapse_dominance, check_recall=False)
+    if collapse_cb.stopped and reason is None:
+        reason = f"training stopped on collapse ({collapse_cb.reason})"
+    return FitResult(model, history, len(history.get(t.monitor, [])), best_epoch, weights, reason is not None,
+                     reason, Path(checkpoint_path) if checkpoint_path else None, metrics_cb.last_scores,
+                     metrics_cb.last_pred, collapse_cb.stopped, metrics_cb.stop_reason)
+
+
+def _compile(model: keras.Model, t: TrainingConfig, splits: Splits, max_per_class: int | None, initial_epoch: int,
+             one_hot: bool) -> None:
+    """Compile with the configured optimizer (its schedule over the epochs left) and loss."""
+    rows = sum(epoch_counts(splits.counts_after, max_per_class).values()) if max_per_class else len(splits.X_train)
+    opt = make_optimizer(t.optimizer, t.learning_rate, weight_decay=t.weight_decay, schedule=t.schedule,
+                         epochs=t.epochs - initial_epoch, warmup_epochs=t.warmup_epochs,
+                         steps_per_epoch=-(-rows // t.batch_size))
+    objective = make_loss(t.loss, label_smoothing=t.label_smoothing, focal_gamma=t.focal_gamma, one_hot=one_hot)
+    model.compile(opt, loss=objective, metrics=["accuracy"])
+
+
+def _callbacks(t: TrainingConfig, checkpoint_path: str | Path | None, initial_best: float | None,
+               ) -> tuple[keras.callbacks.EarlyStopping | None, list[keras.callbacks.Callback]]:
+    """Early stopping (returned first, when on), the best-model checkpoint and the plateau schedule."""
+    mode = "min" if t.monitor.endswith("loss") else "max"
+    cbs: list[keras.callbacks.Callback] = []
     early = None
-    if early_stopping_patience:
-        early = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience,
+    if t.early_stopping_patience:
+        early = keras.callbacks.EarlyStopping(monitor=t.monitor, mode=mode, patience=t.early_stopping_patience,
                                               restore_best_weights=True)
         cbs.append(early)
     if checkpoint_path is not None:
@@ -336,17 +352,18 @@ def fit(
         if checkpoint_path.suffix != ".keras":
             raise ValueError(f"checkpoint_path must end in .keras, got {checkpoint_path}")
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        cbs.append(BestCheckpoint(checkpoint_path, monitor=monitor, mode=mode, initial_best=initial_best))
-    if reduce_lr_patience and schedule == "plateau":
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=reduce_lr_factor,
-                                                     patience=reduce_lr_patience, min_lr=min_learning_rate))
-    cbs.extend(callbacks)
-    train = make_dataset(splits.X_train, splits.y_train, batch_size, shuffle=True, seed=seed, augment=augment,
-                         num_classes=int(model.output_shape[-1]) if one_hot else None, max_per_class=max_per_class)
-    hist = model.fit(train, epochs=epochs, initial_epoch=initial_epoch, class_weight=weights,
-                     callbacks=cbs, verbose=verbose, shuffle=False)
-    history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
-    scores = history.get(monitor, [])
+        cbs.append(BestCheckpoint(checkpoint_path, monitor=t.monitor, mode=mode, initial_best=initial_best))
+    if t.reduce_lr_patience and t.schedule == "plateau":
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=t.monitor, mode=mode, factor=0.5,
+                                                     patience=t.reduce_lr_patience, min_lr=1e-6))
+    return early, cbs
+
+
+def _returned_weights(model: keras.Model, scores: Sequence[float], monitor: str,
+                      early: keras.callbacks.EarlyStopping | None, checkpoint_path: str | Path | None,
+                      initial_epoch: int, initial_best: float | None, initial_best_epoch: int | None) -> int | None:
+    """Give ``model`` the weights to return (best, or last without early stopping); return that epoch (1-based)."""
+    mode = "min" if monitor.endswith("loss") else "max"
     best_epoch = initial_epoch + int(np.argmax(scores) if mode == "max" else np.argmin(scores)) + 1 if scores else None
     if early is not None and early.best_weights is not None:
         model.set_weights(early.best_weights)
@@ -355,15 +372,8 @@ def fit(
         if not (resumed_best > initial_best if mode == "max" else resumed_best < initial_best):
             # nothing after the interruption beat the best before it: that model is in the checkpoint
             best_epoch = initial_best_epoch
-            if early is not None and checkpoint_path is not None and checkpoint_path.is_file():
+            if early is not None and checkpoint_path is not None and Path(checkpoint_path).is_file():
                 model.load_weights(checkpoint_path)
     if early is None and scores:  # without early stopping the last epoch's model is the one returned
         best_epoch = initial_epoch + len(scores)
-    metrics_cb.score()  # validation predictions of the weights we return
-    # the verdict on the weights returned, on the validation rows; ecgvgg.pipeline pools them with test
-    reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,
-                             dominance=collapse_dominance, check_recall=False)
-    if collapse_cb.stopped and reason is None:
-        reason = f"training stopped on collapse ({collapse_cb.reason})"
-    return FitResult(model, history, len(scores), best_epoch, weights, reason is not None, reason,
-                     checkpoint_path, metrics_cb.last_scores, metrics_cb.last_pred, collapse_cb.stopped)
+    return best_epoch

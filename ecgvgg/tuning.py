@@ -10,14 +10,14 @@ configs). Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from ecgvgg.config import PipelineConfig, parse_yaml, set_path, validate_config
+from ecgvgg.config import PipelineConfig, override, parse_yaml
 from ecgvgg.errors import ConfigError
 
 
@@ -97,17 +97,9 @@ def parse_space(raw: Any, base: PipelineConfig, source: str = "<space>") -> dict
         else:
             raise ConfigError(f"{where}: expected {{low, high[, log|step]}} or a list of choices, got {spec!r}")
         for value in probes:  # the config must accept every end of the range and every choice
-            apply(base, {key: value}, source=where)
+            override(base, {key: value}, source=where)
         space[key] = dim
     return space
-
-
-def apply(base: PipelineConfig, values: Mapping[str, Any], source: str = "<trial>") -> PipelineConfig:
-    """``base`` with ``key.path = value`` set for each of ``values``, validated."""
-    raw = base.model_dump(mode="json")
-    for key, value in values.items():
-        set_path(raw, key, value, option=source)
-    return validate_config(raw, source=source)
 
 
 def suggest(trial: Any, space: Mapping[str, Dimension]) -> dict[str, Any]:
@@ -125,7 +117,7 @@ def suggest(trial: Any, space: Mapping[str, Dimension]) -> dict[str, Any]:
 
 def default_storage(tracking_uri: str, study: str) -> str:
     """A journal file beside the MLflow store: ``mlruns/optuna/STUDY.log`` for the default SQLite store."""
-    from ecgvgg.tracking import sqlite_path
+    from ecgvgg.store import sqlite_path
 
     db = sqlite_path(tracking_uri)
     root = db.parent if db is not None else Path("mlruns")
@@ -171,7 +163,7 @@ def open_study(study: str, storage: str, *, seed: int, warmup: int, direction: s
 
 def best_config_yaml(base: PipelineConfig, params: Mapping[str, Any]) -> str:
     """A complete pipeline YAML of ``base`` with the best ``params``, runnable with ``ecgvgg run`` as it is."""
-    cfg = apply(base, params, source="best trial")
+    cfg = override(base, params, source="best trial")
     raw = cfg.model_dump(mode="json")
     path = raw["data"]["path"]
     if not path.startswith("sample:"):
@@ -180,33 +172,3 @@ def best_config_yaml(base: PipelineConfig, params: Mapping[str, Any]) -> str:
         raw["data"]["y_path"] = str(Path(raw["data"]["y_path"]).expanduser().resolve())
     header = "# Best configuration found by ecgvgg tune: " + ", ".join(f"{k}={v}" for k, v in params.items()) + "\n"
     return header + yaml.safe_dump(raw, sort_keys=False)
-
-
-def pruning_hooks(trial: Any, folds: int | None) -> dict[str, Callable[..., None]]:
-    """Callbacks for :func:`ecgvgg.pipeline.run_pipeline` that report to ``trial`` and prune.
-
-    Single split: the validation macro-F1 after every epoch. Cross-validation: the running mean
-    of the folds' test macro-F1 after every fold.
-    """
-    from ecgvgg.errors import Pruned
-
-    if folds:
-        seen: list[float] = []
-
-        def on_fold(k: int, macro_f1: float) -> None:
-            seen.append(macro_f1)
-            trial.report(sum(seen) / len(seen), k)
-            if trial.should_prune():
-                raise Pruned(f"pruned after fold {k}")
-
-        return {"on_fold": on_fold}
-
-    def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
-        value = logs.get("val_macro_f1")
-        if value is None:
-            return
-        trial.report(float(value), epoch + 1)
-        if trial.should_prune():
-            raise Pruned(f"pruned at epoch {epoch + 1}")
-
-    return {"on_epoch": on_epoch}

@@ -12,8 +12,27 @@ import pytest
 
 from ecgvgg import sample_path
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 BAD = DATA / "bad"
+#: The seed pipeline and the real beats bundled with the package.
+SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
+SAMPLE = ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet"
+#: Settings that train a tiny network in seconds; each test adds its epochs and what it checks.
+TINY = ["model.width=0.0625", "model.dense_units=16", "training.batch_size=128",
+        "training.early_stopping_patience=0", "training.reduce_lr_patience=0"]
+
+
+def sets(*items: str) -> list[str]:
+    """``--set`` options for each ``key.path=value`` item."""
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def runner():
+    """A Typer test runner of the ``ecgvgg`` command."""
+    from typer.testing import CliRunner
+
+    return CliRunner()
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +79,21 @@ def invoke_in_new_store(tmp_path_factory, name: str, args: list[str]):
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         result = CliRunner().invoke(app, args)
     return tmp, uri, result
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store_setting_is_restored():
+    """Give every test the MLflow store setting it started with (a test may point MLflow at its own store)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    uri, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(uri)
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from ecgvgg.augment import Augment, augment_batch
-from ecgvgg.models import vgg16_1d
-from ecgvgg.resampling import split_then_oversample
+from ecgvgg.config import TrainingConfig
+from ecgvgg.models import vgg16
+from ecgvgg.folds import split_then_oversample
 from ecgvgg.shapes import to_1d
 from ecgvgg.training import fit, make_dataset, setup_device
 
@@ -87,9 +88,11 @@ def test_losses_optimisers_and_schedules_train_a_real_network(sample_xyg, settin
     X, y, g = sample_xyg
     splits = split_then_oversample(X, y, groups=g, sampler="random", seed=0).map_x(to_1d)
     setup_device(seed=0, mixed_precision=False)
-    model = vgg16_1d(width=0.125, dense_units=64)
-    result = fit(model, splits, epochs=5, batch_size=64, class_names=list("NSVFQ"), early_stopping_patience=None,
-                 learning_rate=2e-3, **settings)
+    model = vgg16(width=0.125, dense_units=64)
+    settings = dict(settings)
+    augment = settings.pop("augment")
+    training = TrainingConfig(epochs=5, batch_size=64, early_stopping_patience=0, learning_rate=2e-3, **settings)
+    result = fit(model, splits, training, class_names=list("NSVFQ"), augment=augment)
     assert result.epochs_run == 5 and np.all(np.isfinite(result.history["loss"]))
     assert max(result.history["val_macro_f1"]) > 0.4  # chance is about 0.2
     opt = model.optimizer
@@ -102,12 +105,13 @@ def test_time_axis_augmentation_is_not_applied_to_2d_input_and_says_so(sample_fr
     from pathlib import Path
 
     from ecgvgg.config import load_config
-    from ecgvgg.pipeline import augment_spec, check_data
+    from ecgvgg.dataset import prepare
+    from ecgvgg.study import augment_spec
 
     seed = Path(__file__).parents[1] / "pipelines" / "adasyn_vgg.yaml"
     flat = load_config(seed)
     assert augment_spec(flat) == Augment(scale=0.1, noise=0.01, shift=5, wander=0.05)  # the shipped 1D defaults
     folded = load_config(seed, ["input.kind=2d"])
     with pytest.warns(UserWarning, match="training.augment_shift, training.augment_wander act on 1D beats only"):
-        check_data(folded)
+        prepare(folded)
     assert augment_spec(folded) == Augment(scale=0.1, noise=0.01)

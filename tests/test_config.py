@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-from conftest import BAD
+from conftest import BAD, ROOT
 from ecgvgg.config import load_config
 from ecgvgg.errors import ConfigError
 
-ROOT = Path(__file__).parents[1]
 
 
 def test_seed_pipeline_resolves_its_pieces():

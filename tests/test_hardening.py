@@ -9,27 +9,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
-from conftest import invoke_in_new_store, runs_in
+from conftest import invoke_in_new_store, ROOT, runner as make_runner, runs_in, SAMPLE, SEED, sets, TINY
 from ecgvgg.cli import app
 
-ROOT = Path(__file__).parents[1]
-SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
-SAMPLE = ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet"
-TINY = ["model.width=0.0625", "model.dense_units=16", "training.batch_size=128",
-        "training.early_stopping_patience=0", "training.reduce_lr_patience=0", "baseline=none"]
-runner = CliRunner()
+LOCAL = [*TINY, "baseline=none"]
+runner = make_runner()
 
 
 def _sets(*items: str) -> list[str]:
-    return [arg for item in (*TINY, *items) for arg in ("--set", item)]
+    return sets(*LOCAL, *items)
 
 
 _runs = runs_in
@@ -123,10 +117,10 @@ def test_a_bad_input_is_one_line_on_the_real_terminal_without_tensorflow_chatter
 def test_interrupt_before_any_run_does_not_claim_a_run_was_killed(capsys):
     from typer import Exit
 
-    from ecgvgg.cli import Terminated, _guard
+    from ecgvgg.exits import Terminated, guard
 
     with pytest.raises(Exit) as stop:
-        with _guard():
+        with guard():
             raise Terminated()
     assert stop.value.exit_code == 143
     err = capsys.readouterr().err
@@ -162,7 +156,7 @@ def test_predict_refuses_outputs_it_cannot_write_before_any_work(files, tmp_path
 def trained(tmp_path_factory):
     """One tiny finished run of the seed pipeline (store, run id, run folder)."""
     tmp, uri, res = invoke_in_new_store(tmp_path_factory, "trained", ["run", SEED, *_sets("training.epochs=2")])
-    assert res.exit_code in (0, 3), res.output
+    assert res.exit_code == 0, res.output
     run_id = _runs(uri)[0].info.run_id
     return tmp, uri, run_id, tmp / "mlruns" / "runs" / run_id
 
@@ -176,8 +170,8 @@ def test_the_input_contract_travels_inside_the_model_file(trained, tmp_path):
     alone = tmp_path / "alone.keras"
     shutil.copy(run_dir / "model.keras", alone)  # no ecgvgg.json beside it
     contract = read_contract(alone)
-    assert contract["length"] == 187 and contract["input"]["kind"] == "1d"
-    data = dict(contract["data"])
+    assert contract.length == 187 and contract.input["kind"] == "1d"
+    data = dict(contract.data)
     seen = set(data.pop("train_groups"))  # the segments of its training and validation rows, not its test rows
     assert data == {"label_column": "label", "group_column": "segment", "header": "auto",
                     "features": [f"x{i}" for i in range(187)], "rhythm_columns": []}
@@ -225,22 +219,22 @@ def test_a_damaged_checkpoint_is_refused_before_the_run_is_reopened(trained, mon
 def test_resume_returns_the_best_model_of_the_whole_run(sample_xyg, tmp_path):
     import keras
 
-    from ecgvgg.models import vgg16_1d
-    from ecgvgg.resampling import split_then_oversample
+    from ecgvgg.models import vgg16
+    from ecgvgg.folds import split_then_oversample
     from ecgvgg.shapes import to_1d
+    from ecgvgg.config import TrainingConfig
     from ecgvgg.training import fit, setup_device
 
     X, y, g = sample_xyg
     splits = split_then_oversample(X, y, groups=g, sampler="random", seed=0).map_x(to_1d)
     setup_device(seed=0, mixed_precision=False)
     ckpt = tmp_path / "best.keras"
-    first = fit(vgg16_1d(width=0.0625, dense_units=16), splits, epochs=2, batch_size=128, checkpoint_path=ckpt,
-                early_stopping_patience=5, reduce_lr_patience=None)
+    training = TrainingConfig(epochs=2, batch_size=128, early_stopping_patience=5, reduce_lr_patience=0)
+    first = fit(vgg16(width=0.0625, dense_units=16), splits, training, checkpoint_path=ckpt)
     saved = keras.saving.load_model(ckpt)
     # pretend the epochs before the interruption reached a score nothing later can beat
-    resumed = fit(saved, splits, epochs=4, batch_size=128, checkpoint_path=ckpt, early_stopping_patience=5,
-                  reduce_lr_patience=None, compile_model=False, initial_epoch=2, initial_best=1.01,
-                  initial_best_epoch=1)
+    resumed = fit(saved, splits, training.model_copy(update={"epochs": 4}), checkpoint_path=ckpt,
+                  compile_model=False, initial_epoch=2, initial_best=1.01, initial_best_epoch=1)
     assert resumed.best_epoch == 1 and first.epochs_run == 2
     expected = keras.saving.load_model(ckpt).get_weights()
     for a, b in zip(resumed.model.get_weights(), expected):
@@ -279,7 +273,7 @@ def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resum
     assert _runs(uri)[0].info.status == "KILLED"
     done = max(h.step for h in MlflowClient(uri).get_metric_history(run_id, "val_macro_f1"))
     resumed = runner.invoke(app, ["run", SEED, *_sets(f"training.epochs={done + 1}"), "--resume", run_id])
-    assert resumed.exit_code in (0, 3), resumed.output
+    assert resumed.exit_code in (0, 3), resumed.output  # resumed at a moment chosen by timing: it may collapse
     (after,) = _runs(uri)
     assert after.info.status == "FINISHED" and "ecgvgg.status" not in after.data.tags
 
@@ -287,7 +281,7 @@ def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resum
 def test_the_kaggle_pipeline_runs_a_headerless_csv_ungrouped(store, files):
     kaggle = str(ROOT / "pipelines" / "kaggle_vgg.yaml")
     res = runner.invoke(app, ["run", kaggle, *_sets("training.epochs=1", f"data.path={files / 'kaggle.csv'}")])
-    assert res.exit_code in (0, 3), res.output
+    assert res.exit_code in (0, 3), res.output  # wiring, not learning: a tiny net may collapse
     (run,) = _runs(store)
     assert run.data.tags["split_kind"] == "ungrouped beats" and run.data.params["data.header"] == "False"
     assert sum(int(run.data.params[f"count_all_{c}"]) for c in "NSVFQ") == len(pd.read_csv(files / "kaggle.csv",

@@ -12,7 +12,7 @@ from conftest import DATA
 from ecgvgg.cli import app
 from ecgvgg.metrics import aami_scores
 from ecgvgg.records import DS1, DS2, PACED, prepare_records
-from ecgvgg.resampling import split_then_oversample
+from ecgvgg.folds import split_then_oversample
 
 wfdb = pytest.importorskip("wfdb")
 SYMBOL = {0: "N", 1: "A", 2: "V", 3: "F", 4: "/"}

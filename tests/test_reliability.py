@@ -7,24 +7,20 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from conftest import SEED, sets, TINY
 from ecgvgg.cli import app
 
-ROOT = Path(__file__).parents[1]
-SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
-TINY = ["model.width=0.0625", "model.dense_units=16", "training.batch_size=128",
-        "training.early_stopping_patience=0", "training.reduce_lr_patience=0"]
 
 
 def _cmd(*extra: str, epochs: int) -> list[str]:
-    sets = [a for s in (*TINY, f"training.epochs={epochs}") for a in ("--set", s)]
-    return [sys.executable, "-m", "ecgvgg.cli", "run", SEED, *sets, *extra]
+    args = sets(*TINY, f"training.epochs={epochs}")
+    return [sys.executable, "-m", "ecgvgg.cli", "run", SEED, *args, *extra]
 
 
 def _env(uri: str) -> dict[str, str]:
@@ -62,6 +58,7 @@ def test_interrupt_marks_run_killed_keeps_checkpoint_and_resume_continues(tmp_pa
 
     resumed = subprocess.run(_cmd("--resume", run.info.run_id, epochs=done + 2), cwd=tmp_path, env=_env(uri),
                              capture_output=True, text=True, timeout=300)
+    # resumed from an epoch chosen by timing: two more epochs of a tiny network may collapse (exit 3)
     assert resumed.returncode in (0, 3), resumed.stdout + resumed.stderr
     (after,) = _runs(uri)
     assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
@@ -75,13 +72,13 @@ def test_resume_refuses_a_finished_run_or_a_changed_config(tmp_path, monkeypatch
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     runner = CliRunner()
-    sets = [a for s in (*TINY, "training.epochs=1") for a in ("--set", s)]
-    first = runner.invoke(app, ["run", SEED, *sets])
-    assert first.exit_code in (0, 3), first.output
+    args = sets(*TINY, "training.epochs=1")
+    first = runner.invoke(app, ["run", SEED, *args])
+    assert first.exit_code in (0, 3), first.output  # wiring, not learning: a tiny net may collapse
     run_id = _runs(uri)[0].info.run_id
-    res = runner.invoke(app, ["run", SEED, *sets, "--resume", run_id])
+    res = runner.invoke(app, ["run", SEED, *args, "--resume", run_id])
     assert res.exit_code == 2 and "already finished" in res.output
-    res = runner.invoke(app, ["run", SEED, *sets, "--resume", "0" * 32])
+    res = runner.invoke(app, ["run", SEED, *args, "--resume", "0" * 32])
     assert res.exit_code == 2 and "no such run" in res.output
 
 
@@ -90,10 +87,10 @@ def test_deterministic_cpu_runs_give_identical_metrics(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     runner = CliRunner()
-    sets = [a for s in (*TINY, "training.epochs=2", "training.deterministic=true") for a in ("--set", s)]
+    args = sets(*TINY, "training.epochs=2", "training.deterministic=true")
     for _ in range(2):
-        res = runner.invoke(app, ["run", SEED, *sets])
-        assert res.exit_code in (0, 3), res.output
+        res = runner.invoke(app, ["run", SEED, *args])
+        assert res.exit_code == 0, res.output
     a, b = _runs(uri)
     keys = [k for k in a.data.metrics if k.startswith(("test_", "val_"))]
     assert len(keys) > 20
@@ -106,7 +103,7 @@ def test_two_concurrent_runs_on_one_store_both_complete(tmp_path, monkeypatch):
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs):
-        assert p.returncode in (0, 3), out
+        assert p.returncode == 0, out
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # MLflow resolves a run's logged model through it
     mlflow.set_tracking_uri(uri)  # (an earlier in-process test may have set another one)
     runs = _runs(uri)

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecgvgg.errors import DataError
-from ecgvgg.resampling import make_sampler, split_then_oversample
+from ecgvgg.folds import split_then_oversample
+from ecgvgg.resampling import make_sampler
 
 
 def _row_keys(a: np.ndarray) -> set[bytes]:
@@ -93,7 +94,7 @@ def test_smote_on_a_class_smaller_than_k_falls_back_too():
 
 @pytest.mark.parametrize("strategy", [{1: 120, 2: 90, 3: 30}, "not majority"])
 def test_the_fallback_reaches_the_counts_the_strategy_asks_for(strategy):
-    from ecgvgg.resampling import oversample_split
+    from ecgvgg.folds import oversample_fold
 
     rng = np.random.default_rng(3)
     X = np.vstack([rng.normal(0, 1, (210, 6)), rng.normal(1, 1, (40, 6)), rng.normal(2, 1, (30, 6)),
@@ -101,7 +102,7 @@ def test_the_fallback_reaches_the_counts_the_strategy_asks_for(strategy):
     y = np.r_[np.zeros(210), np.ones(40), np.full(30, 2), np.full(4, 3)].astype(int)
     rows = np.arange(len(y))
     with pytest.warns(UserWarning) as caught:
-        s = oversample_split(X, y, rows, rows[:0], rows[:0], sampler="adasyn", classes=range(4),
+        s = oversample_fold(X, y, rows, rows[:0], rows[:0], sampler="adasyn", classes=range(4),
                              sampler_params={"sampling_strategy": strategy})
     expected = {0: 210, 1: 120, 2: 90, 3: 30} if isinstance(strategy, dict) else {0: 210, 1: 210, 2: 210, 3: 210}
     assert s.counts_after[0] == 210 and s.counts_after[3] == expected[3]  # SMOTE's fallback is exact

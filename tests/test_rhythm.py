@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATA, invoke_in_new_store, runs_in
+from conftest import DATA, invoke_in_new_store, ROOT, runs_in
 from ecgvgg.cli import app
 from ecgvgg.metrics import jk_index
 from ecgvgg.records import RHYTHM_COLUMNS, beats_from_signal, prepare_records, rhythm_features
-from ecgvgg.resampling import cap_per_class, cv_folds, split_then_oversample
+from ecgvgg.folds import cv_folds, split_then_oversample
+from ecgvgg.resampling import cap_per_class
 
 wfdb = pytest.importorskip("wfdb")
-ROOT = Path(__file__).parents[1]
 CV = str(ROOT / "pipelines" / "interpatient_cv.yaml")
 RHYTHM = ["rr_pre_rel", "rr_post_rel", "rr_local_rel", "rr_pre_local"]
 #: Two real records cut to 3 minutes (MIT-BIH 208 from 0:00, 209 from 8:00): N, S, V and F beats.
@@ -164,7 +164,7 @@ def test_the_rhythm_model_trains_saves_and_carries_its_columns(rhythm_run, table
 def test_evaluate_predict_and_pyfunc_read_beat_and_rhythm_columns(rhythm_run, table, monkeypatch):
     import mlflow
 
-    from ecgvgg.inference import load_model
+    from ecgvgg.store import load_run_model
 
     tmp, uri, run, _ = rhythm_run
     monkeypatch.chdir(tmp)
@@ -181,7 +181,7 @@ def test_evaluate_predict_and_pyfunc_read_beat_and_rhythm_columns(rhythm_run, ta
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     served = model.predict(beats.drop(columns=["label", "record", "sample"]))
-    keras_side = load_model(run_id=run.info.run_id).predict_frame(beats)
+    keras_side = load_run_model(uri, run.info.run_id).predict_frame(beats)
     pd.testing.assert_frame_equal(served.reset_index(drop=True), keras_side, check_dtype=False, atol=1e-5)
     # without its rhythm columns the table is refused in one line that names them
     bare = tmp / "bare.parquet"
@@ -220,14 +220,17 @@ def test_extra_training_tables_train_only_and_must_match(tmp_path_factory, table
                                     ["run", CV, *_sets(f"data.path={table}", f"data.extra_train=[{wrong}]")])
     assert res.exit_code == 2 and "wrong.parquet" in res.output
     from ecgvgg.config import load_config
-    from ecgvgg.pipeline import load_data, prepare_splits
+    from ecgvgg.dataset import load
+    from ecgvgg.folds import plan
 
     cfg = load_config(CV, [*TINY, f"data.path={table}", f"data.extra_train=[{extra}]"])
-    X, y, groups = load_data(cfg)
-    assert X.attrs["train_only"] == len(beats) and len(X) == 2 * len(beats)
-    s = prepare_splits(cfg, X, y, groups)
-    assert set(range(len(beats), 2 * len(beats))) <= set(s.train_index.tolist())
-    assert groups.iloc[np.r_[s.val_index, s.test_index]].str.startswith("x").sum() == 0
+    data = load(cfg)
+    assert data.train_only == len(beats) and len(data.y) == 2 * len(beats)
+    folds = plan(cfg, data.y, data.groups, data.train_only)
+    assert len(folds) == 1  # a single split here (split.folds: null)
+    for fold in folds:  # the extra rows train in every fold and are never held out
+        assert set(range(len(beats), 2 * len(beats))) <= set(fold.train.tolist())
+        assert not any(str(g).startswith("x") for g in data.groups[np.r_[fold.val, fold.test]])
 
 
 

@@ -55,12 +55,15 @@ def test_preprocessing_imports_without_tensorflow():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_public_functions_have_docstrings():
-    import inspect
+def test_public_functions_have_docstrings_and_type_hints():
+    import ast
+    from pathlib import Path
 
-    import ecgvgg.data, ecgvgg.resampling, ecgvgg.shapes  # noqa: E401
-
-    for module in (ecgvgg.data, ecgvgg.resampling, ecgvgg.shapes):
-        for name, obj in vars(module).items():
-            if not name.startswith("_") and inspect.isfunction(obj) and obj.__module__ == module.__name__:
-                assert obj.__doc__, f"{module.__name__}.{name} has no docstring"
+    missing = []
+    for path in sorted((Path(__file__).parents[1] / "ecgvgg").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+                hinted = node.returns is not None and all(a.annotation is not None for a in node.args.args)
+                if not ast.get_docstring(node) or not hinted:
+                    missing.append(f"{path.stem}.{node.name}")
+    assert not missing

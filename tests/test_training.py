@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
-from ecgvgg.models import vgg16_1d
-from ecgvgg.resampling import split_then_oversample
+from ecgvgg.config import TrainingConfig
+from ecgvgg.models import vgg16
+from ecgvgg.folds import split_then_oversample
 from ecgvgg.shapes import to_1d
 from ecgvgg.training import balanced_class_weight, fit, resolve_class_weight, setup_device
 
@@ -20,10 +21,10 @@ def real_splits(sample_xyg):
 
 def test_short_real_training_beats_chance(real_splits, tmp_path):
     setup_device(seed=0, mixed_precision=False)
-    model = vgg16_1d(width=0.125, dense_units=64)
+    model = vgg16(width=0.125, dense_units=64)
     epochs_seen = []
-    result = fit(model, real_splits, epochs=6, batch_size=64, class_names=list("NSVFQ"),
-                 checkpoint_path=tmp_path / "best.keras", early_stopping_patience=None,
+    result = fit(model, real_splits, TrainingConfig(epochs=6, batch_size=64, early_stopping_patience=0),
+                 class_names=list("NSVFQ"), checkpoint_path=tmp_path / "best.keras",
                  on_epoch=lambda e, logs: epochs_seen.append(logs["val_macro_f1"]))
     assert len(epochs_seen) == 6 == result.epochs_run
     assert max(result.history["val_macro_f1"]) > 0.5  # chance is about 0.2 for 5 classes
@@ -36,9 +37,9 @@ def test_short_real_training_beats_chance(real_splits, tmp_path):
 def test_signal_free_inputs_are_detected_as_collapsed(real_splits):
     setup_device(seed=0, mixed_precision=False)
     zeros = real_splits.map_x(np.zeros_like)
-    model = vgg16_1d(width=0.0625, dense_units=8)
-    result = fit(model, zeros, epochs=3, batch_size=128, collapse_patience=2, early_stopping_patience=None,
-                 stop_on_collapse=True)
+    model = vgg16(width=0.0625, dense_units=8)
+    result = fit(model, zeros, TrainingConfig(epochs=3, batch_size=128, collapse_patience=2, early_stopping_patience=0,
+                                              stop_on_collapse=True))
     assert result.collapsed
     assert "predicts class" in result.collapse_reason or "recall" in result.collapse_reason
 
@@ -81,3 +82,17 @@ def test_collapse_rules_on_predictions():
     assert collapse_reason(y, wrong_s, [0, 1, 2], list("NSV"), check_recall=False) is None
     assert collapse_reason(y, wrong_s, [0, 1, 2], list("NSV")) == "recall is 0 for class(es) S"
     assert collapse_reason(y, y, [0, 1, 2]) is None
+
+
+def test_an_epoch_hook_that_answers_a_reason_stops_training_there(real_splits):
+    setup_device(seed=0, mixed_precision=False)
+    seen = []
+
+    def hook(epoch, logs):
+        seen.append(epoch)
+        return "pruned at epoch 2" if epoch == 1 else None
+
+    result = fit(vgg16(width=0.0625, dense_units=8), real_splits,
+                 TrainingConfig(epochs=6, batch_size=256, early_stopping_patience=0), on_epoch=hook)
+    assert seen == [0, 1] and result.epochs_run == 2  # no exception: training ends after the epoch that asked
+    assert result.stopped_by == "pruned at epoch 2"

@@ -5,29 +5,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from conftest import runs_in
+from conftest import ROOT, runner as make_runner, runs_in, SEED, sets, TINY
 from ecgvgg.cli import app
 from ecgvgg.config import load_config
 from ecgvgg.errors import ConfigError
 from ecgvgg.tuning import FloatRange, IntRange, open_study, parse_space
 
-ROOT = Path(__file__).parents[1]
-SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
-TINY = ["training.epochs=2", "model.width=0.0625", "model.dense_units=16", "training.batch_size=128",
-        "training.early_stopping_patience=0", "training.reduce_lr_patience=0", "training.collapse_warmup=0",
-        "baseline=none"]
+LOCAL = [*TINY, "training.epochs=2", "training.collapse_warmup=0", "baseline=none"]
 SPACE = "training.learning_rate: [0.001, 0.002]\nmodel.dropout: {low: 0.0, high: 0.3}\n"
-runner = CliRunner()
+runner = make_runner()
 
 
 def _sets() -> list[str]:
-    return [a for s in TINY for a in ("--set", s)]
+    return sets(*LOCAL)
 
 
 def test_the_shipped_space_is_valid_and_ranges_are_typed():
@@ -93,7 +87,7 @@ def test_two_processes_share_one_study_and_the_best_config_runs(tmp_path):
     assert cfg.training.learning_rate == study.best_params["training.learning_rate"]
     res = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "run", str(best), "--set", "training.epochs=1"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode in (0, 3), res.stdout + res.stderr
+    assert res.returncode in (0, 3), res.stdout + res.stderr  # wiring, not learning: a tiny net may collapse
 
 
 def test_a_pruned_trial_ends_finished_tagged_and_without_test_scores(store, tmp_path):

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
-from conftest import invoke_in_new_store
+from conftest import invoke_in_new_store, runner as make_runner, SAMPLE as SAMPLE_PATH, SEED, sets, TINY
 from ecgvgg.cli import app
 from ecgvgg.metrics import bootstrap_macro_f1, held_out_verdict, per_class_scores
-from ecgvgg.resampling import cross_validation_splits, cv_folds
+from ecgvgg.folds import cv_folds, oversample_fold
 
-ROOT = Path(__file__).parents[1]
-SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
-SAMPLE = str(ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet")
-TINY = ["training.epochs=1", "model.width=0.0625", "model.dense_units=16", "training.batch_size=128",
-        "training.early_stopping_patience=0", "training.reduce_lr_patience=0"]
+SAMPLE = str(SAMPLE_PATH)
+LOCAL = [*TINY, "training.epochs=1"]
 NAMES = list("NSVFQ")
-runner = CliRunner()
+runner = make_runner()
 
 
 def _sets(*items: str) -> list[str]:
-    return [arg for item in (*TINY, *items) for arg in ("--set", item)]
+    return sets(*LOCAL, *items)
 
 
 def test_a_class_missed_only_on_validation_is_a_warning_not_a_collapse():
@@ -109,7 +104,8 @@ def test_cv_folds_partition_the_rows_and_never_share_a_group(sample_xyg):
 def test_each_fold_oversamples_only_its_own_training_part(sample_xyg):
     X, y, g = sample_xyg
     Xa = X.to_numpy()
-    for splits in cross_validation_splits(X, y, folds=3, groups=g, sampler="random", seed=0, classes=range(5)):
+    for fold in cv_folds(y, folds=3, groups=g, seed=0, classes=range(5)):
+        splits = oversample_fold(Xa, y.to_numpy(), *fold, sampler="random", seed=0, classes=range(5))
         own = {row.tobytes() for row in Xa[splits.train_index]}
         assert all(row.tobytes() in own for row in splits.X_train)  # every duplicate comes from its training part
         np.testing.assert_array_equal(splits.X_test, Xa[splits.test_index])
@@ -118,9 +114,9 @@ def test_each_fold_oversamples_only_its_own_training_part(sample_xyg):
 
 
 def test_fold_ensemble_averages_its_members():
-    from ecgvgg.models import fold_ensemble, vgg16_1d
+    from ecgvgg.models import fold_ensemble, vgg16
 
-    members = [vgg16_1d(width=0.0625, dense_units=8, batch_norm=True) for _ in range(3)]
+    members = [vgg16(width=0.0625, dense_units=8, batch_norm=True) for _ in range(3)]
     x = np.random.default_rng(0).random((6, 187, 1), dtype=np.float32)
     expected = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
     np.testing.assert_allclose(fold_ensemble(members).predict(x, verbose=0), expected, atol=1e-6)
@@ -134,7 +130,7 @@ def cv_run(tmp_path_factory):
 
 def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
     tmp, uri, result = cv_run
-    assert result.exit_code in (0, 3), result.output
+    assert result.exit_code in (0, 3), result.output  # wiring, not learning: a tiny net may collapse
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     parent = next(r for r in runs if r.data.tags.get("cv") == "true")
@@ -167,7 +163,7 @@ def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
 def test_the_fold_ensemble_is_the_parent_model_for_evaluate_and_predict(cv_run, tmp_path):
     import json
 
-    from ecgvgg.inference import load_model
+    from ecgvgg.store import load_run_model
 
     tmp, uri, _ = cv_run
     client = MlflowClient(uri)
@@ -178,8 +174,7 @@ def test_the_fold_ensemble_is_the_parent_model_for_evaluate_and_predict(cv_run, 
     assert res.exit_code == 0, res.output
     scores = json.loads(res.stdout)
     assert "training or validation split" in res.stderr  # every segment trained some fold's model
-    mlflow.set_tracking_uri(uri)
-    loaded = load_model(run_id=parent.info.run_id)
+    loaded = load_run_model(uri, parent.info.run_id)
     assert [layer.name for layer in loaded.model.layers if layer.name.startswith("fold_")] == ["fold_1", "fold_2",
                                                                                               "fold_3"]
     sample = pd.read_parquet(SAMPLE)
@@ -195,7 +190,7 @@ def test_the_fold_ensemble_is_the_parent_model_for_evaluate_and_predict(cv_run, 
 def test_ungrouped_runs_say_the_score_is_optimistic(store, caplog):
     with caplog.at_level(logging.WARNING, logger="ecgvgg"):
         res = runner.invoke(app, ["run", SEED, *_sets("split.grouped=false", "baseline=none")])
-    assert res.exit_code in (0, 3), res.output
+    assert res.exit_code in (0, 3), res.output  # wiring, not learning: a tiny net may collapse
     assert sum("so the score is optimistic" in r.getMessage() for r in caplog.records) == 1
     assert "split: ungrouped beats" in res.output
     assert "VGG16 vs random forest" not in res.output

@@ -1,0 +1,81 @@
+"""A saved model's input contract: what it needs to read raw beats, and the one check that a use fits it.
+
+The contract travels inside the ``.keras`` file (as ``ecgvgg.json``) and in the logged MLflow
+model's metadata; :meth:`InputContract.to_dict` writes the same JSON as every earlier version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """Classes, beat length, reshaping and how the training table was read."""
+
+    classes: list[int]
+    class_names: list[str]
+    input: dict[str, Any]
+    length: int | None
+    data: dict[str, Any] = field(default_factory=dict)
+    ensemble: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> InputContract:
+        """Read a stored contract (``ecgvgg.json``)."""
+        return cls([int(c) for c in raw["classes"]], list(raw["class_names"]), dict(raw["input"]),
+                   raw.get("length"), dict(raw.get("data") or {}), bool(raw.get("ensemble", False)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (``ecgvgg.json``)."""
+        out = {"classes": list(self.classes), "class_names": list(self.class_names), "input": dict(self.input),
+               "length": self.length, "data": dict(self.data)}
+        return {**out, "ensemble": True} if self.ensemble else out
+
+    @property
+    def features(self) -> list[str]:
+        """The training table's feature columns (beat samples, then rhythm columns), when known."""
+        return list(self.data.get("features") or [])
+
+    @property
+    def rhythm_columns(self) -> list[str]:
+        """The rhythm columns the model reads after the beat samples."""
+        return list(self.data.get("rhythm_columns") or [])
+
+    def mismatches(self, other: InputContract, *, new_head: bool = False, source: bool = False) -> list[str]:
+        """How ``other`` (this config and data) differs from this contract, in words; empty when it fits.
+
+        ``new_head`` allows another class list; ``source`` (starting a run from this model) also
+        refuses a fold ensemble.
+        """
+        differs = []
+        if self.length != other.length:
+            differs.append(f"beat length {self.length} there, {other.length} here")
+        kind, mine = self.input.get("kind"), other.input.get("kind")
+        if kind != mine:
+            differs.append(f"input.kind {kind} there, {mine} here")
+        elif mine == "2d" and (self.input.get("method"), self.input.get("size")) != \
+                (other.input.get("method"), other.input.get("size")):
+            differs.append(f"input.method/size {self.input.get('method')}/{self.input.get('size')} there, "
+                           f"{other.input.get('method')}/{other.input.get('size')} here")
+        if not new_head and self.class_names != other.class_names:
+            differs.append(f"classes {self.class_names} there, {other.class_names} here "
+                           "(set model.new_head: true for a new class list)")
+        if source and self.ensemble:
+            differs.append("it is a fold ensemble; start from one of its fold runs")
+        return differs
+
+
+def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] | None = None,
+                 ensemble: bool = False) -> InputContract:
+    """The contract of a model trained with ``cfg`` on a table with these feature columns, and the
+    groups its training and validation rows came from (to warn when it is scored on them)."""
+    d = cfg.data
+    data = {"label_column": d.label_column, "group_column": d.group_column, "header": d.header,
+            "features": [str(f) for f in features], "rhythm_columns": list(d.rhythm_columns)}
+    if seen_groups is not None:
+        data["train_groups"] = sorted({str(g) for g in seen_groups})
+    return InputContract(d.classes, list(d.class_names), cfg.input.model_dump(),
+                         len(features), data, ensemble)

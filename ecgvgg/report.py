@@ -1,0 +1,235 @@
+"""The terminal: per-class tables, the run summary, the collapse box, the runs table and training progress.
+
+Everything here prints; nothing computes a score. :class:`TerminalObserver` shows progress bars
+over epochs and batches while a study trains (one line per epoch when not on a terminal).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from ecgvgg.events import Observer
+
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
+
+#: AAMI EC57 highlights supraventricular (SVEB) and ventricular (VEB) ectopic beats.
+AAMI_HIGHLIGHT = {"S": "SVEB", "V": "VEB"}
+
+
+def scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) -> Table:
+    """Per-class precision (+P), recall (Se), F1, false positive rate and support, as AAMI EC57 reports them."""
+    from ecgvgg.metrics import aami_scores
+
+    aami = aami_scores(scores["confusion_matrix"], names)
+    table = Table(title=title, title_justify="left")
+    for col in ("class", "precision (+P)", "recall (Se)", "F1", "FPR", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for i, name in enumerate(names):
+        label = f"[bold]{name} ({AAMI_HIGHLIGHT[name]})[/]" if name in AAMI_HIGHLIGHT else name
+        table.add_row(label, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}",
+                      f"{scores['f1'][i]:.3f}", f"{aami[name]['FPR']:.3f}", str(scores["support"][i]))
+    table.add_section()
+    table.add_row("macro F1", "", "", f"{scores['macro_f1']:.3f}", "")
+    table.add_row("accuracy", "", "", f"{scores['accuracy']:.3f}", "")
+    if "S" in names and "V" in names:
+        from ecgvgg.metrics import jk_index
+
+        jk = jk_index(scores["confusion_matrix"], names)
+        table.add_row("jκ index", "", "", f"{jk['jk']:.3f}", f"κ {jk['kappa']:.3f}")
+    return table
+
+
+def cv_table(result: Any) -> Table:
+    """Per-class recall and F1 as mean +- sd over the folds, beside the pooled out-of-fold scores."""
+    cv, scores, names = result.cv, result.scores, result.class_names
+    table = Table(title=f"{cv['folds']}-fold cross-validation (mean ± sd over folds; out-of-fold pooled)",
+                  title_justify="left")
+    for col in ("class", "recall", "F1", "out-of-fold recall", "out-of-fold F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+
+    def pm(metric: str, name: str) -> str:
+        mean_sd = cv[metric].get(name)
+        return f"{mean_sd[0]:.3f}±{mean_sd[1]:.3f}" if mean_sd else "-"
+
+    for i, name in enumerate(names):
+        label = f"[bold]{escape(name)} ({AAMI_HIGHLIGHT[name]})[/]" if name in AAMI_HIGHLIGHT else escape(name)
+        table.add_row(label, pm("recall", name), pm("f1", name), f"{scores['recall'][i]:.3f}",
+                      f"{scores['f1'][i]:.3f}", str(scores["support"][i]))
+    table.add_section()
+    mean, sd = cv["macro_f1"]
+    table.add_row("macro F1", "", f"{mean:.3f}±{sd:.3f}", "", f"{scores['macro_f1']:.3f}", "")
+    return table
+
+
+def print_summary(result: Any) -> None:
+    """The interval, the baseline comparison, the protocol and any class missed on part of the held-out rows."""
+    what = "out-of-fold macro-F1" if result.cv else "test macro-F1"
+    f1 = result.scores["macro_f1"]
+    if result.ci is not None:
+        by = "groups" if result.kind.startswith(("grouped", "inter-patient")) else "beats"
+        console.print(f"{what} {f1:.3f}, 95% bootstrap interval {result.ci[0]:.3f}-{result.ci[1]:.3f} "
+                      f"(resampling test {by}: it covers the sampling of these test rows, not the choice of "
+                      "split or the training run)")
+    if not result.cv:
+        console.print("one split: another split or seed can move this score by more than its interval; for a "
+                      "number to report, cross-validate: --set split.folds=5")
+    if result.baseline_macro_f1 is not None:
+        b = result.baseline_macro_f1
+        console.print(f"VGG16 vs random forest: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
+    console.print(f"split: {escape(result.kind)}")
+    for name, where in result.missed.items():
+        err_console.print(f"[yellow]warning:[/] class {escape(name)} was never found on {escape(where)}; "
+                          "the model finds it elsewhere, so this is no collapse, but its score there is 0")
+
+
+def collapse_box(reason: str) -> None:
+    """The red box that says the model collapsed and why its accuracy means nothing."""
+    err_console.print(Panel(f"[bold]The model collapsed:[/] {escape(reason)}.\n"
+                            "Its accuracy means nothing: check class weights, the sampler, the learning rate.",
+                            title="[bold red]COLLAPSED MODEL[/]", border_style="red"))
+
+
+def runs_table(frame: Any, uri: str) -> Table:
+    """The runs as a Rich table for a terminal."""
+    table = Table(title=f"runs in {escape(uri)}", title_justify="left")
+    recall_cols = [c for c in frame.columns if c.startswith("recall_")]
+    for col in ("id", "name", "status", "collapsed", "model", "params", "trainable", "non-trainable", "time",
+                "epochs", "val F1",
+                "macro-F1 [95%]", "CV mean±sd", f"recall {'/'.join(c[7:] for c in recall_cols)}", "RF"):
+        table.add_column(col, no_wrap=col in ("id", "status"), overflow="fold", min_width=4)
+    for row in frame.to_dict(orient="records"):
+        f1 = row["macro_f1"]
+        table.add_row(
+            row["id"], escape(str(row["name"])), row["status"],
+            "[red]yes[/]" if row["collapsed"] == "true" else "no" if row["collapsed"] == "false" else "",
+            escape(f"{row['sampler']} {row['input']}"), _fmt_int(row["params_total"]),
+            _fmt_int(row["params_trainable"]), _fmt_int(row["params_non_trainable"]), f"{row['seconds']}s",
+            _fmt_int(row["epochs"]), _fmt(row["val_macro_f1"]),
+            f"{_fmt(f1)} [{row['macro_f1_ci']}]" if row["macro_f1_ci"] else _fmt(f1), row["cv_macro_f1"],
+            "/".join(f"{row[c]:.2f}" for c in recall_cols if row.get(c) == row.get(c) and row.get(c) is not None),
+            _fmt(row["baseline_rf_macro_f1"]))
+    return table
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or bool(pd.isna(value))
+
+
+def _fmt(value: Any) -> str:
+    return "" if _missing(value) else f"{value:.3f}"
+
+
+def _fmt_int(value: Any) -> str:
+    return "" if _missing(value) else f"{int(value):,}"
+
+
+def print_run(result: Any, run_id: str, run_name: str, experiment: str, uri: str, model_uri: str,
+              model_path: Any) -> None:
+    """What ``ecgvgg run`` prints after a study: its run, the per-class tables, the summary and the model."""
+    console.print(f"run id: [bold]{run_id}[/] {escape(run_name)} (experiment {escape(experiment)}, store {escape(uri)})")
+    if result.cv:
+        console.print(cv_table(result))
+        console.print(scores_table(result.scores, result.class_names, "out-of-fold, pooled (AAMI EC57)"))
+    else:
+        console.print(scores_table(result.scores, result.class_names, "test split"))
+    print_summary(result)
+    console.print(f"model: {escape(model_uri)}  (local copy: {escape(str(model_path))})")
+
+
+def print_trained(result: Any, run_name: str) -> None:
+    """One line per single-split run, terminal or not: epochs trained, best epoch, validation macro-F1."""
+    if result.cv is None and result.folds:
+        fold = result.folds[-1]
+        best = f", best epoch {fold.fit.best_epoch}" if fold.fit.best_epoch else ""
+        console.print(f"{escape(run_name)}: trained {fold.fit.epochs_run} epochs{best} "
+                      f"(val macro-F1 {fold.val_scores.get('macro_f1', 0.0):.3f})")
+
+
+def sweep_table(rows: Sequence[tuple[Mapping[str, Any], Any, str]], title: str) -> Table:
+    """The sweep's combinations, best validation macro-F1 first: ``(combination, result, run id)`` rows."""
+    table = Table(title=title, title_justify="left")
+    for col in ("run", *(rows[0][0] if rows else ()), "val macro-F1", "test macro-F1", "collapsed"):
+        table.add_column(col)
+    for combo, r, run_id in rows:
+        table.add_row(run_id[:8], *(str(v) for v in combo.values()), f"{r.val_macro_f1:.3f}",
+                      f"{r.scores.get('macro_f1', 0.0):.3f}", "[red]yes[/]" if r.collapsed else "no")
+    return table
+
+
+def trials_table(done: Sequence[Any], total: int, name: str, out: Any, keys: Sequence[str]) -> Table:
+    """The five best trials of a tuning study."""
+    table = Table(title=f"study {escape(name)}: best trials ({len(done)} complete of {total}; "
+                        f"best configuration in {escape(str(out))})", title_justify="left")
+    for col in ("trial", "objective", "run", *(k.split(".")[-1] for k in keys)):
+        table.add_column(col)
+    for t in sorted(done, key=lambda t: t.value, reverse=True)[:5]:
+        table.add_row(str(t.number), f"{t.value:.3f}", str(t.user_attrs.get("run_id", ""))[:8],
+                      *(escape(f"{v:.3g}" if isinstance(v := t.params.get(k, ""), float) else str(v)) for k in keys))
+    return table
+
+
+class TerminalObserver(Observer):
+    """Progress bars over epochs and batches while a study trains; one line per epoch off a terminal."""
+
+    def __init__(self, epochs: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.epochs = epochs
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err_console, transient=True)
+        self._callback: Any = None
+
+    def __enter__(self) -> TerminalObserver:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def keras_callbacks(self) -> Sequence[Any]:
+        """The Keras callback that drives the bars (one for every fold)."""
+        if self._callback is None:
+            self._callback = _progress_callback(self.progress, self.epochs)
+        return [self._callback]
+
+
+def _progress_callback(progress: Any, epochs: int) -> Any:
+    """A Keras callback that drives a rich progress bar over epochs and batches."""
+    import keras
+
+    class RichProgress(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Optional[dict] = None) -> None:
+            if hasattr(self, "epoch_task"):  # a later fold of a cross-validated run
+                progress.reset(self.epoch_task, description="epochs")
+                progress.reset(self.batch_task, total=self.params.get("steps") or None)
+                return
+            self.epoch_task = progress.add_task("epochs", total=epochs)
+            self.batch_task = progress.add_task("batches", total=self.params.get("steps") or None)
+
+        def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+            progress.reset(self.batch_task, description=f"epoch {epoch + 1}")
+
+        def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+            progress.advance(self.batch_task)
+
+        def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+            f1 = (logs or {}).get("val_macro_f1")
+            progress.update(self.epoch_task, completed=epoch + 1,
+                            description=f"epochs (val macro-F1 {f1:.3f})" if f1 is not None else "epochs")
+            if not err_console.is_terminal:  # CI logs, nohup: the bars vanish, so leave one line per epoch
+                loss = (logs or {}).get("loss")
+                print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, val macro-F1 {f1:.3f}"
+                      if loss is not None and f1 is not None else f"epoch {epoch + 1}/{epochs}",
+                      file=sys.stderr, flush=True)
+
+    return RichProgress()

@@ -1,0 +1,74 @@
+"""Run a study with its observers: MLflow, the terminal, and any others (a tuner's pruner).
+
+The one composition that ``ecgvgg run``, ``sweep`` and ``tune`` use. A ``model.weights: run:ID``
+network is looked up here (a local copy of its model and its contract), so the study itself
+never reads the MLflow store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ecgvgg.config import RUN_PREFIX, PipelineConfig
+from ecgvgg.contract import InputContract
+from ecgvgg.dataset import StudyData, prepare
+from ecgvgg.errors import ConfigError, DataError
+from ecgvgg.folds import Fold
+from ecgvgg.events import Observer
+from ecgvgg.study import StudyResult
+
+if TYPE_CHECKING:
+    from ecgvgg.tracking import MlflowObserver
+
+
+def source_run(cfg: PipelineConfig) -> tuple[Path, InputContract] | None:
+    """The local model file and contract of a ``model.weights: run:ID`` network, or None."""
+    weights = cfg.model.weights
+    if not (weights and weights.startswith(RUN_PREFIX)):
+        return None
+    from ecgvgg import store
+
+    uri, run_id = cfg.tracking.resolved_uri(), weights[len(RUN_PREFIX):]
+    try:
+        return store.run_model_path(uri, run_id), store.run_contract(uri, run_id)
+    except DataError as exc:
+        raise ConfigError(f"model.weights: {exc}") from None
+
+
+def full_run_ids(cfg: PipelineConfig) -> PipelineConfig:
+    """``cfg`` with a ``model.weights: run:PREFIX`` expanded to the run's full id."""
+    weights = cfg.model.weights
+    if not (weights and weights.startswith(RUN_PREFIX)):
+        return cfg
+    from ecgvgg.store import resolve_run_id
+
+    full = resolve_run_id(cfg.tracking.resolved_uri(), weights[len(RUN_PREFIX):], "model.weights: run:")
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": RUN_PREFIX + full})})
+
+
+def check(cfg: PipelineConfig, data: StudyData | None = None) -> tuple[StudyData, list[Fold]]:
+    """Load and check the data and every data-dependent setting, and plan the folds, before any run exists."""
+    source = source_run(cfg)
+    return prepare(cfg, data, source[1] if source else None)
+
+
+def run_observed(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], *, nested: bool = False,
+                 resume_run_id: str | None = None, tags: Mapping[str, str] | None = None,
+                 observers: Sequence[Observer] = (), on_run: Callable[[str], None] | None = None,
+                 ) -> tuple[StudyResult, MlflowObserver]:
+    """Run the study logged to MLflow with terminal progress; return the result and the MLflow observer
+    (its ``run_id``, ``run_name``, ``model_uri`` and ``model_path``). ``on_run`` hears each run id opened."""
+    from ecgvgg.report import TerminalObserver, print_trained
+    from ecgvgg.study import run_study
+    from ecgvgg.tracking import MlflowObserver
+
+    source = source_run(cfg)
+    with MlflowObserver(cfg, nested=nested, resume_run_id=resume_run_id, tags=tags, on_run=on_run) as tracker, \
+            TerminalObserver(cfg.training.epochs) as terminal:
+        result = run_study(cfg, data, folds, [tracker, terminal, *observers], source=source[0] if source else None,
+                           resume=tracker.resume)
+    if not result.pruned:
+        print_trained(result, tracker.run_name)
+    return result, tracker

@@ -1,0 +1,357 @@
+"""The study loop: train and score one fold, run K folds and pool them. Imports no MLflow, rich or Optuna.
+
+:func:`run_fold` takes a config, the data and one planned fold and returns a trained, scored
+:class:`FoldResult`; :func:`run_study` runs every planned fold (one for a single split) and
+pools them (:class:`StudyResult`: out-of-fold scores and a fold ensemble for cross-validation).
+Observers (:class:`Observer`: MLflow logging, the terminal, a tuner's pruner) hear about the
+study as it goes; an observer's answer to ``epoch_ended`` or ``fold_ended`` can stop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgvgg.config import PipelineConfig
+from ecgvgg.contract import InputContract, contract_for
+from ecgvgg.dataset import StudyData, grouping, split_kind
+from ecgvgg.folds import Fold, materialise
+from ecgvgg.metrics import bootstrap_macro_f1, confusion, held_out_verdict, per_class_scores
+from ecgvgg.events import Observer
+from ecgvgg.resampling import Splits
+
+log = logging.getLogger("ecgvgg")
+
+
+@dataclass
+class ResumePoint:
+    """Where an interrupted run stopped: epochs completed, the best monitored value and its epoch, its checkpoint."""
+
+    epoch: int
+    best: float | None
+    checkpoint: Path
+    best_epoch: int | None = None
+
+
+@dataclass
+class FoldResult:
+    """One trained, scored fold: the model, its test predictions, scores, verdict and baseline."""
+
+    fold: Fold
+    counts: dict[str, dict[int, int]]
+    model: Any
+    fit: Any
+    contract: InputContract
+    probs: np.ndarray | None = None
+    pred: np.ndarray | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
+    val_pred: np.ndarray | None = None
+    ci: tuple[float, float] | None = None
+    baseline_pred: np.ndarray | None = None
+    reason: str | None = None
+    missed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    first_epoch: int = 1
+    unfrozen_at: int | None = None
+    y_val: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+    @property
+    def pruned(self) -> str | None:
+        """Why an observer stopped this fold's training early, else None (then nothing was scored)."""
+        return self.fit.stopped_by
+
+    @property
+    def val_scores(self) -> dict[str, Any]:
+        """Validation scores of the returned model."""
+        return self.fit.val_scores
+
+    @property
+    def baseline_macro_f1(self) -> float | None:
+        """The baseline's test macro-F1, or None without a baseline."""
+        return macro_f1(self.y_test, self.baseline_pred, len(self.contract.classes))
+
+
+@dataclass
+class StudyResult:
+    """A whole study: its folds, and the scores to report (the single fold's test, or pooled out-of-fold)."""
+
+    cfg: PipelineConfig
+    folds: list[FoldResult]
+    scores: dict[str, Any]
+    ci: tuple[float, float] | None
+    reason: str | None
+    missed: dict[str, str]
+    baseline_macro_f1: float | None
+    kind: str
+    cv: dict[str, Any] | None = None
+    oof: dict[str, np.ndarray] | None = None
+    ensemble: Any = None
+    contract: InputContract | None = None
+    seconds: float = 0.0
+    pruned: str | None = None
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the returned model collapsed."""
+        return self.reason is not None
+
+    @property
+    def class_names(self) -> list[str]:
+        """The configured class names."""
+        return list(self.cfg.data.class_names)
+
+    @property
+    def val_macro_f1(self) -> float:
+        """Validation macro-F1 of the returned model (the mean over folds when cross-validated)."""
+        return float(np.mean([f.val_scores.get("macro_f1", 0.0) for f in self.folds]))
+
+    @property
+    def objective(self) -> float:
+        """What a search maximises: the cross-validated mean macro-F1, else the validation macro-F1."""
+        return self.cv["macro_f1"][0] if self.cv else float(self.folds[-1].val_scores.get("macro_f1", 0.0))
+
+
+def macro_f1(y_true: np.ndarray | None, pred: np.ndarray | None, n_classes: int) -> float | None:
+    """Macro-F1 of ``pred`` over classes ``0..n_classes-1``, or None without predictions."""
+    if pred is None or y_true is None:
+        return None
+    return float(per_class_scores(y_true, pred, range(n_classes))["macro_f1"])
+
+
+def run_study(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], observers: Sequence[Observer] = (), *,
+              source: Path | None = None, resume: ResumePoint | None = None) -> StudyResult:
+    """Run every planned fold and pool them; a single split is one fold.
+
+    ``source`` is the local ``.keras`` file of a ``model.weights: run:ID`` network; ``resume``
+    (a :class:`ecgvgg.training.ResumePoint`) continues a single split's interrupted training.
+    """
+    if split_kind(cfg) == "ungrouped beats":
+        log.warning("the split is by beat: beats of one recording can sit in both training and test, so the "
+                    "score is optimistic; set data.group_column (record, patient or segment) to split by group")
+    started = time.perf_counter()
+    for o in observers:
+        o.study_started(cfg, data, folds)
+    results: list[FoldResult] = []
+    stop = None
+    for k, fold in enumerate(folds, start=1):
+        if len(folds) > 1:
+            log.info("fold %d of %d: %d training, %d validation, %d test rows", k, len(folds), len(fold.train),
+                     len(fold.val), len(fold.test))
+        out = run_fold(cfg, data, fold, observers, number=k, source=source, resume=resume)
+        results.append(out)
+        answers = [o.fold_ended(k, out) for o in observers]  # every observer hears every fold
+        stop = out.pruned or next((a for a in answers if a), None)
+        if stop:
+            break
+    result = _pool(cfg, data, folds, results) if len(folds) > 1 and not stop else _single(cfg, results[-1])
+    result.pruned, result.seconds = stop, time.perf_counter() - started
+    for o in observers:
+        o.study_ended(result)
+    return result
+
+
+def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequence[Observer] = (), *,
+             number: int = 1, source: Path | None = None, resume: ResumePoint | None = None) -> FoldResult:
+    """Oversample this fold's training part, train, then score validation, test, the baseline and the verdict."""
+    from ecgvgg.shapes import reshape
+    from ecgvgg.training import setup_device
+
+    splits = materialise(cfg, data.X, data.y, fold)
+    folder = next((f for o in observers if (f := o.fold_started(number, cfg, data, splits)) is not None), None)
+    shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
+    t = cfg.training
+    strategy = setup_device(mixed_precision=t.mixed_precision, deterministic=t.deterministic, seed=t.seed)
+    with strategy.scope():
+        model = build_model(cfg, data.X.shape[1], _rhythm_rows(cfg, data.X, fold.train), source) if resume is None \
+            else _load_checkpoint(resume.checkpoint)
+    started = time.perf_counter()
+    fit, unfrozen = _train(cfg, model, shaped, observers, folder / "best.keras" if folder else None, resume)
+    seen = grouping(cfg, data)
+    out = FoldResult(fold, splits.counts, model, fit,
+                     contract_for(cfg, data.features, None if seen is None else seen[np.r_[fold.train, fold.val]]),
+                     seconds=time.perf_counter() - started, first_epoch=(resume.epoch if resume else 0) + 1,
+                     unfrozen_at=unfrozen, val_pred=fit.val_pred, y_val=shaped.y_val, y_test=shaped.y_test)
+    if out.pruned:
+        return out
+    return _score(cfg, data, out, shaped)
+
+
+def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits) -> FoldResult:
+    """Test predictions and scores, their bootstrap interval, the baseline and the verdict on all held-out rows."""
+    t, names = cfg.training, list(cfg.data.class_names)
+    classes = cfg.data.classes
+    out.probs = np.asarray(out.model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
+    out.pred = np.asarray(classes)[np.argmax(out.probs, axis=1)]
+    out.scores = per_class_scores(shaped.y_test, out.pred, classes)
+    out.scores["confusion_matrix"] = confusion(shaped.y_test, out.pred, classes).tolist()
+    groups = grouping(cfg, data)
+    out.ci = bootstrap_macro_f1(shaped.y_test, out.pred, classes,
+                                None if groups is None else groups[out.fold.test], seed=cfg.split.seed)
+    out.baseline_pred = _baseline(cfg, data.X, data.y, out.fold.train, data.X[out.fold.test])
+    held_out = {"validation": (shaped.y_val, out.val_pred), "test": (shaped.y_test, out.pred)}
+    out.reason, out.missed = held_out_verdict(held_out, classes, names, dominance=t.collapse_dominance,
+                                              min_rows=t.collapse_min_rows)
+    if out.reason is None and out.fit.stopped_on_collapse:
+        out.reason, out.missed = out.fit.collapse_reason, {}
+    return out
+
+
+def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[Observer], checkpoint: Path | None,
+           resume: Any) -> tuple[Any, int | None]:
+    """Fit as ``training`` says (in two phases with ``unfreeze_after``); return the fit and the unfreezing epoch."""
+    from ecgvgg.training import fit
+
+    t = cfg.training
+
+    def on_epoch(epoch: int, logs: Mapping[str, float]) -> str | None:
+        return next((r for o in observers if (r := o.epoch_ended(epoch, logs))), None)
+
+    common = dict(class_names=list(cfg.data.class_names), max_per_class=cfg.resampling.max_per_class,
+                  augment=augment_spec(cfg), checkpoint_path=checkpoint, on_epoch=on_epoch,
+                  callbacks=[c for o in observers for c in o.keras_callbacks()])
+    phased = t.unfreeze_after is not None and resume is None
+    first = fit(model, shaped, t.model_copy(update={"epochs": t.unfreeze_after}) if phased else t,
+                compile_model=resume is None, initial_epoch=resume.epoch if resume else 0,
+                initial_best=resume.best if resume else None,
+                initial_best_epoch=resume.best_epoch if resume else None, **common)
+    if not phased or first.epochs_run < t.unfreeze_after or first.stopped_by:
+        return first, None
+    rate = t.fine_tune_learning_rate or t.learning_rate / 10  # phase two: everything trains, at a lower rate
+    for layer in model.layers:
+        layer.trainable = True
+    scores = first.history.get(t.monitor, [])
+    best = (min(scores) if t.monitor.endswith("loss") else max(scores)) if scores else None
+    log.info("epoch %d: all blocks unfrozen; fine-tuning at learning rate %g", first.epochs_run, rate)
+    second = fit(model, shaped, t.model_copy(update={"learning_rate": rate}), initial_epoch=first.epochs_run,
+                 initial_best=best, initial_best_epoch=first.best_epoch, **common)
+    second.history = {k: first.history.get(k, []) + second.history.get(k, []) for k in {*first.history, *second.history}}
+    second.epochs_run += first.epochs_run
+    return second, first.epochs_run
+
+
+def _single(cfg: PipelineConfig, fold: FoldResult) -> StudyResult:
+    """A single split's study: its one fold's test scores."""
+    return StudyResult(cfg, [fold], fold.scores, fold.ci, fold.reason, fold.missed, fold.baseline_macro_f1,
+                       split_kind(cfg))
+
+
+def _pool(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], results: Sequence[FoldResult]) -> StudyResult:
+    """Out-of-fold scores over all folds' test rows, their interval, the verdict and the fold ensemble."""
+    from ecgvgg.models import fold_ensemble
+
+    names, n = list(cfg.data.class_names), data.scored  # extra training tables are never scored
+    classes = cfg.data.classes
+    fold_of, probs = np.zeros(n, dtype=np.int64), np.zeros((n, len(classes)), dtype=np.float32)
+    baseline = np.zeros(n, dtype=np.int64) if cfg.baseline != "none" else None
+    for k, (fold, out) in enumerate(zip(folds, results), start=1):
+        fold_of[fold.test], probs[fold.test] = k, out.probs
+        if baseline is not None:
+            baseline[fold.test] = out.baseline_pred
+    y, groups = data.y[:n], grouping(cfg, data)
+    groups = None if groups is None else groups[:n]
+    pred = np.asarray(classes)[np.argmax(probs, axis=1)]
+    scores = per_class_scores(y, pred, classes)
+    scores["confusion_matrix"] = confusion(y, pred, classes).tolist()
+    reason, missed = held_out_verdict({"out-of-fold": (y, pred)}, classes, names,
+                                      dominance=cfg.training.collapse_dominance, min_rows=cfg.training.collapse_min_rows)
+    oof = {"label": y, "prediction": pred, "probs": probs, "fold": fold_of, "groups": groups}
+    return StudyResult(cfg, list(results), scores, bootstrap_macro_f1(y, pred, classes, groups, seed=cfg.split.seed),
+                       reason, missed, macro_f1(y, baseline, len(classes)), split_kind(cfg),
+                       cv_summary([r.scores for r in results], names), oof, fold_ensemble([r.model for r in results]),
+                       contract_for(cfg, data.features, groups, ensemble=True))
+
+
+def cv_summary(fold_scores: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """Mean and standard deviation over folds of macro-F1 and per-class precision, recall and F1.
+
+    A class's mean is over the folds whose test part has rows of it.
+    """
+    f1s = np.array([s["macro_f1"] for s in fold_scores])
+    out: dict[str, Any] = {"folds": len(fold_scores), "macro_f1": (float(f1s.mean()), float(f1s.std(ddof=1)))}
+    metrics = {"cv_macro_f1_mean": out["macro_f1"][0], "cv_macro_f1_std": out["macro_f1"][1]}
+    for metric in ("precision", "recall", "f1"):
+        out[metric] = {}
+        for c, name in enumerate(names):
+            values = np.array([s[metric][c] for s in fold_scores if s["support"][c] > 0])
+            if not len(values):
+                continue
+            mean, sd = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            out[metric][name] = (mean, sd)
+            metrics[f"cv_{metric}_{name}_mean"], metrics[f"cv_{metric}_{name}_std"] = mean, sd
+    out["metrics"] = metrics
+    return out
+
+
+def build_model(cfg: PipelineConfig, width: int, rhythm: np.ndarray | None = None, source: Path | None = None) -> Any:
+    """The configured VGG16 for rows of ``width`` values: new, from a weights file, or from ``source`` (a
+    run's network, with a new head if asked), with ``model.frozen_blocks`` frozen.
+
+    With ``data.rhythm_columns`` the last of those values feed the rhythm branch, standardised
+    with the mean and variance of ``rhythm`` (the training rows' rhythm columns).
+    """
+    from ecgvgg.models import freeze_blocks, vgg16, with_new_head
+    from ecgvgg.shapes import input_shape
+
+    m = cfg.model
+    if source is not None:
+        from ecgvgg.inference import load_model
+
+        model = load_model(source).model
+        if m.new_head:
+            model = with_new_head(model, len(cfg.data.class_names))
+    else:
+        n_rhythm = len(cfg.data.rhythm_columns)
+        shape = input_shape(width - n_rhythm, cfg.input.kind, cfg.input.method, cfg.input.size)
+        stats: dict[str, Any] = {}
+        if n_rhythm:
+            r = np.zeros((1, n_rhythm), np.float32) if rhythm is None else np.asarray(rhythm, np.float64)
+            stats = {"rhythm": n_rhythm, "rhythm_mean": r.mean(axis=0).tolist(),
+                     "rhythm_variance": np.maximum(r.var(axis=0), 1e-12).tolist()}
+            shape = (shape[0] + n_rhythm, 1)
+        model = vgg16(shape, len(cfg.data.class_names), width=m.width, dense_units=m.dense_units,
+                      dropout=m.dropout, batch_norm=m.batch_norm, weights=m.weights, **stats)
+    return freeze_blocks(model, m.frozen_blocks) if m.frozen_blocks else model
+
+
+def augment_spec(cfg: PipelineConfig) -> Any:
+    """The :class:`ecgvgg.augment.Augment` that the ``training`` section describes."""
+    from ecgvgg.augment import Augment
+
+    t = cfg.training
+    time_axis = cfg.input.kind == "1d"  # shift, stretch and wander act on (samples, 1) beats
+    return Augment(scale=t.augment_scale, noise=t.augment_noise, shift=t.augment_shift if time_axis else 0,
+                   stretch=t.augment_stretch if time_axis else 0.0, wander=t.augment_wander if time_axis else 0.0,
+                   mixup=t.mixup, rhythm=len(cfg.data.rhythm_columns))
+
+
+def _rhythm_rows(cfg: PipelineConfig, X: np.ndarray, train: np.ndarray) -> np.ndarray | None:
+    """The rhythm columns of the (real, not oversampled) training rows, or None without a rhythm branch."""
+    n = len(cfg.data.rhythm_columns)
+    return np.asarray(X)[train, -n:] if n else None
+
+
+def _baseline(cfg: PipelineConfig, X: np.ndarray, y: np.ndarray, train: np.ndarray, X_test: np.ndarray,
+              ) -> np.ndarray | None:
+    """The configured baseline's test predictions, or None: trained on the ``train`` rows before
+    oversampling, at most ``resampling.max_per_class`` of each class (one draw, as one epoch sees)."""
+    if cfg.baseline == "none":
+        return None
+    from ecgvgg.baselines import random_forest_predict
+    from ecgvgg.resampling import cap_per_class
+
+    rows = cap_per_class(train, y, cfg.resampling.max_per_class, np.random.default_rng(cfg.training.seed))
+    return random_forest_predict(X[rows], y[rows], X_test, seed=cfg.training.seed)
+
+
+def _load_checkpoint(path: Path) -> Any:
+    """Load a ``.keras`` checkpoint with its optimizer state (to resume training)."""
+    import keras
+
+    return keras.saving.load_model(path)
