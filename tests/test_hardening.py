@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import invoke_in_new_store, ROOT, runner as make_runner, runs_in, SAMPLE, SEED, sets, TINY
+from conftest import invoke_in_new_store, RAN, ROOT, runner as make_runner, runs_in, SAMPLE, SEED, sets, TINY
 from ecgvgg.cli import app
 
 LOCAL = [*TINY, "baseline=none"]
@@ -156,7 +156,7 @@ def test_predict_refuses_outputs_it_cannot_write_before_any_work(files, tmp_path
 def trained(tmp_path_factory):
     """One tiny finished run of the seed pipeline (store, run id, run folder)."""
     tmp, uri, res = invoke_in_new_store(tmp_path_factory, "trained", ["run", SEED, *_sets("training.epochs=2")])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code in RAN, res.output
     run_id = _runs(uri)[0].info.run_id
     return tmp, uri, run_id, tmp / "mlruns" / "runs" / run_id
 
@@ -273,7 +273,7 @@ def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resum
     assert _runs(uri)[0].info.status == "KILLED"
     done = max(h.step for h in MlflowClient(uri).get_metric_history(run_id, "val_macro_f1"))
     resumed = runner.invoke(app, ["run", SEED, *_sets(f"training.epochs={done + 1}"), "--resume", run_id])
-    assert resumed.exit_code in (0, 3), resumed.output  # resumed at a moment chosen by timing: it may collapse
+    assert resumed.exit_code in RAN, resumed.output
     (after,) = _runs(uri)
     assert after.info.status == "FINISHED" and "ecgvgg.status" not in after.data.tags
 
@@ -281,7 +281,7 @@ def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resum
 def test_the_kaggle_pipeline_runs_a_headerless_csv_ungrouped(store, files):
     kaggle = str(ROOT / "pipelines" / "kaggle_vgg.yaml")
     res = runner.invoke(app, ["run", kaggle, *_sets("training.epochs=1", f"data.path={files / 'kaggle.csv'}")])
-    assert res.exit_code in (0, 3), res.output  # wiring, not learning: a tiny net may collapse
+    assert res.exit_code in RAN, res.output
     (run,) = _runs(store)
     assert run.data.tags["split_kind"] == "ungrouped beats" and run.data.params["data.header"] == "False"
     assert sum(int(run.data.params[f"count_all_{c}"]) for c in "NSVFQ") == len(pd.read_csv(files / "kaggle.csv",

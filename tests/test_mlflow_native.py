@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import invoke_in_new_store, runner as make_runner, runs_in, SAMPLE, SEED, sets, TINY
+from conftest import invoke_in_new_store, RAN, runner as make_runner, runs_in, SAMPLE, SEED, sets, TINY
 from ecgvgg.cli import app
 
 LOCAL = [*TINY, "training.epochs=2"]
@@ -30,7 +30,7 @@ def sweep(tmp_path_factory):
     """A tiny sweep over 1D and folded 2D input: one parent, two children with their models."""
     tmp, uri, res = invoke_in_new_store(tmp_path_factory, "sweep",
                                         ["sweep", SEED, "--grid", "input.kind=1d,2d", *sets(*LOCAL)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code in RAN, res.output
     runs = runs_in(uri)
     children = {r.data.tags["input"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
     return tmp, uri, res, runs, children

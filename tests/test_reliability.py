@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from conftest import SEED, sets, TINY
+from conftest import RAN, SEED, sets, TINY
 from ecgvgg.cli import app
 
 
@@ -58,8 +58,7 @@ def test_interrupt_marks_run_killed_keeps_checkpoint_and_resume_continues(tmp_pa
 
     resumed = subprocess.run(_cmd("--resume", run.info.run_id, epochs=done + 2), cwd=tmp_path, env=_env(uri),
                              capture_output=True, text=True, timeout=300)
-    # resumed from an epoch chosen by timing: two more epochs of a tiny network may collapse (exit 3)
-    assert resumed.returncode in (0, 3), resumed.stdout + resumed.stderr
+    assert resumed.returncode in RAN, resumed.stdout + resumed.stderr
     (after,) = _runs(uri)
     assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
     steps = sorted(h.step for h in client.get_metric_history(run.info.run_id, "val_macro_f1"))
@@ -74,7 +73,7 @@ def test_resume_refuses_a_finished_run_or_a_changed_config(tmp_path, monkeypatch
     runner = CliRunner()
     args = sets(*TINY, "training.epochs=1")
     first = runner.invoke(app, ["run", SEED, *args])
-    assert first.exit_code in (0, 3), first.output  # wiring, not learning: a tiny net may collapse
+    assert first.exit_code in RAN, first.output
     run_id = _runs(uri)[0].info.run_id
     res = runner.invoke(app, ["run", SEED, *args, "--resume", run_id])
     assert res.exit_code == 2 and "already finished" in res.output
@@ -90,7 +89,7 @@ def test_deterministic_cpu_runs_give_identical_metrics(tmp_path, monkeypatch):
     args = sets(*TINY, "training.epochs=2", "training.deterministic=true")
     for _ in range(2):
         res = runner.invoke(app, ["run", SEED, *args])
-        assert res.exit_code == 0, res.output
+        assert res.exit_code in RAN, res.output
     a, b = _runs(uri)
     keys = [k for k in a.data.metrics if k.startswith(("test_", "val_"))]
     assert len(keys) > 20
@@ -103,7 +102,7 @@ def test_two_concurrent_runs_on_one_store_both_complete(tmp_path, monkeypatch):
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs):
-        assert p.returncode == 0, out
+        assert p.returncode in RAN, out
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # MLflow resolves a run's logged model through it
     mlflow.set_tracking_uri(uri)  # (an earlier in-process test may have set another one)
     runs = _runs(uri)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import invoke_in_new_store, runner as make_runner, runs_in, SEED, sets, TINY
+from conftest import invoke_in_new_store, RAN, runner as make_runner, runs_in, SEED, sets, TINY
 from ecgvgg.cli import app
 
 LOCAL = [*TINY, "baseline=none"]
@@ -44,7 +44,7 @@ def test_frozen_blocks_keep_their_weights_and_later_blocks_learn(sample_xyg):
 def source_run(tmp_path_factory, sample_frame):
     """A tiny 5-class run to start from, and a two-class (normal vs abnormal) table of the same beats."""
     tmp, uri, res = invoke_in_new_store(tmp_path_factory, "source", ["run", SEED, *_sets("training.epochs=2")])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code in RAN, res.output
     binary = tmp / "binary.parquet"
     sample_frame.assign(label=(sample_frame["label"] != 0).astype(int)).to_parquet(binary)
     return tmp, uri, runs_in(uri)[0].info.run_id, binary
@@ -61,7 +61,7 @@ def test_a_new_two_class_head_fine_tunes_from_a_five_class_run(source_run, monke
     res = runner.invoke(app, ["run", SEED, *_sets(
         "training.epochs=3", f"model.weights=run:{source_id}", "model.new_head=true", f"data.path={binary}",
         "data.class_names=[normal, abnormal]", "model.frozen_blocks=3", "training.unfreeze_after=2")])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code in RAN, res.output
     run = next(r for r in runs_in(uri) if r.info.run_id != source_id)
     m = run.data.metrics
     assert m["unfrozen_at_epoch"] == 2 and m["epochs_run"] == 3
@@ -80,7 +80,7 @@ def test_frozen_runs_log_what_they_train(source_run, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     res = runner.invoke(app, ["run", SEED, *_sets("training.epochs=1", f"model.weights=run:{source_id}",
                                                   "model.frozen_blocks=5", "tracking.experiment=frozen")])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code in RAN, res.output
     (run,) = [r for r in runs_in(uri) if r.data.params.get("model.frozen_blocks") == "5"]
     m = run.data.metrics
     assert 0 < m["params_trainable"] < m["params_total"] * 0.5

@@ -9,7 +9,7 @@ import sys
 import optuna
 import pytest
 
-from conftest import ROOT, runner as make_runner, runs_in, SEED, sets, TINY
+from conftest import RAN, ROOT, runner as make_runner, runs_in, SEED, sets, TINY
 from ecgvgg.cli import app
 from ecgvgg.config import load_config
 from ecgvgg.errors import ConfigError
@@ -87,7 +87,7 @@ def test_two_processes_share_one_study_and_the_best_config_runs(tmp_path):
     assert cfg.training.learning_rate == study.best_params["training.learning_rate"]
     res = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "run", str(best), "--set", "training.epochs=1"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode in (0, 3), res.stdout + res.stderr  # wiring, not learning: a tiny net may collapse
+    assert res.returncode in RAN, res.stdout + res.stderr
 
 
 def test_a_pruned_trial_ends_finished_tagged_and_without_test_scores(store, tmp_path):
