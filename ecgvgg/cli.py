@@ -346,30 +346,34 @@ def runs(
                                               help="End the stale runs as KILLED (then --resume can continue them).")] = False,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: as for run).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 100,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw macro-F1 with its interval against time (.png).")] = None,
 ) -> None:
     """One row per run: verdict, sampler, model, parameters, time, epochs, scores with interval, recall, baseline."""
     from ecgvgg.config import TrackingConfig
     from ecgvgg.files import check_out, write_text
 
     with guard(ctx.obj):
-        if out is not None and out.suffix.lower() not in (".md", ".csv"):
-            raise ConfigError(f"--out {out}: use a .md or .csv file name")
-        if out is not None:
-            check_out(out.with_suffix(".csv"))
+        for path, suffixes in ((out, (".md", ".csv")), (plot, (".png",))):
+            if path is not None:
+                check_out(path, suffixes=suffixes)
         uri = TrackingConfig(uri=tracking_uri).resolved_uri()
         from ecgvgg.runs import collect_runs, to_markdown
 
         frame = collect_runs(uri, experiment, stale_only=stale, close_stale=close_stale, sort=sort, limit=limit)
         if out is not None:
             write_text(to_markdown(frame) if out.suffix.lower() == ".md" else frame.to_csv(index=False), out)
+        if plot is not None:
+            from ecgvgg.figures import runs_figure, write_figure
+
+            write_figure(runs_figure(frame, uri), plot)
     if (stale or close_stale) and not len(frame):
         console.print(f"no stale runs in {escape(uri)}: every run marked RUNNING is held by a live process",
                       soft_wrap=True)
         return
-    _print_runs(frame, uri, close_stale, out)
+    _print_runs(frame, uri, close_stale, out, plot)
 
 
-def _print_runs(frame: Any, uri: str, closed: bool, out: Optional[Path]) -> None:
+def _print_runs(frame: Any, uri: str, closed: bool, out: Optional[Path], plot: Optional[Path]) -> None:
     """The runs as a Rich table on a terminal, else as Markdown; then what STALE means and what was written."""
     from ecgvgg.report import runs_table
     from ecgvgg.runs import to_markdown
@@ -384,8 +388,9 @@ def _print_runs(frame: Any, uri: str, closed: bool, out: Optional[Path]) -> None
     if closed and len(frame):
         console.print(f"marked {len(frame)} stale run(s) KILLED; continue one with ecgvgg run CONFIG --resume RUN_ID",
                       soft_wrap=True)
-    if out is not None:
-        console.print(f"wrote {len(frame)} runs to {escape(str(out))}", soft_wrap=True)
+    for path in (out, plot):
+        if path is not None:
+            console.print(f"wrote {len(frame)} runs to {escape(str(path))}", soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -56,3 +56,36 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str = "con
     return fig
 
 
+
+
+def runs_figure(frame: Any, title: str = "runs") -> Any:
+    """Each scored run as a point: macro-F1 with its 95% interval against training time, labelled with its name.
+
+    A smaller or faster network is the better choice when its interval overlaps the bigger one's.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    scored = frame[frame["macro_f1"].notna()] if len(frame) else frame
+    for row in scored.to_dict(orient="records"):
+        low, high = (float(v) for v in row["macro_f1_ci"].split("-")) if row["macro_f1_ci"] else (None, None)
+        f1, seconds = float(row["macro_f1"]), float(row["seconds"])
+        err = [[f1 - low], [high - f1]] if low is not None else None
+        ax.errorbar([seconds], [f1], yerr=err, fmt="o", capsize=3)
+        ax.annotate(str(row["name"]), (seconds, f1), textcoords="offset points", xytext=(5, 5), fontsize="small")
+    ax.set(xlabel="training time (s)", ylabel="macro-F1 (test, or out-of-fold) with 95% interval", title=title,
+           ylim=(0, 1.02))
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def write_figure(figure: Any, out: Any) -> None:
+    """Save a figure as a PNG file, atomically."""
+    from ecgvgg.files import atomic
+
+    with atomic(out) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)

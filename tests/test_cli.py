@@ -275,3 +275,21 @@ def test_help_shows_flags_as_flags_and_keeps_brackets(tiny_run):
     assert stale.exit_code == 0 and "no stale runs" in stale.output and "|" not in stale.output
     wrong = runner.invoke(app, ["runs", "--experiment", "adasyn-vgg", "--tracking-uri", uri])
     assert wrong.exit_code == 2 and "experiments: Default, adasyn_vgg)" in wrong.output
+
+
+def test_runs_plot_draws_each_scored_run_with_its_interval_against_time(tiny_run, tmp_path):
+    from ecgvgg.figures import runs_figure
+    from ecgvgg.runs import collect_runs
+
+    _, uri, _ = tiny_run
+    out = tmp_path / "runs.png"
+    res = runner.invoke(app, ["runs", "--tracking-uri", uri, "--plot", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.partial*"))
+    frame = collect_runs(uri)
+    (ax,) = runs_figure(frame).axes
+    assert [t.get_text() for t in ax.texts] == list(frame["name"])  # one labelled point per run
+    (point,) = [line for line in ax.lines if len(line.get_xdata()) == 1 and line.get_marker() == "o"]
+    assert point.get_ydata()[0] == pytest.approx(frame["macro_f1"].iloc[0])
+    res = runner.invoke(app, ["runs", "--tracking-uri", uri, "--plot", str(tmp_path / "runs.jpg")])
+    assert res.exit_code == 2 and "use a .png file name" in res.output
