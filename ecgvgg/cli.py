@@ -75,11 +75,11 @@ def run(
             from ecgvgg.store import resolve_run_id
 
             resume = resolve_run_id(cfg.tracking.resolved_uri(), resume, "--resume")
-        data, folds = check(cfg)  # bad data and data-dependent settings: exit 2 before TensorFlow or MLflow load
+        planned = check(cfg)  # bad data and data-dependent settings: exit 2 before TensorFlow or MLflow load
         if not cfg.split.folds:
             inv.resume_hint = "ecgvgg run " + " ".join([str(config), *(f"--set {item}" for item in set_ or [])])
         load_tensorflow(inv)
-        result, tracker = run_observed(cfg, data, folds, resume_run_id=resume, on_run=inv.run_opened)
+        result, tracker = run_observed(cfg, planned, resume_run_id=resume, on_run=inv.run_opened)
     print_run(result, tracker.run_id, tracker.run_name, cfg.tracking.experiment, cfg.tracking.resolved_uri(),
               tracker.model_uri, tracker.model_path)
     if result.collapsed:

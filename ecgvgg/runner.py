@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ecgvgg.config import RUN_PREFIX, PipelineConfig
 from ecgvgg.contract import InputContract
@@ -48,13 +48,22 @@ def full_run_ids(cfg: PipelineConfig) -> PipelineConfig:
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": RUN_PREFIX + full})})
 
 
-def check(cfg: PipelineConfig, data: StudyData | None = None) -> tuple[StudyData, list[Fold]]:
+class Planned(NamedTuple):
+    """A study ready to run: its data, its folds and the local file of its ``run:ID`` source network (or None)."""
+
+    data: StudyData
+    folds: list[Fold]
+    source: Path | None = None
+
+
+def check(cfg: PipelineConfig, data: StudyData | None = None) -> Planned:
     """Load and check the data and every data-dependent setting, and plan the folds, before any run exists."""
     source = source_run(cfg)
-    return prepare(cfg, data, source[1] if source else None)
+    data, folds = prepare(cfg, data, source[1] if source else None)
+    return Planned(data, folds, source[0] if source else None)
 
 
-def run_observed(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], *, nested: bool = False,
+def run_observed(cfg: PipelineConfig, planned: Planned, *, nested: bool = False,
                  resume_run_id: str | None = None, tags: Mapping[str, str] | None = None,
                  observers: Sequence[Observer] = (), on_run: Callable[[str], None] | None = None,
                  ) -> tuple[StudyResult, MlflowObserver]:
@@ -64,10 +73,9 @@ def run_observed(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], *,
     from ecgvgg.study import run_study
     from ecgvgg.tracking import MlflowObserver
 
-    source = source_run(cfg)
     with MlflowObserver(cfg, nested=nested, resume_run_id=resume_run_id, tags=tags, on_run=on_run) as tracker, \
             TerminalObserver(cfg.training.epochs) as terminal:
-        result = run_study(cfg, data, folds, [tracker, terminal, *observers], source=source[0] if source else None,
+        result = run_study(cfg, planned.data, planned.folds, [tracker, terminal, *observers], source=planned.source,
                            resume=tracker.resume)
     if not result.pruned:
         print_trained(result, tracker.run_name)

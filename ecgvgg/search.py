@@ -19,11 +19,9 @@ from typing import Any
 from ecgvgg.config import PipelineConfig, override
 from ecgvgg.dataset import StudyData
 from ecgvgg.errors import ConfigError, DataError
-from ecgvgg.folds import Fold
 from ecgvgg.events import Observer
+from ecgvgg.runner import Planned
 from ecgvgg.study import FoldResult, StudyResult
-
-Planned = tuple[StudyData, list[Fold]]
 
 
 def grid_configs(cfg: PipelineConfig, grid: Mapping[str, Sequence[Any]]) -> list[tuple[dict[str, Any], PipelineConfig]]:
@@ -47,7 +45,7 @@ def check_grid(combos: Sequence[tuple[dict[str, Any], PipelineConfig]],
             planned = check(child, loaded.get(key))
         except (DataError, ConfigError) as exc:
             raise type(exc)(f"--grid {', '.join(f'{k}={v}' for k, v in combo.items())}: {exc}") from None
-        loaded[key] = planned[0]
+        loaded[key] = planned.data
         out.append(planned)
     return out
 
@@ -62,9 +60,9 @@ def sweep(cfg: PipelineConfig, grid: Mapping[str, Sequence[Any]], combos: Sequen
 
     rows = []
     with search_run(cfg, cfg.tracking.run_name or "sweep", {"sweep": "true"}, {"grid": json.dumps(grid)}) as parent:
-        for (combo, child), (data, folds) in zip(combos, planned):
+        for (combo, child), ready in zip(combos, planned):
             console.print(f"[bold]combination[/] {combo}")
-            result, tracker = run_observed(child, data, folds, nested=True, on_run=on_run)
+            result, tracker = run_observed(child, ready, nested=True, on_run=on_run)
             rows.append((combo, result, tracker.run_id))
     rows.sort(key=lambda r: r[1].val_macro_f1, reverse=True)
     return parent.run_id, rows
@@ -120,8 +118,8 @@ def tune(cfg: PipelineConfig, dims: Mapping[str, Any], planned: Planned, trials:
             values = suggest(trial, dims)
             console.print(f"[bold]trial {trial.number}[/] {escape(str(values))}")
             trial_cfg = override(cfg, values, source=f"trial {trial.number}")
-            data, folds = check(trial_cfg, planned[0] if trial_cfg.data == cfg.data else None)
-            result, tracker = run_observed(trial_cfg, data, folds, nested=True, on_run=on_run,
+            ready = check(trial_cfg, planned.data if trial_cfg.data == cfg.data else None)
+            result, tracker = run_observed(trial_cfg, ready, nested=True, on_run=on_run,
                                            tags={"study": name, "trial": str(trial.number)},
                                            observers=[Pruner(trial, trial_cfg.split.folds)])
             if result.pruned:

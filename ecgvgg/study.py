@@ -51,7 +51,6 @@ class FoldResult:
     probs: np.ndarray | None = None
     pred: np.ndarray | None = None
     scores: dict[str, Any] = field(default_factory=dict)
-    val_pred: np.ndarray | None = None
     ci: tuple[float, float] | None = None
     baseline_pred: np.ndarray | None = None
     reason: str | None = None
@@ -71,6 +70,11 @@ class FoldResult:
     def val_scores(self) -> dict[str, Any]:
         """Validation scores of the returned model."""
         return self.fit.val_scores
+
+    @property
+    def val_pred(self) -> np.ndarray | None:
+        """Validation predictions of the returned model."""
+        return self.fit.val_pred
 
     @property
     def baseline_macro_f1(self) -> float | None:
@@ -177,7 +181,7 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
     out = FoldResult(fold, splits.counts, model, fit,
                      contract_for(cfg, data.features, None if seen is None else seen[np.r_[fold.train, fold.val]]),
                      seconds=time.perf_counter() - started, first_epoch=(resume.epoch if resume else 0) + 1,
-                     unfrozen_at=unfrozen, val_pred=fit.val_pred, y_val=shaped.y_val, y_test=shaped.y_test)
+                     unfrozen_at=unfrozen, y_val=shaped.y_val, y_test=shaped.y_test)
     if out.pruned:
         return out
     return _score(cfg, data, out, shaped)

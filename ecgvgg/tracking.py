@@ -25,8 +25,9 @@ from ecgvgg import store
 from ecgvgg.config import PipelineConfig
 from ecgvgg.data import class_counts
 from ecgvgg.dataset import StudyData, split_kind
+from ecgvgg.errors import ConfigError
 from ecgvgg.folds import Fold
-from ecgvgg.metrics import flat_scores, per_class_scores
+from ecgvgg.metrics import flat_scores
 from ecgvgg.resampling import Splits
 from ecgvgg.store import param_text
 from ecgvgg.events import Observer
@@ -84,7 +85,7 @@ class MlflowObserver(Observer):
     study's run a child of the active (sweep or tuning) run; ``resume_run_id`` reopens an
     interrupted run, whose :attr:`resume` point is known on entering. After the study,
     :attr:`run_id`, :attr:`run_name`, :attr:`model_uri` and :attr:`model_path` describe its
-    (top) run; :attr:`innermost_run_id` is the run that was open last, even after a failure.
+    (top) run; ``on_run`` hears the id of each run as it opens.
     """
 
     def __init__(self, cfg: PipelineConfig, *, nested: bool = False, resume_run_id: str | None = None,
@@ -95,7 +96,6 @@ class MlflowObserver(Observer):
         self.resume: ResumePoint | None = None
         self.run_id: str | None = None
         self.run_name = ""
-        self.innermost_run_id: str | None = None
         self.model_uri, self.model_path = "", Path()
         self._stack, self._fold = ExitStack(), ExitStack()
         self._parent: Any = None
@@ -108,7 +108,7 @@ class MlflowObserver(Observer):
             self.experiment_id = store.experiment_id(self.uri, self.cfg.tracking.experiment)
             if self.resume_run_id:  # hold the run's lock first: a live run is refused, a dead one is ours
                 if not store.run_exists(self.uri, self.resume_run_id):
-                    raise _config_error(f"--resume {self.resume_run_id}: no such run in {self.uri}")
+                    raise ConfigError(f"--resume {self.resume_run_id}: no such run in {self.uri}")
                 opening.enter_context(store.run_lock(self.uri, self.resume_run_id))
                 self.resume = store.resume_point(self.uri, self.resume_run_id, self.cfg.flat(),
                                                  self.cfg.training.monitor)
@@ -131,7 +131,6 @@ class MlflowObserver(Observer):
         holder = self._stack if parent else self._fold
         run = holder.enter_context(_run(self.experiment_id, name, run_id=run_id, nested=nested, lock=lock,
                                         uri=self.uri))
-        self.innermost_run_id = run.info.run_id
         if self.on_run is not None:
             self.on_run(run.info.run_id)
         if self.run_id is None:
@@ -187,12 +186,6 @@ class MlflowObserver(Observer):
         self._stack.close()
 
 
-def _config_error(message: str) -> Exception:
-    from ecgvgg.errors import ConfigError
-
-    return ConfigError(message)
-
-
 def _dataset_frame(data: StudyData, cfg: PipelineConfig) -> pd.DataFrame:
     """The table as MLflow's dataset input sees it: features, ``label`` and the group column."""
     frame = data.table.rename(columns=str).assign(label=data.y)
@@ -233,7 +226,7 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, X: np.ndar
                       "training_curves.png")
     log_confusion(confusion(r.y_val, r.val_pred, classes), names, "val", f"{title}: validation")
     # the returned model's validation scores (the per-epoch val_* history ends at the last epoch)
-    mlflow.log_metrics(flat_scores(per_class_scores(r.y_val, r.val_pred, classes), names, "model_val"))
+    mlflow.log_metrics(flat_scores(r.val_scores, names, "model_val"))
     _log_scores(r.y_test, r.pred, r.scores, names, "test", f"{title}: test")
     mlflow.log_metrics({"test_macro_f1_ci_low": r.ci[0], "test_macro_f1_ci_high": r.ci[1]})
     if r.baseline_pred is not None:
