@@ -208,6 +208,8 @@ class TrackingConfig(_Section):
     experiment: str = Field("ecgvgg", min_length=1)
     uri: str | None = None
     run_name: str | None = None
+    #: Test beats per predicted class whose Grad-CAM the run logs as ``explain/gradcam_<class>.png``; 0: none.
+    gradcam_per_class: int = Field(200, ge=0)
 
     def resolved_uri(self) -> str:
         """The tracking URI in force: the config's, else ``$MLFLOW_TRACKING_URI``, else ./mlruns/mlflow.db."""

@@ -1,4 +1,4 @@
-"""Matplotlib figures that a run logs: training curves and confusion matrices (Agg backend, no display)."""
+"""Matplotlib figures: training curves, confusion matrices, Grad-CAM bands and runs (Agg backend, no display)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,28 @@ def runs_figure(frame: Any, title: str = "runs") -> Any:
         ax.annotate(str(row["name"]), (seconds, f1), textcoords="offset points", xytext=(5, 5), fontsize="small")
     ax.set(xlabel="training time (s)", ylabel="macro-F1 (test, or out-of-fold) with 95% interval", title=title,
            ylim=(0, 1.02))
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def gradcam_figure(beat: np.ndarray, saliency: np.ndarray, title: str, rate: float | None = None) -> Any:
+    """A mean beat drawn over its mean Grad-CAM saliency as a colour band (0 to 1), with a colour bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    t = np.arange(len(beat)) / rate if rate else np.arange(len(beat))
+    low, high = float(np.min(beat)), float(np.max(beat))
+    pad = 0.05 * (high - low or 1.0)
+    band = ax.imshow(np.asarray(saliency)[None, :], aspect="auto", cmap="magma", vmin=0, vmax=1, alpha=0.85,
+                     extent=(float(t[0]), float(t[-1]), low - pad, high + pad), origin="lower")
+    ax.plot(t, beat, color="white", linewidth=3.0)
+    ax.plot(t, beat, color="black", linewidth=1.4)
+    ax.set(title=title, xlabel="seconds" if rate else "sample", ylabel="mean beat")
+    fig.colorbar(band, ax=ax, label="Grad-CAM saliency", fraction=0.05, pad=0.02)
     fig.tight_layout()
     plt.close(fig)
     return fig

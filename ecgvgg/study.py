@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import reduce
+from operator import add
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,7 @@ class FoldResult:
     unfrozen_at: int | None = None
     y_val: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    saliency: Any = None  # ecgvgg.explain.ClassSaliency of test beats, per predicted class
 
     @property
     def pruned(self) -> str | None:
@@ -100,6 +103,7 @@ class StudyResult:
     contract: InputContract | None = None
     seconds: float = 0.0
     pruned: str | None = None
+    saliency: Any = None
 
     @property
     def collapsed(self) -> bool:
@@ -204,7 +208,21 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
                                               min_rows=t.collapse_min_rows)
     if out.reason is None and out.fit.stopped_on_collapse:
         out.reason, out.missed = out.fit.collapse_reason, {}
+    if cfg.tracking.gradcam_per_class:
+        out.saliency = _saliency(cfg, data, out)
     return out
+
+
+def _saliency(cfg: PipelineConfig, data: StudyData, out: FoldResult) -> Any:
+    """Grad-CAM of up to ``tracking.gradcam_per_class`` test beats per predicted class, summed by class."""
+    from ecgvgg.explain import ClassSaliency, gradcam, pick_rows
+
+    predicted = np.argmax(out.probs, axis=1)
+    rows = pick_rows(predicted, cfg.tracking.gradcam_per_class, cfg.split.seed)
+    beats = data.X[out.fold.test[rows]]
+    explained = gradcam(out.model, beats, out.contract, class_index=predicted[rows],
+                        batch_size=cfg.training.batch_size)
+    return ClassSaliency.of(beats, explained, cfg.data.class_names)
 
 
 def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[Observer], checkpoint: Path | None,
@@ -243,7 +261,7 @@ def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[
 def _single(cfg: PipelineConfig, fold: FoldResult) -> StudyResult:
     """A single split's study: its one fold's test scores."""
     return StudyResult(cfg, [fold], fold.scores, fold.ci, fold.reason, fold.missed, fold.baseline_macro_f1,
-                       split_kind(cfg))
+                       split_kind(cfg), saliency=fold.saliency)
 
 
 def _pool(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], results: Sequence[FoldResult]) -> StudyResult:
@@ -269,7 +287,8 @@ def _pool(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], results: 
     return StudyResult(cfg, list(results), scores, bootstrap_macro_f1(y, pred, classes, groups, seed=cfg.split.seed),
                        reason, missed, macro_f1(y, baseline, len(classes)), split_kind(cfg),
                        cv_summary([r.scores for r in results], names), oof, fold_ensemble([r.model for r in results]),
-                       contract_for(cfg, data.features, groups, ensemble=True))
+                       contract_for(cfg, data.features, groups, ensemble=True),
+                       saliency=None if results[0].saliency is None else reduce(add, (r.saliency for r in results)))
 
 
 def cv_summary(fold_scores: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:

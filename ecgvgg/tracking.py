@@ -232,6 +232,7 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, X: np.ndar
     if r.baseline_pred is not None:
         mlflow.log_metric("baseline_rf_macro_f1", r.baseline_macro_f1)
     _log_verdict(r.reason, r.missed)
+    log_saliency(r.saliency, title)
     describe_run(r.scores, names, r.reason, r.missed, r.ci, r.baseline_macro_f1, split_kind(cfg))
     return _log_model(r.model, r.contract, store.local_run_dir(uri, run.info.run_id), X[r.fold.test[:5]])
 
@@ -247,6 +248,7 @@ def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str,
         mlflow.log_metric("baseline_rf_macro_f1", result.baseline_macro_f1)
     _log_oof_predictions(oof, cfg)
     _log_verdict(result.reason, result.missed)
+    log_saliency(result.saliency, f"{mlflow.active_run().info.run_name} (out-of-fold)")
     model = result.ensemble
     logged = _log_model(model, result.contract, store.local_run_dir(uri, run_id), X[:5])
     mlflow.log_metrics({"params_total": model.count_params(), "params_trainable": 0,
@@ -426,6 +428,19 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def log_saliency(saliency: Any, title: str) -> None:
+    """Log ``explain/gradcam_<class>.png``: each predicted class's mean test beat over its mean Grad-CAM saliency."""
+    if saliency is None:
+        return
+    from ecgvgg.figures import gradcam_figure
+
+    for c, name in enumerate(saliency.names):
+        if saliency.counts[c]:
+            beat, band = saliency.mean(c)
+            figure = gradcam_figure(beat, band, f"{title}: {int(saliency.counts[c])} test beats predicted {name}")
+            mlflow.log_figure(figure, f"explain/gradcam_{name}.png")
 
 
 def log_confusion(matrix: np.ndarray, names: Sequence[str], prefix: str, title: str) -> None:
