@@ -7,7 +7,6 @@ Exit status: 0 success, 2 bad config or bad data (one line, no traceback unless 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -19,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from ecgvgg.errors import ConfigError, DataError
+from ecgvgg.errors import ConfigError
 from ecgvgg.exits import EXIT_COLLAPSED, Invocation, guard, load_tensorflow, show_warning
 from ecgvgg.report import collapse_box, console, err_console
 
@@ -87,116 +86,10 @@ def run(
         raise typer.Exit(EXIT_COLLAPSED)
 
 
-@app.command()
-def evaluate(
-    ctx: typer.Context,
-    data: Annotated[Path, typer.Argument(help="Labelled beats (CSV or Parquet).")],
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Score the model logged by this MLflow run.")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Score this .keras model file.")] = None,
-    label_column: Annotated[Optional[str], typer.Option(
-        help="Label column of a table with a header (default: the one the model was trained with).")] = None,
-    group_column: Annotated[Optional[str], typer.Option(
-        help="Group column to ignore (default: the one the model was trained with, when the table has it).")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print scores as JSON.")] = False,
-) -> None:
-    """Score a saved model on another table; print the per-class table or JSON.
+from ecgvgg.cli_models import evaluate, explain, export, predict  # noqa: E402 - after app, as its commands
 
-    The table is read as the model's training table was (label column, group column, header)
-    unless the options say otherwise.
-    """
-    from ecgvgg.data import load_xy
-    from ecgvgg.inference import table_settings, warn_seen_groups
-
-    with guard(ctx.obj) as inv:
-        data = _data_file(data)
-        loaded = _load(inv, run_id, model, tracking_uri)
-        label, group, header = table_settings(loaded, data, label_column, group_column)
-        X, y, groups = load_xy(data, label_column=label, group_column=group, header=header, classes=loaded.classes,
-                               label_option="--label-column")
-        warn_seen_groups(loaded, data, groups)
-        scores = loaded.score(X, y)
-    names = loaded.class_names
-    if as_json:
-        from ecgvgg.metrics import aami_scores
-
-        by_class = {m: {names[i]: scores[m][c] for i, c in enumerate(loaded.classes)}
-                    for m in ("precision", "recall", "f1", "support")}
-        print(json.dumps({"macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"], **by_class,
-                          "aami_ec57": aami_scores(scores["confusion_matrix"], names),
-                          "confusion_matrix": scores["confusion_matrix"], "class_names": names}, indent=2))
-    else:
-        from ecgvgg.report import scores_table
-
-        console.print(scores_table(scores, names, f"{data}"))
-
-
-def _data_file(data: Path) -> Path:
-    """The table to read: ``sample:NAME`` names a bundled sample; a missing file is reported before TensorFlow loads."""
-    from ecgvgg.config import data_path
-
-    data = data_path(str(data))
-    if not data.exists():
-        raise DataError(f"{data}: no such file")
-    return data
-
-
-def _load(inv: Invocation, run_id: Optional[str], model: Optional[Path], tracking_uri: Optional[str]) -> Any:
-    """The model to score with: a file, or a run's (its id checked before TensorFlow loads)."""
-    if (run_id is None) == (model is None):
-        raise ConfigError("give exactly one of --run RUN_ID or --model PATH")
-    if run_id is None:
-        from ecgvgg.inference import load_model
-
-        load_tensorflow(inv)
-        return load_model(model)
-    from ecgvgg import store
-    from ecgvgg.config import TrackingConfig
-
-    uri = TrackingConfig(uri=tracking_uri).resolved_uri()
-    db = store.sqlite_path(uri)
-    if db is not None and not db.is_file():  # never create a store for a read
-        raise ConfigError(f"--run {run_id}: no MLflow store at {db.resolve()} (from {uri}); "
-                          "pass --tracking-uri or run from the folder that holds mlruns/")
-    run_id = store.resolve_run_id(uri, run_id)  # before TensorFlow: an unknown or ambiguous id is reported at once
-    load_tensorflow(inv)
-    return store.load_run_model(uri, run_id)
-
-
-@app.command()
-def predict(
-    ctx: typer.Context,
-    data: Annotated[Path, typer.Argument(help="Beats to classify (CSV or Parquet; labels optional).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
-    model: Annotated[Optional[Path], typer.Option("--model", help=".keras model file.")] = None,
-    run_id: Annotated[Optional[str], typer.Option("--run", help="Use the model logged by this MLflow run.")] = None,
-    label_column: Annotated[Optional[str], typer.Option(
-        help="Label column to ignore if present (default: the one the model was trained with).")] = None,
-    group_column: Annotated[Optional[str], typer.Option(
-        help="Group column to ignore (default: the one the model was trained with, when the table has it).")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
-) -> None:
-    """Write predicted classes and class probabilities, one row per beat."""
-    import pandas as pd
-
-    from ecgvgg.data import load_x, other_columns
-    from ecgvgg.files import check_out, write_table
-    from ecgvgg.inference import table_settings, warn_seen_groups
-
-    with guard(ctx.obj) as inv:
-        data = _data_file(data)
-        check_out(out, data)
-        loaded = _load(inv, run_id, model, tracking_uri)
-        label, group, header = table_settings(loaded, data, label_column, group_column)
-        X = load_x(data, length=loaded.length, label_column=label, group_column=group, header=header)
-        kept = other_columns(data, loaded.contract.features or [str(c) for c in X.columns],
-                             length=loaded.length, group_column=group, header=header)
-        if group and group in kept:
-            warn_seen_groups(loaded, data, kept[group])
-        frame = pd.concat([kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]),
-                           loaded.predict_frame(X)], axis=1)
-        write_table(frame, out)
-    console.print(f"wrote {len(frame)} predictions to {escape(str(out))}")
+for _command in (evaluate, predict, explain, export):
+    app.command()(_command)
 
 
 @app.command()

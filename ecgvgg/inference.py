@@ -47,8 +47,8 @@ class LoadedModel:
         """How the training table was read (label, group and feature columns, header, groups seen)."""
         return self.contract.data
 
-    def prepare(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Check that the beats fit the model and reshape them for it.
+    def rows(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Check that the beats fit the model and return them as float32 rows in the model's column order.
 
         A DataFrame that has the training table's feature columns is read by those names (extra
         columns such as a label are ignored); any other table or array is read by position.
@@ -68,8 +68,12 @@ class LoadedModel:
             raise DataError(
                 f"the data has {a.shape[1]} samples per beat but the model {self.source} expects {self.length}"
             )
+        return a
+
+    def prepare(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Check that the beats fit the model (see :meth:`rows`) and reshape them for it."""
         shape = self.contract.input
-        return reshape(a, shape["kind"], shape.get("method", "fold"), shape.get("size"))
+        return reshape(self.rows(X), shape["kind"], shape.get("method", "fold"), shape.get("size"))
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities, one column per class."""

@@ -61,6 +61,9 @@ def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
     matrix = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="test_confusion_matrix.json", tracking_uri=uri)).read_text())
     diag = np.trace(matrix["matrix"]) / np.sum(matrix["matrix"])
+    predicted = [n for n, column in zip("NSVFQ", np.sum(matrix["matrix"], axis=0)) if column]
+    explained = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "explain")}
+    assert explained == {f"explain/gradcam_{n}.png" for n in predicted}  # one Grad-CAM picture per predicted class
     assert diag == pytest.approx(m["test_accuracy"])
     assert np.sum(matrix["matrix"]) == sum(int(p[f"count_test_{c}"]) for c in "NSVFQ")
     assert (t["collapsed"] == "true") == (result.exit_code == 3)

@@ -156,6 +156,8 @@ def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
     assert oof.groupby("segment")["fold"].nunique().max() == 1  # a segment is tested in one fold only
     oof_f1 = per_class_scores(oof["label"], oof["prediction"], range(5))["macro_f1"]
     assert oof_f1 == pytest.approx(m["oof_macro_f1"])
+    explained = {a.path for a in client.list_artifacts(parent.info.run_id, "explain")}  # pooled over the folds
+    assert explained == {f"explain/gradcam_{NAMES[c]}.png" for c in oof["prediction"].unique()}
     assert "±" in result.output and "95% bootstrap interval" in result.output
     assert "VGG16 vs random forest" in result.output
 
