@@ -3,7 +3,8 @@
     python docs/make_figures.py            # about a minute on a 2-core CPU
 
 Runs ``ecgvgg run pipelines/adasyn_vgg.yaml`` against a throwaway MLflow store and copies the
-run's training curves and its validation and test confusion matrices to ``docs/img/``.
+run's training curves, its validation and test confusion matrices and its Grad-CAM pictures of
+N, S and V beats to ``docs/img/``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("training_curves.png", "val_confusion_matrix.png", "test_confusion_matrix.png")
+FIGURES = ("training_curves.png", "val_confusion_matrix.png", "test_confusion_matrix.png",
+           "explain/gradcam_N.png", "explain/gradcam_S.png", "explain/gradcam_V.png")
 
 
 def main() -> None:
@@ -35,7 +37,7 @@ def main() -> None:
         client = MlflowClient(uri)
         (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
         for name in FIGURES:
-            shutil.copy(client.download_artifacts(run.info.run_id, name, tmp), out / name)
+            shutil.copy(client.download_artifacts(run.info.run_id, name, tmp), out / Path(name).name)
         print(f"copied {', '.join(FIGURES)} of run {run.info.run_name} to {out}")
 
 

@@ -258,7 +258,7 @@ def runs(
         if plot is not None:
             from ecgvgg.figures import runs_figure, write_figure
 
-            write_figure(runs_figure(frame, uri), plot)
+            write_figure(runs_figure(frame, f"experiment {experiment}" if experiment else uri), plot)
     if (stale or close_stale) and not len(frame):
         console.print(f"no stale runs in {escape(uri)}: every run marked RUNNING is held by a live process",
                       soft_wrap=True)

@@ -114,6 +114,8 @@ class ResamplingConfig(_Section):
         from ecgvgg.resampling import make_sampler
 
         make_sampler(self.sampler, **self.params)  # raises ValueError naming the bad parameter
+        if self.sampler == "balanced" and self.max_per_class is not None:
+            raise ValueError("max_per_class: not with sampler 'balanced', which already draws class-balanced batches")
         return self
 
 

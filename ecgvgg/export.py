@@ -31,6 +31,8 @@ FORMATS: dict[str, tuple[str, str]] = {"onnx": ("onnx", ".onnx"), "savedmodel": 
                                        "litert": ("litert", ".tflite")}
 #: Largest absolute difference in any class probability, exported against Keras, that is accepted.
 TOLERANCE = 1e-4
+#: The first Keras whose ``Model.export`` writes all three formats (LiteRT came last).
+KERAS_EXPORT = (3, 13)
 #: Python packages each format's export and check need.
 NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "savedmodel": (), "litert": ("ai_edge_litert",)}
 
@@ -55,6 +57,12 @@ def check_request(fmt: str, out: Path) -> None:
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    from importlib.metadata import version
+
+    keras = version("keras")
+    if tuple(int(p) for p in keras.split(".")[:2] if p.isdigit()) < KERAS_EXPORT:
+        raise ConfigError(f"--format {fmt} needs Keras >= {'.'.join(map(str, KERAS_EXPORT))} (Model.export to ONNX "
+                          f"and LiteRT), not {keras}: pip install -e \".[export]\"")
     missing = [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"--format {fmt} needs {', '.join(missing)}: pip install -e \".[export]\"")

@@ -13,8 +13,9 @@ from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
-#: The oversamplers by name (``none``: no oversampling); the config's ``resampling.sampler``.
-SamplerName = Literal["adasyn", "smote", "random", "none"]
+#: The oversamplers by name (``none``: no oversampling; ``balanced``: no copies, but training
+#: batches drawn with chosen class proportions); the config's ``resampling.sampler``.
+SamplerName = Literal["adasyn", "smote", "random", "balanced", "none"]
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 
 
@@ -68,6 +69,9 @@ def make_sampler(name: str, *, seed: int = 0, **params: Any) -> Sampler | None:
         if params:
             raise ValueError(f"sampler 'none' takes no parameters, got {sorted(params)}")
         return None
+    if name == "balanced":
+        check_proportions(params)
+        return None
     kinds = {"adasyn": ADASYN, "smote": SMOTE, "random": RandomOverSampler}
     if name not in kinds:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
@@ -79,6 +83,42 @@ def make_sampler(name: str, *, seed: int = 0, **params: Any) -> Sampler | None:
     except ValueError as exc:  # InvalidParameterError
         raise ValueError(f"sampler {name!r}: {str(exc).splitlines()[0]}") from None
     return sampler
+
+
+def check_proportions(params: dict[str, Any]) -> None:
+    """Refuse ``balanced`` sampler parameters other than ``proportions: {class: weight > 0}``."""
+    extra = sorted(set(params) - {"proportions"})
+    if extra:
+        raise ValueError(f"sampler 'balanced' takes only 'proportions', got {extra}")
+    wanted = params.get("proportions")
+    if wanted is None:
+        return
+    if not isinstance(wanted, dict) or not wanted:
+        raise ValueError("sampler 'balanced': proportions must map class labels to weights, e.g. {0: 1, 1: 1}")
+    for c, w in wanted.items():
+        if isinstance(c, bool) or not isinstance(c, int) or isinstance(w, bool) or not isinstance(w, (int, float)) \
+                or not w >= 0:
+            raise ValueError(f"sampler 'balanced': proportions[{c!r}] = {w!r}; expected a class label and a weight >= 0")
+    if not sum(wanted.values()) > 0:
+        raise ValueError("sampler 'balanced': the proportions sum to 0")
+
+
+def balanced_proportions(y: np.ndarray, params: dict[str, Any]) -> dict[int, float]:
+    """Share of each training batch per class present in ``y``: ``proportions`` (normalised), else equal shares.
+
+    A class absent from ``y`` cannot be drawn: it is left out, with a warning when it was asked for.
+    """
+    present = [int(c) for c in np.unique(y)]
+    wanted = {int(c): float(w) for c, w in (params.get("proportions") or {c: 1.0 for c in present}).items()}
+    absent = sorted(c for c, w in wanted.items() if w > 0 and c not in present)
+    if absent:
+        warnings.warn(f"sampler 'balanced': classes {absent} have no training rows; their share goes to the others",
+                      stacklevel=2)
+    kept = {c: wanted.get(c, 0.0) for c in present if wanted.get(c, 0.0) > 0}
+    if not kept:
+        raise ValueError("sampler 'balanced': none of the asked classes has training rows")
+    total = sum(kept.values())
+    return {c: w / total for c, w in kept.items()}
 
 
 def cap_per_class(rows: np.ndarray, y: np.ndarray, cap: int | None, rng: np.random.Generator) -> np.ndarray:

@@ -26,7 +26,7 @@ from ecgvgg.dataset import StudyData, grouping, split_kind
 from ecgvgg.folds import Fold, materialise
 from ecgvgg.metrics import bootstrap_macro_f1, confusion, held_out_verdict, per_class_scores
 from ecgvgg.events import Observer
-from ecgvgg.resampling import Splits
+from ecgvgg.resampling import Splits, balanced_proportions
 
 log = logging.getLogger("ecgvgg")
 
@@ -235,7 +235,9 @@ def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[
     def on_epoch(epoch: int, logs: Mapping[str, float]) -> str | None:
         return next((r for o in observers if (r := o.epoch_ended(epoch, logs))), None)
 
-    common = dict(class_names=list(cfg.data.class_names), max_per_class=cfg.resampling.max_per_class,
+    r = cfg.resampling
+    proportions = balanced_proportions(shaped.y_train, r.params) if r.sampler == "balanced" else None
+    common = dict(class_names=list(cfg.data.class_names), max_per_class=r.max_per_class, proportions=proportions,
                   augment=augment_spec(cfg), checkpoint_path=checkpoint, on_epoch=on_epoch,
                   callbacks=[c for o in observers for c in o.keras_callbacks()])
     phased = t.unfreeze_after is not None and resume is None

@@ -99,16 +99,21 @@ def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int |
 
 def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
                  augment: Augment | None = None, num_classes: int | None = None,
-                 max_per_class: int | None = None) -> tf.data.Dataset:
+                 max_per_class: int | None = None,
+                 proportions: Mapping[int, float] | None = None) -> tf.data.Dataset:
     """A prefetched tf.data pipeline over in-memory arrays; shuffling permutes indices, not rows.
 
     ``augment`` (training data only) is applied per batch, see :mod:`ecgvgg.augment`. With
     ``num_classes`` the labels are one-hot (needed by mixup, label smoothing and focal loss). With
     ``max_per_class`` each pass over the dataset (each epoch) draws at most that many rows of every
-    class afresh, in random order.
+    class afresh, in random order. With ``proportions`` ({class: share}) an epoch of ``len(X)``
+    rows is drawn from one endless shuffled stream per class, each row's class chosen with those
+    shares (``tf.data.Dataset.sample_from_datasets``): class-balanced batches without copies.
     """
     X_t, y_t = tf.constant(X), tf.constant(y)
-    if max_per_class is not None:
+    if proportions:
+        idx = _balanced_rows(np.asarray(y), proportions, seed)
+    elif max_per_class is not None:
         from ecgvgg.resampling import cap_per_class
 
         rng, rows, labels = np.random.default_rng(seed), np.arange(len(y)), np.asarray(y)
@@ -134,6 +139,16 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
         return augment_batch(x, labels, spec) if spec else (x, labels)
 
     return idx.batch(batch_size).map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _balanced_rows(y: np.ndarray, proportions: Mapping[int, float], seed: int) -> tf.data.Dataset:
+    """Row positions, ``len(y)`` an epoch, each drawn from its class's endless shuffled stream with these shares."""
+    classes = sorted(proportions)
+    streams = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(y == c).astype(np.int64))
+               .shuffle(int(np.sum(y == c)), seed=seed + k, reshuffle_each_iteration=True).repeat()
+               for k, c in enumerate(classes)]
+    shares = [float(proportions[c]) for c in classes]
+    return tf.data.Dataset.sample_from_datasets(streams, weights=shares, seed=seed).take(len(y))
 
 
 def make_loss(name: str = "cross_entropy", *, label_smoothing: float = 0.0, focal_gamma: float = 2.0,
@@ -271,6 +286,7 @@ def fit(
     *,
     class_names: Sequence[str] | None = None,
     max_per_class: int | None = None,
+    proportions: Mapping[int, float] | None = None,
     augment: Augment | None = None,
     checkpoint_path: str | Path | None = None,
     compile_model: bool = True,
@@ -285,7 +301,8 @@ def fit(
 
     Monitors ``training.monitor`` (``val_macro_f1`` by default), keeps the best weights (and the
     best model in ``checkpoint_path``, a ``.keras`` file), and reports whether the model collapsed.
-    ``max_per_class`` draws class-balanced epochs. ``on_epoch(epoch, logs)`` may return a reason to
+    ``max_per_class`` draws class-balanced epochs; ``proportions`` draws every batch with those class
+    shares (see :func:`make_dataset`). ``on_epoch(epoch, logs)`` may return a reason to
     stop (e.g. a pruned trial): training then ends after that epoch, with ``stopped_by`` set. To
     resume, pass a loaded checkpoint with ``compile_model=False``, the epochs done as
     ``initial_epoch`` and the best monitored value so far as ``initial_best`` (reached at
@@ -293,11 +310,7 @@ def fit(
     whole run, which may be the checkpoint from before the interruption.
     """
     t = training or TrainingConfig()
-    names = list(class_names) if class_names is not None else [str(c) for c in splits.classes]
-    if len(names) != len(splits.classes):
-        raise ValueError(f"{len(names)} class names for {len(splits.classes)} classes")
-    if len(splits.X_val) == 0:
-        raise ValueError("the validation split is empty")
+    names = _class_names(splits, class_names)
     weights = resolve_class_weight(t.class_weight, splits, max_per_class)
     if weights and t.max_class_weight is not None and not isinstance(t.class_weight, Mapping):
         weights = {c: min(w, t.max_class_weight) for c, w in weights.items()}
@@ -309,7 +322,8 @@ def fit(
                                   stop=t.stop_on_collapse, warmup=max(0, t.collapse_warmup - initial_epoch))
     early, cbs = _callbacks(t, checkpoint_path, initial_best)
     train = make_dataset(splits.X_train, splits.y_train, t.batch_size, shuffle=True, seed=t.seed, augment=augment,
-                         num_classes=int(model.output_shape[-1]) if one_hot else None, max_per_class=max_per_class)
+                         num_classes=int(model.output_shape[-1]) if one_hot else None, max_per_class=max_per_class,
+                         proportions=proportions)
     hist = model.fit(train, epochs=t.epochs, initial_epoch=initial_epoch, class_weight=weights,
                      callbacks=[metrics_cb, collapse_cb, *cbs, *callbacks], verbose=verbose, shuffle=False)
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
@@ -324,6 +338,16 @@ def fit(
     return FitResult(model, history, len(history.get(t.monitor, [])), best_epoch, weights, reason is not None,
                      reason, Path(checkpoint_path) if checkpoint_path else None, metrics_cb.last_scores,
                      metrics_cb.last_pred, collapse_cb.stopped, metrics_cb.stop_reason)
+
+
+def _class_names(splits: Splits, class_names: Sequence[str] | None) -> list[str]:
+    """The class names to report (default: the labels as text); refuses a mismatch or an empty validation split."""
+    names = list(class_names) if class_names is not None else [str(c) for c in splits.classes]
+    if len(names) != len(splits.classes):
+        raise ValueError(f"{len(names)} class names for {len(splits.classes)} classes")
+    if len(splits.X_val) == 0:
+        raise ValueError("the validation split is empty")
+    return names
 
 
 def _compile(model: keras.Model, t: TrainingConfig, splits: Splits, max_per_class: int | None, initial_epoch: int,

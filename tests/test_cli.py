@@ -207,15 +207,19 @@ def test_bad_config_or_data_exits_2_with_one_line_and_no_run(store, args, needle
 
 
 def test_sweep_creates_child_runs_under_one_parent(store):
-    res = runner.invoke(app, ["sweep", SEED, "--grid", "resampling.sampler=random,none",
+    res = runner.invoke(app, ["sweep", SEED, "--grid", "resampling.sampler=random,balanced",
                               *_sets("training.epochs=1")])
     assert res.exit_code in RAN, res.output
     runs = _runs(store)
     parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert sorted(r.data.params["resampling.sampler"] for r in children) == ["none", "random"]
+    assert sorted(r.data.params["resampling.sampler"] for r in children) == ["balanced", "random"]
     assert "val macro-F1" in res.output
+    balanced = next(r.data.params for r in children if r.data.params["resampling.sampler"] == "balanced")
+    for c in "NSVFQ":  # balanced batches, no copies: the training split keeps its rows, and no class weights
+        assert balanced[f"count_train_after_{c}"] == balanced[f"count_train_before_{c}"]
+        assert f"class_weight_{c}" not in balanced
 
 
 def test_de_chazal_protocol_tests_on_ds2_records_only(store, sample_frame, tmp_path):

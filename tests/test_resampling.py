@@ -159,3 +159,46 @@ def test_property_random_class_mixes_never_leak_or_crash(counts, grouped, sample
         assert not set(groups[s.train_index]) & set(groups[held_out])
     assert s.counts["test"] == {c: int(np.sum(y[s.test_index] == c)) for c in range(len(counts))}
     assert set(np.unique(s.y_train)) == set(range(len(counts)))
+
+
+def test_the_balanced_sampler_draws_batches_with_the_asked_class_shares():
+    from ecgvgg.resampling import balanced_proportions
+    from ecgvgg.training import make_dataset
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(3, 5000, p=[0.9, 0.08, 0.02]).astype(np.int64)
+    X = np.arange(len(y), dtype=np.float32)[:, None]  # each row's value is its position
+    with pytest.warns(UserWarning, match=r"classes \[4\] have no training rows"):
+        shares = balanced_proportions(y, {"proportions": {0: 2, 1: 1, 2: 1, 4: 1}})
+    assert shares == {0: 0.5, 1: 0.25, 2: 0.25}
+    ds = make_dataset(X, y, 256, shuffle=True, seed=0, proportions=shares)
+    labels, rows = [], []
+    for _ in range(2):  # two epochs of len(y) draws each
+        for xb, yb in ds:
+            labels.append(yb.numpy())
+            rows.append(xb.numpy()[:, 0].astype(int))
+    labels, rows = np.concatenate(labels), np.concatenate(rows)
+    assert len(labels) == 2 * len(y)
+    for c, p in shares.items():
+        assert abs(np.mean(labels == c) - p) < 4 * np.sqrt(p * (1 - p) / len(labels))  # within sampling error
+    assert (y[rows] == labels).all()  # real rows with their own labels
+    assert len(np.unique(rows[labels == 2])) == np.sum(y == 2)  # the rare class's rows all come round
+
+
+@pytest.mark.parametrize("params,says", [({"k_neighbors": 3}, "takes only 'proportions'"),
+                                         ({"proportions": {0: -1}}, "weight >= 0"),
+                                         ({"proportions": {0: 0}}, "sum to 0")])
+def test_bad_balanced_sampler_settings_are_refused(params, says):
+    from ecgvgg.resampling import make_sampler
+
+    with pytest.raises(ValueError, match=says):
+        make_sampler("balanced", **params)
+
+
+def test_balanced_batches_and_capped_epochs_are_not_combined():
+    from pydantic import ValidationError
+
+    from ecgvgg.config import ResamplingConfig
+
+    with pytest.raises(ValidationError, match="max_per_class: not with sampler 'balanced'"):
+        ResamplingConfig(sampler="balanced", max_per_class=100)
