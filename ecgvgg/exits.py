@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -19,6 +19,7 @@ import typer
 from rich.markup import escape
 
 from ecgvgg.errors import ConfigError, DataError
+from ecgvgg.events import Observer
 from ecgvgg.report import err_console
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_COLLAPSED = 0, 2, 3
@@ -81,8 +82,54 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C so that a running MLflow run is closed as KILLED."""
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
+class _Signals:
+    """Whether training is under way (an interrupt then waits for the end of the step) and what is pending."""
+
+    deferring = False
+    pending: type[KeyboardInterrupt] | None = None
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Ctrl-C or SIGTERM: raise now, or, while training, at the end of the step (a second one raises now)."""
+    kind = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    if _Signals.deferring and _Signals.pending is None:
+        _Signals.pending = kind
+        return
+    raise kind()
+
+
+class StepInterrupts(Observer):
+    """Makes an interrupt during training take effect between two training steps.
+
+    Raised anywhere, a KeyboardInterrupt can land inside a checkpoint save, an MLflow write or
+    TensorFlow's own bookkeeping, and leave a lock held; raised from a callback after a step, it
+    only unwinds ``model.fit``.
+    """
+
+    def keras_callbacks(self) -> Sequence[Any]:
+        """A callback that holds an interrupt until the step under way ends."""
+        import keras
+
+        class _AtStepEnd(keras.callbacks.Callback):
+            def on_train_begin(self, logs: Any = None) -> None:
+                _Signals.deferring, _Signals.pending = True, None
+
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                _raise_pending()
+
+            def on_train_end(self, logs: Any = None) -> None:
+                _raise_pending()
+                _Signals.deferring = False
+
+        return [_AtStepEnd()]
+
+
+def _raise_pending() -> None:
+    """Raise the interrupt that arrived during the step, if any."""
+    kind = _Signals.pending
+    if kind is not None:
+        _Signals.deferring, _Signals.pending = False, None
+        raise kind()
 
 
 def _interrupted(inv: Invocation) -> str:
@@ -103,7 +150,7 @@ def guard(inv: Optional[Invocation] = None) -> Iterator[Invocation]:
     """Turn bad input into exit status 2 with one clear line, and SIGTERM into a clean interrupt."""
     inv = inv or Invocation()
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
         yield inv
     except typer.Exit:
@@ -123,5 +170,6 @@ def guard(inv: Optional[Invocation] = None) -> Iterator[Invocation]:
                           "(run with --debug for the traceback)", soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        _Signals.deferring, _Signals.pending = False, None
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

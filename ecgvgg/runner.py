@@ -69,13 +69,14 @@ def run_observed(cfg: PipelineConfig, planned: Planned, *, nested: bool = False,
                  ) -> tuple[StudyResult, MlflowObserver]:
     """Run the study logged to MLflow with terminal progress; return the result and the MLflow observer
     (its ``run_id``, ``run_name``, ``model_uri`` and ``model_path``). ``on_run`` hears each run id opened."""
+    from ecgvgg.exits import StepInterrupts
     from ecgvgg.report import TerminalObserver, print_trained
     from ecgvgg.study import run_study
     from ecgvgg.tracking import MlflowObserver
 
     with MlflowObserver(cfg, nested=nested, resume_run_id=resume_run_id, tags=tags, on_run=on_run) as tracker, \
             TerminalObserver(cfg.training.epochs) as terminal:
-        result = run_study(cfg, planned.data, planned.folds, [tracker, terminal, *observers], source=planned.source,
+        result = run_study(cfg, planned.data, planned.folds, [tracker, terminal, StepInterrupts(), *observers], source=planned.source,
                            resume=tracker.resume)
     if not result.pruned:
         print_trained(result, tracker.run_name)

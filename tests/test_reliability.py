@@ -117,3 +117,33 @@ def test_two_concurrent_runs_on_one_store_both_complete(tmp_path, monkeypatch):
         assert "model/MLmodel" in {a.path for a in client.list_artifacts(r.info.run_id, "model")}
         assert (tmp_path / "mlruns" / "runs" / r.info.run_id / "model.keras").is_file()
     assert runs[0].info.artifact_uri != runs[1].info.artifact_uri
+
+
+def test_an_interrupt_during_a_training_step_takes_effect_when_the_step_ends():
+    import keras
+    import numpy as np
+
+    from ecgvgg.exits import StepInterrupts, _on_signal
+
+    ended = []
+
+    class InterruptThirdStep(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    class Ended(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ended.append(batch)
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = np.zeros((8, 3), dtype=np.float32), np.zeros(8, dtype=np.int64)
+    previous = signal.signal(signal.SIGINT, _on_signal)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(x, y, batch_size=1, epochs=1, verbose=0,
+                      callbacks=[InterruptThirdStep(), Ended(), *StepInterrupts().keras_callbacks()])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert ended == [0, 1, 2]  # the interrupted step finished; no later one began
