@@ -13,6 +13,7 @@ first bad row. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import csv
+import glob
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,10 +124,13 @@ def _read_table(path: str | Path, header: bool | None, text_columns: set[str],
 def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: set[str],
                           fmt: str = "auto") -> tuple[pd.DataFrame, _Source]:
     p = Path(path)
+    if p.is_dir() or (not p.exists() and any(ch in str(p) for ch in "*?[")):
+        table = _read_shards(p)
+        if table.shape[0] == 0:
+            raise DataError(f"{p}: its shards have no rows")
+        return table, _Source(p, -1)
     if not p.exists():
         raise DataError(f"{p}: no such file")
-    if p.is_dir():
-        raise DataError(f"{p}: is a directory, expected a CSV or Parquet file")
     if p.stat().st_size == 0:
         raise DataError(f"{p}: file is empty")
     suffix = p.suffix.lower()
@@ -149,6 +153,41 @@ def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: s
     if table.shape[0] == 0:
         raise DataError(f"{p}: table has no rows")
     return table, src
+
+
+def shard_files(path: Path) -> list[Path]:
+    """The Parquet files of a folder (``*.parquet``, ``*.pq``) or a glob pattern, in name order."""
+    if path.is_dir():
+        return sorted(f for f in path.iterdir() if f.suffix.lower() in _PARQUET_SUFFIXES and f.is_file())
+    return sorted(Path(f) for f in glob.glob(str(path)) if Path(f).is_file())
+
+
+def _read_shards(path: Path) -> pd.DataFrame:
+    """Parquet shards with the same columns as one table, shard after shard in name order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = shard_files(path)
+    if not files:
+        raise DataError(f"{path}: is a directory with no Parquet files, or a pattern that matches none "
+                        "(expected a CSV or Parquet file, or a folder of Parquet shards)")
+    tables, first = [], None
+    for f in files:
+        try:
+            table = pq.read_table(f)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise DataError(f"{f}: cannot read as Parquet ({_first_line(exc)})") from None
+        if first is None:
+            first = table.schema
+        elif table.schema.names != first.names:
+            raise DataError(f"{f}: its columns ({_preview(pd.Index(table.schema.names))}) differ from those of "
+                            f"{files[0].name} ({_preview(pd.Index(first.names))}); shards need the same columns")
+        try:
+            tables.append(table.cast(first) if table.schema != first else table)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise DataError(f"{f}: its column types differ from those of {files[0].name} "
+                            f"({_first_line(exc)})") from None
+    return pa.concat_tables(tables).to_pandas()
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:

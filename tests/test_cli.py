@@ -192,7 +192,7 @@ BAD_INPUTS = [
     (_data("x_short.csv", f"data.y_path={BAD / 'y_long.csv'}"), "14 rows of X but"),
     (_data("no_label.parquet"), "no_label.parquet: no label column 'label'"),
     (_data("does_not_exist.csv"), "does_not_exist.csv: no such file"),
-    (_data(""), "bad: is a directory"),
+    (_data(""), "bad: no label column 'label'"),  # a folder is read as its Parquet shards (one, unlabelled)
 ]
 
 

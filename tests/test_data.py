@@ -137,3 +137,34 @@ def test_format_overrides_the_suffix(sample_frame, tmp_path):
     assert X.shape == (20, 187)
     with pytest.raises(DataError, match=r"beats\.dat: cannot read as Parquet"):
         load_xy(path, format="parquet")
+
+
+def test_a_folder_of_parquet_shards_reads_and_splits_as_the_same_rows_in_one_file(sample_frame, tmp_path):
+    from ecgvgg.config import PipelineConfig
+    from ecgvgg.runner import check
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(sample_frame)), 4)):
+        sample_frame.iloc[part].to_parquet(shards / f"part-{i:02d}.parquet", index=False)
+    (shards / "README.txt").write_text("not a shard")
+    sample_frame.to_parquet(tmp_path / "one.parquet", index=False)
+
+    def planned(path):
+        cfg = PipelineConfig.model_validate({"data": {"path": str(path), "group_column": "segment"}})
+        return check(cfg)
+
+    one, folder, pattern = planned(tmp_path / "one.parquet"), planned(shards), planned(shards / "part-*.parquet")
+    for other in (folder, pattern):
+        np.testing.assert_array_equal(other.data.X, one.data.X)
+        np.testing.assert_array_equal(other.data.y, one.data.y)
+        assert [tuple(map(list, f)) for f in other.folds] == [tuple(map(list, f)) for f in one.folds]
+
+
+def test_shards_with_other_columns_are_refused_naming_the_shard(sample_frame, tmp_path):
+    sample_frame.head(20).to_parquet(tmp_path / "a.parquet", index=False)
+    sample_frame.head(20).drop(columns="x5").to_parquet(tmp_path / "b.parquet", index=False)
+    with pytest.raises(DataError, match=r"b\.parquet: its columns .* differ from those of a\.parquet"):
+        load_xy(tmp_path, group_column="segment")
+    with pytest.raises(DataError, match="matches none"):
+        load_xy(tmp_path / "nothing-*.parquet")
