@@ -107,7 +107,7 @@ def predict(
     """Write predicted classes and class probabilities, one row per beat."""
     import pandas as pd
 
-    from ecgvgg.data import load_x, other_columns
+    from ecgvgg.data import load_beats
     from ecgvgg.files import check_out, write_table
     from ecgvgg.inference import table_settings, warn_seen_groups
 
@@ -116,9 +116,8 @@ def predict(
         check_out(out, data)
         loaded = _load(inv, run_id, model, tracking_uri)
         label, group, header = table_settings(loaded, data, label_column, group_column)
-        X = load_x(data, length=loaded.length, label_column=label, group_column=group, header=header)
-        kept = other_columns(data, loaded.contract.features or [str(c) for c in X.columns],
-                             length=loaded.length, group_column=group, header=header)
+        X, kept, _ = load_beats(data, length=loaded.length, label_column=label, group_column=group, header=header,
+                                features=loaded.contract.features or None)
         if group and group in kept:
             warn_seen_groups(loaded, data, kept[group])
         frame = pd.concat([kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]),
@@ -181,18 +180,13 @@ def _parse_rows(text: str) -> list[int]:
 
 def _beats_and_labels(loaded: Any, data: Path, label_column: Optional[str], group_column: Optional[str]) -> Any:
     """The table's rows in the model's column order, and its labels when it has them (else None)."""
-    from ecgvgg.data import load_x, load_xy, other_columns
+    from ecgvgg.data import load_beats
     from ecgvgg.inference import table_settings
 
     label, group, header = table_settings(loaded, data, label_column, group_column)
-    X = load_x(data, length=loaded.length, label_column=label, group_column=group, header=header)
-    kept = other_columns(data, loaded.contract.features or [str(c) for c in X.columns], length=loaded.length,
-                         group_column=group, header=header)
-    if label not in kept.columns and "label" not in kept.columns:
-        return loaded.rows(X), None
-    _, y, _ = load_xy(data, label_column=label if label in kept.columns else "label", group_column=group,
-                      header=header, classes=loaded.classes, label_option="--label-column")
-    return loaded.rows(X), y.to_numpy()
+    X, _, y = load_beats(data, length=loaded.length, label_column=label, group_column=group, header=header,
+                         features=loaded.contract.features or None, classes=loaded.classes)
+    return loaded.rows(X), y
 
 
 def _pick(loaded: Any, X: Any, y: Any, wanted: Optional[list[int]], per_class: Optional[int], seed: int) -> Any:

@@ -124,7 +124,7 @@ def _read_table(path: str | Path, header: bool | None, text_columns: set[str],
 def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: set[str],
                           fmt: str = "auto") -> tuple[pd.DataFrame, _Source]:
     p = Path(path)
-    if p.is_dir() or (not p.exists() and any(ch in str(p) for ch in "*?[")):
+    if p.is_dir() or (not p.exists() and any(ch in p.name for ch in "*?")):
         table = _read_shards(p)
         if table.shape[0] == 0:
             raise DataError(f"{p}: its shards have no rows")
@@ -359,8 +359,8 @@ def _validate_features(X: pd.DataFrame, src: _Source) -> pd.DataFrame:
     return pd.DataFrame(values, index=X.index, columns=X.columns)
 
 
-def _validate_labels(y: pd.Series, src: _Source, classes: Sequence[int]) -> pd.Series:
-    """Check that labels are integers from ``classes`` and that there are at least two classes."""
+def _validate_labels(y: pd.Series, src: _Source, classes: Sequence[int], min_classes: int = 2) -> pd.Series:
+    """Check that labels are integers from ``classes`` and that there are at least ``min_classes`` classes."""
     name = y.name if y.name is not None else "label"
     numeric = pd.to_numeric(y, errors="coerce")
     bad = numeric.isna()
@@ -384,7 +384,7 @@ def _validate_labels(y: pd.Series, src: _Source, classes: Sequence[int]) -> pd.S
         )
     labels = pd.Series(values.astype(np.int64), index=y.index, name="label")
     present = np.unique(labels.to_numpy())
-    if len(present) < 2:
+    if len(present) < min_classes:
         raise DataError(
             f"{src.path}: all {len(labels)} rows have label {int(present[0])}; "
             "a classifier needs at least two classes"
@@ -416,39 +416,41 @@ def has_column(path: str | Path, column: str) -> bool:
         return False
 
 
-def other_columns(path: str | Path, features: Sequence[str] | None, *, length: int | None = None,
-                  group_column: str | None = None, header: bool | None = None) -> pd.DataFrame:
-    """The columns of a beats table that are not model inputs (ids, group, label), to keep beside predictions.
-
-    With a header these are the columns not in ``features``; a headerless CSV one column wider
-    than ``length`` keeps its last column as ``label``.
-    """
-    table, src = _read_table(path, header, {group_column} if group_column else set())
-    if src.header_lines == 0:
-        return table.iloc[:, [-1]].set_axis(["label"], axis=1) if length and table.shape[1] == length + 1 \
-            else pd.DataFrame(index=table.index)
-    keep = [c for c in table.columns if str(c) not in set(features or ())]
-    return table[keep].reset_index(drop=True)
-
-
-def load_x(
+def load_beats(
     path: str | Path,
     *,
     length: int | None = None,
     label_column: str = "label",
     group_column: str | None = None,
     header: bool | None = None,
-) -> pd.DataFrame:
-    """Load and validate beats without requiring labels (for prediction).
+    features: Sequence[str] | None = None,
+    classes: Sequence[int] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None]:
+    """Read a beats table once, labels optional (for prediction): ``(X, others, y)``.
 
-    A label column (``label_column``, or in a headerless CSV a last column beyond ``length``) and
-    the group column are dropped when present.
+    ``X`` holds the validated beat columns: the table without its group and label columns (in a
+    headerless CSV, a last column beyond ``length`` is the label). ``others`` holds the columns to
+    keep beside predictions: those not in ``features`` (ids, group, label), or without
+    ``features`` the label and group columns. ``y`` is the validated label column when there is
+    one and ``classes`` is given (one class is enough), else None.
     """
     table, src = _read_table(path, header, {group_column} if group_column else set())
+    if src.header_lines == 0:
+        labelled = length is not None and table.shape[1] == length + 1
+        label = table.columns[-1] if labelled else None
+        others = table[[label]].set_axis(["label"], axis=1) if labelled else pd.DataFrame(index=table.index)
+    else:
+        label = label_column if label_column in table.columns else None
+        wanted = set(map(str, features)) if features else None
+        keep = [c for c in table.columns if str(c) not in wanted] if wanted is not None else \
+            [c for c in table.columns if c in (label_column, group_column)]
+        others = table[keep].reset_index(drop=True)
+    y = None
+    if classes is not None and label is not None:
+        y = _validate_labels(table[label], src, classes, min_classes=1).to_numpy()
     if group_column:
         _pop_group(table, src, group_column)
-    if src.header_lines == 0 and length is not None and table.shape[1] == length + 1:
-        table = table.iloc[:, :length]
-    elif label_column in table.columns:
-        table = table.drop(columns=[label_column])
-    return _validate_features(table, src)
+    X = _validate_features(table.drop(columns=[label]) if label is not None else table, src)
+    return X, others, y
+
+

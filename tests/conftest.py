@@ -19,8 +19,9 @@ BAD = DATA / "bad"
 SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
 SAMPLE = ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet"
 #: Settings that train a tiny network in seconds; each test adds its epochs and what it checks.
+#: Grad-CAM pictures are off here; the tests that check them turn them on.
 TINY = ["model.width=0.0625", "model.dense_units=16", "training.batch_size=128",
-        "training.early_stopping_patience=0", "training.reduce_lr_patience=0"]
+        "training.early_stopping_patience=0", "training.reduce_lr_patience=0", "tracking.gradcam_per_class=0"]
 
 
 #: Exit statuses of a run that trained to its end: 0, or 3 when its tiny network collapsed. Tests

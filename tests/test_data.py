@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import BAD
-from ecgvgg.data import load_x, load_xy
+from ecgvgg.data import load_beats, load_xy
 from ecgvgg.errors import DataError
 
 
@@ -54,11 +54,13 @@ def test_separate_x_and_y_files(sample_frame, tmp_path):
     assert X.shape == (30, 187) and len(y) == 30
 
 
-def test_load_x_drops_label(sample_frame, tmp_path):
+def test_load_beats_splits_off_the_label(sample_frame, tmp_path):
     path = tmp_path / "beats.csv"
     _kaggle_csv(sample_frame.head(5), path)
-    assert load_x(path, length=187, header=False).shape == (5, 187)
-    assert load_x(BAD / "no_label.parquet").shape[1] == 187
+    X, others, y = load_beats(path, length=187, header=False, classes=range(5))
+    assert X.shape == (5, 187) and list(others.columns) == ["label"] and y.shape == (5,)
+    X, others, y = load_beats(BAD / "no_label.parquet", classes=range(5))
+    assert X.shape[1] == 187 and y is None
 
 
 @pytest.mark.parametrize(

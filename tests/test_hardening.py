@@ -272,10 +272,13 @@ def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resum
     assert closed.exit_code == 0 and "marked 1 stale run(s) KILLED" in closed.output
     assert _runs(uri)[0].info.status == "KILLED"
     done = max(h.step for h in MlflowClient(uri).get_metric_history(run_id, "val_macro_f1"))
-    resumed = runner.invoke(app, ["run", SEED, *_sets(f"training.epochs={done + 1}"), "--resume", run_id])
+    resumed = runner.invoke(app, ["run", SEED, *_sets(f"training.epochs={done + 2}"), "--resume", run_id])
     assert resumed.exit_code in RAN, resumed.output
     (after,) = _runs(uri)
-    assert after.info.status == "FINISHED" and "ecgvgg.status" not in after.data.tags
+    assert after.info.run_id == run_id and after.info.status == "FINISHED" and "ecgvgg.status" not in after.data.tags
+    steps = sorted(h.step for h in MlflowClient(uri).get_metric_history(run_id, "val_macro_f1"))
+    assert steps[-1] == done + 2 and steps[:done] == list(range(1, done + 1))  # it continued, it did not restart
+    assert "test_macro_f1" in after.data.metrics
 
 
 def test_the_kaggle_pipeline_runs_a_headerless_csv_ungrouped(store, files):

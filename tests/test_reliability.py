@@ -33,7 +33,7 @@ def _runs(uri: str) -> list:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_marks_run_killed_keeps_checkpoint_and_resume_continues(tmp_path, sig):
+def test_interrupt_marks_run_killed_and_keeps_its_checkpoint(tmp_path, sig):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     proc = subprocess.Popen(_cmd(epochs=200), cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -55,17 +55,7 @@ def test_interrupt_marks_run_killed_keeps_checkpoint_and_resume_continues(tmp_pa
     assert done >= 1
     assert "test_macro_f1" not in run.data.metrics  # no half-finished result
     assert (runs_dir / run.info.run_id / "best.keras").is_file()
-    if sig == signal.SIGINT:
-        return  # both signals end a run the same way; resuming it is checked once, after SIGTERM
-
-    resumed = subprocess.run(_cmd("--resume", run.info.run_id, epochs=done + 2), cwd=tmp_path, env=_env(uri),
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode in RAN, resumed.stdout + resumed.stderr
-    (after,) = _runs(uri)
-    assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
-    steps = sorted(h.step for h in client.get_metric_history(run.info.run_id, "val_macro_f1"))
-    assert steps[-1] == done + 2 and steps[:done] == list(range(1, done + 1))
-    assert "test_macro_f1" in after.data.metrics
+    # resuming a killed run, and the epochs it continues from: test_hardening's stale-run test
 
 
 def test_resume_refuses_a_finished_run_or_a_changed_config(tmp_path, monkeypatch):

@@ -125,7 +125,7 @@ def test_fold_ensemble_averages_its_members():
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory):
     """One tiny 3-fold cross-validated run of the seed pipeline on the bundled sample."""
-    return invoke_in_new_store(tmp_path_factory, "cv", ["run", SEED, *_sets("split.folds=3")])
+    return invoke_in_new_store(tmp_path_factory, "cv", ["run", SEED, *_sets("split.folds=3", "tracking.gradcam_per_class=20")])
 
 
 def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
