@@ -57,14 +57,30 @@ def run(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this interrupted run.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Train data-parallel in N local processes (127.0.0.1); "
+                                                       "each process also honours TF_CONFIG.")] = 1,
 ) -> None:
     """Run a pipeline in one MLflow run; print the run id, the test per-class table and the model path."""
     from ecgvgg.config import load_config
+    from ecgvgg.distributed import cluster, is_chief, run_local_workers
     from ecgvgg.report import print_run
-    from ecgvgg.runner import check, full_run_ids, run_observed
+    from ecgvgg.runner import check, full_run_ids, run_observed, run_worker
 
     with guard(ctx.obj) as inv:
         cfg = full_run_ids(load_config(config, set_ or []))
+        if (workers > 1 or cluster()) and (cfg.split.folds or resume or cfg.training.unfreeze_after):
+            raise ConfigError("--workers / TF_CONFIG: several workers train one split from the start; not with "
+                              "split.folds, --resume or training.unfreeze_after")
+        if workers > 1:
+            check(cfg)  # bad input: exit 2 here, before any worker starts
+            sets = [arg for item in set_ or [] for arg in ("--set", item)]
+            raise typer.Exit(run_local_workers(workers, [sys.executable, "-m", "ecgvgg.cli", "run", str(config),
+                                                         *sets]))
+        if not is_chief():
+            planned = check(cfg)
+            load_tensorflow(inv)
+            run_worker(cfg, planned)
+            return
         if cfg.split.folds and resume:
             raise ConfigError("--resume: cross-validated runs (split.folds) cannot be resumed; start them again")
         if cfg.training.unfreeze_after and resume:

@@ -106,7 +106,8 @@ def _conv_blocks(x: Any, dims: int, width: float, batch_norm: bool) -> Any:
             cname = f"block{b}_conv{i}"
             if batch_norm:
                 x = conv(f, 3, padding="same", use_bias=False, name=cname)(x)
-                x = layers.BatchNormalization(momentum=0.9, name=f"{cname}_bn")(x)
+                # synchronized: under several workers or GPUs, batch statistics over the global batch
+                x = layers.BatchNormalization(momentum=0.9, synchronized=True, name=f"{cname}_bn")(x)
                 x = layers.Activation("relu", name=f"{cname}_relu")(x)
             else:
                 x = conv(f, 3, padding="same", activation="relu", name=cname)(x)

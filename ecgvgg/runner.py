@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ecgvgg.config import RUN_PREFIX, PipelineConfig
 from ecgvgg.contract import InputContract
@@ -81,3 +81,44 @@ def run_observed(cfg: PipelineConfig, planned: Planned, *, nested: bool = False,
     if not result.pruned:
         print_trained(result, tracker.run_name)
     return result, tracker
+
+
+class _Mirror(Observer):
+    """A non-chief worker's stand-in for the chief's saving: checkpoints and the model go to a scratch folder,
+    so that every worker makes the same calls on the shared variables, in the same order."""
+
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+
+    def fold_started(self, k: int, cfg: PipelineConfig, data: StudyData, splits: Any) -> Path:
+        """The fold's scratch folder, for its checkpoint."""
+        folder = self.scratch / f"fold{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def fold_ended(self, k: int, result: Any) -> None:
+        """Save the fold's model as the chief does."""
+        from ecgvgg.inference import save_model
+
+        if not result.pruned:
+            save_model(result.model, self.scratch / f"fold{k}" / "model.keras", result.contract)
+
+
+#: A folder where non-chief workers keep their checkpoints and final model (to compare with the chief's).
+WORKER_DIR = "ECGVGG_WORKER_DIR"
+
+
+def run_worker(cfg: PipelineConfig, planned: Planned) -> StudyResult:
+    """Train and score as a non-chief worker of a multi-worker run: the same study, nothing logged, and
+    nothing kept unless ``$ECGVGG_WORKER_DIR`` names a folder for it."""
+    import os
+    import tempfile
+    from contextlib import nullcontext
+
+    from ecgvgg.exits import StepInterrupts
+    from ecgvgg.study import run_study
+
+    kept = os.environ.get(WORKER_DIR)
+    with nullcontext(kept) if kept else tempfile.TemporaryDirectory(prefix="ecgvgg-worker-") as scratch:
+        return run_study(cfg, planned.data, planned.folds, [_Mirror(Path(scratch)), StepInterrupts()],
+                         source=planned.source)

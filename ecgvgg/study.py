@@ -176,11 +176,11 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
     shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
     t = cfg.training
     strategy = setup_device(mixed_precision=t.mixed_precision, deterministic=t.deterministic, seed=t.seed)
-    with strategy.scope():
+    with strategy.scope():  # the model, and the optimizer that compiling it makes, belong to the strategy
         model = build_model(cfg, data.X.shape[1], _rhythm_rows(cfg, data.X, fold.train), source) if resume is None \
             else _load_checkpoint(resume.checkpoint)
-    started = time.perf_counter()
-    fit, unfrozen = _train(cfg, model, shaped, observers, folder / "best.keras" if folder else None, resume)
+        started = time.perf_counter()
+        fit, unfrozen = _train(cfg, model, shaped, observers, folder / "best.keras" if folder else None, resume)
     seen = grouping(cfg, data)
     out = FoldResult(fold, splits.counts, model, fit,
                      contract_for(cfg, data.features, None if seen is None else seen[np.r_[fold.train, fold.val]]),

@@ -25,6 +25,7 @@ from ecgvgg import store
 from ecgvgg.config import PipelineConfig
 from ecgvgg.data import class_counts
 from ecgvgg.dataset import StudyData, split_kind
+from ecgvgg.distributed import worker_count
 from ecgvgg.errors import ConfigError
 from ecgvgg.folds import Fold
 from ecgvgg.metrics import flat_scores
@@ -200,7 +201,7 @@ def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], dat
     mlflow.set_tags({"sampler": cfg.resampling.sampler, "model": f"vgg16_{cfg.input.kind}",
                      "input": cfg.input.kind if cfg.input.kind == "1d" else f"2d-{cfg.input.method}",
                      "split_kind": split_kind(cfg), "collapsed": "unknown", **tags})
-    log_params(cfg.flat())
+    log_params({**cfg.flat(), "workers": worker_count()})
     log_counts(counts, list(cfg.data.class_names))
     if dataset is not None:
         log_provenance(dataset, cfg.data.resolved_path())

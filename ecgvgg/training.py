@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from ecgvgg.augment import Augment, augment_batch
+from ecgvgg.distributed import fit_workaround
 from ecgvgg.config import TrainingConfig
 from ecgvgg.metrics import collapse_reason, dominant_class, flat_scores, per_class_scores
 from ecgvgg.resampling import Splits
@@ -46,14 +47,21 @@ def setup_device(*, mixed_precision: bool | str = "auto", deterministic: bool = 
     """Seed everything, pick the precision policy and return the distribution strategy to build models in.
 
     ``mixed_precision="auto"`` turns float16 compute on when a GPU is present; several GPUs are
-    used through ``MirroredStrategy``; ``deterministic`` enables TensorFlow's op determinism.
+    used through ``MirroredStrategy``, several processes (``TF_CONFIG``) through
+    ``MultiWorkerMirroredStrategy``; ``deterministic`` enables TensorFlow's op determinism.
     """
+    from ecgvgg.distributed import cluster, multi_worker_strategy
+
+    several = cluster() is not None
+    strategy = multi_worker_strategy() if several else None  # first: before TensorFlow runs any op
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     gpus = tf.config.list_physical_devices("GPU")
     use_mixed = bool(gpus) if mixed_precision == "auto" else bool(mixed_precision)
     keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+    if strategy is not None:
+        return strategy
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -324,8 +332,9 @@ def fit(
     train = make_dataset(splits.X_train, splits.y_train, t.batch_size, shuffle=True, seed=t.seed, augment=augment,
                          num_classes=int(model.output_shape[-1]) if one_hot else None, max_per_class=max_per_class,
                          proportions=proportions)
-    hist = model.fit(train, epochs=t.epochs, initial_epoch=initial_epoch, class_weight=weights,
-                     callbacks=[metrics_cb, collapse_cb, *cbs, *callbacks], verbose=verbose, shuffle=False)
+    with fit_workaround(model, lambda: next(iter(train))):
+        hist = model.fit(train, epochs=t.epochs, initial_epoch=initial_epoch, class_weight=weights,
+                         callbacks=[metrics_cb, collapse_cb, *cbs, *callbacks], verbose=verbose, shuffle=False)
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
     best_epoch = _returned_weights(model, history.get(t.monitor, []), t.monitor, early, checkpoint_path,
                                    initial_epoch, initial_best, initial_best_epoch)

@@ -76,6 +76,9 @@ HOSTILE = [
      "or to null to split by beat"),
     (lambda d: _sets(f"data.path={d / '[train]' / 'b.csv'}"), "[train]/b.csv: no such file"),
     (lambda d: _sets(f"data.path={d / '[' / 'x]' / ':x:.csv'}"), "[/x]/:x:.csv: no such file"),
+    (lambda d: ["--workers", "2", *_sets("split.folds=3")], "--workers / TF_CONFIG: several workers train one split"),
+    (lambda d: ["--workers", "2", *_sets("resampling.sampler=smote", "data.path=nowhere.parquet")],
+     "nowhere.parquet: no such file"),  # checked once, before any worker starts
 ]
 
 

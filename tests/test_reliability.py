@@ -137,3 +137,21 @@ def test_an_interrupt_during_a_training_step_takes_effect_when_the_step_ends():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert ended == [0, 1, 2]  # the interrupted step finished; no later one began
+
+
+def test_two_workers_on_loopback_train_one_model_in_one_run(tmp_path):
+    import keras
+    import numpy as np
+
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    env = {**_env(uri), "ECGVGG_WORKER_DIR": str(tmp_path / "worker")}
+    res = subprocess.run(_cmd("--workers", "2", epochs=2), cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode in RAN, res.stdout + res.stderr
+    (run,) = _runs(uri)  # one MLflow run, logged by the chief
+    assert run.info.status == "FINISHED" and run.data.params["workers"] == "2"
+    assert run.data.metrics["epochs_run"] == 2 and "test_macro_f1" in run.data.metrics
+    chief = keras.saving.load_model(tmp_path / "mlruns" / "runs" / run.info.run_id / "model.keras", compile=False)
+    other = keras.saving.load_model(tmp_path / "worker" / "fold1" / "model.keras", compile=False)
+    for a, b in zip(chief.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # gradients all-reduced: the workers hold one model

@@ -1,0 +1,148 @@
+"""Data-parallel training in several processes with TensorFlow's ``MultiWorkerMirroredStrategy``.
+
+Every process reads ``TF_CONFIG`` (what Kubernetes TFJob, Slurm scripts and ``ecgvgg run
+--workers N`` set): the cluster's workers and this process's task. Each worker trains the same
+model on its own part of every batch (tf.data shards the training batches by worker), and the
+strategy all-reduces the gradients; the weights stay identical. Worker 0 is the chief: only it
+logs to MLflow and writes models.
+
+Keras 3 (up to at least 3.15) cannot run ``model.fit`` under this strategy as it is
+(keras-team/keras#20585): ``_maybe_symbolic_build`` reduces a per-replica batch, and
+``reduce_per_replica`` takes a MEAN over axis 0 of scalar metrics. :func:`fit_workaround` is
+the smallest fix: build the model on a local batch, skip that reduction, and reduce scalars with
+``axis=None``, for the duration of one ``fit``. It is applied only when Keras is at most
+:data:`LAST_BROKEN_KERAS`; delete it when upstream is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from typing import Any
+
+#: The newest Keras checked to need :func:`fit_workaround`.
+LAST_BROKEN_KERAS = (3, 15)
+
+
+def cluster() -> dict[str, Any] | None:
+    """``TF_CONFIG`` when it names more than one worker, else None (a single process)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    config = json.loads(raw)
+    workers = sum(len(v) for k, v in config.get("cluster", {}).items() if k in ("worker", "chief"))
+    return config if workers > 1 else None
+
+
+def is_chief() -> bool:
+    """Whether this process logs and saves: the only process, the ``chief`` task, or worker 0 without one."""
+    config = cluster()
+    if config is None:
+        return True
+    task = config.get("task", {})
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def worker_count() -> int:
+    """Processes training together (1 without a cluster)."""
+    config = cluster()
+    return 1 if config is None else sum(len(v) for k, v in config["cluster"].items() if k in ("worker", "chief"))
+
+
+def local_configs(n: int) -> list[str]:
+    """``TF_CONFIG`` values for ``n`` workers on free ports of 127.0.0.1, worker 0 first."""
+    ports = []
+    for _ in range(n):
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    workers = [f"127.0.0.1:{p}" for p in ports]
+    return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}) for i in range(n)]
+
+
+_STRATEGY: Any = None
+
+
+def multi_worker_strategy() -> Any:
+    """The process's one ``MultiWorkerMirroredStrategy`` (it can be created only once)."""
+    global _STRATEGY
+    if _STRATEGY is None:
+        import tensorflow as tf
+
+        _STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
+    return _STRATEGY
+
+
+def needs_workaround() -> bool:
+    """Whether this Keras is one that fails ``model.fit`` under a multi-worker strategy (keras#20585)."""
+    import keras
+
+    version = tuple(int(p) for p in keras.__version__.split(".")[:2])
+    return cluster() is not None and version <= LAST_BROKEN_KERAS
+
+
+@contextmanager
+def fit_workaround(model: Any, sample_batch: Callable[[], Any]) -> Iterator[None]:
+    """Let ``model.fit`` run under ``MultiWorkerMirroredStrategy`` on the Keras versions of keras#20585;
+    ``sample_batch()`` gives one local training batch to build the model on."""
+    if not needs_workaround():
+        yield
+        return
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    strategy = model.distribute_strategy
+    with strategy.scope():
+        model._symbolic_build(data_batch=sample_batch())  # on a local batch: nothing to reduce
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    original = trainer.reduce_per_replica
+
+    def reduce_scalars(values: Any, strategy: Any, reduction: str) -> Any:
+        if trainer._collective_all_reduce_multi_worker(strategy) and reduction in ("auto", "mean"):
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None) if trainer._is_per_replica_instance(v) else v,
+                values)
+        return original(values, strategy, reduction)
+
+    trainer.reduce_per_replica = reduce_scalars
+    try:
+        yield
+    finally:
+        trainer.reduce_per_replica = original
+        del model._maybe_symbolic_build
+
+
+def run_local_workers(n: int, command: list[str]) -> int:
+    """Run ``command`` (an ``ecgvgg run`` without ``--workers``) as ``n`` workers on 127.0.0.1; return the exit status.
+
+    Worker 0 (the chief) prints as a single run would; the others are quiet, and the last lines
+    of one that fails are shown. The status is the chief's, or 1 when another worker failed.
+    """
+    import subprocess
+    import sys
+
+    procs = []
+    for i, config in enumerate(local_configs(n)):
+        env = {**os.environ, "TF_CONFIG": config}
+        out = None if i == 0 else subprocess.PIPE
+        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if i else None,
+                                      text=True))
+    try:
+        outputs = [p.communicate()[0] for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        raise
+    for i, (p, text) in enumerate(zip(procs, outputs)):
+        if i and p.returncode not in (0, 3):
+            tail = "\n".join((text or "").strip().splitlines()[-5:])
+            print(f"worker {i} failed (exit {p.returncode}):\n{tail}", file=sys.stderr)
+            return procs[0].returncode or 1
+    return procs[0].returncode
