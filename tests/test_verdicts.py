@@ -124,8 +124,8 @@ def test_fold_ensemble_averages_its_members():
 
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory):
-    """One tiny 3-fold cross-validated run of the seed pipeline on the bundled sample."""
-    return invoke_in_new_store(tmp_path_factory, "cv", ["run", SEED, *_sets("split.folds=3", "tracking.gradcam_per_class=20")])
+    """One tiny 2-fold cross-validated run of the seed pipeline on the bundled sample."""
+    return invoke_in_new_store(tmp_path_factory, "cv", ["run", SEED, *_sets("split.folds=2", "tracking.gradcam_per_class=20")])
 
 
 def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
@@ -135,10 +135,10 @@ def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     parent = next(r for r in runs if r.data.tags.get("cv") == "true")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["fold"] for r in children) == ["1", "2", "3"]
+    assert sorted(r.data.tags["fold"] for r in children) == ["1", "2"]
     assert all("test_macro_f1" in r.data.metrics and r.info.status == "FINISHED" for r in children)
     m, t = parent.data.metrics, parent.data.tags
-    assert parent.data.params["split.folds"] == "3" and t["split_kind"] == "grouped by segment"
+    assert parent.data.params["split.folds"] == "2" and t["split_kind"] == "grouped by segment"
     fold_f1 = [r.data.metrics["test_macro_f1"] for r in children]
     assert m["cv_macro_f1_mean"] == pytest.approx(np.mean(fold_f1))
     assert m["cv_macro_f1_std"] == pytest.approx(np.std(fold_f1, ddof=1))
@@ -177,8 +177,7 @@ def test_the_fold_ensemble_is_the_parent_model_for_evaluate_and_predict(cv_run, 
     scores = json.loads(res.stdout)
     assert "training or validation split" in res.stderr  # every segment trained some fold's model
     loaded = load_run_model(uri, parent.info.run_id)
-    assert [layer.name for layer in loaded.model.layers if layer.name.startswith("fold_")] == ["fold_1", "fold_2",
-                                                                                              "fold_3"]
+    assert [layer.name for layer in loaded.model.layers if layer.name.startswith("fold_")] == ["fold_1", "fold_2"]
     sample = pd.read_parquet(SAMPLE)
     X = sample.filter(like="x")
     assert scores["accuracy"] == pytest.approx(loaded.score(X, sample["label"])["accuracy"])
