@@ -134,12 +134,16 @@ def run_local_workers(n: int, command: list[str]) -> int:
                                       text=True))
     try:
         outputs = [p.communicate()[0] for p in procs]
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # pass it on: each worker ends its part (the chief marks the run KILLED)
+        import signal
+
+        sig = signal.SIGINT if type(exc) is KeyboardInterrupt else signal.SIGTERM
         for p in procs:
-            p.terminate()
+            if p.poll() is None:
+                p.send_signal(sig)
         for p in procs:
             p.wait()
-        raise
+        return procs[0].returncode
     for i, (p, text) in enumerate(zip(procs, outputs)):
         if i and p.returncode not in (0, 3):
             tail = "\n".join((text or "").strip().splitlines()[-5:])
