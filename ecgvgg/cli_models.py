@@ -212,7 +212,7 @@ def _write_explanation(loaded: Any, X: Any, y: Any, picked: Any, explained: Any,
     import pandas as pd
 
     from ecgvgg.explain import ClassSaliency
-    from ecgvgg.figures import gradcam_figure, write_figure
+    from ecgvgg.figures import class_saliency_figures, write_figure
     from ecgvgg.files import write_table
 
     names, classes, idx = loaded.class_names, np.asarray(loaded.classes), explained.class_index
@@ -223,13 +223,9 @@ def _write_explanation(loaded: Any, X: Any, y: Any, picked: Any, explained: Any,
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "saliency.parquet"]
     write_table(pd.concat([frame, values], axis=1), written[0])
-    by_class = ClassSaliency.of(X, explained, names)
-    for c, name in enumerate(names):
-        if by_class.counts[c]:
-            beat, band = by_class.mean(c)
-            written.append(out / f"gradcam_{name}.png")
-            write_figure(gradcam_figure(beat, band, f"{loaded.source}: {int(by_class.counts[c])} beats predicted "
-                                                    f"{name}"), written[-1])
+    for name, figure in class_saliency_figures(ClassSaliency.of(X, explained, names), str(loaded.source)):
+        written.append(out / f"gradcam_{name}.png")
+        write_figure(figure, written[-1])
     return written
 
 

@@ -39,6 +39,12 @@ class InputContract:
         """The training table's feature columns (beat samples, then rhythm columns), when known."""
         return list(self.data.get("features") or [])
 
+    def shape(self, rows: Any) -> Any:
+        """Raw rows (beat samples, then rhythm values) reshaped for the network, as in training."""
+        from ecgvgg.shapes import reshape
+
+        return reshape(rows, self.input["kind"], self.input.get("method", "fold"), self.input.get("size"))
+
     @property
     def rhythm_columns(self) -> list[str]:
         """The rhythm columns the model reads after the beat samples."""

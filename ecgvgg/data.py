@@ -124,7 +124,7 @@ def _read_table(path: str | Path, header: bool | None, text_columns: set[str],
 def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: set[str],
                           fmt: str = "auto") -> tuple[pd.DataFrame, _Source]:
     p = Path(path)
-    if p.is_dir() or (not p.exists() and any(ch in p.name for ch in "*?")):
+    if _is_shards(p):
         table = _read_shards(p)
         if table.shape[0] == 0:
             raise DataError(f"{p}: its shards have no rows")
@@ -153,6 +153,11 @@ def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: s
     if table.shape[0] == 0:
         raise DataError(f"{p}: table has no rows")
     return table, src
+
+
+def _is_shards(path: Path) -> bool:
+    """Whether a data path names Parquet shards: a folder, or a pattern (``*``, ``?``) that is not a file."""
+    return path.is_dir() or (not path.exists() and any(ch in path.name for ch in "*?"))
 
 
 def shard_files(path: Path) -> list[Path]:
@@ -403,9 +408,12 @@ def class_counts(y: np.ndarray | pd.Series, classes: Sequence[int] = DEFAULT_CLA
 
 
 def has_column(path: str | Path, column: str) -> bool:
-    """Whether a CSV with a header or a Parquet file has ``column`` (False when it cannot tell)."""
+    """Whether a CSV with a header, a Parquet file or a folder of shards has ``column`` (False when it cannot tell)."""
     p = Path(path)
     try:
+        if _is_shards(p):  # shards share their columns: the first one tells
+            files = shard_files(p)
+            p = files[0] if files else p
         if p.suffix.lower() in _PARQUET_SUFFIXES:
             import pyarrow.parquet as pq
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ecgvgg.contract import InputContract
-from ecgvgg.shapes import fold_side, reshape
+from ecgvgg.shapes import fold_side
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Explanation:
 
     saliency: np.ndarray  # (n, beat samples), each row scaled to [0, 1]
     class_index: np.ndarray  # (n,) index of the explained class among the model's outputs
-    probs: np.ndarray  # (n, classes)
+    probs: np.ndarray | None  # (n, classes); None when the classes to explain were given
 
 
 @dataclass
@@ -88,12 +88,14 @@ def members(model: Any) -> list[Any]:
 
 def gradcam(model: Any, X: np.ndarray, contract: InputContract, *, class_index: np.ndarray | None = None,
             layer: str | None = None, batch_size: int = 256) -> Explanation:
-    """Grad-CAM of raw rows ``X`` (beat samples, then rhythm values) for the predicted class (or ``class_index``),
-    on ``layer`` (default :func:`target_layer`) of each network."""
+    """Grad-CAM of raw rows ``X`` (beat samples, then rhythm values) for the predicted class (or ``class_index``,
+    then without predicting), on ``layer`` (default :func:`target_layer`) of each network."""
     X = np.asarray(X, dtype=np.float32)
-    shaped = reshape(X, contract.input["kind"], contract.input.get("method", "fold"), contract.input.get("size"))
+    shaped = contract.shape(X)
     beat_length = X.shape[1] - len(contract.rhythm_columns)
-    probs = np.asarray(model.predict(shaped, batch_size=batch_size, verbose=0), dtype=np.float32)
+    probs = None
+    if class_index is None:
+        probs = np.asarray(model.predict(shaped, batch_size=batch_size, verbose=0), dtype=np.float32)
     chosen = np.argmax(probs, axis=1) if class_index is None else np.asarray(class_index, dtype=np.int64)
     nets = members(model)
     total = np.zeros((len(X), beat_length), dtype=np.float32)

@@ -105,6 +105,17 @@ def gradcam_figure(beat: np.ndarray, saliency: np.ndarray, title: str, rate: flo
     return fig
 
 
+def class_saliency_figures(saliency: Any, title: str, beats: str = "beats") -> list[tuple[str, Any]]:
+    """One :func:`gradcam_figure` per class that has beats in a ``ClassSaliency``, as (class name, figure)."""
+    figures = []
+    for c, name in enumerate(saliency.names):
+        if saliency.counts[c]:
+            beat, band = saliency.mean(c)
+            figures.append((name, gradcam_figure(beat, band, f"{title}: {int(saliency.counts[c])} {beats} "
+                                                             f"predicted {name}")))
+    return figures
+
+
 def write_figure(figure: Any, out: Any) -> None:
     """Save a figure as a PNG file, atomically."""
     from ecgvgg.files import atomic

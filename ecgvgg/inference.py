@@ -14,7 +14,6 @@ import pandas as pd
 from ecgvgg.contract import InputContract
 from ecgvgg.errors import DataError
 from ecgvgg.metrics import confusion, per_class_scores
-from ecgvgg.shapes import reshape
 
 METADATA_FILE = "ecgvgg.json"
 
@@ -72,8 +71,7 @@ class LoadedModel:
 
     def prepare(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Check that the beats fit the model (see :meth:`rows`) and reshape them for it."""
-        shape = self.contract.input
-        return reshape(self.rows(X), shape["kind"], shape.get("method", "fold"), shape.get("size"))
+        return self.contract.shape(self.rows(X))
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities, one column per class."""

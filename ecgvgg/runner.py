@@ -76,8 +76,8 @@ def run_observed(cfg: PipelineConfig, planned: Planned, *, nested: bool = False,
 
     with MlflowObserver(cfg, nested=nested, resume_run_id=resume_run_id, tags=tags, on_run=on_run) as tracker, \
             TerminalObserver(cfg.training.epochs) as terminal:
-        result = run_study(cfg, planned.data, planned.folds, [tracker, terminal, StepInterrupts(), *observers], source=planned.source,
-                           resume=tracker.resume)
+        result = run_study(cfg, planned.data, planned.folds, [tracker, terminal, StepInterrupts(), *observers],
+                           source=planned.source, resume=tracker.resume)
     if not result.pruned:
         print_trained(result, tracker.run_name)
     return result, tracker

@@ -435,13 +435,10 @@ def log_saliency(saliency: Any, title: str) -> None:
     """Log ``explain/gradcam_<class>.png``: each predicted class's mean test beat over its mean Grad-CAM saliency."""
     if saliency is None:
         return
-    from ecgvgg.figures import gradcam_figure
+    from ecgvgg.figures import class_saliency_figures
 
-    for c, name in enumerate(saliency.names):
-        if saliency.counts[c]:
-            beat, band = saliency.mean(c)
-            figure = gradcam_figure(beat, band, f"{title}: {int(saliency.counts[c])} test beats predicted {name}")
-            mlflow.log_figure(figure, f"explain/gradcam_{name}.png")
+    for name, figure in class_saliency_figures(saliency, title, "test beats"):
+        mlflow.log_figure(figure, f"explain/gradcam_{name}.png")
 
 
 def log_confusion(matrix: np.ndarray, names: Sequence[str], prefix: str, title: str) -> None:

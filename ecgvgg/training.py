@@ -52,8 +52,7 @@ def setup_device(*, mixed_precision: bool | str = "auto", deterministic: bool = 
     """
     from ecgvgg.distributed import cluster, multi_worker_strategy
 
-    several = cluster() is not None
-    strategy = multi_worker_strategy() if several else None  # first: before TensorFlow runs any op
+    strategy = multi_worker_strategy() if cluster() is not None else None  # first: before TensorFlow runs any op
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
