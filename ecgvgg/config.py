@@ -51,6 +51,9 @@ class DataConfig(_Section):
     ignore_columns: list[str] = Field(default_factory=list)
     #: Tables read like ``path`` whose rows are used for training only, never for validation or test.
     extra_train: list[str] = Field(default_factory=list)
+    #: Stream the beats from Parquet (a file, a folder of shards or a glob) in record batches instead
+    #: of reading the table into memory: for tables larger than memory (see ``ecgvgg.stream``).
+    stream: bool = False
 
     @field_validator("rhythm_columns")
     @classmethod
@@ -253,6 +256,23 @@ class PipelineConfig(_Section):
     def _rhythm_fits(self) -> PipelineConfig:
         if self.data.rhythm_columns and self.input.kind != "1d":
             raise ValueError("data.rhythm_columns: the rhythm branch needs input.kind 1d")
+        return self
+
+    @model_validator(mode="after")
+    def _stream_fits(self) -> PipelineConfig:
+        if not self.data.stream:
+            return self
+        r = self.resampling.sampler
+        if r not in ("none", "balanced"):
+            raise ValueError(f"resampling.sampler: {r} needs the whole training table in memory; with data.stream "
+                             "use resampling.sampler: balanced (class-balanced batches drawn from per-class streams)")
+        refused = {"split.folds": self.split.folds is not None, "data.extra_train": bool(self.data.extra_train),
+                   "data.y_path": self.data.y_path is not None, "data.format": self.data.format == "csv",
+                   "resampling.max_per_class": self.resampling.max_per_class is not None}
+        for key, bad in refused.items():
+            if bad:
+                raise ValueError(f"{key}: not available with data.stream (streamed data is one Parquet table, "
+                                 "a file or shards, with one split); set data.stream: false")
         return self
 
     @property

@@ -30,11 +30,13 @@ log = logging.getLogger("ecgvgg")
 class StudyData:
     """The loaded table: ``table`` as read (features only), its rows as float32 ``X``, labels, groups.
 
-    The last ``train_only`` rows come from ``data.extra_train`` tables: they only ever train.
+    The last ``train_only`` rows come from ``data.extra_train`` tables: they only ever train. With
+    ``data.stream`` the beats stay in their Parquet files: ``X`` is an :class:`ecgvgg.stream.Shards`
+    (``X[rows]`` is a lazy view) and ``table`` has the columns but no rows.
     """
 
     table: pd.DataFrame
-    X: np.ndarray
+    X: Any
     y: np.ndarray
     groups: np.ndarray | None
     train_only: int = 0
@@ -52,6 +54,19 @@ class StudyData:
     def features(self) -> list[Any]:
         """The feature columns (beat samples, then any rhythm columns)."""
         return list(self.table.columns)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the beats are streamed from Parquet rather than held in memory."""
+        return not isinstance(self.X, np.ndarray)
+
+    def rows(self, positions: np.ndarray, columns: list[str] | None = None) -> np.ndarray:
+        """Rows ``positions`` as float32 (read from Parquet when streamed), all features or the named ``columns``."""
+        if self.streamed:
+            return self.X.take(positions, columns)
+        X = self.X[np.asarray(positions, dtype=np.int64)]
+        names = [str(c) for c in self.features]
+        return X if columns is None else X[:, [names.index(c) for c in columns]]
 
     @property
     def scored(self) -> int:
@@ -81,6 +96,13 @@ def beat_length(cfg: PipelineConfig, width: int) -> int:
 def load(cfg: PipelineConfig) -> StudyData:
     """Load and validate the configured table(s); ``data.extra_train`` rows come last."""
     d = cfg.data
+    if d.stream:
+        from ecgvgg.stream import open_shards
+
+        shards, y, groups = open_shards(d.resolved_path(), label_column=d.label_column, group_column=d.group_column,
+                                        classes=range(len(d.class_names)), rhythm_columns=d.rhythm_columns,
+                                        ignore_columns=d.ignore_columns)
+        return StudyData(pd.DataFrame(columns=list(shards.columns)), shards, y, groups)
     header = None if d.header == "auto" else d.header
     y_path = d.resolved_path("y_path") if d.y_path else None
     options = dict(label_column=d.label_column, group_column=d.group_column, header=header,

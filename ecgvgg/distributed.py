@@ -54,6 +54,16 @@ def worker_count() -> int:
     return 1 if config is None else sum(len(v) for k, v in config["cluster"].items() if k in ("worker", "chief"))
 
 
+def worker_rank() -> int:
+    """This process's place among the workers (0 without a cluster; the chief, when there is one, is 0)."""
+    config = cluster()
+    if config is None:
+        return 0
+    task, tasks = config.get("task", {}), config["cluster"]
+    before = len(tasks.get("chief", [])) if task.get("type") == "worker" else 0
+    return before + int(task.get("index", 0))
+
+
 def local_configs(n: int) -> list[str]:
     """``TF_CONFIG`` values for ``n`` workers on free ports of 127.0.0.1, worker 0 first."""
     ports = []

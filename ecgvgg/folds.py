@@ -56,8 +56,14 @@ def plan(cfg: PipelineConfig, y: pd.Series | np.ndarray, groups: pd.Series | np.
 
 
 def materialise(cfg: PipelineConfig, X: np.ndarray, y: np.ndarray, fold: Fold) -> Splits:
-    """The arrays of ``fold`` with its training part oversampled as ``resampling`` says."""
+    """The arrays of ``fold`` with its training part oversampled as ``resampling`` says.
+
+    Streamed beats (``X`` an :class:`ecgvgg.stream.Shards`) give lazy views of each part, in row
+    order: nothing is read here, and nothing is oversampled (the ``balanced`` sampler draws batches).
+    """
     r = cfg.resampling
+    if not isinstance(X, np.ndarray):
+        return _streamed_fold(X, np.asarray(y), Fold(*(np.sort(part) for part in fold)), r.sampler, cfg.data.classes)
     return oversample_fold(X, y, *fold, sampler=r.sampler, sampler_params=r.params, seed=cfg.split.seed,
                            classes=cfg.data.classes)
 
@@ -181,6 +187,15 @@ def oversample_fold(
     return Splits(
         X_res, y_res, Xa[val], ya[val], Xa[test], ya[test], train, val, test, classes, name.lower(), counts
     )
+
+
+def _streamed_fold(X: Any, y: np.ndarray, fold: Fold, sampler: str, classes: Sequence[int]) -> Splits:
+    """:class:`Splits` of lazy row views (``X[part]``) with the class counts of each part."""
+    counts = {"all": class_counts(y, classes), "train_before": class_counts(y[fold.train], classes),
+              "train_after": class_counts(y[fold.train], classes), "val": class_counts(y[fold.val], classes),
+              "test": class_counts(y[fold.test], classes)}
+    return Splits(X[fold.train], y[fold.train], X[fold.val], y[fold.val], X[fold.test], y[fold.test], *fold,
+                  tuple(int(c) for c in classes), sampler, counts)
 
 
 def cv_folds(

@@ -6,22 +6,50 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix
 
 
 def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int]) -> dict[str, object]:
     """Accuracy, macro-F1 and per-class precision/recall/F1/support; undefined scores count as 0."""
-    labels = list(classes)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    present = s > 0
+    return scores_from_confusion(confusion(y_true, y_pred, classes), classes)
+
+
+def scores_from_confusion(matrix: np.ndarray, classes: Sequence[int]) -> dict[str, object]:
+    """:func:`per_class_scores` from a confusion matrix (true classes in rows), e.g. one summed batch by batch."""
+    m = np.asarray(matrix, dtype=np.int64)
+    labels, tp = list(classes), np.diagonal(m).astype(float)
+    support, predicted = m.sum(axis=1), m.sum(axis=0)
+    p = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    r = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f = np.divide(2 * p * r, p + r, out=np.zeros_like(tp), where=(p + r) > 0)
+    present = support > 0
     return {
-        "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))) if len(y_true) else 0.0,
+        "accuracy": float(tp.sum() / m.sum()) if m.sum() else 0.0,
         "macro_f1": float(f[present].mean()) if present.any() else 0.0,
-        "precision": dict(zip(labels, p.astype(float).tolist())),
-        "recall": dict(zip(labels, r.astype(float).tolist())),
-        "f1": dict(zip(labels, f.astype(float).tolist())),
-        "support": dict(zip(labels, s.astype(int).tolist())),
+        "precision": dict(zip(labels, p.tolist())),
+        "recall": dict(zip(labels, r.tolist())),
+        "f1": dict(zip(labels, f.tolist())),
+        "support": dict(zip(labels, support.astype(int).tolist())),
     }
+
+
+def report_text(scores: Mapping[str, Any], names: Sequence[str], digits: int = 3) -> str:
+    """A classification report (per class, accuracy, macro and weighted averages) from :func:`per_class_scores`."""
+    classes = list(scores["support"])
+    width = max(12, *(len(n) for n in names))
+    head = f"{'':>{width}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}"
+    support = np.array([scores["support"][c] for c in classes], dtype=float)
+    rows = [head, ""]
+    for c, name in zip(classes, names):
+        rows.append(f"{name:>{width}} {scores['precision'][c]:>9.{digits}f} {scores['recall'][c]:>9.{digits}f} "
+                    f"{scores['f1'][c]:>9.{digits}f} {scores['support'][c]:>9d}")
+    total = int(support.sum())
+    rows += ["", f"{'accuracy':>{width}} {'':>9} {'':>9} {scores['accuracy']:>9.{digits}f} {total:>9d}"]
+    for label, weights in (("macro avg", np.ones_like(support)), ("weighted avg", support)):
+        w = weights / weights.sum() if weights.sum() else weights
+        means = [float(np.dot(w, [scores[k][c] for c in classes])) for k in ("precision", "recall", "f1")]
+        rows.append(f"{label:>{width}} " + " ".join(f"{v:>9.{digits}f}" for v in means) + f" {total:>9d}")
+    return "\n".join(rows) + "\n"
 
 
 def flat_scores(scores: Mapping[str, Any], names: Sequence[str], prefix: str) -> dict[str, float]:
@@ -42,25 +70,32 @@ def collapse_reason(
     y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], names: Sequence[str] | None = None,
     dominance: float = 0.98, check_recall: bool = True, min_rows: int = 1,
 ) -> str | None:
-    """Say why predictions look collapsed, or None.
+    """Say why predictions look collapsed, or None (see :func:`collapse_from_confusion`)."""
+    return collapse_from_confusion(confusion(y_true, y_pred, classes), names or [str(c) for c in classes],
+                                   dominance=dominance, check_recall=check_recall, min_rows=min_rows)
+
+
+def collapse_from_confusion(matrix: np.ndarray, names: Sequence[str], *, dominance: float = 0.98,
+                            check_recall: bool = True, min_rows: int = 1) -> str | None:
+    """Say why the predictions of a confusion matrix (true classes in rows) look collapsed, or None.
 
     Collapsed means one class is predicted for at least ``dominance`` of the rows, or a class
     that has rows (at least ``min_rows`` of them) is never predicted at all (named with its
     support). With ``check_recall`` a class whose recall is 0 (predicted, but never for its own
     rows) counts too.
     """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if len(y_pred) == 0:
+    m = np.asarray(matrix, dtype=np.int64)
+    total, support, predicted = int(m.sum()), m.sum(axis=1), m.sum(axis=0)
+    if total == 0:
         return None
-    names = list(names) if names is not None else [str(c) for c in classes]
-    dominant = dominant_class(y_pred, classes, names, dominance)
-    if dominant:
-        return dominant
-    never = [f"{names[i]} ({int(np.sum(y_true == c))} rows)" for i, c in enumerate(classes)
-             if np.sum(y_true == c) >= max(min_rows, 1) and not np.any(y_pred == c)]
+    top = int(np.argmax(predicted))
+    if predicted[top] / total >= dominance:
+        return f"predicts class {names[top]} for {predicted[top] / total:.1%} of {total} rows"
+    never = [f"{names[i]} ({int(support[i])} rows)" for i in range(len(names))
+             if support[i] >= max(min_rows, 1) and predicted[i] == 0]
     if never:
         return f"never predicts class(es) {', '.join(never)}"
-    dead = zero_recall(y_true, y_pred, classes, names) if check_recall else []
+    dead = [names[i] for i in range(len(names)) if support[i] and not m[i, i]] if check_recall else []
     if dead:
         return f"recall is 0 for class(es) {', '.join(dead)}"
     return None
@@ -82,38 +117,31 @@ def dominant_class(y_pred: np.ndarray, classes: Sequence[int], names: Sequence[s
     return f"predicts class {label} for {share:.1%} of {len(y_pred)} rows"
 
 
-def missed_classes(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int],
-                   names: Sequence[str] | None = None) -> dict[str, int]:
-    """Classes that have rows but recall 0, with their support (``{name: rows}``)."""
-    y_true = np.asarray(y_true)
-    names = list(names) if names is not None else [str(c) for c in classes]
-    dead = set(zero_recall(y_true, y_pred, classes, names))
-    return {n: int(np.sum(y_true == c)) for n, c in zip(names, classes) if n in dead}
-
-
 def held_out_verdict(
-    parts: Mapping[str, tuple[np.ndarray, np.ndarray]], classes: Sequence[int], names: Sequence[str] | None = None,
-    dominance: float = 0.98, min_rows: int = 1,
+    parts: Mapping[str, tuple[np.ndarray, np.ndarray] | np.ndarray], classes: Sequence[int],
+    names: Sequence[str] | None = None, dominance: float = 0.98, min_rows: int = 1,
 ) -> tuple[str | None, dict[str, str]]:
     """The collapse verdict on all held-out rows pooled, and the classes missed on some part of them.
 
-    ``parts`` maps a name (``validation``, ``test``, ``out-of-fold``) to ``(y_true, y_pred)``.
-    Returns ``(reason, missed)``: ``reason`` from :func:`collapse_reason` on the pooled rows (None
-    when not collapsed; a class of fewer than ``min_rows`` held-out rows that is never predicted
-    is only missed); ``missed`` names each class with recall 0 on a part, e.g.
-    ``{"S": "validation (3 rows)"}`` (empty when collapsed: the reason says it all).
+    ``parts`` maps a name (``validation``, ``test``, ``out-of-fold``) to ``(y_true, y_pred)`` or
+    to its confusion matrix. Returns ``(reason, missed)``: ``reason`` from
+    :func:`collapse_from_confusion` on the pooled rows (None when not collapsed; a class of fewer
+    than ``min_rows`` held-out rows that is never predicted is only missed); ``missed`` names each
+    class with recall 0 on a part, e.g. ``{"S": "validation (3 rows)"}`` (empty when collapsed:
+    the reason says it all).
     """
     names = list(names) if names is not None else [str(c) for c in classes]
-    y_true = np.concatenate([np.asarray(t) for t, _ in parts.values()])
-    y_pred = np.concatenate([np.asarray(p) for _, p in parts.values()])
-    reason = collapse_reason(y_true, y_pred, classes, names, dominance=dominance, check_recall=False,
-                             min_rows=min_rows)
+    matrices = {where: confusion(*part, classes) if isinstance(part, tuple) else np.asarray(part)
+                for where, part in parts.items()}
+    reason = collapse_from_confusion(sum(matrices.values()), names, dominance=dominance, check_recall=False,
+                                     min_rows=min_rows)
     if reason:
         return reason, {}
     missed: dict[str, list[str]] = {}
-    for where, (t, p) in parts.items():
-        for name, n in missed_classes(t, p, classes, names).items():
-            missed.setdefault(name, []).append(f"{where} ({n} rows)")
+    for where, m in matrices.items():
+        for i, name in enumerate(names):
+            if m[i].sum() and not m[i, i]:
+                missed.setdefault(name, []).append(f"{where} ({int(m[i].sum())} rows)")
     return None, {name: ", ".join(found) for name, found in missed.items()}
 
 
@@ -137,22 +165,47 @@ def bootstrap_macro_f1(
     Beats of one recording are correlated, so with ``groups`` each replicate draws groups with
     replacement and keeps all their beats; without, it draws beats.
     """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if len(y_true) == 0:
         return 0.0, 0.0
-    k = len(classes)
+    keys = np.arange(len(y_true)) if groups is None else np.asarray(groups)
+    return bootstrap_from_confusions(group_confusions(y_true, y_pred, classes, keys), n_boot=n_boot, level=level,
+                                     seed=seed)
+
+
+def group_confusions(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], groups: np.ndarray,
+                     ) -> np.ndarray:
+    """One confusion matrix per group, ``(groups, k, k)``, groups in sorted order (of their names as text,
+    unless they are integers)."""
     index = {int(c): i for i, c in enumerate(classes)}
-    t = np.array([index[int(v)] for v in y_true])
-    p = np.array([index[int(v)] for v in y_pred])
-    keys = np.arange(len(t)) if groups is None else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
-    n_groups = int(keys.max()) + 1
-    # one confusion matrix per group; a replicate is a weighted sum of them
-    per_group = np.zeros((n_groups, k, k))
-    np.add.at(per_group, (keys, t, p), 1)
+    t = np.array([index[int(v)] for v in np.asarray(y_true)], dtype=np.int64)
+    p = np.array([index[int(v)] for v in np.asarray(y_pred)], dtype=np.int64)
+    g = np.asarray(groups)
+    keys = np.unique(g if g.dtype.kind in "iu" else g.astype(str), return_inverse=True)[1].reshape(-1)
+    out = np.zeros((int(keys.max()) + 1 if len(keys) else 0, len(classes), len(classes)), dtype=np.int64)
+    np.add.at(out, (keys, t, p), 1)
+    return out
+
+
+def bootstrap_from_confusions(per_group: np.ndarray, *, by_beat: bool = False, n_boot: int = 1000,
+                              level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the macro-F1 from per-group confusion matrices, groups drawn with replacement.
+
+    With ``by_beat`` beats are drawn instead, from the pooled matrix (a multinomial draw of its
+    cells): the same resampling without one matrix per beat.
+    """
+    per_group = np.asarray(per_group, dtype=float)
+    n_groups, total = len(per_group), per_group.sum()
+    if n_groups == 0 or total == 0:
+        return 0.0, 0.0
     rng = np.random.default_rng(seed)
     scores = np.empty(n_boot)
-    for start in range(0, n_boot, 100):
+    pooled = per_group.sum(axis=0)
+    for start in range(0, n_boot, 100):  # a replicate is a weighted sum of the groups' matrices
         stop = min(start + 100, n_boot)
+        if by_beat:
+            replicates = rng.multinomial(int(total), pooled.ravel() / total, size=stop - start)
+            scores[start:stop] = macro_f1_from_confusion(replicates.reshape(-1, *pooled.shape))
+            continue
         draws = rng.integers(0, n_groups, size=(stop - start, n_groups))
         weights = np.stack([np.bincount(d, minlength=n_groups) for d in draws])
         scores[start:stop] = macro_f1_from_confusion(np.tensordot(weights, per_group, axes=1))

@@ -53,9 +53,14 @@ class Splits:
         return self.counts["train_after"]
 
     def map_x(self, fn: Callable[[np.ndarray], np.ndarray]) -> Splits:
-        """Return a copy whose three X arrays went through ``fn`` (e.g. :func:`ecgvgg.shapes.to_1d`)."""
+        """Return a copy whose three X arrays went through ``fn`` (e.g. :func:`ecgvgg.shapes.to_1d`); streamed
+        rows (:class:`ecgvgg.stream.Rows`) apply it to each chunk as it is read."""
+
+        def apply(X: Any) -> Any:
+            return fn(X) if isinstance(X, np.ndarray) else X.map(fn)
+
         return Splits(
-            fn(self.X_train), self.y_train, fn(self.X_val), self.y_val, fn(self.X_test), self.y_test,
+            apply(self.X_train), self.y_train, apply(self.X_val), self.y_val, apply(self.X_test), self.y_test,
             self.train_index, self.val_index, self.test_index, self.classes, self.sampler, self.counts,
         )
 

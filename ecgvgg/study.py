@@ -24,7 +24,8 @@ from ecgvgg.config import PipelineConfig
 from ecgvgg.contract import InputContract, contract_for
 from ecgvgg.dataset import StudyData, grouping, split_kind
 from ecgvgg.folds import Fold, materialise
-from ecgvgg.metrics import bootstrap_macro_f1, confusion, held_out_verdict, per_class_scores
+from ecgvgg.metrics import (bootstrap_macro_f1, bootstrap_from_confusions, confusion, group_confusions,
+                            held_out_verdict, macro_f1_from_confusion, per_class_scores, scores_from_confusion)
 from ecgvgg.events import Observer
 from ecgvgg.resampling import Splits, balanced_proportions
 
@@ -63,6 +64,7 @@ class FoldResult:
     y_val: np.ndarray | None = None
     y_test: np.ndarray | None = None
     saliency: Any = None  # ecgvgg.explain.ClassSaliency of test beats, per predicted class
+    baseline_score: float | None = None  # the baseline's macro-F1 when its predictions are not kept (streamed)
 
     @property
     def pruned(self) -> str | None:
@@ -82,6 +84,8 @@ class FoldResult:
     @property
     def baseline_macro_f1(self) -> float | None:
         """The baseline's test macro-F1, or None without a baseline."""
+        if self.baseline_score is not None:
+            return self.baseline_score
         return macro_f1(self.y_test, self.baseline_pred, len(self.contract.classes))
 
 
@@ -177,7 +181,7 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
     t = cfg.training
     strategy = setup_device(mixed_precision=t.mixed_precision, deterministic=t.deterministic, seed=t.seed)
     with strategy.scope():  # the model, and the optimizer that compiling it makes, belong to the strategy
-        model = build_model(cfg, data.X.shape[1], _rhythm_rows(cfg, data.X, fold.train), source) if resume is None \
+        model = build_model(cfg, data.X.shape[1], _rhythm_rows(cfg, data, fold.train), source) if resume is None \
             else _load_checkpoint(resume.checkpoint)
         started = time.perf_counter()
         fit, unfrozen = _train(cfg, model, shaped, observers, folder / "best.keras" if folder else None, resume)
@@ -192,18 +196,30 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
 
 
 def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits) -> FoldResult:
-    """Test predictions and scores, their bootstrap interval, the baseline and the verdict on all held-out rows."""
-    t, names = cfg.training, list(cfg.data.class_names)
-    classes = cfg.data.classes
-    out.probs = np.asarray(out.model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
-    out.pred = np.asarray(classes)[np.argmax(out.probs, axis=1)]
-    out.scores = per_class_scores(shaped.y_test, out.pred, classes)
-    out.scores["confusion_matrix"] = confusion(shaped.y_test, out.pred, classes).tolist()
+    """Test predictions and scores, their bootstrap interval, the baseline and the verdict on all held-out rows.
+
+    Streamed test rows are predicted chunk by chunk into per-group confusion matrices, and the
+    test probabilities are not kept.
+    """
+    t, names, classes = cfg.training, list(cfg.data.class_names), cfg.data.classes
     groups = grouping(cfg, data)
-    out.ci = bootstrap_macro_f1(shaped.y_test, out.pred, classes,
-                                None if groups is None else groups[out.fold.test], seed=cfg.split.seed)
-    out.baseline_pred = _baseline(cfg, data.X, data.y, out.fold.train, data.X[out.fold.test])
-    held_out = {"validation": (shaped.y_val, out.val_pred), "test": (shaped.y_test, out.pred)}
+    test_groups = None if groups is None else groups[shaped.test_index]
+    forest = _baseline(cfg, data, out.fold.train)
+    if data.streamed:
+        per_group, base = _streamed_confusions(out.model, forest, data.X[shaped.test_index], shaped.X_test.transform,
+                                               shaped.y_test, test_groups, classes, t.batch_size)
+        out.baseline_score = None if base is None else float(macro_f1_from_confusion(base))
+    else:
+        out.probs = np.asarray(out.model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
+        out.pred = np.asarray(classes)[np.argmax(out.probs, axis=1)]
+        keys = np.arange(len(out.pred)) if test_groups is None else test_groups
+        per_group = group_confusions(shaped.y_test, out.pred, classes, keys)
+        out.baseline_pred = None if forest is None else forest.predict(data.X[shaped.test_index])
+    matrix = per_group.sum(axis=0)
+    out.scores = scores_from_confusion(matrix, classes)
+    out.scores["confusion_matrix"] = matrix.tolist()
+    out.ci = bootstrap_from_confusions(per_group, by_beat=data.streamed and test_groups is None, seed=cfg.split.seed)
+    held_out = {"validation": (shaped.y_val, out.val_pred), "test": matrix}
     out.reason, out.missed = held_out_verdict(held_out, classes, names, dominance=t.collapse_dominance,
                                               min_rows=t.collapse_min_rows)
     if out.reason is None and out.fit.stopped_on_collapse:
@@ -213,13 +229,43 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
     return out
 
 
+def _streamed_confusions(model: Any, forest: Any, rows: Any, shape: Any, y: np.ndarray, groups: np.ndarray | None,
+                         classes: Sequence[int], batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-group confusion matrices of ``model`` (and the pooled one of ``forest``) on streamed rows, chunk by chunk."""
+    k = len(classes)
+    names, keys = np.unique(np.asarray(groups).astype(str), return_inverse=True) if groups is not None else \
+        (np.zeros(1), np.zeros(len(y), dtype=np.int64))
+    per_group = np.zeros((len(names), k, k), dtype=np.int64)
+    base = np.zeros((k, k), dtype=np.int64) if forest is not None else None
+    index = {int(c): i for i, c in enumerate(classes)}
+    truth = np.array([index[int(v)] for v in y], dtype=np.int64)
+    for x, positions in rows.chunks(batch_size):
+        at = np.searchsorted(rows.positions, positions)  # rows.positions are sorted: y is in their order
+        pred = np.argmax(np.asarray(model.predict_on_batch(shape(x) if shape else x)), axis=1)
+        np.add.at(per_group, (keys.reshape(-1)[at], truth[at], pred), 1)
+        if base is not None:
+            np.add.at(base, (truth[at], np.array([index[int(v)] for v in forest.predict(x)])), 1)
+    return per_group, base
+
+
 def _saliency(cfg: PipelineConfig, data: StudyData, out: FoldResult) -> Any:
-    """Grad-CAM of up to ``tracking.gradcam_per_class`` test beats per predicted class, summed by class."""
+    """Grad-CAM of up to ``tracking.gradcam_per_class`` test beats per predicted class, summed by class.
+
+    Streamed test rows are drawn at random (four times the beats asked for, per class), read and
+    predicted first, since their predictions are not kept.
+    """
     from ecgvgg.explain import ClassSaliency, gradcam, pick_rows
 
-    predicted = np.argmax(out.probs, axis=1)
-    rows = pick_rows(predicted, cfg.tracking.gradcam_per_class, cfg.split.seed)
-    beats = data.X[out.fold.test[rows]]
+    test, per_class = out.fold.test, cfg.tracking.gradcam_per_class
+    if out.probs is None:
+        rng = np.random.default_rng(cfg.split.seed)
+        test = np.sort(rng.choice(test, min(len(test), 4 * per_class * len(cfg.data.classes)), replace=False))
+        probs = out.model.predict(out.contract.shape(data.rows(test)), batch_size=cfg.training.batch_size, verbose=0)
+    else:
+        probs = out.probs
+    predicted = np.argmax(probs, axis=1)
+    rows = pick_rows(predicted, per_class, cfg.split.seed)
+    beats = data.rows(test[rows])
     explained = gradcam(out.model, beats, out.contract, class_index=predicted[rows],
                         batch_size=cfg.training.batch_size)
     return ClassSaliency.of(beats, explained, cfg.data.class_names)
@@ -356,23 +402,27 @@ def augment_spec(cfg: PipelineConfig) -> Any:
                    mixup=t.mixup, rhythm=len(cfg.data.rhythm_columns))
 
 
-def _rhythm_rows(cfg: PipelineConfig, X: np.ndarray, train: np.ndarray) -> np.ndarray | None:
+def _rhythm_rows(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> np.ndarray | None:
     """The rhythm columns of the (real, not oversampled) training rows, or None without a rhythm branch."""
-    n = len(cfg.data.rhythm_columns)
-    return np.asarray(X)[train, -n:] if n else None
+    return data.rows(train, list(cfg.data.rhythm_columns)) if cfg.data.rhythm_columns else None
 
 
-def _baseline(cfg: PipelineConfig, X: np.ndarray, y: np.ndarray, train: np.ndarray, X_test: np.ndarray,
-              ) -> np.ndarray | None:
-    """The configured baseline's test predictions, or None: trained on the ``train`` rows before
-    oversampling, at most ``resampling.max_per_class`` of each class (one draw, as one epoch sees)."""
+#: Training rows of each class that a random-forest baseline of streamed data is fitted on.
+STREAMED_BASELINE_ROWS = 5000
+
+
+def _baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any:
+    """The configured baseline fitted on the ``train`` rows before oversampling, or None: at most
+    ``resampling.max_per_class`` of each class (one draw, as one epoch sees; for streamed data
+    :data:`STREAMED_BASELINE_ROWS`)."""
     if cfg.baseline == "none":
         return None
-    from ecgvgg.baselines import random_forest_predict
+    from ecgvgg.baselines import random_forest
     from ecgvgg.resampling import cap_per_class
 
-    rows = cap_per_class(train, y, cfg.resampling.max_per_class, np.random.default_rng(cfg.training.seed))
-    return random_forest_predict(X[rows], y[rows], X_test, seed=cfg.training.seed)
+    cap = STREAMED_BASELINE_ROWS if data.streamed else cfg.resampling.max_per_class
+    rows = cap_per_class(train, data.y, cap, np.random.default_rng(cfg.training.seed))
+    return random_forest(data.rows(rows), data.y[rows], seed=cfg.training.seed)
 
 
 def _load_checkpoint(path: Path) -> Any:

@@ -140,7 +140,7 @@ class MlflowObserver(Observer):
 
     def study_started(self, cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold]) -> None:
         """With several folds: open the parent run and log the setup."""
-        self._dataset, self._X = _dataset_frame(data, cfg), data.X
+        self._dataset, self._data = _dataset_frame(data, cfg), data
         if len(folds) > 1:
             self._parent = self._open(run_name(cfg, nested=self.nested), parent=True)
             log.info("MLflow run %s (%s) started (%d-fold cross-validation)", self._parent.info.run_id,
@@ -173,7 +173,7 @@ class MlflowObserver(Observer):
         if result.pruned:
             mlflow.set_tag("pruned", "true")
         else:
-            self.model_uri, self.model_path = _log_fold(self.cfg, result, self.uri, mlflow.active_run(), self._X)
+            self.model_uri, self.model_path = _log_fold(self.cfg, result, self.uri, mlflow.active_run(), self._data)
         self._fold.close()
 
     def study_ended(self, result: StudyResult) -> None:
@@ -183,13 +183,13 @@ class MlflowObserver(Observer):
         if result.pruned:
             mlflow.set_tag("pruned", "true")
         else:
-            self.model_uri, self.model_path = _log_pooled(self.cfg, result, self.uri, self._parent.info.run_id, self._X)
+            self.model_uri, self.model_path = _log_pooled(self.cfg, result, self.uri, self._parent.info.run_id, self._data)
         self._stack.close()
 
 
 def _dataset_frame(data: StudyData, cfg: PipelineConfig) -> pd.DataFrame:
     """The table as MLflow's dataset input sees it: features, ``label`` and the group column."""
-    frame = data.table.rename(columns=str).assign(label=data.y)
+    frame = pd.DataFrame({"label": data.y}) if data.streamed else data.table.rename(columns=str).assign(label=data.y)
     if data.groups is not None and cfg.data.group_column:
         frame[cfg.data.group_column] = data.groups
     return frame
@@ -207,7 +207,7 @@ def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], dat
         log_provenance(dataset, cfg.data.resolved_path())
 
 
-def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, X: np.ndarray) -> tuple[str, Path]:
+def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: StudyData) -> tuple[str, Path]:
     """Everything a trained fold logs in its run; returns the logged model's URI and its local copy."""
     from ecgvgg.figures import training_curves_figure
     from ecgvgg.metrics import confusion
@@ -228,21 +228,21 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, X: np.ndar
     log_confusion(confusion(r.y_val, r.val_pred, classes), names, "val", f"{title}: validation")
     # the returned model's validation scores (the per-epoch val_* history ends at the last epoch)
     mlflow.log_metrics(flat_scores(r.val_scores, names, "model_val"))
-    _log_scores(r.y_test, r.pred, r.scores, names, "test", f"{title}: test")
+    _log_scores(r.scores, names, "test", f"{title}: test")
     mlflow.log_metrics({"test_macro_f1_ci_low": r.ci[0], "test_macro_f1_ci_high": r.ci[1]})
     if r.baseline_pred is not None:
         mlflow.log_metric("baseline_rf_macro_f1", r.baseline_macro_f1)
     _log_verdict(r.reason, r.missed)
     log_saliency(r.saliency, title)
     describe_run(r.scores, names, r.reason, r.missed, r.ci, r.baseline_macro_f1, split_kind(cfg))
-    return _log_model(r.model, r.contract, store.local_run_dir(uri, run.info.run_id), X[r.fold.test[:5]])
+    return _log_model(r.model, r.contract, store.local_run_dir(uri, run.info.run_id), data.rows(r.fold.test[:5]))
 
 
-def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str, X: np.ndarray,
+def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str, data: StudyData,
                 ) -> tuple[str, Path]:
     """The parent run of a cross-validation: out-of-fold scores and predictions, the verdict, the fold ensemble."""
     names, oof = result.class_names, result.oof
-    _log_scores(oof["label"], oof["prediction"], result.scores, names, "oof")
+    _log_scores(result.scores, names, "oof")
     mlflow.log_metrics({"oof_macro_f1_ci_low": result.ci[0], "oof_macro_f1_ci_high": result.ci[1],
                         **result.cv["metrics"]})
     if result.baseline_macro_f1 is not None:
@@ -251,7 +251,7 @@ def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str,
     _log_verdict(result.reason, result.missed)
     log_saliency(result.saliency, f"{mlflow.active_run().info.run_name} (out-of-fold)")
     model = result.ensemble
-    logged = _log_model(model, result.contract, store.local_run_dir(uri, run_id), X[:5])
+    logged = _log_model(model, result.contract, store.local_run_dir(uri, run_id), data.rows(np.arange(5)))
     mlflow.log_metrics({"params_total": model.count_params(), "params_trainable": 0,
                         "params_non_trainable": model.count_params(), "training_seconds": round(result.seconds, 2),
                         "epochs_run": sum(f.fit.epochs_run for f in result.folds)})
@@ -271,14 +271,12 @@ def _log_model(model: Any, contract: Any, folder: Path, example_rows: np.ndarray
     return log_beat_model(path, example, contract), path
 
 
-def _log_scores(y: np.ndarray, pred: np.ndarray, scores: Mapping[str, Any], names: Sequence[str], prefix: str,
-                title: str | None = None) -> None:
+def _log_scores(scores: Mapping[str, Any], names: Sequence[str], prefix: str, title: str | None = None) -> None:
     """Final scores, AAMI EC57 metrics, the confusion matrix and the classification report with ``prefix``."""
-    from sklearn.metrics import classification_report
+    from ecgvgg.metrics import report_text
 
-    report = classification_report(y, pred, labels=list(range(len(names))), target_names=list(names), digits=3,
-                                   zero_division=0)
-    log_evaluation(scores, np.asarray(scores["confusion_matrix"]), report, names, prefix=prefix, title=title)
+    log_evaluation(scores, np.asarray(scores["confusion_matrix"]), report_text(scores, names), names, prefix=prefix,
+                   title=title)
 
 
 def _log_verdict(reason: str | None, missed: Mapping[str, str]) -> None:

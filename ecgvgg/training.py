@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,12 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
     rows is drawn from one endless shuffled stream per class, each row's class chosen with those
     shares (``tf.data.Dataset.sample_from_datasets``): class-balanced batches without copies.
     """
+    spec = augment or Augment()
+    if spec.mixup and not num_classes:
+        raise ValueError("mixup needs one-hot labels: pass num_classes")
+    if not isinstance(X, np.ndarray):
+        return _finish(streamed_batches(X, np.asarray(y), batch_size, seed=seed, proportions=proportions), spec,
+                       num_classes)
     X_t, y_t = tf.constant(X), tf.constant(y)
     if proportions:
         idx = _balanced_rows(np.asarray(y), proportions, seed)
@@ -135,17 +141,60 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
         idx = tf.data.Dataset.range(len(X))
         if shuffle:
             idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-    spec = augment or Augment()
-    if spec.mixup and not num_classes:
-        raise ValueError("mixup needs one-hot labels: pass num_classes")
+    rows = idx.batch(batch_size).map(lambda i: (tf.gather(X_t, i), tf.gather(y_t, i)),
+                                     num_parallel_calls=tf.data.AUTOTUNE)
+    return _finish(rows, spec, num_classes)
 
-    def batch(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        x, labels = tf.gather(X_t, i), tf.gather(y_t, i)
+
+def _finish(batches: tf.data.Dataset, spec: Augment, num_classes: int | None) -> tf.data.Dataset:
+    """One-hot labels (with ``num_classes``) and augmentation of ``(x, label)`` batches, prefetched."""
+
+    def finish(x: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if num_classes:
             labels = tf.one_hot(labels, num_classes, dtype=x.dtype)
         return augment_batch(x, labels, spec) if spec else (x, labels)
 
-    return idx.batch(batch_size).map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
+                     proportions: Mapping[int, float] | None = None) -> tf.data.Dataset:
+    """``(x, label)`` training batches read from Parquet (``X`` an :class:`ecgvgg.stream.Rows`), ``len(X)`` rows an epoch.
+
+    Each stream visits its files in a fresh random order each pass, shuffles rows within a record
+    batch and through a buffer, and repeats without end; with ``proportions`` one stream per class
+    is drawn from with those shares (``tf.data.Dataset.sample_from_datasets``). With several
+    workers each reads only its own files (``Rows.for_worker``) and all take the same number of steps.
+    """
+    from ecgvgg.distributed import worker_count, worker_rank
+
+    rank, count = worker_rank(), worker_count()
+    classes = sorted(proportions) if proportions else [None]
+    streams = [_row_stream(X if c is None else X.subset(y == c), y if c is None else y[y == c], rank, count,
+                           seed + 1000 * rank + k, batch_size) for k, c in enumerate(classes)]
+    rows = streams[0] if len(streams) == 1 else tf.data.Dataset.sample_from_datasets(
+        streams, weights=[float(proportions[c]) for c in classes], seed=seed + rank)
+    steps = -(-len(X) // batch_size)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # shared by file
+    out = rows.take(steps * batch_size).batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps))
+    return out.with_options(options)
+
+
+def _row_stream(X: Any, y: np.ndarray, rank: int, count: int, seed: int, batch_size: int) -> tf.data.Dataset:
+    """Endless shuffled ``(x, label)`` rows of this worker's files (all files when alone)."""
+    mine = X.for_worker(rank, count) if count > 1 else X
+    if not len(mine):
+        mine = X  # fewer files of this class than workers: read them all
+    rng = np.random.default_rng(seed)
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for x, positions in mine.chunks(rng=rng):
+            yield x, y[np.searchsorted(X.positions, positions)]  # X.positions are sorted: y is in their order
+
+    spec = (tf.TensorSpec((None, *X.row_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
+    stream = tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch()
+    return stream.shuffle(4 * batch_size, seed=seed).repeat()
 
 
 def _balanced_rows(y: np.ndarray, proportions: Mapping[int, float], seed: int) -> tf.data.Dataset:
@@ -156,6 +205,16 @@ def _balanced_rows(y: np.ndarray, proportions: Mapping[int, float], seed: int) -
                for k, c in enumerate(classes)]
     shares = [float(proportions[c]) for c in classes]
     return tf.data.Dataset.sample_from_datasets(streams, weights=shares, seed=seed).take(len(y))
+
+
+def feature_batches(X: Any, batch_size: int) -> tf.data.Dataset:
+    """Batches of beats in row order for prediction: from an array, or read from Parquet (:class:`ecgvgg.stream.Rows`)."""
+    if isinstance(X, np.ndarray):
+        return tf.data.Dataset.from_tensor_slices(X).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    spec = tf.TensorSpec((None, *X.row_shape), tf.float32)
+    chunks = tf.data.Dataset.from_generator(lambda: (x for x, _ in X.chunks(batch_size)), output_signature=spec)
+    batches = chunks.unbatch().batch(batch_size)  # whole batches, so that Keras knows how many
+    return batches.apply(tf.data.experimental.assert_cardinality(-(-len(X) // batch_size))).prefetch(tf.data.AUTOTUNE)
 
 
 def make_loss(name: str = "cross_entropy", *, label_smoothing: float = 0.0, focal_gamma: float = 2.0,
@@ -202,7 +261,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         super().__init__()
         self.y_val = np.asarray(y_val)
         self.classes, self.names = list(classes), list(names)
-        self.dataset = tf.data.Dataset.from_tensor_slices(X_val).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        self.dataset = feature_batches(X_val, batch_size)
         self.on_epoch = on_epoch
         self.last_pred: np.ndarray | None = None
         self.last_scores: dict[str, Any] = {}

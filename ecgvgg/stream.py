@@ -1,0 +1,227 @@
+"""Beats read from Parquet files in record batches, never whole: for tables larger than memory.
+
+:func:`open_shards` reads only the label and group columns (from which the split is planned)
+and checks every beat batch by batch; :class:`Shards` stands for the table's rows, and
+``shards[positions]`` is a :class:`Rows` view that yields those rows in chunks
+(:meth:`Rows.chunks`), so memory holds one record batch at a time. NumPy and pyarrow only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecgvgg.errors import DataError
+
+#: Rows per record batch read from a Parquet file.
+BATCH_ROWS = 8192
+
+
+@dataclass(frozen=True)
+class Shards:
+    """The feature columns of a table kept in Parquet files: file ``i`` holds rows ``starts[i]`` to ``starts[i + 1]``."""
+
+    files: tuple[Path, ...]
+    starts: np.ndarray
+    columns: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Rows and feature columns, as an array's shape."""
+        return len(self), len(self.columns)
+
+    def __getitem__(self, positions: np.ndarray) -> Rows:
+        return Rows(self, np.sort(np.asarray(positions, dtype=np.int64)))
+
+    def take(self, positions: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
+        """Rows ``positions`` (any order) read into memory as float32, all feature columns or ``columns``."""
+        positions = np.asarray(positions, dtype=np.int64)
+        order = np.argsort(positions, kind="stable")
+        view = Rows(self, positions[order], columns=tuple(columns) if columns is not None else None)
+        chunks = [x for x, _ in view.chunks()]
+        width = len(columns) if columns is not None else len(self.columns)
+        out = np.empty((len(positions), width), dtype=np.float32)
+        out[order] = np.concatenate(chunks) if chunks else np.empty((0, width), np.float32)
+        return out
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Some rows of :class:`Shards` (sorted positions), read lazily; ``transform`` reshapes each chunk."""
+
+    shards: Shards
+    positions: np.ndarray
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    columns: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Rows, then the shape of one row after ``transform``."""
+        return (len(self), *self.row_shape)
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one row after ``transform``."""
+        width = len(self.columns or self.shards.columns)
+        one = np.zeros((1, width), dtype=np.float32)
+        return tuple((self.transform(one) if self.transform else one).shape[1:])
+
+    def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> Rows:
+        """These rows with ``fn`` applied to every chunk (after any earlier transform)."""
+        before = self.transform
+        return replace(self, transform=fn if before is None else (lambda a: fn(before(a))))
+
+    def subset(self, keep: np.ndarray) -> Rows:
+        """The rows where the boolean mask ``keep`` (one value per row here) is true."""
+        return replace(self, positions=self.positions[np.asarray(keep, dtype=bool)])
+
+    def for_worker(self, rank: int, count: int) -> Rows:
+        """The rows in files ``rank``, ``rank + count``, ...: one worker's share when ``count`` read together."""
+        file_of = np.searchsorted(self.shards.starts, self.positions, side="right") - 1
+        return replace(self, positions=self.positions[file_of % count == rank])
+
+    def files_read(self) -> list[Path]:
+        """The files that hold at least one of these rows."""
+        return [f for f, local in zip(self.shards.files, self._split()) if len(local)]
+
+    def _split(self) -> tuple[np.ndarray, ...]:
+        """Positions within each file."""
+        edges = np.searchsorted(self.positions, self.shards.starts)
+        return tuple(self.positions[a:b] - start for a, b, start in zip(edges[:-1], edges[1:], self.shards.starts))
+
+    def chunks(self, size: int = BATCH_ROWS, rng: np.random.Generator | None = None,
+               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(x, positions)`` chunks of at most ``size`` rows, in row order; with ``rng``, files in random order
+        and rows shuffled within each chunk. ``x`` is float32, after ``transform``."""
+        columns = list(self.columns or self.shards.columns)
+        order = rng.permutation(len(self.shards.files)) if rng is not None else range(len(self.shards.files))
+        by_file = self._split()
+        for i in order:
+            local = by_file[i]
+            if not len(local):
+                continue
+            for x, rows in _read_rows(self.shards.files[i], local, columns, size):
+                if rng is not None:
+                    shuffled = rng.permutation(len(rows))
+                    x, rows = x[shuffled], rows[shuffled]
+                yield (self.transform(x) if self.transform else x), rows + self.shards.starts[i]
+
+
+def _read_rows(path: Path, local: np.ndarray, columns: list[str], size: int,
+               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Rows ``local`` (sorted, within the file) of ``columns``: record batch by batch, skipping row groups without any."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    bounds = np.r_[0, np.cumsum(sizes)]
+    wanted = np.flatnonzero(np.searchsorted(local, bounds[1:]) > np.searchsorted(local, bounds[:-1]))
+    for g in wanted:
+        offset = int(bounds[g])
+        for batch in pf.iter_batches(batch_size=size, row_groups=[int(g)], columns=columns):
+            lo, hi = np.searchsorted(local, [offset, offset + batch.num_rows])
+            if hi > lo:
+                picked = batch.take(local[lo:hi] - offset)
+                yield _matrix(picked), local[lo:hi]
+            offset += batch.num_rows
+
+
+def _matrix(batch: object) -> np.ndarray:
+    """A record batch's columns as one float32 ``(rows, columns)`` array."""
+    return np.column_stack([np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.float32)
+                            for c in batch.columns])  # type: ignore[attr-defined]
+
+
+def open_shards(path: Path, *, label_column: str, group_column: str | None, classes: Sequence[int],
+                rhythm_columns: Sequence[str] = (), ignore_columns: Sequence[str] = (),
+                ) -> tuple[Shards, np.ndarray, np.ndarray | None]:
+    """Open Parquet shards (a file, a folder or a glob) for streaming: ``(shards, y, groups)``.
+
+    Reads the label and group columns whole, and every feature value once, batch by batch, to
+    check it is a finite number; raises DataError naming the file, column and row.
+    """
+    import pyarrow.parquet as pq
+
+    from ecgvgg.data import _is_shards, _Source, _validate_labels, select_columns, shard_files
+
+    files = shard_files(path) if _is_shards(path) else [path]
+    if not files or not files[0].is_file():
+        raise DataError(f"{path}: no Parquet file here (data.stream reads a .parquet file, a folder of them or a glob)")
+    names = _schema_names(files)
+    for need, key in ((label_column, "data.label_column"), (group_column, "data.group_column")):
+        if need is not None and need not in names:
+            raise DataError(f"{files[0]}: no column '{need}' ({key})")
+    rest = pd.DataFrame(columns=[n for n in names if n not in (label_column, group_column)])
+    columns = tuple(map(str, select_columns(rest, files[0], rhythm_columns, ignore_columns).columns))
+    _check_types(files[0], columns)
+    labels, groups, counts = [], [], []
+    for f in files:
+        table = pq.read_table(f, columns=[c for c in (label_column, group_column) if c])
+        src = _Source(f, -1)
+        labels.append(_validate_labels(table.column(label_column).to_pandas(), src, classes, min_classes=1).to_numpy())
+        if group_column:
+            g = table.column(group_column).to_pandas()
+            if g.isna().any():
+                raise DataError(f"{f}: group column '{group_column}' is empty at row {int(np.flatnonzero(g.isna())[0])}")
+            groups.append(g.astype(str).to_numpy())
+        counts.append(table.num_rows)
+    shards = Shards(tuple(files), np.r_[0, np.cumsum(counts)].astype(np.int64), columns)
+    _check_values(shards)
+    y = np.concatenate(labels).astype(np.int64)
+    if len(np.unique(y)) < 2:
+        raise DataError(f"{path}: all {len(y)} rows have label {int(y[0])}; a classifier needs at least two classes")
+    return shards, y, np.concatenate(groups) if group_column else None
+
+
+def _schema_names(files: Sequence[Path]) -> list[str]:
+    """The column names every file shares; a file that differs, or that is not Parquet, is refused by name."""
+    import pyarrow.parquet as pq
+
+    from ecgvgg.data import _first_line
+
+    first: list[str] | None = None
+    for f in files:
+        try:
+            names = pq.read_schema(f).names
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise DataError(f"{f}: cannot read as Parquet ({_first_line(exc)})") from None
+        if first is None:
+            first = names
+        elif names != first:
+            raise DataError(f"{f}: its columns differ from those of {files[0].name}; shards need the same columns")
+    return first or []
+
+
+def _check_types(path: Path, columns: Sequence[str]) -> None:
+    """Feature columns hold numbers (integers or floats), by the file's schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    for name in columns:
+        kind = schema.field(name).type
+        if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+            raise DataError(f"{path}: column '{name}' is {kind}, not numeric; beats must be numbers")
+
+
+def _check_values(shards: Shards) -> None:
+    """Every feature value is a finite float32, checked one record batch at a time."""
+    everything = shards[np.arange(len(shards))]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for x, rows in everything.chunks():
+            bad = ~np.isfinite(x)
+            if bad.any():
+                i, j = (int(v) for v in np.argwhere(bad)[0])
+                k = int(np.searchsorted(shards.starts, rows[i], side="right")) - 1
+                raise DataError(f"{shards.files[k]}: column '{shards.columns[j]}' has {x[i, j]} at row "
+                                f"{int(rows[i] - shards.starts[k])}; beats must be finite numbers")
