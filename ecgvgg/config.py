@@ -162,6 +162,8 @@ class TrainingConfig(_Section):
 
     epochs: int = Field(30, gt=0)
     batch_size: int = Field(256, gt=0)
+    #: Batches in an epoch of the ``balanced`` sampler (default: training rows / batch size, rounded up).
+    steps_per_epoch: int | None = Field(None, gt=0)
     learning_rate: float = Field(0.001, gt=0)
     class_weight: Literal["auto", "balanced", "none"] | dict[int, float] = "auto"
     #: Cap on a computed (balanced) class weight, so that a class of a handful of rows cannot dominate.
@@ -256,6 +258,13 @@ class PipelineConfig(_Section):
     def _rhythm_fits(self) -> PipelineConfig:
         if self.data.rhythm_columns and self.input.kind != "1d":
             raise ValueError("data.rhythm_columns: the rhythm branch needs input.kind 1d")
+        return self
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> PipelineConfig:
+        if self.training.steps_per_epoch is not None and self.resampling.sampler != "balanced":
+            raise ValueError("training.steps_per_epoch: needs resampling.sampler: balanced, which draws batches "
+                             "without end (other epochs are one pass over the training rows)")
         return self
 
     @model_validator(mode="after")

@@ -163,7 +163,8 @@ def open_shards(path: Path, *, label_column: str, group_column: str | None, clas
             raise DataError(f"{files[0]}: no column '{need}' ({key})")
     rest = pd.DataFrame(columns=[n for n in names if n not in (label_column, group_column)])
     columns = tuple(map(str, select_columns(rest, files[0], rhythm_columns, ignore_columns).columns))
-    _check_types(files[0], columns)
+    for f in files:
+        _check_types(f, columns)
     labels, groups, counts = [], [], []
     for f in files:
         table = pq.read_table(f, columns=[c for c in (label_column, group_column) if c])

@@ -237,11 +237,15 @@ def _streamed_confusions(model: Any, forest: Any, rows: Any, shape: Any, y: np.n
         (np.zeros(1), np.zeros(len(y), dtype=np.int64))
     per_group = np.zeros((len(names), k, k), dtype=np.int64)
     base = np.zeros((k, k), dtype=np.int64) if forest is not None else None
+    import tensorflow as tf
+
     index = {int(c): i for i, c in enumerate(classes)}
     truth = np.array([index[int(v)] for v in y], dtype=np.int64)
+    # a plain call: each worker of a cluster predicts its own copy of the rows, with no collective
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     for x, positions in rows.chunks(batch_size):
         at = np.searchsorted(rows.positions, positions)  # rows.positions are sorted: y is in their order
-        pred = np.argmax(np.asarray(model.predict_on_batch(shape(x) if shape else x)), axis=1)
+        pred = np.argmax(np.asarray(forward(tf.constant(shape(x) if shape else x))), axis=1)
         np.add.at(per_group, (keys.reshape(-1)[at], truth[at], pred), 1)
         if base is not None:
             np.add.at(base, (truth[at], np.array([index[int(v)] for v in forest.predict(x)])), 1)

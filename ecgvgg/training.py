@@ -107,7 +107,7 @@ def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int |
 def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
                  augment: Augment | None = None, num_classes: int | None = None,
                  max_per_class: int | None = None,
-                 proportions: Mapping[int, float] | None = None) -> tf.data.Dataset:
+                 proportions: Mapping[int, float] | None = None, steps: int | None = None) -> tf.data.Dataset:
     """A prefetched tf.data pipeline over in-memory arrays; shuffling permutes indices, not rows.
 
     ``augment`` (training data only) is applied per batch, see :mod:`ecgvgg.augment`. With
@@ -115,17 +115,19 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
     ``max_per_class`` each pass over the dataset (each epoch) draws at most that many rows of every
     class afresh, in random order. With ``proportions`` ({class: share}) an epoch of ``len(X)``
     rows is drawn from one endless shuffled stream per class, each row's class chosen with those
-    shares (``tf.data.Dataset.sample_from_datasets``): class-balanced batches without copies.
+    shares (``tf.data.Dataset.sample_from_datasets``): class-balanced batches without copies, and
+    ``steps`` batches an epoch instead of ``len(X)`` rows. Streamed rows (:class:`ecgvgg.stream.Rows`)
+    go through :func:`streamed_batches`.
     """
     spec = augment or Augment()
     if spec.mixup and not num_classes:
         raise ValueError("mixup needs one-hot labels: pass num_classes")
     if not isinstance(X, np.ndarray):
-        return _finish(streamed_batches(X, np.asarray(y), batch_size, seed=seed, proportions=proportions), spec,
-                       num_classes)
+        return _finish(streamed_batches(X, np.asarray(y), batch_size, seed=seed, proportions=proportions, steps=steps),
+                       spec, num_classes)
     X_t, y_t = tf.constant(X), tf.constant(y)
     if proportions:
-        idx = _balanced_rows(np.asarray(y), proportions, seed)
+        idx = _balanced_rows(np.asarray(y), proportions, seed, steps * batch_size if steps else len(y))
     elif max_per_class is not None:
         from ecgvgg.resampling import cap_per_class
 
@@ -141,9 +143,9 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
         idx = tf.data.Dataset.range(len(X))
         if shuffle:
             idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-    rows = idx.batch(batch_size).map(lambda i: (tf.gather(X_t, i), tf.gather(y_t, i)),
-                                     num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(rows, spec, num_classes)
+    gathered = idx.batch(batch_size).map(lambda i: (tf.gather(X_t, i), tf.gather(y_t, i)),
+                                         num_parallel_calls=tf.data.AUTOTUNE)
+    return _finish(gathered, spec, num_classes)
 
 
 def _finish(batches: tf.data.Dataset, spec: Augment, num_classes: int | None) -> tf.data.Dataset:
@@ -158,8 +160,9 @@ def _finish(batches: tf.data.Dataset, spec: Augment, num_classes: int | None) ->
 
 
 def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
-                     proportions: Mapping[int, float] | None = None) -> tf.data.Dataset:
-    """``(x, label)`` training batches read from Parquet (``X`` an :class:`ecgvgg.stream.Rows`), ``len(X)`` rows an epoch.
+                     proportions: Mapping[int, float] | None = None, steps: int | None = None) -> tf.data.Dataset:
+    """``(x, label)`` training batches read from Parquet (``X`` an :class:`ecgvgg.stream.Rows`), ``steps`` an epoch
+    (default ``len(X)`` rows' worth).
 
     Each stream visits its files in a fresh random order each pass, shuffles rows within a record
     batch and through a buffer, and repeats without end; with ``proportions`` one stream per class
@@ -169,12 +172,16 @@ def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
     from ecgvgg.distributed import worker_count, worker_rank
 
     rank, count = worker_rank(), worker_count()
+    if count > 1:
+        mine = X.for_worker(rank, count).files_read()
+        log.info("worker %d of %d streams its training rows from %d of %d files: %s", rank, count, len(mine),
+                 len(X.files_read()), ", ".join(f.name for f in mine))
     classes = sorted(proportions) if proportions else [None]
     streams = [_row_stream(X if c is None else X.subset(y == c), y if c is None else y[y == c], rank, count,
                            seed + 1000 * rank + k, batch_size) for k, c in enumerate(classes)]
     rows = streams[0] if len(streams) == 1 else tf.data.Dataset.sample_from_datasets(
         streams, weights=[float(proportions[c]) for c in classes], seed=seed + rank)
-    steps = -(-len(X) // batch_size)
+    steps = steps or -(-len(X) // batch_size)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # shared by file
     out = rows.take(steps * batch_size).batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps))
@@ -185,7 +192,7 @@ def _row_stream(X: Any, y: np.ndarray, rank: int, count: int, seed: int, batch_s
     """Endless shuffled ``(x, label)`` rows of this worker's files (all files when alone)."""
     mine = X.for_worker(rank, count) if count > 1 else X
     if not len(mine):
-        mine = X  # fewer files of this class than workers: read them all
+        mine = X  # none of this class's rows are in this worker's files: read them all
     rng = np.random.default_rng(seed)
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -197,14 +204,14 @@ def _row_stream(X: Any, y: np.ndarray, rank: int, count: int, seed: int, batch_s
     return stream.shuffle(4 * batch_size, seed=seed).repeat()
 
 
-def _balanced_rows(y: np.ndarray, proportions: Mapping[int, float], seed: int) -> tf.data.Dataset:
-    """Row positions, ``len(y)`` an epoch, each drawn from its class's endless shuffled stream with these shares."""
+def _balanced_rows(y: np.ndarray, proportions: Mapping[int, float], seed: int, rows: int) -> tf.data.Dataset:
+    """Row positions, ``rows`` an epoch, each drawn from its class's endless shuffled stream with these shares."""
     classes = sorted(proportions)
     streams = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(y == c).astype(np.int64))
                .shuffle(int(np.sum(y == c)), seed=seed + k, reshuffle_each_iteration=True).repeat()
                for k, c in enumerate(classes)]
     shares = [float(proportions[c]) for c in classes]
-    return tf.data.Dataset.sample_from_datasets(streams, weights=shares, seed=seed).take(len(y))
+    return tf.data.Dataset.sample_from_datasets(streams, weights=shares, seed=seed).take(rows)
 
 
 def feature_batches(X: Any, batch_size: int) -> tf.data.Dataset:
@@ -389,7 +396,7 @@ def fit(
     early, cbs = _callbacks(t, checkpoint_path, initial_best)
     train = make_dataset(splits.X_train, splits.y_train, t.batch_size, shuffle=True, seed=t.seed, augment=augment,
                          num_classes=int(model.output_shape[-1]) if one_hot else None, max_per_class=max_per_class,
-                         proportions=proportions)
+                         proportions=proportions, steps=t.steps_per_epoch)
     with fit_workaround(model, lambda: next(iter(train))):
         hist = model.fit(train, epochs=t.epochs, initial_epoch=initial_epoch, class_weight=weights,
                          callbacks=[metrics_cb, collapse_cb, *cbs, *callbacks], verbose=verbose, shuffle=False)
@@ -421,6 +428,7 @@ def _compile(model: keras.Model, t: TrainingConfig, splits: Splits, max_per_clas
              one_hot: bool) -> None:
     """Compile with the configured optimizer (its schedule over the epochs left) and loss."""
     rows = sum(epoch_counts(splits.counts_after, max_per_class).values()) if max_per_class else len(splits.X_train)
+    rows = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else rows
     opt = make_optimizer(t.optimizer, t.learning_rate, weight_decay=t.weight_decay, schedule=t.schedule,
                          epochs=t.epochs - initial_epoch, warmup_epochs=t.warmup_epochs,
                          steps_per_epoch=-(-rows // t.batch_size))

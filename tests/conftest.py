@@ -111,3 +111,14 @@ def no_store_left_in_the_working_directory():
     yield
     if not existed:
         assert not stray.exists(), "the test left mlflow.db in the working directory; use the store fixture"
+
+
+@pytest.fixture(scope="session")
+def shard_folder(tmp_path_factory, sample_frame) -> Path:
+    """The bundled sample as 4 Parquet shards of row groups of 100 rows (``part-00.parquet`` ...)."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("shards")
+    for i, part in enumerate(np.array_split(np.arange(len(sample_frame)), 4)):
+        sample_frame.iloc[part].to_parquet(folder / f"part-{i:02d}.parquet", index=False, row_group_size=100)
+    return folder
