@@ -172,13 +172,14 @@ def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
     from ecgvgg.distributed import worker_count, worker_rank
 
     rank, count = worker_rank(), worker_count()
-    if count > 1:
-        mine = X.for_worker(rank, count).files_read()
-        log.info("worker %d of %d streams its training rows from %d of %d files: %s", rank, count, len(mine),
-                 len(X.files_read()), ", ".join(f.name for f in mine))
     classes = sorted(proportions) if proportions else [None]
-    streams = [_row_stream(X if c is None else X.subset(y == c), y if c is None else y[y == c], rank, count,
-                           seed + 1000 * rank + k, batch_size) for k, c in enumerate(classes)]
+    parts = [X if c is None else X.subset(y == c) for c in classes]
+    mine = [_for_worker(part, rank, count) for part in parts]
+    if count > 1:
+        files = sorted({f for part in mine for f in part.files_read()})
+        log.info("worker %d of %d streams its training rows from %d of %d files: %s", rank, count, len(files),
+                 len(X.files_read()), ", ".join(f.name for f in files))
+    streams = [_row_stream(part, X, y, seed + 1000 * rank + k, batch_size) for k, part in enumerate(mine)]
     rows = streams[0] if len(streams) == 1 else tf.data.Dataset.sample_from_datasets(
         streams, weights=[float(proportions[c]) for c in classes], seed=seed + rank)
     steps = steps or -(-len(X) // batch_size)
@@ -188,11 +189,14 @@ def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
     return out.with_options(options)
 
 
-def _row_stream(X: Any, y: np.ndarray, rank: int, count: int, seed: int, batch_size: int) -> tf.data.Dataset:
-    """Endless shuffled ``(x, label)`` rows of this worker's files (all files when alone)."""
+def _for_worker(X: Any, rank: int, count: int) -> Any:
+    """The rows of ``X`` in this worker's files (all of them when alone, or when none of them are in its files)."""
     mine = X.for_worker(rank, count) if count > 1 else X
-    if not len(mine):
-        mine = X  # none of this class's rows are in this worker's files: read them all
+    return mine if len(mine) else X
+
+
+def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int) -> tf.data.Dataset:
+    """Endless shuffled ``(x, label)`` rows of ``mine``, some of the rows ``X`` whose labels are ``y``."""
     rng = np.random.default_rng(seed)
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -114,11 +114,20 @@ def no_store_left_in_the_working_directory():
 
 
 @pytest.fixture(scope="session")
-def shard_folder(tmp_path_factory, sample_frame) -> Path:
-    """The bundled sample as 4 Parquet shards of row groups of 100 rows (``part-00.parquet`` ...)."""
+def mixed_frame(sample_frame) -> pd.DataFrame:
+    """The bundled sample's rows in a random order (the file is sorted by class)."""
+    return sample_frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def shard_folder(tmp_path_factory, mixed_frame) -> Path:
+    """``mixed_frame`` as 4 Parquet shards of row groups of 100 rows (``part-00.parquet`` ...), every class in
+    each; the same rows as one file are ``../one.parquet``."""
     import numpy as np
 
-    folder = tmp_path_factory.mktemp("shards")
-    for i, part in enumerate(np.array_split(np.arange(len(sample_frame)), 4)):
-        sample_frame.iloc[part].to_parquet(folder / f"part-{i:02d}.parquet", index=False, row_group_size=100)
+    folder = tmp_path_factory.mktemp("streamed") / "shards"
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(mixed_frame)), 4)):
+        mixed_frame.iloc[part].to_parquet(folder / f"part-{i:02d}.parquet", index=False, row_group_size=100)
+    mixed_frame.to_parquet(folder.parent / "one.parquet", index=False)
     return folder

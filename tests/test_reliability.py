@@ -138,15 +138,19 @@ def test_an_interrupt_during_a_training_step_takes_effect_when_the_step_ends():
     assert ended == [0, 1, 2]  # the interrupted step finished; no later one began
 
 
-def test_two_workers_on_loopback_train_one_model_in_one_run(tmp_path):
+def test_two_workers_on_loopback_train_one_model_on_disjoint_shards_in_one_run(tmp_path, shard_folder):
     import keras
     import numpy as np
 
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     env = {**_env(uri), "ECGVGG_WORKER_DIR": str(tmp_path / "worker")}
-    res = subprocess.run(_cmd("--workers", "2", epochs=2), cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
+    streamed = sets(f"data.path={shard_folder}", "data.stream=true", "resampling.sampler=balanced", "baseline=none")
+    res = subprocess.run(_cmd("--workers", "2", *streamed, epochs=2), cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
     assert res.returncode in RAN, res.stdout + res.stderr
+    # the chief reads its own two of the four shards (worker 1 the other two: tests/test_streaming.py)
+    assert "worker 0 of 2 streams its training rows from 2 of 4 files: part-00.parquet, part-02.parquet" in \
+        res.stdout + res.stderr
     (run,) = _runs(uri)  # one MLflow run, logged by the chief
     assert run.info.status == "FINISHED" and run.data.params["workers"] == "2"
     assert run.data.metrics["epochs_run"] == 2 and "test_macro_f1" in run.data.metrics

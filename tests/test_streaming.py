@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import SAMPLE, SEED, TINY, runner, runs_in, sets
+from conftest import SEED, runner, runs_in, sets
 from ecgvgg.errors import DataError
 
 STREAM = ["data.stream=true", "resampling.sampler=balanced"]
@@ -17,13 +17,13 @@ def _config(path, *items):
     return load_config(SEED, [f"data.path={path}", *items])
 
 
-def test_streamed_rows_are_the_table_rows_read_by_file(shard_folder, sample_frame):
+def test_streamed_rows_are_the_table_rows_read_by_file(shard_folder, mixed_frame):
     from ecgvgg.stream import open_shards
 
     shards, y, groups = open_shards(shard_folder, label_column="label", group_column="segment", classes=range(5))
-    X = sample_frame.filter(like="x").to_numpy(np.float32)
-    np.testing.assert_array_equal(y, sample_frame["label"].to_numpy())
-    np.testing.assert_array_equal(groups, sample_frame["segment"].astype(str).to_numpy())
+    X = mixed_frame.filter(like="x").to_numpy(np.float32)
+    np.testing.assert_array_equal(y, mixed_frame["label"].to_numpy())
+    np.testing.assert_array_equal(groups, mixed_frame["segment"].astype(str).to_numpy())
     picked = np.random.default_rng(0).choice(len(y), 300, replace=False)  # any order, across shards
     np.testing.assert_array_equal(shards.take(picked), X[picked])
     view = shards[picked]
@@ -40,7 +40,8 @@ def test_streamed_rows_are_the_table_rows_read_by_file(shard_folder, sample_fram
 def test_a_streamed_shard_folder_plans_the_split_of_the_same_rows_in_one_file(shard_folder):
     from ecgvgg.runner import check
 
-    streamed, one = check(_config(shard_folder, *STREAM)), check(_config(SAMPLE, *STREAM[1:]))
+    one_file = shard_folder.parent / "one.parquet"
+    streamed, one = check(_config(shard_folder, *STREAM)), check(_config(one_file, *STREAM[1:]))
     assert streamed.data.streamed and not one.data.streamed
     np.testing.assert_array_equal(streamed.data.y, one.data.y)
     assert [tuple(map(list, f)) for f in streamed.folds] == [tuple(map(list, f)) for f in one.folds]
@@ -56,7 +57,7 @@ def test_streamed_test_scores_equal_the_in_memory_ones(shard_folder):
 
     setup_device(seed=0)
     results = []
-    for path, items in ((SAMPLE, ()), (shard_folder, STREAM)):
+    for path, items in ((shard_folder.parent / "one.parquet", ()), (shard_folder, STREAM)):
         cfg = _config(path, *items, "model.width=0.0625", "model.dense_units=16", "tracking.gradcam_per_class=0")
         checked = check(cfg)
         fold = checked.folds[0]
@@ -75,23 +76,20 @@ def test_streamed_test_scores_equal_the_in_memory_ones(shard_folder):
     assert streamed.baseline_macro_f1 == pytest.approx(memory.baseline_macro_f1)
 
 
-def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_files(sample_frame, tmp_path,
+def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_files(shard_folder, mixed_frame,
                                                                                     monkeypatch):
     import json
 
     from ecgvgg.stream import open_shards
     from ecgvgg.training import streamed_batches
 
-    mixed = sample_frame.sample(frac=1.0, random_state=0)  # every shard holds every class
-    for i, part in enumerate(np.array_split(np.arange(len(mixed)), 4)):
-        mixed.iloc[part].to_parquet(tmp_path / f"part-{i}.parquet", index=False, row_group_size=100)
-    shards, y, _ = open_shards(tmp_path, label_column="label", group_column="segment", classes=range(5))
+    shards, y, _ = open_shards(shard_folder, label_column="label", group_column="segment", classes=range(5))
     X = shards[np.arange(len(y))].map(lambda a: np.c_[a, np.zeros((len(a), 1), np.float32)])  # a transform runs
     shares = {0: 0.4, 1: 0.15, 2: 0.15, 3: 0.15, 4: 0.15}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
                                                 "task": {"type": "worker", "index": 1}}))
     ds = streamed_batches(X, y, 128, seed=0, proportions=shares)
-    table = mixed.filter(like="x").to_numpy(np.float32)
+    table = mixed_frame.filter(like="x").to_numpy(np.float32)
     values = {row.tobytes(): i for i, row in enumerate(table)}
     labels, rows = [], []
     for _ in range(3):  # three epochs of len(y) draws, in whole batches
@@ -120,14 +118,14 @@ def test_streaming_refuses_what_needs_the_table_in_memory(shard_folder, store, i
     assert runs_in(store) == []
 
 
-def test_a_bad_value_in_one_shard_is_refused_naming_the_shard_column_and_row(shard_folder, sample_frame, tmp_path):
+def test_a_bad_value_in_one_shard_is_refused_naming_the_shard_column_and_row(shard_folder, mixed_frame, tmp_path):
     import shutil
 
     from ecgvgg.stream import open_shards
 
     folder = tmp_path / "shards"
     shutil.copytree(shard_folder, folder)
-    bad = sample_frame.iloc[np.array_split(np.arange(len(sample_frame)), 4)[2]].copy()
+    bad = mixed_frame.iloc[np.array_split(np.arange(len(mixed_frame)), 4)[2]].copy()
     bad.iloc[7, bad.columns.get_loc("x40")] = np.nan
     bad.to_parquet(folder / "part-02.parquet", index=False)
     with pytest.raises(DataError, match=r"part-02\.parquet: column 'x40' has nan at row 7"):
