@@ -174,7 +174,7 @@ def open_shards(path: Path, *, label_column: str, group_column: str | None, clas
             g = table.column(group_column).to_pandas()
             if g.isna().any():
                 raise DataError(f"{f}: group column '{group_column}' is empty at row {int(np.flatnonzero(g.isna())[0])}")
-            groups.append(g.astype(str).to_numpy())
+            groups.append(np.asarray(g.astype(str), dtype=str))  # fixed-width text: no object per row
         counts.append(table.num_rows)
     shards = Shards(tuple(files), np.r_[0, np.cumsum(counts)].astype(np.int64), columns)
     _check_values(shards)

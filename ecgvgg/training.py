@@ -159,15 +159,22 @@ def _finish(batches: tf.data.Dataset, spec: Augment, num_classes: int | None) ->
     return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+#: A stream's training rows that fit in this many bytes are read once and then cycled in memory.
+STREAM_CACHE_BYTES = 64 * 2**20
+
+
 def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
-                     proportions: Mapping[int, float] | None = None, steps: int | None = None) -> tf.data.Dataset:
+                     proportions: Mapping[int, float] | None = None, steps: int | None = None,
+                     cache_bytes: int = STREAM_CACHE_BYTES) -> tf.data.Dataset:
     """``(x, label)`` training batches read from Parquet (``X`` an :class:`ecgvgg.stream.Rows`), ``steps`` an epoch
     (default ``len(X)`` rows' worth).
 
     Each stream visits its files in a fresh random order each pass, shuffles rows within a record
     batch and through a buffer, and repeats without end; with ``proportions`` one stream per class
-    is drawn from with those shares (``tf.data.Dataset.sample_from_datasets``). With several
-    workers each reads only its own files (``Rows.for_worker``) and all take the same number of steps.
+    is drawn from with those shares (``tf.data.Dataset.sample_from_datasets``). A stream whose rows
+    fit in ``cache_bytes`` (a rare class's, typically) is read once and cycled in memory, so memory
+    stays bounded by the classes times that size. With several workers each reads only its own files
+    (``Rows.for_worker``) and all take the same number of steps.
     """
     from ecgvgg.distributed import worker_count, worker_rank
 
@@ -179,7 +186,7 @@ def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
         files = sorted({f for part in mine for f in part.files_read()})
         log.info("worker %d of %d streams its training rows from %d of %d files: %s", rank, count, len(files),
                  len(X.files_read()), ", ".join(f.name for f in files))
-    streams = [_row_stream(part, X, y, seed + 1000 * rank + k, batch_size) for k, part in enumerate(mine)]
+    streams = [_row_stream(part, X, y, seed + 1000 * rank + k, batch_size, cache_bytes) for k, part in enumerate(mine)]
     rows = streams[0] if len(streams) == 1 else tf.data.Dataset.sample_from_datasets(
         streams, weights=[float(proportions[c]) for c in classes], seed=seed + rank)
     steps = steps or -(-len(X) // batch_size)
@@ -195,9 +202,15 @@ def _for_worker(X: Any, rank: int, count: int) -> Any:
     return mine if len(mine) else X
 
 
-def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int) -> tf.data.Dataset:
-    """Endless shuffled ``(x, label)`` rows of ``mine``, some of the rows ``X`` whose labels are ``y``."""
+def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int, cache_bytes: int) -> tf.data.Dataset:
+    """Endless shuffled ``(x, label)`` rows of ``mine``, some of the rows ``X`` whose labels are ``y``: cycled in
+    memory when they fit in ``cache_bytes``, else read from their files pass after pass."""
     rng = np.random.default_rng(seed)
+    if len(mine) * 4 * int(np.prod(X.row_shape)) <= cache_bytes:
+        read = list(mine.chunks())
+        x, positions = np.concatenate([c[0] for c in read]), np.concatenate([c[1] for c in read])
+        cached = tf.data.Dataset.from_tensor_slices((x, y[np.searchsorted(X.positions, positions)]))
+        return cached.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for x, positions in mine.chunks(rng=rng):

@@ -76,8 +76,9 @@ def test_streamed_test_scores_equal_the_in_memory_ones(shard_folder):
     assert streamed.baseline_macro_f1 == pytest.approx(memory.baseline_macro_f1)
 
 
+@pytest.mark.parametrize("cache", [0, None], ids=["read pass after pass", "cached"])
 def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_files(shard_folder, mixed_frame,
-                                                                                    monkeypatch):
+                                                                                    monkeypatch, cache):
     import json
 
     from ecgvgg.stream import open_shards
@@ -88,7 +89,7 @@ def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_f
     shares = {0: 0.4, 1: 0.15, 2: 0.15, 3: 0.15, 4: 0.15}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
                                                 "task": {"type": "worker", "index": 1}}))
-    ds = streamed_batches(X, y, 128, seed=0, proportions=shares)
+    ds = streamed_batches(X, y, 128, seed=0, proportions=shares, **({} if cache is None else {"cache_bytes": cache}))
     table = mixed_frame.filter(like="x").to_numpy(np.float32)
     values = {row.tobytes(): i for i, row in enumerate(table)}
     labels, rows = [], []
