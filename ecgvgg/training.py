@@ -159,8 +159,9 @@ def _finish(batches: tf.data.Dataset, spec: Augment, num_classes: int | None) ->
     return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-#: A stream's training rows that fit in this many bytes are read once and then cycled in memory.
-STREAM_CACHE_BYTES = 64 * 2**20
+#: Streamed training rows held in memory at most: the smallest classes' rows, while they fit, are read once
+#: and then cycled in memory, and the others read from their files pass after pass.
+STREAM_CACHE_BYTES = 256 * 2**20
 
 
 def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
@@ -171,9 +172,10 @@ def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
 
     Each stream visits its files in a fresh random order each pass, shuffles rows within a record
     batch and through a buffer, and repeats without end; with ``proportions`` one stream per class
-    is drawn from with those shares (``tf.data.Dataset.sample_from_datasets``). A stream whose rows
-    fit in ``cache_bytes`` (a rare class's, typically) is read once and cycled in memory, so memory
-    stays bounded by the classes times that size. With several workers each reads only its own files
+    is drawn from with those shares (``tf.data.Dataset.sample_from_datasets``). The smallest
+    classes' rows, as many as fit in ``cache_bytes`` together, are read once and cycled in memory
+    (a rare class drawn often would otherwise be read from every file again and again), so memory
+    stays bounded by that size. With several workers each reads only its own files
     (``Rows.for_worker``) and all take the same number of steps.
     """
     from ecgvgg.distributed import worker_count, worker_rank
@@ -186,7 +188,13 @@ def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
         files = sorted({f for part in mine for f in part.files_read()})
         log.info("worker %d of %d streams its training rows from %d of %d files: %s", rank, count, len(files),
                  len(X.files_read()), ", ".join(f.name for f in files))
-    streams = [_row_stream(part, X, y, seed + 1000 * rank + k, batch_size, cache_bytes) for k, part in enumerate(mine)]
+    sizes = [len(part) * 4 * int(np.prod(X.row_shape)) for part in mine]
+    cached, room = set(), cache_bytes
+    for k in np.argsort(sizes, kind="stable"):
+        if sizes[k] <= room:
+            cached.add(int(k))
+            room -= sizes[k]
+    streams = [_row_stream(part, X, y, seed + 1000 * rank + k, batch_size, k in cached) for k, part in enumerate(mine)]
     rows = streams[0] if len(streams) == 1 else tf.data.Dataset.sample_from_datasets(
         streams, weights=[float(proportions[c]) for c in classes], seed=seed + rank)
     steps = steps or -(-len(X) // batch_size)
@@ -202,11 +210,11 @@ def _for_worker(X: Any, rank: int, count: int) -> Any:
     return mine if len(mine) else X
 
 
-def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int, cache_bytes: int) -> tf.data.Dataset:
-    """Endless shuffled ``(x, label)`` rows of ``mine``, some of the rows ``X`` whose labels are ``y``: cycled in
-    memory when they fit in ``cache_bytes``, else read from their files pass after pass."""
+def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int, cache: bool) -> tf.data.Dataset:
+    """Endless shuffled ``(x, label)`` rows of ``mine``, some of the rows ``X`` whose labels are ``y``: read once and
+    cycled in memory with ``cache``, else read from their files pass after pass."""
     rng = np.random.default_rng(seed)
-    if len(mine) * 4 * int(np.prod(X.row_shape)) <= cache_bytes:
+    if cache:
         read = list(mine.chunks())
         x, positions = np.concatenate([c[0] for c in read]), np.concatenate([c[1] for c in read])
         cached = tf.data.Dataset.from_tensor_slices((x, y[np.searchsorted(X.positions, positions)]))
