@@ -6,7 +6,7 @@ Writes ``--beats`` synthetic beats (real class templates plus noise, MIT-BIH's c
 ``record`` groups of 1,000 beats) as ``--shards`` Parquet files in a temporary folder. Then one
 ``ecgvgg run`` with ``data.stream: true`` and the ``balanced`` sampler checks every value, trains
 one epoch of ``--steps`` batches, and scores the streamed validation and test parts (grouped by
-record), in a fresh process whose peak resident memory is measured. Then the seed network's
+record), in a fresh process whose peak resident memory is measured. First, the seed network's
 training speed on a table that fits (``--fits`` beats, one file) fed in memory and streamed: with
 every class in the stream's cache (256 MB, smallest classes first), with the majority class read
 from the file on every pass (as in a table larger than the cache), and with nothing cached.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,16 @@ from _synthetic import MITBIH_TRAIN_COUNTS, synthetic_beats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = 1000  # beats per record
+#: ``ecgvgg`` that writes its own peak resident memory (``VmHWM``: since its exec, unlike a child's
+#: ``ru_maxrss``, which counts the parent's pages at the fork) to ``$PEAK_FILE`` as it exits.
+_PEAK_AT_EXIT = ("import atexit, os, sys\n"
+                 "def peak():\n"
+                 "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+                 "    open(os.environ['PEAK_FILE'], 'w').write(line)\n"
+                 "atexit.register(peak)\n"
+                 "sys.argv[0] = 'ecgvgg'\n"
+                 "from ecgvgg.cli import app\n"
+                 "app()\n")
 
 
 def write_shards(folder: Path, beats: int, shards: int, seed: int = 0) -> None:
@@ -60,15 +69,16 @@ def run(path: Path, store: str, steps: int, stream: bool) -> tuple[float, float,
             "resampling.sampler=balanced", "training.epochs=1", f"training.steps_per_epoch={steps}",
             "training.early_stopping_patience=0", "training.reduce_lr_patience=0", "baseline=none",
             "tracking.gradcam_per_class=0", "tracking.experiment=streaming"]
-    cmd = [sys.executable, "-m", "ecgvgg.cli", "run", str(ROOT / "pipelines" / "adasyn_vgg.yaml"),
+    cmd = [sys.executable, "-c", _PEAK_AT_EXIT, "run", str(ROOT / "pipelines" / "adasyn_vgg.yaml"),
            *[a for s in sets for a in ("--set", s)]]
+    peak_file = path.parent / "peak.txt"
     started = time.perf_counter()
-    done = subprocess.run(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": store, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                          cwd=path.parent, capture_output=True, text=True)
+    done = subprocess.run(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": store, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                    "PEAK_FILE": str(peak_file)}, cwd=path.parent, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode not in (0, 3):  # 3: a collapse verdict, still a measured run
         sys.exit(f"run failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # of the largest child so far, in KiB
+    peak = int(peak_file.read_text().split()[1])  # VmHWM, in kB
     client = MlflowClient(store)
     latest = client.search_runs([client.get_experiment_by_name("streaming").experiment_id],
                                 order_by=["attributes.start_time DESC"], max_results=1)[0]
@@ -92,7 +102,9 @@ def speed(path: Path, steps: int, rounds: int = 3) -> dict[str, float]:
 
     from ecgvgg.training import streamed_batches
 
-    counts = np.bincount(load(load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", [f"data.path={path}"])).y)
+    import pyarrow.parquet as pq
+
+    counts = np.bincount(pq.read_table(path, columns=["label"]).column("label").to_numpy())
     minority = int((counts.sum() - counts.max()) * 187 * 4) + 1  # a cache that holds all but the majority class
     modes = {"in memory": None, "streamed, every class cached": STREAM_CACHE_BYTES,
              "streamed, N read from the file each pass": minority, "streamed, nothing cached": 0}
@@ -134,23 +146,22 @@ def main() -> None:
     parser.add_argument("--fits", type=int, default=100_000, help="beats of the table that fits, for the speed pair")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = f"sqlite:///{tmp}/mlflow.db"
+        small = Path(tmp) / "fits"
+        small.mkdir()
+        write_shards(small, args.fits, 1, seed=1)
+        rates = speed(small / "part-000.parquet", args.steps)
+        print(f"| `balanced` batches of {args.fits:,} beats (one file) | training samples/s | vs in memory |")
+        print("|---|---|---|")
+        for name, rate in rates.items():
+            print(f"| {name} | {rate:,.0f} | {rate / rates['in memory']:.2f}x |", flush=True)
+        print()
         big = Path(tmp) / "shards"
         big.mkdir()
         started = time.perf_counter()
         write_shards(big, args.beats, args.shards)
         written = time.perf_counter() - started
-        wall, peak, metrics = run(big, store, args.steps, stream=True)  # first: the peak is of the largest child
-        small = Path(tmp) / "fits"
-        small.mkdir()
-        write_shards(small, args.fits, 1, seed=1)
-        rates = speed(small / "part-000.parquet", args.steps)
+        wall, peak, metrics = run(big, f"sqlite:///{tmp}/mlflow.db", args.steps, stream=True)
     size = args.beats * 187 * 4 / 1e6
-    print(f"| `balanced` batches of {args.fits:,} beats (one file) | training samples/s | vs in memory |")
-    print("|---|---|---|")
-    for name, rate in rates.items():
-        print(f"| {name} | {rate:,.0f} | {rate / rates['in memory']:.2f}x |")
-    print()
     print(f"wrote {args.beats:,} beats in {args.shards} shards in {written:.0f} s; one streamed run (check every "
           f"value, {args.steps} training steps of 256, score validation and test): training "
           f"{metrics['training_seconds']:.0f} s, test macro-F1 {metrics['test_macro_f1']:.3f}")
