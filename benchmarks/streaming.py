@@ -8,7 +8,7 @@ Writes ``--beats`` synthetic beats (real class templates plus noise, MIT-BIH's c
 one epoch of ``--steps`` batches, and scores the streamed validation and test parts (grouped by
 record), in a fresh process whose peak resident memory is measured. First, the seed network's
 training speed on a table that fits (``--fits`` beats, one file) fed in memory and streamed: with
-every class in the stream's cache (256 MB, smallest classes first), with the majority class read
+every class in the stream's cache (128 MB, smallest classes first), with the majority class read
 from the file on every pass (as in a table larger than the cache), and with nothing cached.
 The last line reads ``streamed N beats (D MB) in T s, peak RSS R MB``.
 """

@@ -232,13 +232,13 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
 def _streamed_confusions(model: Any, forest: Any, rows: Any, shape: Any, y: np.ndarray, groups: np.ndarray | None,
                          classes: Sequence[int], batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-group confusion matrices of ``model`` (and the pooled one of ``forest``) on streamed rows, chunk by chunk."""
-    k = len(classes)
-    names, keys = np.unique(np.asarray(groups).astype(str), return_inverse=True) if groups is not None else \
-        (np.zeros(1), np.zeros(len(y), dtype=np.int64))
-    per_group = np.zeros((len(names), k, k), dtype=np.int64)
-    base = np.zeros((k, k), dtype=np.int64) if forest is not None else None
     import tensorflow as tf
 
+    k = len(classes)
+    keys = np.zeros(len(y), dtype=np.int64) if groups is None else \
+        np.unique(np.asarray(groups).astype(str), return_inverse=True)[1].reshape(-1)  # as group_confusions orders
+    per_group = np.zeros((int(keys.max()) + 1 if len(keys) else 1, k, k), dtype=np.int64)
+    base = np.zeros((k, k), dtype=np.int64) if forest is not None else None
     index = {int(c): i for i, c in enumerate(classes)}
     truth = np.array([index[int(v)] for v in y], dtype=np.int64)
     # a plain call: each worker of a cluster predicts its own copy of the rows, with no collective
@@ -246,7 +246,7 @@ def _streamed_confusions(model: Any, forest: Any, rows: Any, shape: Any, y: np.n
     for x, positions in rows.chunks(batch_size):
         at = np.searchsorted(rows.positions, positions)  # rows.positions are sorted: y is in their order
         pred = np.argmax(np.asarray(forward(tf.constant(shape(x) if shape else x))), axis=1)
-        np.add.at(per_group, (keys.reshape(-1)[at], truth[at], pred), 1)
+        np.add.at(per_group, (keys[at], truth[at], pred), 1)
         if base is not None:
             np.add.at(base, (truth[at], np.array([index[int(v)] for v in forest.predict(x)])), 1)
     return per_group, base

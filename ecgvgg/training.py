@@ -161,7 +161,7 @@ def _finish(batches: tf.data.Dataset, spec: Augment, num_classes: int | None) ->
 
 #: Streamed training rows held in memory at most: the smallest classes' rows, while they fit, are read once
 #: and then cycled in memory, and the others read from their files pass after pass.
-STREAM_CACHE_BYTES = 256 * 2**20
+STREAM_CACHE_BYTES = 128 * 2**20
 
 
 def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
@@ -214,11 +214,17 @@ def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int, ca
     """Endless shuffled ``(x, label)`` rows of ``mine``, some of the rows ``X`` whose labels are ``y``: read once and
     cycled in memory with ``cache``, else read from their files pass after pass."""
     rng = np.random.default_rng(seed)
-    if cache:
-        read = list(mine.chunks())
-        x, positions = np.concatenate([c[0] for c in read]), np.concatenate([c[1] for c in read])
-        cached = tf.data.Dataset.from_tensor_slices((x, y[np.searchsorted(X.positions, positions)]))
-        return cached.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
+    if cache:  # one copy, as a tensor; the shuffle buffer holds row numbers only
+        x = np.empty((len(mine), *X.row_shape), dtype=np.float32)
+        labels, start = np.empty(len(mine), dtype=np.int64), 0
+        for chunk, positions in mine.chunks():
+            x[start:start + len(chunk)] = chunk
+            labels[start:start + len(chunk)] = y[np.searchsorted(X.positions, positions)]
+            start += len(chunk)
+        x_t, y_t = tf.constant(x), tf.constant(labels)
+        del x
+        order = tf.data.Dataset.range(len(labels)).shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        return order.repeat().map(lambda i: (tf.gather(x_t, i), tf.gather(y_t, i)))
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for x, positions in mine.chunks(rng=rng):
