@@ -63,7 +63,8 @@ def main() -> None:
     import tensorflow as tf
 
     from ecgvgg.models import vgg16
-    from ecgvgg.training import make_dataset, setup_device
+    from ecgvgg.inputs import make_dataset
+    from ecgvgg.training import setup_device
 
     shaped = splits.map_x(to_1d)
     t = time.perf_counter()

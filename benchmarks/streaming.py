@@ -98,9 +98,8 @@ def speed(path: Path, steps: int, rounds: int = 3) -> dict[str, float]:
     from ecgvgg.resampling import balanced_proportions
     from ecgvgg.shapes import to_1d
     from ecgvgg.study import build_model
-    from ecgvgg.training import STREAM_CACHE_BYTES, make_dataset, make_loss
-
-    from ecgvgg.training import streamed_batches
+    from ecgvgg.inputs import STREAM_CACHE_BYTES, make_dataset, streamed_batches
+    from ecgvgg.training import make_loss
 
     import pyarrow.parquet as pq
 

@@ -10,7 +10,8 @@ from ecgvgg.config import TrainingConfig
 from ecgvgg.models import vgg16
 from ecgvgg.folds import split_then_oversample
 from ecgvgg.shapes import to_1d
-from ecgvgg.training import fit, make_dataset, setup_device
+from ecgvgg.inputs import make_dataset
+from ecgvgg.training import fit, setup_device
 
 
 @pytest.fixture(scope="module")

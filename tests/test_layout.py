@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 PACKAGE = ROOT / "ecgvgg"
-CORE = ("data", "stream", "folds", "resampling", "shapes", "models", "training", "augment", "metrics", "study", "dataset",
+CORE = ("data", "stream", "inputs", "folds", "resampling", "shapes", "models", "training", "augment", "metrics", "study", "dataset",
         "contract", "events")
 
 

@@ -163,7 +163,7 @@ def test_property_random_class_mixes_never_leak_or_crash(counts, grouped, sample
 
 def test_the_balanced_sampler_draws_batches_with_the_asked_class_shares():
     from ecgvgg.resampling import balanced_proportions
-    from ecgvgg.training import make_dataset
+    from ecgvgg.inputs import make_dataset
 
     rng = np.random.default_rng(0)
     y = rng.choice(3, 5000, p=[0.9, 0.08, 0.02]).astype(np.int64)

@@ -114,7 +114,7 @@ def test_folds_never_share_a_record_and_extra_rows_only_train(sample_xyg):
 
 
 def test_class_balanced_epochs_draw_capped_rows_afresh():
-    from ecgvgg.training import make_dataset
+    from ecgvgg.inputs import make_dataset
 
     y = np.r_[np.zeros(100, int), np.ones(10, int)]
     kept = cap_per_class(np.arange(110), y, 30, np.random.default_rng(0))

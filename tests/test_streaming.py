@@ -82,7 +82,7 @@ def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_f
     import json
 
     from ecgvgg.stream import open_shards
-    from ecgvgg.training import streamed_batches
+    from ecgvgg.inputs import streamed_batches
 
     shards, y, _ = open_shards(shard_folder, label_column="label", group_column="segment", classes=range(5))
     X = shards[np.arange(len(y))].map(lambda a: np.c_[a, np.zeros((len(a), 1), np.float32)])  # a transform runs

@@ -58,7 +58,7 @@ def test_balanced_weights_come_from_counts_before_oversampling(real_splits):
 
 def test_augmentation_perturbs_training_batches_only(real_splits):
     from ecgvgg.augment import Augment
-    from ecgvgg.training import make_dataset
+    from ecgvgg.inputs import make_dataset
 
     X, y = real_splits.X_train[:64], real_splits.y_train[:64]
     plain = next(iter(make_dataset(X, y, 64, shuffle=False)))
