@@ -177,25 +177,22 @@ def oversample_fold(
     X_tr, y_tr = Xa[train], ya[train]
     name = sampler if isinstance(sampler, str) else type(sampler).__name__
     X_res, y_res = oversample(X_tr, y_tr, sampler, dict(sampler_params or {}), seed)
-    counts = {
-        "all": class_counts(ya, classes),
-        "train_before": class_counts(y_tr, classes),
-        "train_after": class_counts(y_res, classes),
-        "val": class_counts(ya[val], classes),
-        "test": class_counts(ya[test], classes),
-    }
-    return Splits(
-        X_res, y_res, Xa[val], ya[val], Xa[test], ya[test], train, val, test, classes, name.lower(), counts
-    )
+    return Splits(X_res, y_res, Xa[val], ya[val], Xa[test], ya[test], train, val, test, classes, name.lower(),
+                  _part_counts(ya, Fold(train, val, test), y_res, classes))
+
+
+def _part_counts(y: np.ndarray, fold: Fold, y_train_after: np.ndarray, classes: Sequence[int],
+                 ) -> dict[str, dict[int, int]]:
+    """Class counts of all rows, of the training part before and after resampling, of validation and of test."""
+    return {"all": class_counts(y, classes), "train_before": class_counts(y[fold.train], classes),
+            "train_after": class_counts(y_train_after, classes), "val": class_counts(y[fold.val], classes),
+            "test": class_counts(y[fold.test], classes)}
 
 
 def _streamed_fold(X: Any, y: np.ndarray, fold: Fold, sampler: str, classes: Sequence[int]) -> Splits:
     """:class:`Splits` of lazy row views (``X[part]``) with the class counts of each part."""
-    counts = {"all": class_counts(y, classes), "train_before": class_counts(y[fold.train], classes),
-              "train_after": class_counts(y[fold.train], classes), "val": class_counts(y[fold.val], classes),
-              "test": class_counts(y[fold.test], classes)}
     return Splits(X[fold.train], y[fold.train], X[fold.val], y[fold.val], X[fold.test], y[fold.test], *fold,
-                  tuple(int(c) for c in classes), sampler, counts)
+                  tuple(int(c) for c in classes), sampler, _part_counts(y, fold, y[fold.train], classes))
 
 
 def cv_folds(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -157,14 +158,14 @@ def open_shards(path: Path, *, label_column: str, group_column: str | None, clas
     files = shard_files(path) if _is_shards(path) else [path]
     if not files or not files[0].is_file():
         raise DataError(f"{path}: no Parquet file here (data.stream reads a .parquet file, a folder of them or a glob)")
-    names = _schema_names(files)
+    schemas = _schemas(files)
+    names = schemas[0].names
     for need, key in ((label_column, "data.label_column"), (group_column, "data.group_column")):
         if need is not None and need not in names:
             raise DataError(f"{files[0]}: no column '{need}' ({key})")
     rest = pd.DataFrame(columns=[n for n in names if n not in (label_column, group_column)])
     columns = tuple(map(str, select_columns(rest, files[0], rhythm_columns, ignore_columns).columns))
-    for f in files:
-        _check_types(f, columns)
+    _check_types(files, schemas, columns)
     labels, groups, counts = [], [], []
     for f in files:
         table = pq.read_table(f, columns=[c for c in (label_column, group_column) if c])
@@ -184,35 +185,32 @@ def open_shards(path: Path, *, label_column: str, group_column: str | None, clas
     return shards, y, np.concatenate(groups) if group_column else None
 
 
-def _schema_names(files: Sequence[Path]) -> list[str]:
-    """The column names every file shares; a file that differs, or that is not Parquet, is refused by name."""
+def _schemas(files: Sequence[Path]) -> list[Any]:
+    """Each file's schema, read once; a file that is not Parquet, or whose columns differ, is refused by name."""
     import pyarrow.parquet as pq
 
     from ecgvgg.data import _first_line
 
-    first: list[str] | None = None
+    schemas = []
     for f in files:
         try:
-            names = pq.read_schema(f).names
+            schemas.append(pq.read_schema(f))
         except Exception as exc:  # pyarrow raises several types for damaged files
             raise DataError(f"{f}: cannot read as Parquet ({_first_line(exc)})") from None
-        if first is None:
-            first = names
-        elif names != first:
+        if schemas[-1].names != schemas[0].names:
             raise DataError(f"{f}: its columns differ from those of {files[0].name}; shards need the same columns")
-    return first or []
+    return schemas
 
 
-def _check_types(path: Path, columns: Sequence[str]) -> None:
-    """Feature columns hold numbers (integers or floats), by the file's schema."""
+def _check_types(files: Sequence[Path], schemas: Sequence[Any], columns: Sequence[str]) -> None:
+    """Feature columns hold numbers (integers or floats) in every file, by its schema."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    schema = pq.read_schema(path)
-    for name in columns:
-        kind = schema.field(name).type
-        if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
-            raise DataError(f"{path}: column '{name}' is {kind}, not numeric; beats must be numbers")
+    for f, schema in zip(files, schemas):
+        for name in columns:
+            kind = schema.field(name).type
+            if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+                raise DataError(f"{f}: column '{name}' is {kind}, not numeric; beats must be numbers")
 
 
 def _check_values(shards: Shards) -> None:
