@@ -16,6 +16,10 @@ from ecgvgg.errors import ConfigError, DataError
 from ecgvgg.exits import Invocation, guard, load_tensorflow
 from ecgvgg.report import console
 
+TrackingUri = Annotated[Optional[str], typer.Option(help="MLflow store for --run.")]
+GroupColumn = Annotated[Optional[str], typer.Option(
+    help="Group column to ignore (default: the one the model was trained with, when the table has it).")]
+
 
 def evaluate(
     ctx: typer.Context,
@@ -24,9 +28,8 @@ def evaluate(
     model: Annotated[Optional[Path], typer.Option("--model", help="Score this .keras model file.")] = None,
     label_column: Annotated[Optional[str], typer.Option(
         help="Label column of a table with a header (default: the one the model was trained with).")] = None,
-    group_column: Annotated[Optional[str], typer.Option(
-        help="Group column to ignore (default: the one the model was trained with, when the table has it).")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
+    group_column: GroupColumn = None,
+    tracking_uri: TrackingUri = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print scores as JSON.")] = False,
 ) -> None:
     """Score a saved model on another table; print the per-class table or JSON.
@@ -100,9 +103,8 @@ def predict(
     run_id: Annotated[Optional[str], typer.Option("--run", help="Use the model logged by this MLflow run.")] = None,
     label_column: Annotated[Optional[str], typer.Option(
         help="Label column to ignore if present (default: the one the model was trained with).")] = None,
-    group_column: Annotated[Optional[str], typer.Option(
-        help="Group column to ignore (default: the one the model was trained with, when the table has it).")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
+    group_column: GroupColumn = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Write predicted classes and class probabilities, one row per beat."""
     import pandas as pd
@@ -141,7 +143,7 @@ def explain(
     label_column: Annotated[Optional[str], typer.Option(
         help="Label column (default: the one the model was trained with).")] = None,
     group_column: Annotated[Optional[str], typer.Option(help="Group column to ignore.")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Grad-CAM: where in each beat the model looks; one saliency row per beat and a picture per predicted class."""
     from ecgvgg.explain import gradcam, members, target_layer
@@ -235,7 +237,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="onnx, savedmodel or litert.")] = "onnx",
     run_id: Annotated[Optional[str], typer.Option("--run", help="Export the model logged by this MLflow run.")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Export this .keras model file.")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --run.")] = None,
+    tracking_uri: TrackingUri = None,
     tolerance: Annotated[float, typer.Option(
         min=0, help="Largest accepted difference from the Keras model's probabilities.")] = 1e-4,
 ) -> None:

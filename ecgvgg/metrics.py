@@ -172,17 +172,24 @@ def bootstrap_macro_f1(
                                      seed=seed)
 
 
+def group_keys(groups: np.ndarray) -> np.ndarray:
+    """Each row's group as a number 0..G-1, groups in sorted order (of their names as text, unless integers)."""
+    g = np.asarray(groups)
+    return np.unique(g if g.dtype.kind in "iu" else g.astype(str), return_inverse=True)[1].reshape(-1)
+
+
+def class_positions(y: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Each label's position in ``classes``."""
+    index = {int(c): i for i, c in enumerate(classes)}
+    return np.array([index[int(v)] for v in np.asarray(y)], dtype=np.int64)
+
+
 def group_confusions(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], groups: np.ndarray,
                      ) -> np.ndarray:
-    """One confusion matrix per group, ``(groups, k, k)``, groups in sorted order (of their names as text,
-    unless they are integers)."""
-    index = {int(c): i for i, c in enumerate(classes)}
-    t = np.array([index[int(v)] for v in np.asarray(y_true)], dtype=np.int64)
-    p = np.array([index[int(v)] for v in np.asarray(y_pred)], dtype=np.int64)
-    g = np.asarray(groups)
-    keys = np.unique(g if g.dtype.kind in "iu" else g.astype(str), return_inverse=True)[1].reshape(-1)
+    """One confusion matrix per group, ``(groups, k, k)``, in the order of :func:`group_keys`."""
+    keys = group_keys(groups)
     out = np.zeros((int(keys.max()) + 1 if len(keys) else 0, len(classes), len(classes)), dtype=np.int64)
-    np.add.at(out, (keys, t, p), 1)
+    np.add.at(out, (keys, class_positions(y_true, classes), class_positions(y_pred, classes)), 1)
     return out
 
 

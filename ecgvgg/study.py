@@ -24,8 +24,9 @@ from ecgvgg.config import PipelineConfig
 from ecgvgg.contract import InputContract, contract_for
 from ecgvgg.dataset import StudyData, grouping, split_kind
 from ecgvgg.folds import Fold, materialise
-from ecgvgg.metrics import (bootstrap_macro_f1, bootstrap_from_confusions, confusion, group_confusions,
-                            held_out_verdict, macro_f1_from_confusion, per_class_scores, scores_from_confusion)
+from ecgvgg.metrics import (bootstrap_macro_f1, bootstrap_from_confusions, class_positions, confusion,
+                            group_confusions, group_keys, held_out_verdict, macro_f1_from_confusion,
+                            per_class_scores, scores_from_confusion)
 from ecgvgg.events import Observer
 from ecgvgg.resampling import Splits, balanced_proportions
 
@@ -235,12 +236,10 @@ def _streamed_confusions(model: Any, forest: Any, rows: Any, shape: Any, y: np.n
     import tensorflow as tf
 
     k = len(classes)
-    keys = np.zeros(len(y), dtype=np.int64) if groups is None else \
-        np.unique(np.asarray(groups).astype(str), return_inverse=True)[1].reshape(-1)  # as group_confusions orders
+    keys = np.zeros(len(y), dtype=np.int64) if groups is None else group_keys(groups)
     per_group = np.zeros((int(keys.max()) + 1 if len(keys) else 1, k, k), dtype=np.int64)
     base = np.zeros((k, k), dtype=np.int64) if forest is not None else None
-    index = {int(c): i for i, c in enumerate(classes)}
-    truth = np.array([index[int(v)] for v in y], dtype=np.int64)
+    truth = class_positions(y, classes)
     # a plain call: each worker of a cluster predicts its own copy of the rows, with no collective
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     for x, positions in rows.chunks(batch_size):
@@ -248,7 +247,7 @@ def _streamed_confusions(model: Any, forest: Any, rows: Any, shape: Any, y: np.n
         pred = np.argmax(np.asarray(forward(tf.constant(shape(x) if shape else x))), axis=1)
         np.add.at(per_group, (keys[at], truth[at], pred), 1)
         if base is not None:
-            np.add.at(base, (truth[at], np.array([index[int(v)] for v in forest.predict(x)])), 1)
+            np.add.at(base, (truth[at], class_positions(forest.predict(x), classes)), 1)
     return per_group, base
 
 
