@@ -127,18 +127,54 @@ def fit_workaround(model: Any, sample_batch: Callable[[], Any]) -> Iterator[None
         del model._maybe_symbolic_build
 
 
+def local_gpus() -> list[str]:
+    """This machine's GPUs as ``CUDA_VISIBLE_DEVICES`` ids (that variable's, else ``nvidia-smi -L``'s), without TensorFlow."""
+    import shutil
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+
+
+def gpu_shares(n: int, gpus: list[str]) -> list[str | None]:
+    """Each of ``n`` workers' ``CUDA_VISIBLE_DEVICES``: every GPU used, each by one worker when there are enough.
+
+    With at least as many GPUs as workers, worker i gets GPUs i, i + n, ... (so 2 workers on 4
+    GPUs use all 4, two each, through the strategy); with fewer, workers share them in turn (and
+    :func:`run_local_workers` lets TensorFlow's memory grow, so that they fit). None: no GPU, nothing to set.
+    """
+    if not gpus:
+        return [None] * n
+    if len(gpus) >= n:
+        return [",".join(gpus[i::n]) for i in range(n)]
+    return [gpus[i % len(gpus)] for i in range(n)]
+
+
 def run_local_workers(n: int, command: list[str]) -> int:
     """Run ``command`` (an ``ecgvgg run`` without ``--workers``) as ``n`` workers on 127.0.0.1; return the exit status.
 
-    Worker 0 (the chief) prints as a single run would; the others are quiet, and the last lines
+    Each worker gets its own GPUs (:func:`gpu_shares`). Worker 0 (the chief) prints as a single run would; the others are quiet, and the last lines
     of one that fails are shown. The status is the chief's, or 1 when another worker failed.
     """
     import subprocess
     import sys
 
     procs = []
-    for i, config in enumerate(local_configs(n)):
+    shares = gpu_shares(n, local_gpus())
+    for i, (config, share) in enumerate(zip(local_configs(n), shares)):
         env = {**os.environ, "TF_CONFIG": config}
+        if share is not None:
+            env["CUDA_VISIBLE_DEVICES"] = share
+            if len(set(shares)) < n:  # a GPU shared by workers: each takes memory as it needs it
+                env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
         out = None if i == 0 else subprocess.PIPE
         procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if i else None,
                                       text=True))

@@ -138,6 +138,19 @@ def test_an_interrupt_during_a_training_step_takes_effect_when_the_step_ends():
     assert ended == [0, 1, 2]  # the interrupted step finished; no later one began
 
 
+def test_local_workers_use_every_gpu_each_its_own_when_there_are_enough(monkeypatch):
+    from ecgvgg.distributed import gpu_shares, local_gpus
+
+    assert gpu_shares(2, ["0", "1", "2", "3"]) == ["0,2", "1,3"]
+    assert gpu_shares(4, ["0", "1", "2", "3"]) == ["0", "1", "2", "3"]
+    assert gpu_shares(3, ["0", "1"]) == ["0", "1", "0"]
+    assert gpu_shares(2, []) == [None, None]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5")
+    assert local_gpus() == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert local_gpus() == []
+
+
 def test_two_workers_on_loopback_train_one_model_on_disjoint_shards_in_one_run(tmp_path, shard_folder):
     import keras
     import numpy as np
