@@ -161,19 +161,20 @@ def gpu_shares(n: int, gpus: list[str]) -> list[str | None]:
 def run_local_workers(n: int, command: list[str]) -> int:
     """Run ``command`` (an ``ecgvgg run`` without ``--workers``) as ``n`` workers on 127.0.0.1; return the exit status.
 
-    Each worker gets its own GPUs (:func:`gpu_shares`). Worker 0 (the chief) prints as a single run would; the others are quiet, and the last lines
-    of one that fails are shown. The status is the chief's, or 1 when another worker failed.
+    Each worker gets its own GPUs (:func:`gpu_shares`). Worker 0 (the chief) prints as a single run
+    would; the others are quiet, and the last lines of one that fails are shown. The status is the chief's, or 1 when another worker failed.
     """
     import subprocess
     import sys
 
     procs = []
     shares = gpu_shares(n, local_gpus())
+    shared = len(set(shares)) < n  # a GPU shared by workers: each takes memory as it needs it
     for i, (config, share) in enumerate(zip(local_configs(n), shares)):
         env = {**os.environ, "TF_CONFIG": config}
         if share is not None:
             env["CUDA_VISIBLE_DEVICES"] = share
-            if len(set(shares)) < n:  # a GPU shared by workers: each takes memory as it needs it
+            if shared:
                 env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
         out = None if i == 0 else subprocess.PIPE
         procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if i else None,
