@@ -33,9 +33,11 @@ class Augment:
     mixup: float = 0.0
     #: The last this many values of each row are rhythm features: only mixup touches them.
     rhythm: int = 0
+    #: Signals one after the other in each row (leads, reference beats): moved and scaled together.
+    channels: int = 1
 
     def __bool__(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self) if f.name != "rhythm")
+        return any(getattr(self, f.name) for f in fields(self) if f.name not in ("rhythm", "channels"))
 
 
 def _support(x: tf.Tensor) -> tf.Tensor:
@@ -45,7 +47,7 @@ def _support(x: tf.Tensor) -> tf.Tensor:
 
 
 def _warp(x: tf.Tensor, shift: int, stretch: float) -> tf.Tensor:
-    """Move and resample beats ``(batch, samples, 1)`` by linear interpolation, zeros outside."""
+    """Move and resample beats ``(batch, samples, channels)`` by linear interpolation, zeros outside."""
     n, length = tf.shape(x)[0], tf.shape(x)[1]
     t = tf.cast(tf.range(length), x.dtype)[None, :]
     offset = tf.cast(tf.random.uniform([n, 1], -shift, shift + 1, dtype=tf.int32), x.dtype) if shift else 0.0
@@ -57,9 +59,8 @@ def _warp(x: tf.Tensor, shift: int, stretch: float) -> tf.Tensor:
     inside = tf.cast((pos >= 0) & (pos <= last), x.dtype)[..., None]
     lo = tf.cast(tf.clip_by_value(i0, 0, last), tf.int32)
     hi = tf.minimum(lo + 1, length - 1)
-    values = x[..., 0]
-    a = tf.gather(values, lo, batch_dims=1)[..., None]
-    b = tf.gather(values, hi, batch_dims=1)[..., None]
+    a = tf.gather(x, lo, batch_dims=1)
+    b = tf.gather(x, hi, batch_dims=1)
     return ((1 - frac) * a + frac * b) * inside
 
 
@@ -102,7 +103,12 @@ def augment_batch(x: tf.Tensor, y: tf.Tensor, spec: Augment) -> tuple[tf.Tensor,
 
 
 def _augment_samples(x: tf.Tensor, spec: Augment, rank: int) -> tf.Tensor:
-    """Shift, stretch, wander, scale and noise on beat samples."""
+    """Shift, stretch, wander, scale and noise on beat samples; several channels are moved and scaled together."""
+    if spec.channels > 1 and rank == 3:
+        n, total = tf.shape(x)[0], tf.shape(x)[1]
+        side_by_side = tf.transpose(tf.reshape(x, [n, spec.channels, total // spec.channels]), [0, 2, 1])
+        one = Augment(**{**{f.name: getattr(spec, f.name) for f in fields(spec)}, "channels": 1})
+        return tf.reshape(tf.transpose(_augment_samples(side_by_side, one, rank), [0, 2, 1]), [n, total, 1])
     if spec.shift or spec.stretch:
         x = _warp(x, spec.shift, spec.stretch)
     if spec.wander:

@@ -114,7 +114,15 @@ def prepare(
     records_dir: Annotated[Path, typer.Argument(help="Folder of WFDB records (.hea/.dat/.atr).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output beats file (.parquet or .csv).")],
     method: Annotated[str, typer.Option(help="kachuee (125 Hz, 1.2 x median RR, 187 samples) or window.")] = "kachuee",
-    channel: Annotated[str, typer.Option(help="Signal name to use (first signal if absent).")] = "MLII",
+    channel: Annotated[str, typer.Option(help="Signal name to use; a record without it uses MLII, else ECG1, "
+                                              "else its first signal.")] = "MLII",
+    leads: Annotated[Optional[str], typer.Option(help="Leads to cut, one channel each, e.g. MLII,V1 (stand-ins by "
+                                                      "database: ECG1/ECG2 in SVDB, V2/V4/V5 for V1); "
+                                                      "replaces --channel.")] = None,
+    reference: Annotated[str, typer.Option(help="Each lead's reference beat as ref* columns: none; record (the "
+                                                "median beat of the record); causal (running median of the "
+                                                "preceding --reference-window seconds).")] = "none",
+    reference_window: Annotated[float, typer.Option(help="causal reference: seconds of past beats.")] = 300.0,
     before: Annotated[float, typer.Option(help="window: seconds before the R peak.")] = 0.25,
     after: Annotated[float, typer.Option(help="window: seconds after the R peak.")] = 0.45,
     rate: Annotated[float, typer.Option(help="window: sampling rate of the cut beats in Hz.")] = 125.0,
@@ -135,12 +143,21 @@ def prepare(
             raise ConfigError(f"--scale {scale!r}: choose none, record or window")
         if not (rate > 0 and before >= 0 and after > 0):
             raise ConfigError("--rate and --after must be > 0 and --before >= 0")
+        if reference not in ("none", "record", "causal"):
+            raise ConfigError(f"--reference {reference!r}: choose none, record or causal")
+        if not reference_window > 0:
+            raise ConfigError("--reference-window must be > 0 seconds")
+        lead_list = [lead.strip() for lead in leads.split(",")] if leads else None
+        if lead_list is not None and (not all(lead_list) or len(set(lead_list)) != len(lead_list)):
+            raise ConfigError(f"--leads {leads!r}: expected distinct lead names separated by commas, e.g. MLII,V1")
         check_out(out)
         band = _band(bandpass)
         n = len(list(records_dir.glob("*.hea"))) if records_dir.is_dir() else 0
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("records", total=n)
-            beats, report = prepare_records(records_dir, method=method, channel=channel, filter_band=band,
+            beats, report = prepare_records(records_dir, method=method, channel=channel, leads=lead_list,
+                                            reference=reference, reference_window=reference_window,
+                                            filter_band=band,
                                             before=before, after=after, rate=rate, scale=scale,
                                             on_record=lambda name: progress.update(task, advance=1,
                                                                                    description=f"record {name}"))

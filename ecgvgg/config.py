@@ -47,6 +47,12 @@ class DataConfig(_Section):
     class_names: list[str] = Field(default_factory=lambda: ["N", "S", "V", "F", "Q"], min_length=2)
     #: Columns fed to the network's rhythm branch (e.g. ``prepare``'s ``rr_*``), not as beat samples.
     rhythm_columns: list[str] = Field(default_factory=list)
+    #: Signal channels of each row, by column prefix (``x`` reads ``x0, x1, ...``): the beat of each
+    #: lead, then each lead's reference beat (prefixes starting with ``ref``, as ``ecgvgg prepare
+    #: --leads ... --reference ...`` writes them: ``[x, x2_, ref, ref2_]``). The network reads them as
+    #: channels of one input and forms each beat minus its reference inside. Empty: every column
+    #: that is not rhythm, ignored, label or group is a sample of one channel.
+    channels: list[str] = Field(default_factory=list)
     #: Columns that are neither beat samples nor rhythm (``fnmatch`` patterns, e.g. ``sample``, ``rr_*``).
     ignore_columns: list[str] = Field(default_factory=list)
     #: Tables read like ``path`` whose rows are used for training only, never for validation or test.
@@ -61,6 +67,25 @@ class DataConfig(_Section):
         if len(set(names)) != len(names):
             raise ValueError(f"rhythm columns must be unique, got {names}")
         return names
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_order(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError(f"channels must be unique, got {names}")
+        refs = [n for n in names if n.startswith("ref")]
+        beats = [n for n in names if not n.startswith("ref")]
+        if not beats:
+            raise ValueError(f"channels {names}: no beat channel (prefixes not starting with ref)")
+        if names != beats + refs or len(refs) > len(beats):
+            raise ValueError(f"channels {names}: list the beat channels first, then at most one reference "
+                             "channel (ref...) per beat channel, in the same order, e.g. [x, x2_, ref, ref2_]")
+        return names
+
+    @property
+    def references(self) -> int:
+        """How many of ``channels`` are reference beats (the last ones)."""
+        return sum(n.startswith("ref") for n in self.channels)
 
     @field_validator("class_names")
     @classmethod
@@ -165,7 +190,10 @@ class TrainingConfig(_Section):
     #: Batches in an epoch of the ``balanced`` sampler (default: training rows / batch size, rounded up).
     steps_per_epoch: int | None = Field(None, gt=0)
     learning_rate: float = Field(0.001, gt=0)
-    class_weight: Literal["auto", "balanced", "none"] | dict[int, float] = "auto"
+    #: ``records``: balanced weights scaled by how many records a class comes from (its effective
+    #: number of records, ``exp`` of the entropy of its beats over records, relative to the most
+    #: widespread class), so that a class seen in one patient cannot take over the beats of new ones.
+    class_weight: Literal["auto", "balanced", "records", "none"] | dict[int, float] = "auto"
     #: Cap on a computed (balanced) class weight, so that a class of a handful of rows cannot dominate.
     max_class_weight: float | None = Field(None, gt=0)
     monitor: Literal["val_macro_f1", "val_loss", "val_accuracy"] = "val_macro_f1"
@@ -235,7 +263,10 @@ class PipelineConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     #: ``rf``: also fit a random forest (300 trees, balanced class weights) on the same training
     #: rows before oversampling and score it on the same test rows; ``none`` skips it.
-    baseline: Literal["rf", "none"] = "rf"
+    #: ``auto``: a gradient-boosted tree (``hgb``) when the rows have rhythm columns or reference
+    #: channels, else ``rf``. ``hgb``: scikit-learn's HistGradientBoostingClassifier (balanced class
+    #: weights) on the rhythm columns, the beats and each beat minus its reference.
+    baseline: Literal["auto", "rf", "hgb", "none"] = "auto"
 
     @model_validator(mode="after")
     def _phases(self) -> PipelineConfig:
@@ -258,6 +289,8 @@ class PipelineConfig(_Section):
     def _rhythm_fits(self) -> PipelineConfig:
         if self.data.rhythm_columns and self.input.kind != "1d":
             raise ValueError("data.rhythm_columns: the rhythm branch needs input.kind 1d")
+        if len(self.data.channels) > 1 and self.input.kind != "1d":
+            raise ValueError("data.channels: several channels need input.kind 1d")
         return self
 
     @model_validator(mode="after")
@@ -283,6 +316,19 @@ class PipelineConfig(_Section):
                 raise ValueError(f"{key}: not available with data.stream (streamed data is one Parquet table, "
                                  "a file or shards, with one split); set data.stream: false")
         return self
+
+    @model_validator(mode="after")
+    def _records_known(self) -> PipelineConfig:
+        if self.training.class_weight == "records" and not self.data.group_column:
+            raise ValueError("training.class_weight: records needs data.group_column (the record of each row)")
+        return self
+
+    @property
+    def baseline_kind(self) -> str:
+        """The baseline in force: ``auto`` resolved to ``hgb`` (rhythm or reference columns) or ``rf``."""
+        if self.baseline != "auto":
+            return self.baseline
+        return "hgb" if self.data.rhythm_columns or self.data.references else "rf"
 
     @property
     def grouped_split(self) -> bool:

@@ -46,6 +46,18 @@ class InputContract:
         return reshape(rows, self.input["kind"], self.input.get("method", "fold"), self.input.get("size"))
 
     @property
+    def channels(self) -> list[str]:
+        """The column prefixes of the signal channels (beats, then reference beats); empty for one channel."""
+        return list(self.data.get("channels") or [])
+
+    @property
+    def beat_length(self) -> int | None:
+        """Samples per beat in each channel."""
+        if self.length is None:
+            return None
+        return (self.length - len(self.rhythm_columns)) // max(1, len(self.channels))
+
+    @property
     def rhythm_columns(self) -> list[str]:
         """The rhythm columns the model reads after the beat samples."""
         return list(self.data.get("rhythm_columns") or [])
@@ -57,7 +69,9 @@ class InputContract:
         refuses a fold ensemble.
         """
         differs = []
-        if self.length != other.length:
+        if self.channels != other.channels:
+            differs.append(f"channels {self.channels or ['one']} there, {other.channels or ['one']} here (data.channels)")
+        elif self.length != other.length:
             differs.append(f"beat length {self.length} there, {other.length} here")
         kind, mine = self.input.get("kind"), other.input.get("kind")
         if kind != mine:
@@ -81,6 +95,8 @@ def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] |
     d = cfg.data
     data = {"label_column": d.label_column, "group_column": d.group_column, "header": d.header,
             "features": [str(f) for f in features], "rhythm_columns": list(d.rhythm_columns)}
+    if d.channels:
+        data["channels"] = list(d.channels)
     if seen_groups is not None:
         data["train_groups"] = sorted({str(g) for g in seen_groups})
     return InputContract(d.classes, list(d.class_names), cfg.input.model_dump(),

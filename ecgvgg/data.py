@@ -55,12 +55,15 @@ def load_xy(
     format: str = "auto",
     rhythm_columns: Sequence[str] = (),
     ignore_columns: Sequence[str] = (),
+    channels: Sequence[str] = (),
     label_option: str = "data.label_column",
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
     """Load and validate beats as ``(X, y, groups)``; ``groups`` is None without a group column.
 
     ``X`` holds the beat samples, then the ``rhythm_columns`` last, in that order; columns that
     match an ``ignore_columns`` pattern are dropped (a pattern that matches nothing is an error).
+    With ``channels`` (column prefixes) the beat samples are those channels' columns, channel after
+    channel (see :func:`channel_columns`).
 
     ``header=None`` detects whether a CSV has a header row; ``header=False`` declares a
     headerless Kaggle-style CSV whose last column is the label. With ``y_path`` the labels come
@@ -83,14 +86,38 @@ def load_xy(
                 f"{src.path}: {len(X)} rows of X but {y_src.path} has {len(y)} labels; "
                 "X and y files must have the same number of rows"
             )
-    X = _validate_features(select_columns(X, src.path, rhythm_columns, ignore_columns), src)
+    X = _validate_features(select_columns(X, src.path, rhythm_columns, ignore_columns, channels), src)
     y = _validate_labels(y, y_src, classes)
     return X, y, groups
 
 
+def channel_columns(names: Sequence[str], channels: Sequence[str], path: str | Path) -> list[str]:
+    """The columns of each channel (``PREFIX0``, ``PREFIX1``, ...), channel after channel; every channel
+    must be there, numbered from 0 without a gap, and as long as the first."""
+    import re
+
+    out: list[str] = []
+    length = None
+    for prefix in channels:
+        pattern = re.compile(re.escape(prefix) + r"(\d+)")
+        index = sorted(int(m.group(1)) for n in names if (m := pattern.fullmatch(n)))
+        if not index:
+            what = "reference beat" if prefix.startswith("ref") else "beat"
+            raise DataError(f"{path}: no columns {prefix}0, {prefix}1, ... for the {what} channel '{prefix}' "
+                            "(data.channels); ecgvgg prepare --leads ... --reference ... writes them")
+        if index != list(range(len(index))) or (length is not None and len(index) != length):
+            raise DataError(f"{path}: channel '{prefix}' has columns {prefix}{index[0]}..{prefix}{index[-1]} "
+                            f"({len(index)}), expected {prefix}0..{prefix}{(length or len(index)) - 1} "
+                            "like the first channel (data.channels)")
+        length = len(index)
+        out += [f"{prefix}{i}" for i in index]
+    return out
+
+
 def select_columns(X: pd.DataFrame, path: str | Path, rhythm_columns: Sequence[str] = (),
-                   ignore_columns: Sequence[str] = ()) -> pd.DataFrame:
-    """Beat-sample columns then ``rhythm_columns``, without the columns matching ``ignore_columns``."""
+                   ignore_columns: Sequence[str] = (), channels: Sequence[str] = ()) -> pd.DataFrame:
+    """Beat-sample columns (those of ``channels`` when given) then ``rhythm_columns``, without the
+    columns matching ``ignore_columns``."""
     from fnmatch import fnmatchcase
 
     names = [str(c) for c in X.columns]
@@ -103,6 +130,9 @@ def select_columns(X: pd.DataFrame, path: str | Path, rhythm_columns: Sequence[s
         raise DataError(f"{path}: data.ignore_columns {', '.join(unmatched)} match(es) no column "
                         f"(columns: {_preview(X.columns)})")
     rhythm = set(rhythm_columns)
+    if channels:
+        wanted = channel_columns(names, channels, path) + list(rhythm_columns)
+        return X[[X.columns[names.index(c)] for c in wanted]]
     beats = [c for c, n in zip(X.columns, names)
              if n not in rhythm and not any(fnmatchcase(n, p) for p in ignore_columns)]
     if not beats:

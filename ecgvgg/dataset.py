@@ -89,8 +89,8 @@ def split_kind(cfg: PipelineConfig) -> str:
 
 
 def beat_length(cfg: PipelineConfig, width: int) -> int:
-    """Samples per beat in rows of ``width`` values: less the rhythm columns."""
-    return width - len(cfg.data.rhythm_columns)
+    """Samples per beat and channel in rows of ``width`` values: less the rhythm columns, over the channels."""
+    return (width - len(cfg.data.rhythm_columns)) // max(1, len(cfg.data.channels))
 
 
 def load(cfg: PipelineConfig) -> StudyData:
@@ -101,13 +101,13 @@ def load(cfg: PipelineConfig) -> StudyData:
 
         shards, y, groups = open_shards(d.resolved_path(), label_column=d.label_column, group_column=d.group_column,
                                         classes=range(len(d.class_names)), rhythm_columns=d.rhythm_columns,
-                                        ignore_columns=d.ignore_columns)
+                                        ignore_columns=d.ignore_columns, channels=d.channels)
         return StudyData(pd.DataFrame(columns=list(shards.columns)), shards, y, groups)
     header = None if d.header == "auto" else d.header
     y_path = d.resolved_path("y_path") if d.y_path else None
     options = dict(label_column=d.label_column, group_column=d.group_column, header=header,
                    classes=range(len(d.class_names)), format=d.format, rhythm_columns=d.rhythm_columns,
-                   ignore_columns=d.ignore_columns)
+                   ignore_columns=d.ignore_columns, channels=d.channels)
     X, y, groups = load_xy(d.resolved_path(), y_path, **options)
     extras = [_extra_table(path, options) for path in d.extra_train]
     for path, (Xe, _, _) in zip(d.extra_train, extras):

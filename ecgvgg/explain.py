@@ -89,10 +89,11 @@ def members(model: Any) -> list[Any]:
 def gradcam(model: Any, X: np.ndarray, contract: InputContract, *, class_index: np.ndarray | None = None,
             layer: str | None = None, batch_size: int = 256) -> Explanation:
     """Grad-CAM of raw rows ``X`` (beat samples, then rhythm values) for the predicted class (or ``class_index``,
-    then without predicting), on ``layer`` (default :func:`target_layer`) of each network."""
+    then without predicting), on ``layer`` (default :func:`target_layer`) of each network; one value per
+    sample of a beat (the channels of a several-channel beat share its time axis)."""
     X = np.asarray(X, dtype=np.float32)
     shaped = contract.shape(X)
-    beat_length = X.shape[1] - len(contract.rhythm_columns)
+    beat_length = (X.shape[1] - len(contract.rhythm_columns)) // max(1, len(contract.channels))
     probs = None
     if class_index is None:
         probs = np.asarray(model.predict(shaped, batch_size=batch_size, verbose=0), dtype=np.float32)

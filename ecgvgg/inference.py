@@ -55,6 +55,10 @@ class LoadedModel:
         features, rhythm = self.contract.features, self.contract.rhythm_columns
         if isinstance(X, pd.DataFrame) and features and set(features) <= set(map(str, X.columns)):
             X = X.rename(columns=str)[features]
+        elif self.contract.channels and isinstance(X, pd.DataFrame):
+            from ecgvgg.data import channel_columns
+
+            channel_columns(list(map(str, X.columns)), self.contract.channels, f"the table for model {self.source}")
         elif rhythm and isinstance(X, pd.DataFrame):
             missing = [c for c in rhythm if c not in set(map(str, X.columns))]
             if missing:

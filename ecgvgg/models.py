@@ -38,6 +38,8 @@ def vgg16(
     rhythm: int = 0,
     rhythm_mean: Sequence[float] | None = None,
     rhythm_variance: Sequence[float] | None = None,
+    channels: int = 1,
+    references: int = 0,
 ) -> keras.Model:
     """VGG16 for beats ``(length, channels)`` (``Conv1D``, named ``vgg16_1d``) or beat images
     ``(h, w, channels)`` (``Conv2D``, ``vgg16_2d``), as Keras' ``applications.VGG16`` takes its knobs.
@@ -45,6 +47,11 @@ def vgg16(
     With ``rhythm=R`` (1D only) the last R values of each row (shape ``(length + R, 1)``) are
     rhythm features: standardised with ``rhythm_mean`` / ``rhythm_variance``, passed through a
     small dense layer ``rhythm_fc`` and joined to the flattened convolution features before ``fc1``.
+
+    With ``channels=C`` (1D only) each row holds C signals one after the other (the leads' beats,
+    then ``references`` reference beats, the last ones, one per leading beat channel); the network
+    reads them as C channels of one beat and adds each beat minus its reference as a further channel
+    (layers ``channels``, ``beat_minus_reference``), so rows keep the shape ``(C * length [+ R], 1)``.
     """
     input_shape = tuple(input_shape)
     dims = len(input_shape) - 1
@@ -56,12 +63,18 @@ def vgg16(
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if rhythm and dims != 1:
         raise ValueError("the rhythm branch needs 1D input")
+    if channels > 1 and dims != 1:
+        raise ValueError("several channels need 1D input")
+    if not 0 <= references <= channels - references:
+        raise ValueError(f"{references} reference channels need as many beat channels, of {channels}")
     if rhythm and not include_top:
         raise ValueError("the rhythm branch joins the network before fc1: it needs include_top=True")
     inputs = keras.Input(shape=input_shape, name="beat")
     x, r = inputs, None
     if rhythm:
         x, r = _rhythm_branch(inputs, rhythm, rhythm_mean, rhythm_variance)
+    if channels > 1:
+        x = _channels(x, channels, references)
     x = _conv_blocks(x, dims, width, batch_norm)
     if include_top:
         x = _top(x, r, classes, dense_units, dropout, classifier_activation)
@@ -94,6 +107,21 @@ def _rhythm_branch(inputs: Any, rhythm: int, mean: Sequence[float] | None, varia
     v = np.ones(rhythm) if variance is None else np.asarray(variance, dtype=np.float64)
     r = layers.Normalization(mean=m.tolist(), variance=v.tolist(), name="rhythm_norm")(r)
     return x, layers.Dense(RHYTHM_UNITS, activation="relu", name="rhythm_fc")(r)
+
+
+def _channels(x: Any, channels: int, references: int) -> Any:
+    """Rows ``(C * length, 1)`` as ``(length, C + references)``: the C signals side by side, then each beat
+    minus its reference."""
+    total = x.shape[1]
+    if total % channels:
+        raise ValueError(f"rows of {total} samples do not split into {channels} channels")
+    x = layers.Reshape((channels, total // channels), name="channels")(x)
+    if references:
+        beats = layers.Cropping1D((0, channels - references), name="referenced_beats")(x)
+        refs = layers.Cropping1D((channels - references, 0), name="reference_beats")(x)
+        x = layers.Concatenate(axis=1, name="beats_and_differences")(
+            [x, layers.Subtract(name="beat_minus_reference")([beats, refs])])
+    return layers.Permute((2, 1), name="samples_by_channel")(x)
 
 
 def _conv_blocks(x: Any, dims: int, width: float, batch_norm: bool) -> Any:

@@ -40,6 +40,18 @@ PACED = ("102", "104", "107", "217")
 
 #: Leads tried in order when ``channel`` is not in a record: MIT-BIH's MLII, then SVDB's ECG1.
 LEAD_FALLBACK = ("MLII", "ECG1")
+#: Stand-ins by database for a lead a record lacks: SVDB names its leads ECG1 / ECG2, and some MIT-BIH
+#: records carry V2, V4 or V5 where most carry V1 (SVDB's ECG2 is closer to a modified V2 than to V1).
+LEAD_STAND_INS: dict[str, tuple[str, ...]] = {
+    "MLII": ("ECG1", "MLI", "MLIII"),
+    "V1": ("V2", "V4", "V5", "ECG2"),
+    "V2": ("V1", "V4", "V5", "ECG2"),
+    "ECG1": ("MLII",),
+    "ECG2": ("V1", "V2", "V4", "V5"),
+}
+#: How each record's reference beat is formed: ``record`` (the median of all its beats), ``causal``
+#: (the running median of the beats before it, see :func:`reference_beats`), or ``none``.
+REFERENCE_MODES = ("none", "record", "causal")
 #: Rhythm columns written by ``prepare`` (see :func:`rhythm_features`).
 RHYTHM_COLUMNS = ("rr_pre", "rr_post", "rr_local", "rr_record", "rr_pre_rel", "rr_post_rel", "rr_local_rel",
                   "rr_pre_local")
@@ -53,12 +65,21 @@ class PrepareReport:
     skipped_records: dict[str, str] = field(default_factory=dict)
     non_beat_annotations: int = 0
     unclassified_beats: int = 0
+    leads: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
         text = (f"{sum(self.beats.values())} beats from {len(self.beats)} records; "
                 f"{self.non_beat_annotations} non-beat annotations and {self.unclassified_beats} beats "
                 "without an AAMI class not kept")
+        if self.leads:
+            from collections import Counter
+
+            first = Counter(tuple(v) for v in self.leads.values()).most_common(1)[0][0]
+            stand_ins = {r: v for r, v in self.leads.items() if tuple(v) != first}
+            text += f"; leads {','.join(first)}"
+            if stand_ins:
+                text += " (other leads: " + ", ".join(f"{r} {','.join(v)}" for r, v in stand_ins.items()) + ")"
         if self.skipped_records:
             text += "; skipped: " + "; ".join(f"{r} ({why})" for r, why in self.skipped_records.items())
         return text
@@ -88,6 +109,44 @@ def rhythm_features(peaks: np.ndarray, fs: float, local: int = 10) -> pd.DataFra
     mean = np.full(n, rr.mean())
     cols = (pre, post, loc, mean, pre / mean, post / mean, loc / mean, pre / loc)
     return pd.DataFrame(dict(zip(RHYTHM_COLUMNS, cols))).astype(np.float32)
+
+
+def beat_columns(length: int, lead: int = 0, reference: bool = False) -> list[str]:
+    """Column names of one channel of ``prepare``'s rows: ``x0..`` (first lead), ``x2_0..`` (second lead),
+    ``ref0..`` / ``ref2_0..`` for their reference beats."""
+    prefix = ("ref" if reference else "x") + (f"{lead + 1}_" if lead else "")
+    return [f"{prefix}{i}" for i in range(length)]
+
+
+def reference_beats(beats: np.ndarray, peaks: np.ndarray, fs: float, mode: str = "record",
+                    window_s: float = 300.0, update_s: float = 10.0) -> np.ndarray:
+    """Each beat's reference: the median beat of its record (``record``), or a running median that uses
+    no beat later than it (``causal``).
+
+    ``causal``: the beats are taken in blocks of ``update_s`` seconds; a block's reference is the
+    median of the beats of the ``window_s`` seconds before the block starts. Beats of the first
+    block, which has no such past, take the median of the beats before them (the first beat, itself).
+    Most beats of any record are normal, so either median is the patient's own normal beat; no
+    label is read.
+    """
+    beats = np.asarray(beats, dtype=np.float32)
+    if mode == "record":
+        return np.broadcast_to(np.median(beats, axis=0), beats.shape).astype(np.float32) if len(beats) else beats
+    if mode != "causal":
+        raise ValueError(f"unknown reference {mode!r}; choose {', '.join(REFERENCE_MODES)}")
+    t = np.asarray(peaks, dtype=np.float64) / fs
+    out = np.empty_like(beats)
+    block = np.floor(t / update_s).astype(np.int64)
+    for b in np.unique(block):
+        members = np.flatnonzero(block == b)
+        start = b * update_s
+        past = np.flatnonzero((t >= start - window_s) & (t < start))
+        if len(past):
+            out[members] = np.median(beats[past], axis=0)
+            continue
+        for i in members:  # no past block: the beats before this one (the first beat: itself)
+            out[i] = np.median(beats[:i], axis=0) if i else beats[0]
+    return out
 
 
 def scale_windows(signal: np.ndarray, fs: float, window_s: float = 10.0) -> np.ndarray:
@@ -203,6 +262,9 @@ def prepare_records(
     *,
     method: str = "kachuee",
     channel: str | int = "MLII",
+    leads: Sequence[str] | None = None,
+    reference: str = "none",
+    reference_window: float = 300.0,
     filter_band: tuple[float, float] | None = None,
     before: float = 0.25,
     after: float = 0.45,
@@ -214,7 +276,11 @@ def prepare_records(
     """Read every WFDB record in ``records_dir`` into one row per beat: ``x0..``, ``rr_*``, ``label``, ``record``, ``sample``.
 
     ``channel`` names the lead; a record without it uses MLII, else ECG1 (SVDB), else its first
-    signal. Signals at another rate (SVDB's 128 Hz) are resampled to ``rate`` (``window``) or
+    signal. ``leads`` (e.g. ``["MLII", "V1"]``) cuts several leads instead, one channel each
+    (``x0..``, ``x2_0..``), each found by :func:`pick_leads`; the lead each record gave is in the
+    report and in the table's ``attrs["leads"]``. ``reference`` adds each channel's reference beat
+    (:func:`reference_beats`: ``record`` or ``causal``, over ``reference_window`` seconds) as
+    ``ref0..`` / ``ref2_0..``. Signals at another rate (SVDB's 128 Hz) are resampled to ``rate`` (``window``) or
     125 Hz (``kachuee``). ``scale="record"`` centres each record's signal on its median and divides
     it by the median height of its R peaks; ``scale="window"`` scales each 10 s of it to [0, 1]
     as ``kachuee`` does: either way beats of patients and leads with other gains look alike. A damaged or incomplete record is skipped and named in the report,
@@ -222,6 +288,8 @@ def prepare_records(
     """
     import wfdb
 
+    if reference not in REFERENCE_MODES:
+        raise ValueError(f"unknown reference {reference!r}; choose {', '.join(REFERENCE_MODES)}")
     root = Path(records_dir)
     if not root.is_dir():
         from ecgvgg.errors import DataError
@@ -236,27 +304,36 @@ def prepare_records(
         try:
             rec = wfdb.rdrecord(str(root / name))
             ann = wfdb.rdann(str(root / name), annotator)
-            col = lead_index(rec.sig_name, channel)
-            beats, labels, peaks, rhythm, non_beat, unclassified = beats_from_signal(
-                rec.p_signal[:, col], rec.fs, ann.sample, ann.symbol, method=method, filter_band=filter_band,
-                before=before, after=after, rate=rate, scale=scale)
+            cols = pick_leads(rec.sig_name, leads) if leads else [lead_index(rec.sig_name, channel)]
+            channels, refs = [], []
+            for col in cols:
+                beats, labels, peaks, rhythm, non_beat, unclassified = beats_from_signal(
+                    rec.p_signal[:, col], rec.fs, ann.sample, ann.symbol, method=method, filter_band=filter_band,
+                    before=before, after=after, rate=rate, scale=scale)
+                channels.append(beats)
+                if reference != "none":
+                    refs.append(reference_beats(beats, peaks, rec.fs, reference, reference_window))
         except Exception as exc:  # noqa: BLE001 - any damage skips the record, and says so
             report.skipped_records[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue
-        frame = pd.DataFrame(beats, columns=[f"x{i}" for i in range(beats.shape[1])])
-        frame = pd.concat([frame, rhythm], axis=1)
+        parts = [pd.DataFrame(b, columns=beat_columns(b.shape[1], k)) for k, b in enumerate(channels)]
+        parts += [pd.DataFrame(r, columns=beat_columns(r.shape[1], k, reference=True)) for k, r in enumerate(refs)]
+        frame = pd.concat([*parts, rhythm], axis=1)
         frame["label"] = labels
         frame["record"] = name
         frame["sample"] = peaks.astype(np.int64)
         frames.append(frame)
         report.beats[name] = len(frame)
+        report.leads[name] = [str(rec.sig_name[c]) for c in cols]
         report.non_beat_annotations += non_beat
         report.unclassified_beats += unclassified
     if not frames:
         from ecgvgg.errors import DataError
 
         raise DataError(f"{root}: no readable WFDB records ({len(names)} .hea files)")
-    return pd.concat(frames, ignore_index=True), report
+    table = pd.concat(frames, ignore_index=True)
+    table.attrs["leads"] = {r: ",".join(v) for r, v in report.leads.items()}
+    return table, report
 
 
 def lead_index(names: Sequence[str], channel: str | int) -> int:
@@ -267,3 +344,17 @@ def lead_index(names: Sequence[str], channel: str | int) -> int:
         if name in names:
             return list(names).index(name)
     return 0
+
+
+def pick_leads(names: Sequence[str], wanted: Sequence[str]) -> list[int]:
+    """Indices of the ``wanted`` leads in a record, each by name, else by a stand-in of
+    :data:`LEAD_STAND_INS`, else the first signal not yet taken; a record with too few signals raises."""
+    names = list(names)
+    if len(names) < len(wanted):
+        raise ValueError(f"{len(wanted)} leads wanted ({','.join(wanted)}), the record has {len(names)}")
+    taken: list[int] = []
+    for lead in wanted:
+        options = [lead, *LEAD_STAND_INS.get(lead, ())]
+        index = next((names.index(o) for o in options if o in names and names.index(o) not in taken), None)
+        taken.append(index if index is not None else next(i for i in range(len(names)) if i not in taken))
+    return taken

@@ -83,7 +83,10 @@ def print_summary(result: Any) -> None:
                       "number to report, cross-validate: --set split.folds=5")
     if result.baseline_macro_f1 is not None:
         b = result.baseline_macro_f1
-        console.print(f"VGG16 vs random forest: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
+        from ecgvgg.baselines import BASELINE_NAMES
+
+        name = BASELINE_NAMES.get(result.cfg.baseline_kind, result.cfg.baseline_kind)
+        console.print(f"VGG16 vs {name}: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
     console.print(f"split: {escape(result.kind)}")
     for name, where in result.missed.items():
         err_console.print(f"[yellow]warning:[/] class {escape(name)} was never found on {escape(where)}; "
@@ -103,7 +106,7 @@ def runs_table(frame: Any, uri: str) -> Table:
     recall_cols = [c for c in frame.columns if c.startswith("recall_")]
     for col in ("id", "name", "status", "collapsed", "model", "params", "trainable", "non-trainable", "time",
                 "epochs", "val F1",
-                "macro-F1 [95%]", "CV mean±sd", f"recall {'/'.join(c[7:] for c in recall_cols)}", "RF"):
+                "macro-F1 [95%]", "CV mean±sd", f"recall {'/'.join(c[7:] for c in recall_cols)}", "baseline"):
         table.add_column(col, no_wrap=col in ("id", "status"), overflow="fold", min_width=4)
     for row in frame.to_dict(orient="records"):
         f1 = row["macro_f1"]
@@ -115,7 +118,7 @@ def runs_table(frame: Any, uri: str) -> Table:
             _fmt_int(row["epochs"]), _fmt(row["val_macro_f1"]),
             f"{_fmt(f1)} [{row['macro_f1_ci']}]" if row["macro_f1_ci"] else _fmt(f1), row["cv_macro_f1"],
             "/".join(f"{row[c]:.2f}" for c in recall_cols if row.get(c) == row.get(c) and row.get(c) is not None),
-            _fmt(row["baseline_rf_macro_f1"]))
+            f"{row['baseline']} {_fmt(row['baseline_macro_f1'])}" if row["baseline"] else "")
     return table
 
 

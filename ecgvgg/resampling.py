@@ -41,6 +41,9 @@ class Splits:
     classes: tuple[int, ...]
     sampler: str
     counts: dict[str, dict[int, int]] = field(default_factory=dict)
+    #: Effective number of records each class's training rows come from (see
+    #: :func:`ecgvgg.training.effective_records`); empty when the rows have no groups.
+    records: dict[int, float] = field(default_factory=dict)
 
     @property
     def counts_before(self) -> dict[int, int]:
@@ -61,7 +64,7 @@ class Splits:
 
         return Splits(
             apply(self.X_train), self.y_train, apply(self.X_val), self.y_val, apply(self.X_test), self.y_test,
-            self.train_index, self.val_index, self.test_index, self.classes, self.sampler, self.counts,
+            self.train_index, self.val_index, self.test_index, self.classes, self.sampler, self.counts, self.records,
         )
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 #: Columns of :func:`runs_frame`, in order (``recall_<class>`` columns follow ``macro_f1_ci``).
 COLUMNS = ("name", "id", "run_id", "experiment", "status", "collapsed", "sampler", "model", "input", "params_total",
            "params_trainable", "params_non_trainable", "seconds", "epochs", "val_macro_f1", "macro_f1", "macro_f1_ci", "cv_macro_f1",
-           "baseline_rf_macro_f1")
+           "baseline", "baseline_macro_f1")
 
 
 def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = frozenset(), limit: int = 50,
@@ -37,7 +37,7 @@ def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = froz
             "macro_f1_ci": f"{low:.3f}-{high:.3f}" if low is not None and high is not None else "",
             "cv_macro_f1": (f"{m['cv_macro_f1_mean']:.3f}±{m['cv_macro_f1_std']:.3f}"
                             if "cv_macro_f1_mean" in m else ""),
-            "baseline_rf_macro_f1": m.get("baseline_rf_macro_f1"),
+            **_baseline(m),
         }
         order = _class_order(r.data.params.get("data.class_names"))
         recalls = {k[len(f"{kind}_recall_"):]: v for k, v in m.items() if k.startswith(f"{kind}_recall_")}
@@ -48,6 +48,14 @@ def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = froz
         return pd.DataFrame(columns=list(COLUMNS))
     counts = ["params_total", "params_trainable", "params_non_trainable", "seconds", "epochs"]
     return frame.astype({c: "Int64" for c in counts})
+
+
+def _baseline(metrics: dict[str, float]) -> dict[str, Any]:
+    """The run's baseline (``rf``, ``hgb``; empty without one) and its macro-F1, from ``baseline_<kind>_macro_f1``."""
+    for key, value in metrics.items():
+        if key.startswith("baseline_") and key.endswith("_macro_f1"):
+            return {"baseline": key[len("baseline_"):-len("_macro_f1")], "baseline_macro_f1": value}
+    return {"baseline": "", "baseline_macro_f1": None}
 
 
 def _class_order(param: str | None) -> dict[str, int]:

@@ -145,7 +145,7 @@ def _matrix(batch: object) -> np.ndarray:
 
 def open_shards(path: Path, *, label_column: str, group_column: str | None, classes: Sequence[int],
                 rhythm_columns: Sequence[str] = (), ignore_columns: Sequence[str] = (),
-                ) -> tuple[Shards, np.ndarray, np.ndarray | None]:
+                channels: Sequence[str] = ()) -> tuple[Shards, np.ndarray, np.ndarray | None]:
     """Open Parquet shards (a file, a folder or a glob) for streaming: ``(shards, y, groups)``.
 
     Reads the label and group columns whole, and every feature value once, batch by batch, to
@@ -164,7 +164,7 @@ def open_shards(path: Path, *, label_column: str, group_column: str | None, clas
         if need is not None and need not in names:
             raise DataError(f"{files[0]}: no column '{need}' ({key})")
     rest = pd.DataFrame(columns=[n for n in names if n not in (label_column, group_column)])
-    columns = tuple(map(str, select_columns(rest, files[0], rhythm_columns, ignore_columns).columns))
+    columns = tuple(map(str, select_columns(rest, files[0], rhythm_columns, ignore_columns, channels).columns))
     _check_types(files, schemas, columns)
     labels, groups, counts = [], [], []
     for f in files:

@@ -177,6 +177,10 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
     from ecgvgg.training import setup_device
 
     splits = materialise(cfg, data.X, data.y, fold)
+    if cfg.training.class_weight == "records":
+        from ecgvgg.training import effective_records
+
+        splits.records = effective_records(data.y[fold.train], data.groups[fold.train], cfg.data.classes)
     folder = next((f for o in observers if (f := o.fold_started(number, cfg, data, splits)) is not None), None)
     shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
     t = cfg.training
@@ -322,7 +326,7 @@ def _pool(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], results: 
     names, n = list(cfg.data.class_names), data.scored  # extra training tables are never scored
     classes = cfg.data.classes
     fold_of, probs = np.zeros(n, dtype=np.int64), np.zeros((n, len(classes)), dtype=np.float32)
-    baseline = np.zeros(n, dtype=np.int64) if cfg.baseline != "none" else None
+    baseline = np.zeros(n, dtype=np.int64) if cfg.baseline_kind != "none" else None
     for k, (fold, out) in enumerate(zip(folds, results), start=1):
         fold_of[fold.test], probs[fold.test] = k, out.probs
         if baseline is not None:
@@ -383,7 +387,7 @@ def build_model(cfg: PipelineConfig, width: int, rhythm: np.ndarray | None = Non
     else:
         n_rhythm = len(cfg.data.rhythm_columns)
         shape = input_shape(width - n_rhythm, cfg.input.kind, cfg.input.method, cfg.input.size)
-        stats: dict[str, Any] = {}
+        stats: dict[str, Any] = {"channels": max(1, len(cfg.data.channels)), "references": cfg.data.references}
         if n_rhythm:
             r = np.zeros((1, n_rhythm), np.float32) if rhythm is None else np.asarray(rhythm, np.float64)
             stats = {"rhythm": n_rhythm, "rhythm_mean": r.mean(axis=0).tolist(),
@@ -402,7 +406,7 @@ def augment_spec(cfg: PipelineConfig) -> Any:
     time_axis = cfg.input.kind == "1d"  # shift, stretch and wander act on (samples, 1) beats
     return Augment(scale=t.augment_scale, noise=t.augment_noise, shift=t.augment_shift if time_axis else 0,
                    stretch=t.augment_stretch if time_axis else 0.0, wander=t.augment_wander if time_axis else 0.0,
-                   mixup=t.mixup, rhythm=len(cfg.data.rhythm_columns))
+                   mixup=t.mixup, rhythm=len(cfg.data.rhythm_columns), channels=max(1, len(cfg.data.channels)))
 
 
 def _rhythm_rows(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> np.ndarray | None:
@@ -415,17 +419,20 @@ STREAMED_BASELINE_ROWS = 5000
 
 
 def _baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any:
-    """The configured baseline fitted on the ``train`` rows before oversampling, or None: at most
-    ``resampling.max_per_class`` of each class (one draw, as one epoch sees; for streamed data
-    :data:`STREAMED_BASELINE_ROWS`)."""
-    if cfg.baseline == "none":
+    """The configured baseline (``cfg.baseline_kind``) fitted on the ``train`` rows before oversampling, or
+    None: at most ``resampling.max_per_class`` of each class (one draw, as one epoch sees; for streamed
+    data :data:`STREAMED_BASELINE_ROWS`)."""
+    kind = cfg.baseline_kind
+    if kind == "none":
         return None
-    from ecgvgg.baselines import random_forest
+    from ecgvgg.baselines import baseline_model
     from ecgvgg.resampling import cap_per_class
 
     cap = STREAMED_BASELINE_ROWS if data.streamed else cfg.resampling.max_per_class
     rows = cap_per_class(train, data.y, cap, np.random.default_rng(cfg.training.seed))
-    return random_forest(data.rows(rows), data.y[rows], seed=cfg.training.seed)
+    return baseline_model(kind, data.rows(rows), data.y[rows], seed=cfg.training.seed,
+                          channels=max(1, len(cfg.data.channels)), references=cfg.data.references,
+                          rhythm=cfg.data.rhythm_columns)
 
 
 def _load_checkpoint(path: Path) -> Any:

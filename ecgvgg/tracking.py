@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ecgvgg import store
+from ecgvgg.baselines import BASELINE_NAMES
 from ecgvgg.config import PipelineConfig
 from ecgvgg.data import class_counts
 from ecgvgg.dataset import StudyData, split_kind
@@ -198,7 +199,7 @@ def _dataset_frame(data: StudyData, cfg: PipelineConfig) -> pd.DataFrame:
 def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], dataset: pd.DataFrame | None = None,
                **tags: str) -> None:
     """Tags, params, class counts, the dataset input and provenance of a new run."""
-    mlflow.set_tags({"sampler": cfg.resampling.sampler, "model": f"vgg16_{cfg.input.kind}",
+    mlflow.set_tags({"baseline": cfg.baseline_kind, "sampler": cfg.resampling.sampler, "model": f"vgg16_{cfg.input.kind}",
                      "input": cfg.input.kind if cfg.input.kind == "1d" else f"2d-{cfg.input.method}",
                      "split_kind": split_kind(cfg), "collapsed": "unknown", **tags})
     log_params({**cfg.flat(), "workers": worker_count()})
@@ -231,10 +232,11 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: Stud
     _log_scores(r.scores, names, "test", f"{title}: test")
     mlflow.log_metrics({"test_macro_f1_ci_low": r.ci[0], "test_macro_f1_ci_high": r.ci[1]})
     if r.baseline_pred is not None:
-        mlflow.log_metric("baseline_rf_macro_f1", r.baseline_macro_f1)
+        mlflow.log_metric(f"baseline_{cfg.baseline_kind}_macro_f1", r.baseline_macro_f1)
     _log_verdict(r.reason, r.missed)
     log_saliency(r.saliency, title)
-    describe_run(r.scores, names, r.reason, r.missed, r.ci, r.baseline_macro_f1, split_kind(cfg))
+    describe_run(r.scores, names, r.reason, r.missed, r.ci, r.baseline_macro_f1, split_kind(cfg),
+                 baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind))
     return _log_model(r.model, r.contract, store.local_run_dir(uri, run.info.run_id), data.rows(r.fold.test[:5]))
 
 
@@ -246,7 +248,7 @@ def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str,
     mlflow.log_metrics({"oof_macro_f1_ci_low": result.ci[0], "oof_macro_f1_ci_high": result.ci[1],
                         **result.cv["metrics"]})
     if result.baseline_macro_f1 is not None:
-        mlflow.log_metric("baseline_rf_macro_f1", result.baseline_macro_f1)
+        mlflow.log_metric(f"baseline_{cfg.baseline_kind}_macro_f1", result.baseline_macro_f1)
     _log_oof_predictions(oof, cfg)
     _log_verdict(result.reason, result.missed)
     log_saliency(result.saliency, f"{mlflow.active_run().info.run_name} (out-of-fold)")
@@ -256,7 +258,7 @@ def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str,
                         "params_non_trainable": model.count_params(), "training_seconds": round(result.seconds, 2),
                         "epochs_run": sum(f.fit.epochs_run for f in result.folds)})
     describe_run(result.scores, names, result.reason, result.missed, result.ci, result.baseline_macro_f1,
-                 result.kind, result.cv)
+                 result.kind, result.cv, baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind))
     return logged
 
 
@@ -301,7 +303,7 @@ def _log_oof_predictions(oof: Mapping[str, Any], cfg: PipelineConfig) -> None:
 
 def describe_run(scores: Mapping[str, Any], names: Sequence[str], reason: str | None, missed: Mapping[str, str],
                  ci: tuple[float, float] | None, baseline: float | None, kind: str,
-                 cv: Mapping[str, Any] | None = None) -> str:
+                 cv: Mapping[str, Any] | None = None, baseline_name: str = "random forest") -> str:
     """Write the run's description (MLflow's note): verdict, macro-F1 with interval, recall per class, baseline."""
     what = "Out-of-fold" if cv else "Test"
     lines = [f"**Collapsed: {reason}.**" if reason else "**Not collapsed.**",
@@ -311,7 +313,7 @@ def describe_run(scores: Mapping[str, Any], names: Sequence[str], reason: str | 
         lines.append(f"Cross-validated macro-F1 {cv['macro_f1'][0]:.3f} ± {cv['macro_f1'][1]:.3f} over {cv['folds']} folds.")
     lines.append("Recall: " + ", ".join(f"{n} {scores['recall'][i]:.3f}" for i, n in enumerate(names)) + ".")
     if baseline is not None:
-        lines.append(f"VGG16 vs random forest: {scores['macro_f1']:.3f} vs {baseline:.3f} "
+        lines.append(f"VGG16 vs {baseline_name}: {scores['macro_f1']:.3f} vs {baseline:.3f} "
                      f"({scores['macro_f1'] - baseline:+.3f}).")
     if missed:
         lines.append("Missed (recall 0): " + "; ".join(f"{n} on {where}" for n, where in missed.items()) + ".")

@@ -74,6 +74,25 @@ def balanced_class_weight(counts: Mapping[int, int]) -> dict[int, float]:
     return {c: total / (k * n) for c, n in present.items()}
 
 
+def effective_records(y: np.ndarray, groups: np.ndarray, classes: Sequence[int]) -> dict[int, float]:
+    """How many records each class comes from, counted as ``exp`` of the Shannon entropy of its rows over
+    the records (Hill's diversity number): k records with equal shares count k, one dominant record about 1."""
+    out = {}
+    y, groups = np.asarray(y), np.asarray(groups)
+    for c in classes:
+        _, n = np.unique(groups[y == c], return_counts=True)
+        p = n / n.sum() if n.sum() else n
+        out[int(c)] = float(np.exp(-(p * np.log(p)).sum())) if len(n) else 0.0
+    return out
+
+
+def records_class_weight(counts: Mapping[int, int], records: Mapping[int, float]) -> dict[int, float]:
+    """Balanced weights scaled by each class's effective number of records over the largest one's."""
+    balanced = balanced_class_weight(counts)
+    most = max((records.get(c, 0.0) for c in balanced), default=0.0) or 1.0
+    return {c: w * max(records.get(c, 0.0), 1.0) / most for c, w in balanced.items()}
+
+
 def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int | None = None) -> dict[int, float] | None:
     """Turn a class-weight setting into Keras' dict.
 
@@ -87,6 +106,10 @@ def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int |
         return None
     if spec == "auto":
         return balanced_class_weight(counts) if splits.sampler == "none" else None
+    if spec == "records":
+        if not splits.records:
+            raise ValueError("class_weight='records' needs the rows' records (data.group_column)")
+        return records_class_weight(counts, splits.records)
     if spec == "balanced":
         if splits.sampler != "none":
             warnings.warn(
@@ -97,7 +120,7 @@ def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int |
         return balanced_class_weight(counts)
     if isinstance(spec, Mapping):
         return {int(c): float(w) for c, w in spec.items()}
-    raise ValueError(f"class_weight must be 'auto', 'balanced', 'none' or a dict, got {spec!r}")
+    raise ValueError(f"class_weight must be 'auto', 'balanced', 'records', 'none' or a dict, got {spec!r}")
 
 
 def make_loss(name: str = "cross_entropy", *, label_smoothing: float = 0.0, focal_gamma: float = 2.0,

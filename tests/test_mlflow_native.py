@@ -139,7 +139,7 @@ def test_runs_table_lists_every_run_with_its_scores(sweep, tmp_path):
     row = table[table["id"] == children["1d"].info.run_id[:8]].iloc[0]
     m = children["1d"].data.metrics
     assert row["macro_f1"] == pytest.approx(m["test_macro_f1"]) and row["params_total"] == m["params_total"]
-    assert row["baseline_rf_macro_f1"] == pytest.approx(m["baseline_rf_macro_f1"])
+    assert row["baseline"] == "rf" and row["baseline_macro_f1"] == pytest.approx(m["baseline_rf_macro_f1"])
     assert [c for c in table.columns if c.startswith("recall_")] == [f"recall_{c}" for c in "NSVFQ"]
     assert list(table["macro_f1"].dropna()) == sorted(table["macro_f1"].dropna(), reverse=True)
     md = tmp_path / "runs.md"
