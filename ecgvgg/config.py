@@ -71,6 +71,8 @@ class DataConfig(_Section):
     @field_validator("channels")
     @classmethod
     def _channel_order(cls, names: list[str]) -> list[str]:
+        if not names:
+            return names
         if len(set(names)) != len(names):
             raise ValueError(f"channels must be unique, got {names}")
         refs = [n for n in names if n.startswith("ref")]

@@ -105,7 +105,10 @@ def _rhythm_branch(inputs: Any, rhythm: int, mean: Sequence[float] | None, varia
     r = layers.Flatten(name="rhythm")(layers.Cropping1D((length - rhythm, 0), name="rhythm_values")(inputs))
     m = np.zeros(rhythm) if mean is None else np.asarray(mean, dtype=np.float64)
     v = np.ones(rhythm) if variance is None else np.asarray(variance, dtype=np.float64)
-    r = layers.Normalization(mean=m.tolist(), variance=v.tolist(), name="rhythm_norm")(r)
+    # (r - mean) / sd as a Rescaling with constant per-feature factors: Normalization's captured tensors do
+    # not survive the ONNX conversion
+    sd = np.sqrt(np.maximum(v, 1e-12))
+    r = layers.Rescaling(scale=(1 / sd).tolist(), offset=(-m / sd).tolist(), name="rhythm_norm")(r)
     return x, layers.Dense(RHYTHM_UNITS, activation="relu", name="rhythm_fc")(r)
 
 

@@ -390,8 +390,8 @@ def build_model(cfg: PipelineConfig, width: int, rhythm: np.ndarray | None = Non
         stats: dict[str, Any] = {"channels": max(1, len(cfg.data.channels)), "references": cfg.data.references}
         if n_rhythm:
             r = np.zeros((1, n_rhythm), np.float32) if rhythm is None else np.asarray(rhythm, np.float64)
-            stats = {"rhythm": n_rhythm, "rhythm_mean": r.mean(axis=0).tolist(),
-                     "rhythm_variance": np.maximum(r.var(axis=0), 1e-12).tolist()}
+            stats.update(rhythm=n_rhythm, rhythm_mean=r.mean(axis=0).tolist(),
+                         rhythm_variance=np.maximum(r.var(axis=0), 1e-12).tolist())
             shape = (shape[0] + n_rhythm, 1)
         model = vgg16(shape, len(cfg.data.class_names), width=m.width, dense_units=m.dense_units,
                       dropout=m.dropout, batch_norm=m.batch_norm, weights=m.weights, **stats)
