@@ -366,12 +366,14 @@ class PipelineConfig(_Section):
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
     """Read a pipeline YAML (with its ``extends`` pieces) and ``key.path=value`` overrides, then validate."""
     raw = _read_yaml_tree(Path(path), seen=())
+    given: dict[str, str] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         set_path(raw, key.strip(), parse_yaml(value, f"--set {item}") if value.strip() else None)
-    return validate_config(raw, source=str(path))
+        given[key.strip()] = item
+    return validate_config(raw, source=str(path), overrides=given)
 
 
 def override(base: PipelineConfig, values: Mapping[str, Any], source: str = "<override>") -> PipelineConfig:
@@ -382,12 +384,21 @@ def override(base: PipelineConfig, values: Mapping[str, Any], source: str = "<ov
     return validate_config(raw, source=source)
 
 
-def validate_config(raw: dict[str, Any], source: str = "<config>") -> PipelineConfig:
-    """Validate a plain dict as a :class:`PipelineConfig`, raising ConfigError with YAML paths."""
+def validate_config(raw: dict[str, Any], source: str = "<config>", overrides: Mapping[str, str] | None = None,
+                    ) -> PipelineConfig:
+    """Validate a plain dict as a :class:`PipelineConfig`, raising ConfigError with YAML paths; an error in a key
+    that ``overrides`` set (key path -> the ``--set`` item) names that ``--set`` instead of the file."""
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+        problems, from_file = [], False
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "literal[", "dict[")))
+            item = next((v for k, v in (overrides or {}).items() if loc and (loc == k or loc.startswith(k + "."))),
+                        None)
+            problems.append(f"--set {item}: {_describe(e)}" if item else _describe(e))
+            from_file = from_file or item is None
+        raise ConfigError((f"{source}: " if from_file else "") + "; ".join(problems)) from None
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -43,7 +43,8 @@ def scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) ->
         from ecgvgg.metrics import jk_index
 
         jk = jk_index(scores["confusion_matrix"], names)
-        table.add_row("jκ index", "", "", f"{jk['jk']:.3f}", f"κ {jk['kappa']:.3f}")
+        table.add_row("jκ index", "", "", f"{jk['jk']:.3f}", "")
+        table.add_row("Cohen's κ", "", "", f"{jk['kappa']:.3f}", "")
     return table
 
 
