@@ -123,6 +123,7 @@ def prepare(
                                                 "median beat of the record); causal (running median of the "
                                                 "preceding --reference-window seconds).")] = "none",
     reference_window: Annotated[float, typer.Option(help="causal reference: seconds of past beats.")] = 300.0,
+    annotator: Annotated[str, typer.Option(help="Extension of the beat annotation files, e.g. atr.")] = "atr",
     before: Annotated[float, typer.Option(help="window: seconds before the R peak.")] = 0.25,
     after: Annotated[float, typer.Option(help="window: seconds after the R peak.")] = 0.45,
     rate: Annotated[float, typer.Option(help="window: sampling rate of the cut beats in Hz.")] = 125.0,
@@ -157,6 +158,7 @@ def prepare(
             task = progress.add_task("records", total=n)
             beats, report = prepare_records(records_dir, method=method, channel=channel, leads=lead_list,
                                             reference=reference, reference_window=reference_window,
+                                            annotator=annotator,
                                             filter_band=band,
                                             before=before, after=after, rate=rate, scale=scale,
                                             on_record=lambda name: progress.update(task, advance=1,
@@ -165,6 +167,41 @@ def prepare(
     console.print(f"wrote {out}: {report.summary()}")
     for name, why in report.skipped_records.items():
         err_console.print(f"[yellow]skipped record {name}:[/] {why}")
+
+
+#: PhysioNet databases ``download`` knows: name -> (PhysioNet folder, title).
+DATABASES = {"mitdb": ("mitdb/1.0.0", "MIT-BIH Arrhythmia Database"),
+             "svdb": ("svdb/1.0.0", "MIT-BIH Supraventricular Arrhythmia Database")}
+
+
+@app.command()
+def download(
+    ctx: typer.Context,
+    database: Annotated[str, typer.Argument(help="mitdb or svdb.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the records to (created).")],
+    mirror: Annotated[str, typer.Option(help="Base address of the PhysioNet files.")] = "https://physionet.org/files/",
+) -> None:
+    """Download a PhysioNet database's WFDB records (.hea/.dat/.atr) with wfdb, e.g. ecgvgg download mitdb mitdb/."""
+    with guard(ctx.obj):
+        if database not in DATABASES:
+            raise ConfigError(f"DATABASE {database!r}: choose {' or '.join(DATABASES)}")
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"OUT {out}: is a file; give a folder")
+        folder, title = DATABASES[database]
+        import wfdb
+        from wfdb.io import download as wfdb_download
+
+        wfdb_download.set_db_index_url(mirror)
+        try:
+            wfdb.dl_database(folder.split("/")[0], dl_dir=str(out))
+        except Exception as exc:  # noqa: BLE001 - offline, a proxy, a moved file: say where to get them by hand
+            from ecgvgg.errors import DataError
+
+            raise DataError(f"cannot download {database} from {mirror} ({type(exc).__name__}); get the {title} by "
+                            f"hand from https://physionet.org/content/{folder}/ into {out}") from None
+        finally:
+            wfdb_download.set_db_index_url()
+    console.print(f"wrote the {title} to {out}; cut its beats with: ecgvgg prepare {out} -o {database}_beats.parquet")
 
 
 def _band(bandpass: Optional[str]) -> Optional[tuple[float, float]]:

@@ -294,13 +294,17 @@ def prepare_records(
     if not root.is_dir():
         from ecgvgg.errors import DataError
 
-        raise DataError(f"{root}: not a folder of WFDB records")
+        raise DataError(f"{root}: no such folder" if not root.exists() else f"{root}: not a folder of WFDB records")
     names = sorted(p.stem for p in root.glob("*.hea"))
     report = PrepareReport()
     frames = []
     for name in names:
         if on_record is not None:
             on_record(name)
+        if not (root / f"{name}.{annotator}").is_file():
+            report.skipped_records[name] = (f"{name}.{annotator} not found: prepare needs the record's beat annotations "
+                                            "(--annotator names another annotation file)")
+            continue
         try:
             rec = wfdb.rdrecord(str(root / name))
             ann = wfdb.rdann(str(root / name), annotator)
@@ -330,7 +334,8 @@ def prepare_records(
     if not frames:
         from ecgvgg.errors import DataError
 
-        raise DataError(f"{root}: no readable WFDB records ({len(names)} .hea files)")
+        why = next(iter(report.skipped_records.values()), None)
+        raise DataError(f"{root}: no readable WFDB records ({len(names)} .hea files)" + (f"; {why}" if why else ""))
     table = pd.concat(frames, ignore_index=True)
     table.attrs["leads"] = {r: ",".join(v) for r, v in report.leads.items()}
     return table, report

@@ -70,3 +70,12 @@ def test_a_copied_pipeline_finds_the_shipped_pieces_and_a_missing_piece_says_whe
     with pytest.raises(ConfigError, match=r"extends: pieces/nope.yaml: no such file \(extends paths are relative "
                                           r"to the YAML file's folder"):
         load_config(tmp_path / "broken.yaml")
+
+
+def test_a_bad_set_key_names_the_set_not_the_file():
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", ["training.epoch=3"])
+    text = str(err.value)
+    assert text.startswith("--set training.epoch=3: training.epoch: unknown key") and "adasyn_vgg.yaml" not in text
+    with pytest.raises(ConfigError, match=r"^--set training.epochs=0: training.epochs"):
+        load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", ["training.epochs=0"])

@@ -94,7 +94,21 @@ def test_prepare_command_writes_parquet(records, tmp_path):
     assert {"label", "record", "sample"} <= set(beats.columns)
     assert f"from {len(truth)} records" in res.output
     res = CliRunner().invoke(app, ["prepare", str(tmp_path / "nope"), "-o", str(out)])
-    assert res.exit_code == 2 and "not a folder of WFDB records" in res.output
+    assert res.exit_code == 2 and "nope: no such folder" in res.output
+
+
+def test_a_record_without_annotations_is_named_with_its_missing_file(tmp_path):
+    import shutil
+
+    for ext in ("hea", "dat"):
+        shutil.copy(DATA / "records" / f"209m8.{ext}", tmp_path / f"209m8.{ext}")
+    out = tmp_path / "beats.parquet"
+    res = CliRunner().invoke(app, ["prepare", str(tmp_path), "-o", str(out)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "209m8.atr not found" in res.output and "--annotator" in res.output and not out.exists()
+    shutil.copy(DATA / "records" / "209m8.atr", tmp_path / "209m8.qrs")  # another annotator's extension
+    res = CliRunner().invoke(app, ["prepare", str(tmp_path), "-o", str(out), "--annotator", "qrs"])
+    assert res.exit_code == 0 and len(pd.read_parquet(out)) > 100, res.output
 
 
 def test_de_chazal_preset_never_shares_a_record():
@@ -121,3 +135,12 @@ def test_aami_metrics_match_a_hand_computed_matrix():
     assert s["S"]["F1"] == pytest.approx(2 * 0.75 * (30 / 35) / (0.75 + 30 / 35))
     assert s["V"]["+P"] == pytest.approx(60 / 65) and s["V"]["Se"] == 1.0
     assert s["N"]["FPR"] == pytest.approx(10 / 100)
+
+
+def test_download_without_a_connection_says_where_to_get_the_records(tmp_path):
+    out = tmp_path / "mitdb"
+    res = CliRunner().invoke(app, ["download", "mitdb", str(out), "--mirror", "http://127.0.0.1:9/"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "https://physionet.org/content/mitdb/1.0.0/" in res.output and not out.exists()
+    res = CliRunner().invoke(app, ["download", "ptbxl", str(out)])
+    assert res.exit_code == 2 and "mitdb or svdb" in res.output

@@ -265,3 +265,19 @@ def test_cross_validation_and_its_fold_ensemble_read_rhythm(tmp_path_factory, ta
     assert ensemble.data["rhythm_columns"] == RHYTHM
     probs = ensemble.predict_proba(pd.read_parquet(table).head(10))
     assert probs.shape == (10, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+
+
+def test_the_aami_table_shows_kappa_in_its_own_row_not_as_a_false_positive_rate():
+    from rich.console import Console
+
+    from ecgvgg.metrics import scores_from_confusion
+    from ecgvgg.report import scores_table
+
+    m = np.array([[90, 5, 5], [2, 8, 0], [1, 0, 9]])
+    scores = {**scores_from_confusion(m, range(3)), "confusion_matrix": m.tolist()}
+    console = Console(width=120, record=True)
+    console.print(scores_table(scores, ["N", "S", "V"], "t"))
+    lines = console.export_text().splitlines()
+    kappa = jk_index(m, ["N", "S", "V"])["kappa"]
+    row = next(ln for ln in lines if "Cohen's κ" in ln)
+    assert f"{kappa:.3f}" in row and not any("κ 0" in ln or "κ -" in ln for ln in lines)
