@@ -55,10 +55,13 @@ def main(ctx: typer.Context,
 def run(
     ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value (repeatable).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this interrupted run.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Train data-parallel in N local processes (127.0.0.1); "
                                                        "each process also honours TF_CONFIG.")] = 1,
+    tracking_uri: Annotated[Optional[str], typer.Option(
+        help="MLflow store for the run (default: tracking.uri, $MLFLOW_TRACKING_URI, sqlite:///mlruns/mlflow.db).")
+    ] = None,
 ) -> None:
     """Run a pipeline in one MLflow run; print the run id, the test per-class table and the model path."""
     from ecgvgg.config import load_config
@@ -67,6 +70,8 @@ def run(
     from ecgvgg.runner import check, full_run_ids, run_observed, run_worker
 
     with guard(ctx.obj) as inv:
+        if tracking_uri:
+            set_ = [*(set_ or []), f"tracking.uri={tracking_uri}"]
         cfg = full_run_ids(load_config(config, set_ or []))
         if (workers > 1 or cluster()) and (cfg.split.folds or resume or cfg.training.unfreeze_after):
             raise ConfigError("--workers / TF_CONFIG: several workers train one split from the start; not with "
@@ -232,7 +237,7 @@ def sweep(
     ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
     grid: Annotated[list[str], typer.Option("--grid", "-g", help="key.path=v1,v2,... (repeatable).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value (repeatable).")] = None,
 ) -> None:
     """Run every combination of the grid as child runs of one parent run; print them by val macro-F1.
 
@@ -266,8 +271,8 @@ def tune(
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (shared by processes that use it).")] = None,
     storage: Annotated[Optional[str], typer.Option(
         "--storage", help="Optuna storage: a database URL, or a journal file (default mlruns/optuna/STUDY.log).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Best configuration YAML (default beside the store).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best configuration YAML (default beside the store).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value (repeatable).")] = None,
     seed: Annotated[Optional[int], typer.Option(
         help="Sampler seed, for a reproducible single-worker search (default: training.seed mixed with the process "
              "id, so that workers sharing a study explore differently).")] = None,
@@ -354,6 +359,72 @@ def _print_runs(frame: Any, uri: str, closed: bool, out: Optional[Path], plot: O
     for path in (out, plot):
         if path is not None:
             console.print(f"wrote {len(frame)} runs to {escape(str(path))}", soft_wrap=True)
+
+
+#: One line per command in ``ecgvgg --help``.
+SUMMARIES = {
+    "run": "Train and score a pipeline in one MLflow run.",
+    "evaluate": "Score a saved model on a labelled table.",
+    "predict": "Write each beat's predicted class and probabilities.",
+    "explain": "Grad-CAM: where in each beat the model looks.",
+    "export": "Export a model to ONNX, SavedModel or LiteRT.",
+    "prepare": "Cut annotated WFDB records into a beats table.",
+    "download": "Download MIT-BIH records from PhysioNet.",
+    "sweep": "Run every combination of a grid.",
+    "tune": "Search hyperparameters with Optuna.",
+    "runs": "List the runs of an MLflow store.",
+}
+#: Examples shown at the end of a command's help.
+EXAMPLES = {
+    "run": ["ecgvgg run pipelines/adasyn_vgg.yaml",
+            "ecgvgg run pipelines/adasyn_vgg.yaml --set training.epochs=5 --set split.folds=5"],
+    "evaluate": ["ecgvgg evaluate --run 1a2b3c4d beats.parquet"],
+    "predict": ["ecgvgg predict --run 1a2b3c4d beats.parquet -o predictions.csv"],
+    "explain": ["ecgvgg explain beats.parquet --run 1a2b3c4d -o why/ --per-class 50"],
+    "export": ["ecgvgg export --run 1a2b3c4d --format onnx -o model.onnx"],
+    "prepare": ["ecgvgg prepare mitdb/ -o mitdb_beats.parquet",
+                "ecgvgg prepare mitdb/ -o beats.parquet --method window --leads MLII,V1 --reference record"],
+    "download": ["ecgvgg download mitdb mitdb/"],
+    "sweep": ["ecgvgg sweep pipelines/adasyn_vgg.yaml --grid resampling.sampler=adasyn,smote,none"],
+    "tune": ["ecgvgg tune pipelines/adasyn_vgg.yaml --space pipelines/tune_space.yaml --trials 20"],
+    "runs": ["ecgvgg runs", "ecgvgg runs --out runs.csv"],
+}
+#: Placeholders by parameter name; other parameters are named by their type (N, NUMBER, PATH) or in capitals.
+METAVARS = {"set_": "KEY=VALUE", "grid": "KEY=V1,V2,...", "run_id": "RUN_ID", "tracking_uri": "URI",
+            "bandpass": "LOW,HIGH", "leads": "LEAD,LEAD", "rows": "ROWS", "resume": "RUN_ID", "fmt": "FORMAT",
+            "label_column": "COLUMN", "group_column": "COLUMN", "data": "TABLE", "records_dir": "FOLDER"}
+
+
+def _polish_help() -> None:
+    """Give every command a one-line summary and examples, and every parameter a readable placeholder."""
+    import inspect
+    import typing
+
+    for info in app.registered_commands:
+        name = info.name or info.callback.__name__.replace("_", "-")
+        info.short_help = info.short_help or SUMMARIES.get(name)
+        if name in EXAMPLES and not info.epilog:
+            info.epilog = "Examples:\n\n" + "\n\n".join(f"  {e}" for e in EXAMPLES[name])
+        hints = typing.get_type_hints(info.callback, include_extras=True)
+        for pname in inspect.signature(info.callback).parameters:
+            hint = hints.get(pname)
+            extras = getattr(hint, "__metadata__", ())
+            kind = typing.get_args(hint)[0] if extras else hint
+            kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind) \
+                if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", ())) else kind
+            if kind is bool:
+                continue
+            for param in extras:
+                if isinstance(param, typer.models.ArgumentInfo) and param.metavar is None:
+                    param.metavar = METAVARS.get(pname, pname.upper())
+                elif hasattr(param, "metavar") and param.metavar is None:
+                    param.metavar = METAVARS.get(pname) or {int: "N", float: "NUMBER", Path: "PATH"}.get(
+                        typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind, pname.upper())
+        # the evaluated hints, whose parameter objects now carry the placeholders, are what Typer reads
+        info.callback.__annotations__ = hints
+
+
+_polish_help()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -300,3 +300,21 @@ def test_runs_plot_draws_each_scored_run_with_its_interval_against_time(tiny_run
     assert point.get_ydata()[0] == pytest.approx(frame["macro_f1"].iloc[0])
     res = runner.invoke(app, ["runs", "--tracking-uri", uri, "--plot", str(tmp_path / "runs.jpg")])
     assert res.exit_code == 2 and "use a .png file name" in res.output
+
+
+def test_help_has_whole_summaries_readable_placeholders_and_examples():
+    runner = make_runner()
+    res = runner.invoke(app, ["--help"], terminal_width=100)
+    commands = res.output.split("Commands:")[1]
+    assert "..." not in commands and "run " in commands and "download" in commands
+    for name in ("run", "evaluate", "predict", "explain", "export", "prepare", "download", "sweep", "tune", "runs"):
+        text = runner.invoke(app, [name, "--help"], terminal_width=100).output
+        options = text.split("Options:")[1]
+        assert not any(bad in options for bad in ("<list[", "<int range>", "<str>", "<float>", "<path>")), text
+        assert "{" + name not in text.split("\n")[0]  # the usage line names arguments in capitals
+        assert "Examples:" in text and f"ecgvgg {name}" in text.split("Examples:")[1]
+    run_help = runner.invoke(app, ["run", "--help"], terminal_width=100).output
+    assert "--tracking-uri URI" in run_help and "(repeatable)" in run_help and "{CONFIG}" in run_help
+    assert "-o, --out PATH" in runner.invoke(app, ["tune", "--help"], terminal_width=100).output
+    prepare_help = " ".join(runner.invoke(app, ["prepare", "--help"], terminal_width=100).output.split())
+    assert "a record without it uses MLII, else ECG1, else its first signal" in prepare_help
