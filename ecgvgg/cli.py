@@ -347,7 +347,7 @@ def _print_runs(frame: Any, uri: str, closed: bool, out: Optional[Path], plot: O
     from ecgvgg.runs import to_markdown
 
     if console.is_terminal:
-        console.print(runs_table(frame, uri))
+        console.print(runs_table(frame, uri, console.width))
     else:  # piped or redirected: a Markdown table, one line per run, never wrapped
         print(to_markdown(frame), end="", flush=True)
     if (frame["status"] == "STALE").any():

@@ -71,7 +71,8 @@ def runs_figure(frame: Any, title: str = "runs") -> Any:
     fig, ax = plt.subplots(figsize=(8, 5))
     scored = frame[frame["macro_f1"].notna()] if len(frame) else frame
     for row in scored.to_dict(orient="records"):
-        low, high = (float(v) for v in row["macro_f1_ci"].split("-")) if row["macro_f1_ci"] else (None, None)
+        low, high = row["macro_f1_ci_low"], row["macro_f1_ci_high"]
+        low, high = (None, None) if low is None or high is None or low != low else (float(low), float(high))
         f1, seconds = float(row["macro_f1"]), float(row["seconds"])
         err = [[f1 - low], [high - f1]] if low is not None else None
         ax.errorbar([seconds], [f1], yerr=err, fmt="o", capsize=3)

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from ecgvgg.events import Observer
 
@@ -101,25 +102,48 @@ def collapse_box(reason: str) -> None:
                             title="[bold red]COLLAPSED MODEL[/]", border_style="red"))
 
 
-def runs_table(frame: Any, uri: str) -> Table:
-    """The runs as a Rich table for a terminal."""
-    table = Table(title=f"runs in {escape(uri)}", title_justify="left")
+#: Columns of the terminal's runs table, the first ones kept longest when the terminal is narrow.
+RUN_COLUMNS = ("id", "macro-F1 [95%]", "status", "baseline", "model", "collapsed", "name", "CV mean±sd", "recall",
+               "epochs", "time", "val F1", "params", "trainable", "non-trainable")
+
+
+def runs_table(frame: Any, uri: str, width: int | None = None) -> Table:
+    """The runs as a Rich table for a terminal: whole cells, and only the columns that fit in ``width``
+    (the caption says which were left out)."""
     recall_cols = [c for c in frame.columns if c.startswith("recall_")]
-    for col in ("id", "name", "status", "collapsed", "model", "params", "trainable", "non-trainable", "time",
-                "epochs", "val F1",
-                "macro-F1 [95%]", "CV mean±sd", f"recall {'/'.join(c[7:] for c in recall_cols)}", "baseline"):
-        table.add_column(col, no_wrap=col in ("id", "status"), overflow="fold", min_width=4)
+    cells: dict[str, list[str]] = {c: [] for c in RUN_COLUMNS}
     for row in frame.to_dict(orient="records"):
-        f1 = row["macro_f1"]
-        table.add_row(
-            row["id"], escape(str(row["name"])), row["status"],
-            "[red]yes[/]" if row["collapsed"] == "true" else "no" if row["collapsed"] == "false" else "",
-            escape(f"{row['sampler']} {row['input']}"), _fmt_int(row["params_total"]),
-            _fmt_int(row["params_trainable"]), _fmt_int(row["params_non_trainable"]), f"{row['seconds']}s",
-            _fmt_int(row["epochs"]), _fmt(row["val_macro_f1"]),
-            f"{_fmt(f1)} [{row['macro_f1_ci']}]" if row["macro_f1_ci"] else _fmt(f1), row["cv_macro_f1"],
-            "/".join(f"{row[c]:.2f}" for c in recall_cols if row.get(c) == row.get(c) and row.get(c) is not None),
-            f"{row['baseline']} {_fmt(row['baseline_macro_f1'])}" if row["baseline"] else "")
+        f1, low, high = row["macro_f1"], row["macro_f1_ci_low"], row["macro_f1_ci_high"]
+        values = {
+            "id": row["id"], "name": escape(str(row["name"])), "status": row["status"],
+            "collapsed": "[red]yes[/]" if row["collapsed"] == "true" else "no" if row["collapsed"] == "false" else "",
+            "model": escape(f"{row['sampler']} {row['input']}"), "params": _fmt_int(row["params_total"]),
+            "trainable": _fmt_int(row["params_trainable"]), "non-trainable": _fmt_int(row["params_non_trainable"]),
+            "time": f"{row['seconds']}s", "epochs": _fmt_int(row["epochs"]), "val F1": _fmt(row["val_macro_f1"]),
+            "macro-F1 [95%]": f"{_fmt(f1)} [{_fmt(low)}-{_fmt(high)}]" if not _missing(low) else _fmt(f1),
+            "CV mean±sd": "" if _missing(row["cv_macro_f1_mean"]) else
+            f"{row['cv_macro_f1_mean']:.3f}±{row['cv_macro_f1_std']:.3f}",
+            "recall": "/".join(f"{row[c]:.2f}" for c in recall_cols if not _missing(row.get(c))),
+            "baseline": f"{row['baseline']} {_fmt(row['baseline_macro_f1'])}" if row["baseline"] else ""}
+        for col in RUN_COLUMNS:
+            cells[col].append(values[col])
+    heads = {c: f"recall {'/'.join(r[7:] for r in recall_cols)}" if c == "recall" else c for c in RUN_COLUMNS}
+    shown = list(RUN_COLUMNS)
+    if width is not None:  # 3 characters of border and padding a column, 1 more at the edge
+        size = {c: max([len(heads[c]), *(len(Text.from_markup(v).plain) for v in cells[c])]) + 3 for c in shown}
+        used, shown = 1, []
+        for c in RUN_COLUMNS:  # by priority: each column that still fits, whole
+            if used + size[c] <= width or len(shown) < 2:
+                shown.append(c)
+                used += size[c]
+    hidden = [c for c in RUN_COLUMNS if c not in shown]
+    caption = (f"{len(hidden)} column(s) left out to fit the terminal ({', '.join(hidden)}): widen it, or write every "
+               "column with --out runs.csv" if hidden else None)
+    table = Table(title=f"runs in {escape(uri)}", title_justify="left", caption=caption, caption_justify="left")
+    for col in shown:
+        table.add_column(heads[col], no_wrap=True, overflow="ignore")
+    for i in range(len(frame)):
+        table.add_row(*(cells[c][i] for c in shown))
     return table
 
 

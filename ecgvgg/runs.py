@@ -6,9 +6,10 @@ from typing import Any
 
 import pandas as pd
 
-#: Columns of :func:`runs_frame`, in order (``recall_<class>`` columns follow ``macro_f1_ci``).
+#: Columns of :func:`runs_frame`, in order (``recall_<class>`` columns follow them).
 COLUMNS = ("name", "id", "run_id", "experiment", "status", "collapsed", "sampler", "model", "input", "params_total",
-           "params_trainable", "params_non_trainable", "seconds", "epochs", "val_macro_f1", "macro_f1", "macro_f1_ci", "cv_macro_f1",
+           "params_trainable", "params_non_trainable", "seconds", "epochs", "val_macro_f1", "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high", "cv_macro_f1_mean",
+           "cv_macro_f1_std",
            "baseline", "baseline_macro_f1")
 
 
@@ -34,9 +35,8 @@ def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = froz
             "seconds": round(m["training_seconds"]) if "training_seconds" in m else round((end - r.info.start_time) / 1000),
             "epochs": _int(m.get("epochs_run")), "val_macro_f1": m.get("model_val_macro_f1", m.get("val_macro_f1")),
             "macro_f1": m.get(f"{kind}_macro_f1"),
-            "macro_f1_ci": f"{low:.3f}-{high:.3f}" if low is not None and high is not None else "",
-            "cv_macro_f1": (f"{m['cv_macro_f1_mean']:.3f}±{m['cv_macro_f1_std']:.3f}"
-                            if "cv_macro_f1_mean" in m else ""),
+            "macro_f1_ci_low": low, "macro_f1_ci_high": high,
+            "cv_macro_f1_mean": m.get("cv_macro_f1_mean"), "cv_macro_f1_std": m.get("cv_macro_f1_std"),
             **_baseline(m),
         }
         order = _class_order(r.data.params.get("data.class_names"))

@@ -254,9 +254,14 @@ def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str,
     log_saliency(result.saliency, f"{mlflow.active_run().info.run_name} (out-of-fold)")
     model = result.ensemble
     logged = _log_model(model, result.contract, store.local_run_dir(uri, run_id), data.rows(np.arange(5)))
-    mlflow.log_metrics({"params_total": model.count_params(), "params_trainable": 0,
-                        "params_non_trainable": model.count_params(), "training_seconds": round(result.seconds, 2),
-                        "epochs_run": sum(f.fit.epochs_run for f in result.folds)})
+    # one fold's network, as a single run would report it; the epochs a fold trained, on average
+    net = result.folds[0].model
+    trainable = sum(int(np.prod(w.shape)) for w in net.trainable_weights)
+    mlflow.log_metrics({"params_total": net.count_params(), "params_trainable": trainable,
+                        "params_non_trainable": net.count_params() - trainable,
+                        "training_seconds": round(result.seconds, 2),
+                        "epochs_run": round(float(np.mean([f.fit.epochs_run for f in result.folds])), 1),
+                        "folds": len(result.folds)})
     describe_run(result.scores, names, result.reason, result.missed, result.ci, result.baseline_macro_f1,
                  result.kind, result.cv, baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind))
     return logged

@@ -142,6 +142,9 @@ def test_runs_table_lists_every_run_with_its_scores(sweep, tmp_path):
     assert row["baseline"] == "rf" and row["baseline_macro_f1"] == pytest.approx(m["baseline_rf_macro_f1"])
     assert [c for c in table.columns if c.startswith("recall_")] == [f"recall_{c}" for c in "NSVFQ"]
     assert list(table["macro_f1"].dropna()) == sorted(table["macro_f1"].dropna(), reverse=True)
+    for col in ("macro_f1_ci_low", "macro_f1_ci_high"):  # numbers, not "0.354-0.450" text
+        assert pd.api.types.is_float_dtype(table[col])
+    assert row["macro_f1_ci_low"] == pytest.approx(m["test_macro_f1_ci_low"])
     md = tmp_path / "runs.md"
     assert runner.invoke(app, ["runs", "--tracking-uri", uri, "-o", str(md)]).exit_code == 0
     assert md.read_text().startswith("| name | id |")
@@ -170,3 +173,30 @@ def test_version():
 
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"ecgvgg {__version__}"
+
+
+def test_terminal_runs_table_shows_whole_cells_and_says_which_columns_it_left_out():
+    from rich.console import Console
+
+    from ecgvgg.report import RUN_COLUMNS, runs_table
+
+    row = {"name": "adasyn-vgg16_1d-w0.25-123456", "id": "0123abcd", "run_id": "0123abcd" * 4, "experiment": "e",
+           "status": "FINISHED", "collapsed": "false", "sampler": "adasyn", "model": "vgg16_1d", "input": "1d",
+           "params_total": 2914985, "params_trainable": 2911000, "params_non_trainable": 3985, "seconds": 73,
+           "epochs": 17, "val_macro_f1": 0.4718, "macro_f1": 0.8213, "macro_f1_ci_low": 0.354,
+           "macro_f1_ci_high": 0.4501, "cv_macro_f1_mean": 0.462, "cv_macro_f1_std": 0.151, "baseline": "hgb",
+           "baseline_macro_f1": 0.777, **{f"recall_{c}": 0.9 for c in "NSVFQ"}}
+    frame = pd.DataFrame([row, {**row, "id": "4567efgh", "name": "other"}])
+    for width in (100, 160, 400):
+        console = Console(width=width, record=True)
+        console.print(runs_table(frame, "sqlite:///mlruns/mlflow.db", width))
+        text = console.export_text()
+        assert max(len(ln) for ln in text.splitlines()) <= width
+        assert "0.821 [0.354-0.450]" in text and "0123abcd" in text  # whole, never wrapped mid-number
+        header = next(ln for ln in text.splitlines() if " id " in ln and "macro-F1" in ln)
+        left_out = [c for c in RUN_COLUMNS if f" {c} " not in header and not (c == "recall" and "recall" in header)]
+        if width < 400:
+            assert left_out and f"{len(left_out)} column(s) left out to fit the terminal" in text
+            assert "--out runs.csv" in text and "non-trainable" in left_out
+        else:
+            assert not left_out and "left out" not in text and "2,914,985" in text

@@ -146,6 +146,11 @@ def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
         assert key in m, key
     assert m["oof_macro_f1_ci_low"] <= m["oof_macro_f1"] <= m["oof_macro_f1_ci_high"]
     assert (t["collapsed"] == "true") == (result.exit_code == 3)
+    # the parent row reads as one fold's network: its size, and the epochs a fold trained on average
+    child = children[0].data.metrics
+    assert m["params_total"] == child["params_total"] and m["params_trainable"] == child["params_trainable"] > 0
+    assert m["epochs_run"] == pytest.approx(np.mean([r.data.metrics["epochs_run"] for r in children]), abs=0.05)
+    assert m["folds"] == 2
 
     oof = pd.read_parquet(mlflow.artifacts.download_artifacts(
         run_id=parent.info.run_id, artifact_path="oof_predictions.parquet", tracking_uri=uri))
