@@ -46,6 +46,9 @@ def main(ctx: typer.Context,
     for out in (console, err_console):  # without a terminal, lines are never hard-wrapped at 80 columns
         out.soft_wrap = not out.is_terminal
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # TensorFlow's INFO lines (collective ops of every worker step) and its retracing notes
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
+        logging.getLogger("tensorflow").addFilter(lambda record: "retracing" not in record.getMessage())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep --json output clean
     warnings.showwarning = show_warning

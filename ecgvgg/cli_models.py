@@ -121,7 +121,7 @@ def predict(
         X, kept, _ = load_beats(data, length=loaded.length, label_column=label, group_column=group, header=header,
                                 features=loaded.contract.features or None)
         if group and group in kept:
-            warn_seen_groups(loaded, data, kept[group])
+            warn_seen_groups(loaded, data, kept[group], scored=False)
         frame = pd.concat([kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]),
                            loaded.predict_frame(X)], axis=1)
         write_table(frame, out)

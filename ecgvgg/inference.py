@@ -58,18 +58,18 @@ class LoadedModel:
         elif self.contract.channels and isinstance(X, pd.DataFrame):
             from ecgvgg.data import channel_columns
 
-            channel_columns(list(map(str, X.columns)), self.contract.channels, f"the table for model {self.source}")
+            channel_columns(list(map(str, X.columns)), self.contract.channels, f"the table for the model from {self.source}")
         elif rhythm and isinstance(X, pd.DataFrame):
             missing = [c for c in rhythm if c not in set(map(str, X.columns))]
             if missing:
-                raise DataError(f"the model {self.source} also reads rhythm column(s) {', '.join(missing)}, "
+                raise DataError(f"the model from {self.source} also reads rhythm column(s) {', '.join(missing)}, "
                                 "which the table lacks (ecgvgg prepare writes them)")
         a = np.asarray(X, dtype=np.float32)
         if a.ndim != 2:
             raise DataError(f"expected beats as rows of samples, got an array of shape {a.shape}")
         if self.length is not None and a.shape[1] != self.length:
             raise DataError(
-                f"the data has {a.shape[1]} samples per beat but the model {self.source} expects {self.length}"
+                f"the data has {a.shape[1]} samples per beat but the model from {self.source} expects {self.length}"
             )
         return a
 
@@ -196,8 +196,9 @@ def table_settings(loaded: LoadedModel, data: Path, label_column: str | None = N
     return label, group, header if isinstance(header, bool) else None
 
 
-def warn_seen_groups(loaded: LoadedModel, data: Path, groups: Any) -> None:
-    """Warn when the table holds groups (records, segments) that the model was trained or validated on."""
+def warn_seen_groups(loaded: LoadedModel, data: Path, groups: Any, scored: bool = True) -> None:
+    """Warn when the table holds groups (records, segments) that the model was trained or validated on
+    (``scored``: the command scores the predictions)."""
     import warnings
 
     seen = set((loaded.data or {}).get("train_groups") or ())
@@ -208,4 +209,6 @@ def warn_seen_groups(loaded: LoadedModel, data: Path, groups: Any) -> None:
     if overlap:
         warnings.warn(f"{data}: {len(overlap)} of its {len(mine)} {loaded.data.get('group_column') or 'group'} "
                       f"values ({', '.join(overlap[:5])}{', ...' if len(overlap) > 5 else ''}) were in the model's "
-                      "training or validation split: its scores on them are optimistic", stacklevel=2)
+                      "training or validation split: " + ("its scores on them are optimistic" if scored else
+                                                            "it will do better on them than on new recordings"),
+                      stacklevel=2)

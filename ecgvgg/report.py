@@ -91,8 +91,9 @@ def print_summary(result: Any) -> None:
         console.print(f"VGG16 vs {name}: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
     console.print(f"split: {escape(result.kind)}")
     for name, where in result.missed.items():
-        err_console.print(f"[yellow]warning:[/] class {escape(name)} was never found on {escape(where)}; "
-                          "the model finds it elsewhere, so this is no collapse, but its score there is 0")
+        err_console.print(f"[yellow]warning:[/] no beat of class {escape(name)} in {escape(where)} was called "
+                          f"{escape(name)} (recall 0 there); the model does call other beats {escape(name)}, so it "
+                          "has not collapsed")
 
 
 def collapse_box(reason: str) -> None:
@@ -171,6 +172,9 @@ def print_run(result: Any, run_id: str, run_name: str, experiment: str, uri: str
     else:
         console.print(scores_table(result.scores, result.class_names, "test split"))
     print_summary(result)
+    if not result.cfg.training.deterministic:
+        console.print("training is not deterministic: the same command can end at another epoch and score; set "
+                      "training.deterministic: true for repeatable runs (slower)")
     console.print(f"model: {escape(model_uri)}  (local copy: {escape(str(model_path))})")
 
 

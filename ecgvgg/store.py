@@ -299,4 +299,4 @@ def load_run_model(uri: str, run_id: str) -> Any:
     """The model that run ``run_id`` logged, with its contract (:class:`ecgvgg.inference.LoadedModel`)."""
     from ecgvgg.inference import load_model
 
-    return load_model(run_model_path(uri, run_id), source=f"of run {run_id}")
+    return load_model(run_model_path(uri, run_id), source=f"run {run_id}")

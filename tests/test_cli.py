@@ -47,7 +47,9 @@ def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
     assert t["split_kind"] == "grouped by segment" and "missed_classes" in t
     assert m["test_macro_f1_ci_low"] <= m["test_macro_f1"] <= m["test_macro_f1_ci_high"]
     assert 0 < m["baseline_rf_macro_f1"] <= 1
-    assert f"vs {m['baseline_rf_macro_f1']:.3f}" in result.output and "95% bootstrap interval" in result.output
+    assert f"VGG16 vs random forest: {m['test_macro_f1']:.3f} vs {m['baseline_rf_macro_f1']:.3f}" in result.output
+    assert "95% bootstrap interval" in result.output and t["baseline"] == "rf"
+    assert "training is not deterministic" in result.output and "training.deterministic: true" in result.output
     assert p["training.epochs"] == "3" and p["model.width"] == "0.0625" and p["resampling.sampler"] == "adasyn"
     assert int(p["count_train_after_F"]) > int(p["count_train_before_F"])
     history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_macro_f1")
@@ -91,6 +93,7 @@ def test_evaluate_and_predict_with_the_saved_model(tiny_run, tmp_path):
     out = tmp_path / "pred.csv"
     res = runner.invoke(app, ["predict", "--model", str(model), data, "--group-column", "segment", "-o", str(out)])
     assert res.exit_code == 0, res.output
+    assert "do better on them than on new recordings" in res.stderr and "scores" not in res.stderr  # no scores here
     pred = pd.read_csv(out)
     assert len(pred) == 1269 and list(pred.columns) == ["label", "segment", "prediction", "class_name", "p_N", "p_S",
                                                         "p_V", "p_F", "p_Q"]
@@ -318,3 +321,16 @@ def test_help_has_whole_summaries_readable_placeholders_and_examples():
     assert "-o, --out PATH" in runner.invoke(app, ["tune", "--help"], terminal_width=100).output
     prepare_help = " ".join(runner.invoke(app, ["prepare", "--help"], terminal_width=100).output.split())
     assert "a record without it uses MLII, else ECG1, else its first signal" in prepare_help
+
+
+def test_tensorflow_info_lines_and_retracing_notes_stay_off_the_terminal():
+    import logging
+
+    assert make_runner().invoke(app, ["runs", "--help"]).exit_code == 0
+    tf_log = logging.getLogger("tensorflow")
+    assert tf_log.getEffectiveLevel() == logging.WARNING
+    info = tf_log.makeRecord("tensorflow", logging.INFO, __file__, 1, "Collective all-reduce", None, None)
+    retrace = tf_log.makeRecord("tensorflow", logging.WARNING, __file__, 1, "5 out of the last 5 calls triggered "
+                                "tf.function retracing", None, None)
+    other = tf_log.makeRecord("tensorflow", logging.WARNING, __file__, 1, "something else", None, None)
+    assert not tf_log.isEnabledFor(info.levelno) and not tf_log.filter(retrace) and tf_log.filter(other)

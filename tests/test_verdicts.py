@@ -32,6 +32,18 @@ def test_a_class_missed_only_on_validation_is_a_warning_not_a_collapse():
     reason, missed = held_out_verdict({"validation": (y_val, val_pred), "test": (y_test, test_pred)},
                                       [0, 1, 2], NAMES[:3])
     assert reason is None and missed == {"S": "validation (3 rows)"}
+    from types import SimpleNamespace
+
+    from ecgvgg.config import load_config
+    from ecgvgg.report import err_console, print_summary
+
+    result = SimpleNamespace(cv=None, scores={"macro_f1": 0.8}, ci=None, baseline_macro_f1=None, kind="grouped",
+                             missed=missed, cfg=load_config(SEED))
+    with err_console.capture() as said:
+        print_summary(result)
+    text = " ".join(said.get().split())
+    assert "no beat of class S in validation (3 rows) was called S (recall 0 there)" in text
+    assert "the model does call other beats S, so it has not collapsed" in text and "elsewhere" not in text
 
 
 def test_a_class_never_predicted_on_any_held_out_row_is_a_collapse_naming_its_support():
