@@ -10,6 +10,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+#: A summary of the new beats further than this many training standard deviations from the training
+#: beats' is reported as another format (a single MIT-BIH record of the same format stays under 3).
+DRIFT_LIMIT = 3.0
+#: Fewer beats than this are not compared with the training beats.
+DRIFT_MIN_ROWS = 20
+#: What :func:`beat_format` measures of each beat, in words.
+FORMAT_SUMMARIES = ("lowest sample", "highest sample", "mean sample", "share of zero samples",
+                    "position of the highest sample (0-1)")
+
+
+def beat_format(beats: Any) -> np.ndarray:
+    """Per beat: its lowest, highest and mean sample, its share of zero samples (padding) and where its
+    highest sample lies (0-1): what another cut (``prepare --method``), scaling or unit changes."""
+    a = np.asarray(beats, dtype=np.float64)
+    return np.c_[a.min(axis=1), a.max(axis=1), a.mean(axis=1), (a == 0).mean(axis=1),
+                 a.argmax(axis=1) / max(1, a.shape[1] - 1)]
+
 
 @dataclass(frozen=True)
 class InputContract:
@@ -62,6 +81,25 @@ class InputContract:
         """The rhythm columns the model reads after the beat samples."""
         return list(self.data.get("rhythm_columns") or [])
 
+    def drift(self, rows: Any) -> str | None:
+        """Why ``rows`` (raw, in the model's column order) look cut or scaled unlike the training beats, or None:
+        the mean :func:`beat_format` of their first channel against the training beats' (kept in the contract)."""
+        stats = self.data.get("beat_format")
+        rows = np.asarray(rows, dtype=np.float64)
+        length = self.beat_length
+        if not stats or rows.ndim != 2 or len(rows) < DRIFT_MIN_ROWS or not length or rows.shape[1] != self.length:
+            return None
+        mean, sd = np.asarray(stats["mean"]), np.maximum(np.asarray(stats["std"]), 1e-6)
+        here = beat_format(rows[:, :length]).mean(axis=0)
+        z = np.abs(here - mean) / sd
+        j = int(np.argmax(z))
+        if z[j] <= DRIFT_LIMIT:
+            return None
+        return (f"these {len(rows)} beats look cut or scaled unlike the model's training beats: their "
+                f"{FORMAT_SUMMARIES[j]} averages {here[j]:.3g}, the training beats' {mean[j]:.3g} ({z[j]:.0f} "
+                "training standard deviations away). Were they made another way (another ecgvgg prepare --method "
+                "or --scale, another sampling rate or unit)? Its predictions on them are unreliable")
+
     def mismatches(self, other: InputContract, *, new_head: bool = False, source: bool = False) -> list[str]:
         """How ``other`` (this config and data) differs from this contract, in words; empty when it fits.
 
@@ -89,9 +127,10 @@ class InputContract:
 
 
 def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] | None = None,
-                 ensemble: bool = False) -> InputContract:
-    """The contract of a model trained with ``cfg`` on a table with these feature columns, and the
-    groups its training and validation rows came from (to warn when it is scored on them)."""
+                 ensemble: bool = False, rows: Any = None) -> InputContract:
+    """The contract of a model trained with ``cfg`` on a table with these feature columns, the groups its
+    training and validation rows came from (to warn when it is scored on them), and the :func:`beat_format` of
+    (a sample of) its training ``rows`` (to warn when new beats were made another way)."""
     d = cfg.data
     data = {"label_column": d.label_column, "group_column": d.group_column, "header": d.header,
             "features": [str(f) for f in features], "rhythm_columns": list(d.rhythm_columns)}
@@ -99,5 +138,10 @@ def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] |
         data["channels"] = list(d.channels)
     if seen_groups is not None:
         data["train_groups"] = sorted({str(g) for g in seen_groups})
+    if rows is not None and len(rows):
+        length = (len(features) - len(d.rhythm_columns)) // max(1, len(d.channels))
+        summary = beat_format(np.asarray(rows)[:, :length])
+        data["beat_format"] = {"mean": [round(float(v), 6) for v in summary.mean(axis=0)],
+                               "std": [round(float(v), 6) for v in summary.std(axis=0)]}
     return InputContract(d.classes, list(d.class_names), cfg.input.model_dump(),
                          len(features), data, ensemble)

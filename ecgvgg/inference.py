@@ -74,8 +74,15 @@ class LoadedModel:
         return a
 
     def prepare(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Check that the beats fit the model (see :meth:`rows`) and reshape them for it."""
-        return self.contract.shape(self.rows(X))
+        """Check that the beats fit the model (see :meth:`rows`), warn when they look unlike its training
+        beats (:meth:`InputContract.drift`), and reshape them for it."""
+        import warnings
+
+        rows = self.rows(X)
+        why = self.contract.drift(rows)
+        if why:
+            warnings.warn(f"model from {self.source}: {why}", stacklevel=2)
+        return self.contract.shape(rows)
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities, one column per class."""

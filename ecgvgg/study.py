@@ -192,7 +192,8 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
         fit, unfrozen = _train(cfg, model, shaped, observers, folder / "best.keras" if folder else None, resume)
     seen = grouping(cfg, data)
     out = FoldResult(fold, splits.counts, model, fit,
-                     contract_for(cfg, data.features, None if seen is None else seen[np.r_[fold.train, fold.val]]),
+                     contract_for(cfg, data.features, None if seen is None else seen[np.r_[fold.train, fold.val]],
+                                  rows=_sample_rows(data, fold.train, cfg.training.seed)),
                      seconds=time.perf_counter() - started, first_epoch=(resume.epoch if resume else 0) + 1,
                      unfrozen_at=unfrozen, y_val=shaped.y_val, y_test=shaped.y_test)
     if out.pruned:
@@ -342,7 +343,8 @@ def _pool(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], results: 
     return StudyResult(cfg, list(results), scores, bootstrap_macro_f1(y, pred, classes, groups, seed=cfg.split.seed),
                        reason, missed, macro_f1(y, baseline, len(classes)), split_kind(cfg),
                        cv_summary([r.scores for r in results], names), oof, fold_ensemble([r.model for r in results]),
-                       contract_for(cfg, data.features, groups, ensemble=True),
+                       contract_for(cfg, data.features, groups, ensemble=True,
+                                    rows=_sample_rows(data, np.arange(len(data.y)), cfg.training.seed)),
                        saliency=None if results[0].saliency is None else reduce(add, (r.saliency for r in results)))
 
 
@@ -412,6 +414,19 @@ def augment_spec(cfg: PipelineConfig) -> Any:
 def _rhythm_rows(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> np.ndarray | None:
     """The rhythm columns of the (real, not oversampled) training rows, or None without a rhythm branch."""
     return data.rows(train, list(cfg.data.rhythm_columns)) if cfg.data.rhythm_columns else None
+
+
+#: Training rows whose column statistics a model's input contract keeps.
+CONTRACT_SAMPLE_ROWS = 5000
+
+
+def _sample_rows(data: StudyData, train: np.ndarray, seed: int) -> np.ndarray | None:
+    """At most :data:`CONTRACT_SAMPLE_ROWS` real training rows, drawn at random (None for streamed data)."""
+    if data.streamed:
+        return None
+    rng = np.random.default_rng(seed)
+    pick = train if len(train) <= CONTRACT_SAMPLE_ROWS else rng.choice(train, CONTRACT_SAMPLE_ROWS, replace=False)
+    return data.rows(np.sort(pick))
 
 
 #: Training rows of each class that a random-forest baseline of streamed data is fitted on.

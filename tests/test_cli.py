@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BAD, invoke_in_new_store, RAN, ROOT, runner as make_runner, runs_in, SEED, sets, TINY
+from conftest import BAD, DATA, invoke_in_new_store, RAN, ROOT, runner as make_runner, runs_in, SEED, sets, TINY
 from ecgvgg.cli import app
 
 LOCAL = [*TINY, "training.epochs=3"]
@@ -94,6 +94,17 @@ def test_evaluate_and_predict_with_the_saved_model(tiny_run, tmp_path):
     res = runner.invoke(app, ["predict", "--model", str(model), data, "--group-column", "segment", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "do better on them than on new recordings" in res.stderr and "scores" not in res.stderr  # no scores here
+    assert "look cut or scaled unlike" not in res.stderr  # the model's own kind of beats
+    # beats cut another way (a window around the R peak, in millivolts): a loud warning naming the likely cause
+    from ecgvgg.records import prepare_records
+
+    other, _ = prepare_records(DATA / "records", method="window", before=0.5, after=1.0)
+    other[[f"x{i}" for i in range(187)] + ["label"]].to_parquet(tmp_path / "window.parquet")
+    res = runner.invoke(app, ["predict", "--model", str(model), str(tmp_path / "window.parquet"), "-o",
+                              str(tmp_path / "p2.csv")])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.stderr.split())
+    assert "look cut or scaled unlike the model's training beats" in said and "ecgvgg prepare --method" in said
     pred = pd.read_csv(out)
     assert len(pred) == 1269 and list(pred.columns) == ["label", "segment", "prediction", "class_name", "p_N", "p_S",
                                                         "p_V", "p_F", "p_Q"]
