@@ -110,9 +110,10 @@ def run(
         raise typer.Exit(EXIT_COLLAPSED)
 
 
-from ecgvgg.cli_models import evaluate, explain, export, predict  # noqa: E402 - after app, as its commands
+from ecgvgg.cli_annotate import annotate  # noqa: E402 - after app, as its commands
+from ecgvgg.cli_models import evaluate, explain, export, predict  # noqa: E402
 
-for _command in (evaluate, predict, explain, export):
+for _command in (evaluate, predict, explain, export, annotate):
     app.command()(_command)
 
 
@@ -373,6 +374,7 @@ SUMMARIES = {
     "export": "Export a model to ONNX, SavedModel or LiteRT.",
     "prepare": "Cut annotated WFDB records into a beats table.",
     "download": "Download MIT-BIH records from PhysioNet.",
+    "annotate": "Find and classify every beat of raw recordings.",
     "sweep": "Run every combination of a grid.",
     "tune": "Search hyperparameters with Optuna.",
     "runs": "List the runs of an MLflow store.",
@@ -388,6 +390,8 @@ EXAMPLES = {
     "prepare": ["ecgvgg prepare mitdb/ -o mitdb_beats.parquet",
                 "ecgvgg prepare mitdb/ -o beats.parquet --method window --leads MLII,V1 --reference record"],
     "download": ["ecgvgg download mitdb mitdb/"],
+    "annotate": ["ecgvgg annotate mitdb/100 -o labels/", "ecgvgg annotate mitdb/100 -o labels/ --reference atr",
+                 "ecgvgg annotate holter.csv --fs 250 -o labels/ --model run:1a2b3c4d"],
     "sweep": ["ecgvgg sweep pipelines/adasyn_vgg.yaml --grid resampling.sampler=adasyn,smote,none"],
     "tune": ["ecgvgg tune pipelines/adasyn_vgg.yaml --space pipelines/tune_space.yaml --trials 20"],
     "runs": ["ecgvgg runs", "ecgvgg runs --out runs.csv"],
@@ -395,7 +399,8 @@ EXAMPLES = {
 #: Placeholders by parameter name; other parameters are named by their type (N, NUMBER, PATH) or in capitals.
 METAVARS = {"set_": "KEY=VALUE", "grid": "KEY=V1,V2,...", "run_id": "RUN_ID", "tracking_uri": "URI",
             "bandpass": "LOW,HIGH", "leads": "LEAD,LEAD", "rows": "ROWS", "resume": "RUN_ID", "fmt": "FORMAT",
-            "label_column": "COLUMN", "group_column": "COLUMN", "data": "TABLE", "records_dir": "FOLDER"}
+            "label_column": "COLUMN", "group_column": "COLUMN", "data": "TABLE", "records_dir": "FOLDER",
+            "inputs": "RECORDING", "reference": "EXT", "fs": "HZ", "model": "MODEL"}
 
 
 def _polish_help() -> None:

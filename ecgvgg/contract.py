@@ -77,6 +77,11 @@ class InputContract:
         return (self.length - len(self.rhythm_columns)) // max(1, len(self.channels))
 
     @property
+    def prepare(self) -> dict[str, Any]:
+        """How ``ecgvgg prepare`` cut the training beats (empty when unknown)."""
+        return dict(self.data.get("prepare") or {})
+
+    @property
     def rhythm_columns(self) -> list[str]:
         """The rhythm columns the model reads after the beat samples."""
         return list(self.data.get("rhythm_columns") or [])
@@ -136,6 +141,11 @@ def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] |
             "features": [str(f) for f in features], "rhythm_columns": list(d.rhythm_columns)}
     if d.channels:
         data["channels"] = list(d.channels)
+    from ecgvgg.records import prepare_options_of
+
+    made = prepare_options_of(d.resolved_path()) if not d.stream else None
+    if made:  # how prepare cut the training beats: annotate cuts new recordings the same way
+        data["prepare"] = made
     if seen_groups is not None:
         data["train_groups"] = sorted({str(g) for g in seen_groups})
     if rows is not None and len(rows):

@@ -123,3 +123,56 @@ def write_figure(figure: Any, out: Any) -> None:
 
     with atomic(out) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
+
+
+#: Colours of the beat classes in recording pictures.
+CLASS_COLOURS = {"N": "#2b8a3e", "S": "#1c7ed6", "V": "#e03131", "F": "#f08c00", "Q": "#868e96"}
+
+
+def recording_figure(signal: np.ndarray, fs: float, start: int, beats: Any, title: str) -> Any:
+    """A labelled recording at a glance: a 10 s ECG strip (``signal`` from sample ``start``) with each beat's
+    class, the RR tachogram coloured by class, and beats per class per hour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (strip, tacho, hourly) = plt.subplots(3, 1, figsize=(11, 8), gridspec_kw={"height_ratios": [1.3, 1, 1]})
+    t = (start + np.arange(len(signal))) / fs
+    strip.plot(t, signal, color="black", linewidth=0.8)
+    shown = beats[(beats["sample"] >= start) & (beats["sample"] < start + len(signal))]
+    top = float(np.max(signal)) if len(signal) else 1.0
+    for row in shown.itertuples():
+        colour = CLASS_COLOURS.get(row.label, "black")
+        strip.axvline(row.time_s, color=colour, alpha=0.25, linewidth=4)
+        strip.text(row.time_s, top, row.label, color=colour, ha="center", va="bottom", fontweight="bold")
+    strip.set(xlabel="time (s)", ylabel="signal", title=title)
+    rr = np.diff(beats["time_s"].to_numpy())
+    for name, colour in CLASS_COLOURS.items():
+        mine = (beats["label"].to_numpy()[1:] == name)
+        if mine.any():
+            tacho.scatter(beats["time_s"].to_numpy()[1:][mine] / 60, rr[mine], s=4, color=colour, label=name)
+    tacho.set(xlabel="time (min)", ylabel="RR interval (s)", ylim=(0, min(3.0, float(np.max(rr, initial=1)) * 1.1)))
+    tacho.legend(loc="upper right", markerscale=3, fontsize="small", ncol=5)
+    seconds = float(beats["time_s"].max()) if len(beats) else 0.0
+    step = 3600.0 if seconds >= 7200 else 300.0  # hours, or 5 minutes for a short recording
+    bins = (beats["time_s"] // step) * step / 3600
+    counts = pd_crosstab(bins, beats["label"])
+    bottom = np.zeros(len(counts))
+    for name, colour in CLASS_COLOURS.items():
+        if name in counts.columns:
+            hourly.bar(counts.index, counts[name], width=0.9 * step / 3600, align="edge", bottom=bottom,
+                       color=colour, label=name)
+            bottom += counts[name].to_numpy()
+    hourly.set(xlabel="time (h)", ylabel="beats per hour" if step == 3600 else "beats per 5 minutes")
+    hourly.legend(loc="upper right", fontsize="small", ncol=5)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def pd_crosstab(index: Any, columns: Any) -> Any:
+    """Counts of ``columns`` values per ``index`` value (a pandas crosstab)."""
+    import pandas as pd
+
+    return pd.crosstab(index, columns)

@@ -239,7 +239,17 @@ def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbol
     rhythm = rhythm_features(samples[any_beat], fs)[is_beat[any_beat]].reset_index(drop=True)
     peaks = samples[is_beat]
     labels = np.array([AAMI_SYMBOLS[s] for s, keep in zip(symbols, is_beat) if keep], dtype=np.int64)
+    beats = cut_beats(signal, fs, peaks, method=method, filter_band=filter_band, before=before, after=after,
+                      rate=rate, scale=scale)
+    return beats, labels, peaks, rhythm, non_beat, unclassified
+
+
+def cut_beats(signal: np.ndarray, fs: float, peaks: np.ndarray, *, method: str = "kachuee",
+              filter_band: tuple[float, float] | None = None, before: float = 0.25, after: float = 0.45,
+              rate: float = 125.0, scale: str = "none") -> np.ndarray:
+    """One row per R peak of a 1-D signal: filtered, scaled and cut as ``prepare`` does (see the module)."""
     x = np.asarray(signal, dtype=np.float32)
+    peaks = np.asarray(peaks)
     if filter_band is not None:
         x = bandpass(x, fs, *filter_band)
     if scale == "record":
@@ -249,12 +259,10 @@ def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbol
     elif scale != "none":
         raise ValueError(f"unknown scale {scale!r}; choose none, record or window")
     if method == "kachuee":
-        beats = cut_kachuee(x, fs, peaks)
-    elif method == "window":
-        beats = cut_window(x, fs, peaks, before, after, target_fs=rate)
-    else:
-        raise ValueError(f"unknown beat method {method!r}; choose kachuee or window")
-    return beats, labels, peaks, rhythm, non_beat, unclassified
+        return cut_kachuee(x, fs, peaks)
+    if method == "window":
+        return cut_window(x, fs, peaks, before, after, target_fs=rate)
+    raise ValueError(f"unknown beat method {method!r}; choose kachuee or window")
 
 
 def prepare_records(
@@ -338,7 +346,24 @@ def prepare_records(
         raise DataError(f"{root}: no readable WFDB records ({len(names)} .hea files)" + (f"; {why}" if why else ""))
     table = pd.concat(frames, ignore_index=True)
     table.attrs["leads"] = {r: ",".join(v) for r, v in report.leads.items()}
+    table.attrs["prepare"] = {"method": method, "before": before, "after": after, "rate": rate, "scale": scale,
+                              "filter_band": list(filter_band) if filter_band else None,
+                              "leads": list(leads) if leads else [channel if isinstance(channel, str) else "MLII"],
+                              "reference": reference, "reference_window": reference_window}
     return table, report
+
+
+def prepare_options_of(path: str | Path) -> dict | None:
+    """How ``prepare`` made a Parquet table (its ``attrs["prepare"]``), or None when it cannot tell."""
+    try:
+        import json
+
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta.get(b"PANDAS_ATTRS", b"{}")).get("prepare")
+    except Exception:  # noqa: BLE001 - a CSV, a folder of shards, an older table: unknown
+        return None
 
 
 def lead_index(names: Sequence[str], channel: str | int) -> int:
