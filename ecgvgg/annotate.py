@@ -328,7 +328,7 @@ def compare(labelled: Labelled, samples: np.ndarray, symbols: Sequence[str]) -> 
     det_class = np.array([names.index(n) for n in labelled.beats["label"]], dtype=np.int64)
     pairs = match_beats(ref, det, MATCH_S * fs)
     matched = len(pairs)
-    table = {}
+    table, m = {}, np.zeros((len(names), len(names)), np.int64)
     if matched:
         ri, di = np.array(pairs).T
         m = confusion(ref_class[ri], det_class[di], range(len(names)))
@@ -338,7 +338,7 @@ def compare(labelled: Labelled, samples: np.ndarray, symbols: Sequence[str]) -> 
     return {"record": labelled.recording.name, "reference_beats": int(len(ref)), "detected_beats": int(len(det)),
             "matched_beats": matched, "match_window_s": MATCH_S,
             "detection": {"Se": matched / len(ref) if len(ref) else 0.0, "+P": matched / len(det) if len(det) else 0.0},
-            "classes": table}
+            "classes": table, "confusion": m.tolist(), "confusion_rows": "reference class; columns: predicted"}
 
 
 def match_beats(ref: np.ndarray, det: np.ndarray, window: float) -> list[tuple[int, int]]:

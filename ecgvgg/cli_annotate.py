@@ -18,8 +18,7 @@ from ecgvgg.report import console, err_console
 
 #: The files ``annotate`` writes for each recording, by extension.
 OUTPUTS = ("ecgvgg", "csv", "png")
-#: The model packaged with ecgvgg (see docs/pretrained.md).
-PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "mitbih_vgg.keras"
+from ecgvgg.pretrained import MODEL as PRETRAINED  # noqa: E402 - the model packaged with ecgvgg
 
 
 def annotate(

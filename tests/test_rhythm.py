@@ -24,7 +24,7 @@ RHYTHM = ["rr_pre_rel", "rr_post_rel", "rr_local_rel", "rr_pre_local"]
 #: Two real records cut to 3 minutes (MIT-BIH 208 from 0:00, 209 from 8:00): N, S, V and F beats.
 TINY = ["training.epochs=8", "training.warmup_epochs=1", "model.width=0.0625", "model.dense_units=16",
         "training.batch_size=64", "training.learning_rate=0.003", "split.grouped=false", "split.folds=null",
-        "data.class_names=[N,S,V,F]", "baseline=none"]
+        "data.class_names=[N,S,V,F]", "baseline=none", "data.channels=[]"]
 
 
 def _sets(*items: str) -> list[str]:
