@@ -190,7 +190,8 @@ def versus(part: pd.DataFrame, other: pd.DataFrame) -> str:
 def summarise(df: pd.DataFrame) -> str:
     """Mean (and std of macro-F1) over folds, one line per data file and model, with the paired
     difference from the random forest when it was run."""
-    lines = ["| data | model | macro-F1 (mean ± sd over folds) | vs rf (paired mean ± se) | accuracy | " + " | ".join(f"recall {n}" for n in NAMES)
+    lines = ["| data | model | macro-F1 (mean ± sd over folds) | vs rf (paired mean ± se) | accuracy | "
+             + " | ".join(f"recall {n}" for n in NAMES)
              + " | s/fold |", "|---|---|---|---|---|" + "---|" * len(NAMES) + "---|"]
     for (data, model), part in df.groupby(["data", "model"], sort=False):
         recalls = " | ".join(f"{part[f'recall_{n}'].mean():.3f}" for n in NAMES)

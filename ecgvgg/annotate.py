@@ -80,7 +80,7 @@ def open_recordings(inputs: Sequence[Path], fs: float | None = None) -> list[Rec
         else:
             raise DataError(f"{path}: no such recording (a WFDB record path without extension, a folder of "
                             "records, an .edf or a .csv file)")
-    if fs is not None and any(not r.source.suffix.lower() in (".csv", ".txt") for r in out):
+    if fs is not None and any(r.source.suffix.lower() not in (".csv", ".txt") for r in out):
         raise ConfigError("--fs: only for CSV input (WFDB and EDF files carry their sampling rate)")
     names = [r.name for r in out]
     twice = sorted({n for n in names if names.count(n) > 1})

@@ -22,6 +22,9 @@ from ecgvgg.errors import ConfigError
 from ecgvgg.exits import EXIT_COLLAPSED, Invocation, guard, load_tensorflow, show_warning
 from ecgvgg.report import collapse_box, console, err_console
 
+#: ``--set key.path=value``, repeatable, as ``run``, ``sweep`` and ``tune`` take it.
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value (repeatable).")]
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Train and compare VGG16-style ECG heartbeat classifiers without leaks or silent collapse.")
 
@@ -58,7 +61,7 @@ def main(ctx: typer.Context,
 def run(
     ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value (repeatable).")] = None,
+    set_: SetOption = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this interrupted run.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Train data-parallel in N local processes (127.0.0.1); "
                                                        "each process also honours TF_CONFIG.")] = 1,
@@ -112,116 +115,10 @@ def run(
 
 from ecgvgg.cli_annotate import annotate  # noqa: E402 - after app, as its commands
 from ecgvgg.cli_models import evaluate, explain, export, predict  # noqa: E402
+from ecgvgg.cli_records import download, prepare  # noqa: E402
 
-for _command in (evaluate, predict, explain, export, annotate):
+for _command in (evaluate, predict, explain, export, annotate, prepare, download):
     app.command()(_command)
-
-
-@app.command()
-def prepare(
-    ctx: typer.Context,
-    records_dir: Annotated[Path, typer.Argument(help="Folder of WFDB records (.hea/.dat/.atr).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output beats file (.parquet or .csv).")],
-    method: Annotated[str, typer.Option(help="kachuee (125 Hz, 1.2 x median RR, 187 samples) or window.")] = "kachuee",
-    channel: Annotated[str, typer.Option(help="Signal name to use; a record without it uses MLII, else ECG1, "
-                                              "else its first signal.")] = "MLII",
-    leads: Annotated[Optional[str], typer.Option(help="Leads to cut, one channel each, e.g. MLII,V1 (stand-ins by "
-                                                      "database: ECG1/ECG2 in SVDB, V2/V4/V5 for V1); "
-                                                      "replaces --channel.")] = None,
-    reference: Annotated[str, typer.Option(help="Each lead's reference beat as ref* columns: none; record (the "
-                                                "median beat of the record); causal (running median of the "
-                                                "preceding --reference-window seconds).")] = "none",
-    reference_window: Annotated[float, typer.Option(help="causal reference: seconds of past beats.")] = 300.0,
-    annotator: Annotated[str, typer.Option(help="Extension of the beat annotation files, e.g. atr.")] = "atr",
-    before: Annotated[float, typer.Option(help="window: seconds before the R peak.")] = 0.25,
-    after: Annotated[float, typer.Option(help="window: seconds after the R peak.")] = 0.45,
-    rate: Annotated[float, typer.Option(help="window: sampling rate of the cut beats in Hz.")] = 125.0,
-    bandpass: Annotated[Optional[str], typer.Option(help="Band-pass filter LOW,HIGH in Hz, e.g. 0.5,40.")] = None,
-    scale: Annotated[str, typer.Option(help="none; record: each record divided by its median R-peak height; "
-                                            "window: each 10 s scaled to [0, 1] (as kachuee).")] = "none",
-) -> None:
-    """Cut annotated beats from WFDB records into one row per beat with label, record and sample columns."""
-    from rich.progress import Progress
-
-    from ecgvgg.files import check_out, write_table
-    from ecgvgg.records import prepare_records
-
-    with guard(ctx.obj):
-        if method not in ("kachuee", "window"):
-            raise ConfigError(f"--method {method!r}: choose kachuee or window")
-        if scale not in ("none", "record", "window"):
-            raise ConfigError(f"--scale {scale!r}: choose none, record or window")
-        if not (rate > 0 and before >= 0 and after > 0):
-            raise ConfigError("--rate and --after must be > 0 and --before >= 0")
-        if reference not in ("none", "record", "causal"):
-            raise ConfigError(f"--reference {reference!r}: choose none, record or causal")
-        if not reference_window > 0:
-            raise ConfigError("--reference-window must be > 0 seconds")
-        lead_list = [lead.strip() for lead in leads.split(",")] if leads else None
-        if lead_list is not None and (not all(lead_list) or len(set(lead_list)) != len(lead_list)):
-            raise ConfigError(f"--leads {leads!r}: expected distinct lead names separated by commas, e.g. MLII,V1")
-        check_out(out)
-        band = _band(bandpass)
-        n = len(list(records_dir.glob("*.hea"))) if records_dir.is_dir() else 0
-        with Progress(console=err_console, transient=True) as progress:
-            task = progress.add_task("records", total=n)
-            beats, report = prepare_records(records_dir, method=method, channel=channel, leads=lead_list,
-                                            reference=reference, reference_window=reference_window,
-                                            annotator=annotator,
-                                            filter_band=band,
-                                            before=before, after=after, rate=rate, scale=scale,
-                                            on_record=lambda name: progress.update(task, advance=1,
-                                                                                   description=f"record {name}"))
-        write_table(beats, out)
-    console.print(f"wrote {out}: {report.summary()}")
-    for name, why in report.skipped_records.items():
-        err_console.print(f"[yellow]skipped record {name}:[/] {why}")
-
-
-#: PhysioNet databases ``download`` knows: name -> (PhysioNet folder, title).
-DATABASES = {"mitdb": ("mitdb/1.0.0", "MIT-BIH Arrhythmia Database"),
-             "svdb": ("svdb/1.0.0", "MIT-BIH Supraventricular Arrhythmia Database")}
-
-
-@app.command()
-def download(
-    ctx: typer.Context,
-    database: Annotated[str, typer.Argument(help="mitdb or svdb.")],
-    out: Annotated[Path, typer.Argument(help="Folder to write the records to (created).")],
-    mirror: Annotated[str, typer.Option(help="Base address of the PhysioNet files.")] = "https://physionet.org/files/",
-) -> None:
-    """Download a PhysioNet database's WFDB records (.hea/.dat/.atr) with wfdb, e.g. ecgvgg download mitdb mitdb/."""
-    with guard(ctx.obj):
-        if database not in DATABASES:
-            raise ConfigError(f"DATABASE {database!r}: choose {' or '.join(DATABASES)}")
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"OUT {out}: is a file; give a folder")
-        folder, title = DATABASES[database]
-        import wfdb
-        from wfdb.io import download as wfdb_download
-
-        wfdb_download.set_db_index_url(mirror)
-        try:
-            wfdb.dl_database(folder.split("/")[0], dl_dir=str(out))
-        except Exception as exc:  # noqa: BLE001 - offline, a proxy, a moved file: say where to get them by hand
-            from ecgvgg.errors import DataError
-
-            raise DataError(f"cannot download {database} from {mirror} ({type(exc).__name__}); get the {title} by "
-                            f"hand from https://physionet.org/content/{folder}/ into {out}") from None
-        finally:
-            wfdb_download.set_db_index_url()
-    console.print(f"wrote the {title} to {out}; cut its beats with: ecgvgg prepare {out} -o {database}_beats.parquet")
-
-
-def _band(bandpass: Optional[str]) -> Optional[tuple[float, float]]:
-    """``--bandpass LOW,HIGH`` as two numbers, or None."""
-    if not bandpass:
-        return None
-    try:
-        low, high = (float(v) for v in bandpass.split(","))
-    except ValueError:
-        raise ConfigError(f"--bandpass {bandpass!r}: expected LOW,HIGH in Hz") from None
-    return low, high
 
 
 def _parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -241,7 +138,7 @@ def sweep(
     ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
     grid: Annotated[list[str], typer.Option("--grid", "-g", help="key.path=v1,v2,... (repeatable).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value (repeatable).")] = None,
+    set_: SetOption = None,
 ) -> None:
     """Run every combination of the grid as child runs of one parent run; print them by val macro-F1.
 
@@ -275,8 +172,9 @@ def tune(
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (shared by processes that use it).")] = None,
     storage: Annotated[Optional[str], typer.Option(
         "--storage", help="Optuna storage: a database URL, or a journal file (default mlruns/optuna/STUDY.log).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best configuration YAML (default beside the store).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value (repeatable).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best configuration YAML (default beside the store).")
+                   ] = None,
+    set_: SetOption = None,
     seed: Annotated[Optional[int], typer.Option(
         help="Sampler seed, for a reproducible single-worker search (default: training.seed mixed with the process "
              "id, so that workers sharing a study explore differently).")] = None,
@@ -365,74 +263,9 @@ def _print_runs(frame: Any, uri: str, closed: bool, out: Optional[Path], plot: O
             console.print(f"wrote {len(frame)} runs to {escape(str(path))}", soft_wrap=True)
 
 
-#: One line per command in ``ecgvgg --help``.
-SUMMARIES = {
-    "run": "Train and score a pipeline in one MLflow run.",
-    "evaluate": "Score a saved model on a labelled table.",
-    "predict": "Write each beat's predicted class and probabilities.",
-    "explain": "Grad-CAM: where in each beat the model looks.",
-    "export": "Export a model to ONNX, SavedModel or LiteRT.",
-    "prepare": "Cut annotated WFDB records into a beats table.",
-    "download": "Download MIT-BIH records from PhysioNet.",
-    "annotate": "Find and classify every beat of raw recordings.",
-    "sweep": "Run every combination of a grid.",
-    "tune": "Search hyperparameters with Optuna.",
-    "runs": "List the runs of an MLflow store.",
-}
-#: Examples shown at the end of a command's help.
-EXAMPLES = {
-    "run": ["ecgvgg run pipelines/adasyn_vgg.yaml",
-            "ecgvgg run pipelines/adasyn_vgg.yaml --set training.epochs=5 --set split.folds=5"],
-    "evaluate": ["ecgvgg evaluate --run 1a2b3c4d beats.parquet"],
-    "predict": ["ecgvgg predict --run 1a2b3c4d beats.parquet -o predictions.csv"],
-    "explain": ["ecgvgg explain beats.parquet --run 1a2b3c4d -o why/ --per-class 50"],
-    "export": ["ecgvgg export --run 1a2b3c4d --format onnx -o model.onnx"],
-    "prepare": ["ecgvgg prepare mitdb/ -o mitdb_beats.parquet",
-                "ecgvgg prepare mitdb/ -o beats.parquet --method window --leads MLII,V1 --reference record"],
-    "download": ["ecgvgg download mitdb mitdb/"],
-    "annotate": ["ecgvgg annotate mitdb/100 -o labels/", "ecgvgg annotate mitdb/100 -o labels/ --reference atr",
-                 "ecgvgg annotate holter.csv --fs 250 -o labels/ --model run:1a2b3c4d"],
-    "sweep": ["ecgvgg sweep pipelines/adasyn_vgg.yaml --grid resampling.sampler=adasyn,smote,none"],
-    "tune": ["ecgvgg tune pipelines/adasyn_vgg.yaml --space pipelines/tune_space.yaml --trials 20"],
-    "runs": ["ecgvgg runs", "ecgvgg runs --out runs.csv"],
-}
-#: Placeholders by parameter name; other parameters are named by their type (N, NUMBER, PATH) or in capitals.
-METAVARS = {"set_": "KEY=VALUE", "grid": "KEY=V1,V2,...", "run_id": "RUN_ID", "tracking_uri": "URI",
-            "bandpass": "LOW,HIGH", "leads": "LEAD,LEAD", "rows": "ROWS", "resume": "RUN_ID", "fmt": "FORMAT",
-            "label_column": "COLUMN", "group_column": "COLUMN", "data": "TABLE", "records_dir": "FOLDER",
-            "inputs": "RECORDING", "reference": "EXT", "fs": "HZ", "model": "MODEL"}
+from ecgvgg.cli_help import polish_help  # noqa: E402
 
-
-def _polish_help() -> None:
-    """Give every command a one-line summary and examples, and every parameter a readable placeholder."""
-    import inspect
-    import typing
-
-    for info in app.registered_commands:
-        name = info.name or info.callback.__name__.replace("_", "-")
-        info.short_help = info.short_help or SUMMARIES.get(name)
-        if name in EXAMPLES and not info.epilog:
-            info.epilog = "Examples:\n\n" + "\n\n".join(f"  {e}" for e in EXAMPLES[name])
-        hints = typing.get_type_hints(info.callback, include_extras=True)
-        for pname in inspect.signature(info.callback).parameters:
-            hint = hints.get(pname)
-            extras = getattr(hint, "__metadata__", ())
-            kind = typing.get_args(hint)[0] if extras else hint
-            kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind) \
-                if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", ())) else kind
-            if kind is bool:
-                continue
-            for param in extras:
-                if isinstance(param, typer.models.ArgumentInfo) and param.metavar is None:
-                    param.metavar = METAVARS.get(pname, pname.upper())
-                elif hasattr(param, "metavar") and param.metavar is None:
-                    param.metavar = METAVARS.get(pname) or {int: "N", float: "NUMBER", Path: "PATH"}.get(
-                        typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind, pname.upper())
-        # the evaluated hints, whose parameter objects now carry the placeholders, are what Typer reads
-        info.callback.__annotations__ = hints
-
-
-_polish_help()
+polish_help(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

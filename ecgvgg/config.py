@@ -38,12 +38,21 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the beats are and how to read them."""
 
+    #: The beats table: a CSV or Parquet file, a folder or glob of Parquet shards, or ``sample:NAME`` (a sample
+    #: bundled with the package).
     path: str = Field(min_length=1)
+    #: Labels in a second file (one column, or a column named ``label_column``), row for row with ``path``.
     y_path: str | None = None
+    #: ``auto`` (by file suffix), ``csv`` or ``parquet``.
     format: Literal["auto", "csv", "parquet"] = "auto"
+    #: Whether a CSV has a header row; ``auto`` detects it; ``false`` is a Kaggle-style CSV with the label
+    #: last.
     header: Literal["auto", True, False] = "auto"
+    #: Column of the class labels (integers ``0 .. len(class_names) - 1``).
     label_column: str = "label"
+    #: Column naming each beat's recording (record, patient, segment): splits keep a group in one part.
     group_column: str | None = None
+    #: Names of the classes, in label order (default the AAMI classes).
     class_names: list[str] = Field(default_factory=lambda: ["N", "S", "V", "F", "Q"], min_length=2)
     #: Columns fed to the network's rhythm branch (e.g. ``prepare``'s ``rr_*``), not as beat samples.
     rhythm_columns: list[str] = Field(default_factory=list)
@@ -109,9 +118,13 @@ class DataConfig(_Section):
 class SplitConfig(_Section):
     """Train/validation/test fractions of all rows; grouped by ``data.group_column`` when set."""
 
+    #: Share of all rows (of all groups, when grouped) in the test part.
     test_size: float = Field(0.2, gt=0, lt=1)
+    #: Share of all rows in the validation part.
     val_size: float = Field(0.1, gt=0, lt=1)
+    #: Seed of the split (and of the folds).
     seed: int = 0
+    #: Keep each ``data.group_column`` value in one part (needs ``data.group_column``).
     grouped: bool = True
     #: ``stratified``: random grouped split; ``de_chazal``: train on DS1 records, test on DS2
     #: (``data.group_column`` must hold MIT-BIH record numbers), validation carved from DS1 by record.
@@ -132,7 +145,11 @@ class SplitConfig(_Section):
 class ResamplingConfig(_Section):
     """Oversampling of the training split only."""
 
+    #: How the training part is balanced: ``adasyn``, ``smote``, ``random`` (imbalanced-learn oversamplers),
+    #: ``balanced`` (class-balanced batches, no copies) or ``none``.
     sampler: SamplerName = "adasyn"
+    #: Keyword arguments of the sampler (e.g. ``n_neighbors``, ``sampling_strategy``; ``proportions`` for
+    #: ``balanced``).
     params: dict[str, Any] = Field(default_factory=dict)
     #: Class-balanced epochs: each epoch draws at most this many training rows of every class,
     #: afresh (so over the epochs every row of a large class is seen); null uses every row every
@@ -152,17 +169,24 @@ class ResamplingConfig(_Section):
 class InputConfig(_Section):
     """How a beat becomes a network input: ``1d`` (length x 1) or ``2d`` (an image)."""
 
+    #: ``1d``: beats as ``(samples, channels)``; ``2d``: beats as images.
     kind: Literal["1d", "2d"] = "1d"
+    #: 2D only: ``fold`` (the beat folded row by row into a square) or ``gaf`` (Gramian angular field).
     method: Literal["fold", "gaf"] = "fold"
+    #: 2D only: the image side (default: the smallest square that holds the beat, or 64 for ``gaf``).
     size: int | None = Field(None, gt=0)
 
 
 class ModelConfig(_Section):
     """Knobs of :func:`ecgvgg.models.vgg16`."""
 
+    #: Filter multiplier of the convolution blocks (1.0: VGG16's 64-512 filters; 0.25: a quarter).
     width: float = Field(1.0, gt=0, le=4)
+    #: Units of ``fc1`` and ``fc2``.
     dense_units: int = Field(4096, gt=0)
+    #: Dropout after ``fc1`` and ``fc2``.
     dropout: float = Field(0.0, ge=0, lt=1)
+    #: Batch normalisation after each convolution.
     batch_norm: bool = False
     #: A weights file of the same architecture, or ``run:RUN_ID``: start from the network a run
     #: logged (its architecture; the input contract must match the data and ``input``).
@@ -187,10 +211,13 @@ class ModelConfig(_Section):
 class TrainingConfig(_Section):
     """Keras training settings."""
 
+    #: Most epochs to train.
     epochs: int = Field(30, gt=0)
+    #: Rows per training batch.
     batch_size: int = Field(256, gt=0)
     #: Batches in an epoch of the ``balanced`` sampler (default: training rows / batch size, rounded up).
     steps_per_epoch: int | None = Field(None, gt=0)
+    #: Initial learning rate.
     learning_rate: float = Field(0.001, gt=0)
     #: ``records``: balanced weights scaled by how many records a class comes from (its effective
     #: number of records, ``exp`` of the entropy of its beats over records, relative to the most
@@ -198,39 +225,58 @@ class TrainingConfig(_Section):
     class_weight: Literal["auto", "balanced", "records", "none"] | dict[int, float] = "auto"
     #: Cap on a computed (balanced) class weight, so that a class of a handful of rows cannot dominate.
     max_class_weight: float | None = Field(None, gt=0)
+    #: What early stopping, the best-model checkpoint and the learning-rate schedule watch.
     monitor: Literal["val_macro_f1", "val_loss", "val_accuracy"] = "val_macro_f1"
+    #: Epochs without improvement of ``monitor`` before training stops; 0 or null: never.
     early_stopping_patience: int | None = Field(8, ge=0)
+    #: ``plateau`` schedule: epochs without improvement before the rate is halved.
     reduce_lr_patience: int | None = Field(3, ge=0)
+    #: Epochs in a row that a collapse must last before it is reported during training.
     collapse_patience: int = Field(3, gt=0)
+    #: Share of held-out rows predicted as one class that counts as a collapse.
     collapse_dominance: float = Field(0.98, gt=0.5, le=1)
+    #: First epochs during which no collapse is reported.
     collapse_warmup: int = Field(5, ge=0)
     #: A class with fewer held-out rows than this that is never predicted is reported as missed,
     #: not as a collapse (e.g. the 8 Q beats of MIT-BIH DS1).
     collapse_min_rows: int = Field(1, ge=1)
+    #: Stop training when the model collapses (the run still logs and exits with status 3).
     stop_on_collapse: bool = False
     #: Training-beat augmentation (ecgvgg.augment): amplitude x U(1 +- scale), Gaussian noise sd;
     #: for 1D input also a shift of up to N samples, a time stretch x U(1 +- stretch) and a
     #: baseline wander of amplitude up to ``augment_wander`` (not applied to 2D input, with a
     #: warning); mixup with Beta(alpha, alpha).
     augment_scale: float = Field(0.0, ge=0, lt=1)
+    #: Training-beat augmentation: standard deviation of added Gaussian noise.
     augment_noise: float = Field(0.0, ge=0)
+    #: Training-beat augmentation (1D): largest shift in samples, left or right.
     augment_shift: int = Field(0, ge=0)
+    #: Training-beat augmentation (1D): time stretch factor drawn from U(1 - stretch, 1 + stretch).
     augment_stretch: float = Field(0.0, ge=0, lt=0.5)
+    #: Training-beat augmentation (1D): amplitude of a slow baseline wander.
     augment_wander: float = Field(0.0, ge=0)
+    #: Mixup: blend beats and labels with a weight drawn from Beta(mixup, mixup); 0: off.
     mixup: float = Field(0.0, ge=0)
     #: ``cross_entropy`` or ``focal`` (focusing parameter ``focal_gamma``), with optional label smoothing.
     loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    #: Label smoothing of the loss.
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    #: Focusing parameter of the ``focal`` loss.
     focal_gamma: float = Field(2.0, ge=0)
     #: ``adam`` or ``adamw`` (decoupled ``weight_decay``).
     optimizer: Literal["adam", "adamw"] = "adam"
+    #: Decoupled weight decay of ``adamw``.
     weight_decay: float = Field(1e-4, ge=0)
     #: ``plateau``: halve the rate when ``monitor`` stalls (``reduce_lr_patience``); ``cosine``:
     #: cosine decay over ``epochs`` after ``warmup_epochs`` of linear warm-up.
     schedule: Literal["plateau", "cosine"] = "plateau"
+    #: ``cosine`` schedule: epochs of linear warm-up.
     warmup_epochs: int = Field(0, ge=0)
+    #: Repeatable training (TensorFlow's deterministic ops and seeds; slower).
     deterministic: bool = False
+    #: float16 computation on a GPU (``auto``: when one is there).
     mixed_precision: Literal["auto", True, False] = "auto"
+    #: Seed of weight initialisation, shuffling, augmentation and the baseline.
     seed: int = 0
     #: Fine-tuning in two phases: train with ``model.frozen_blocks`` frozen for this many epochs,
     #: then unfreeze everything and go on at ``fine_tune_learning_rate``.
@@ -242,8 +288,11 @@ class TrainingConfig(_Section):
 class TrackingConfig(_Section):
     """MLflow experiment and store; ``uri`` null means ``$MLFLOW_TRACKING_URI`` or ./mlruns (SQLite)."""
 
+    #: MLflow experiment of the runs.
     experiment: str = Field("ecgvgg", min_length=1)
+    #: MLflow store; null: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlruns/mlflow.db``.
     uri: str | None = None
+    #: Name of the run (default: sampler, model and width, and a short id).
     run_name: str | None = None
     #: Test beats per predicted class whose Grad-CAM the run logs as ``explain/gradcam_<class>.png``; 0: none.
     gradcam_per_class: int = Field(200, ge=0)

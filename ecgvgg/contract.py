@@ -18,16 +18,14 @@ DRIFT_LIMIT = 3.0
 #: Fewer beats than this are not compared with the training beats.
 DRIFT_MIN_ROWS = 20
 #: What :func:`beat_format` measures of each beat, in words.
-FORMAT_SUMMARIES = ("lowest sample", "highest sample", "mean sample", "share of zero samples",
-                    "position of the highest sample (0-1)")
+FORMAT_SUMMARIES = ("lowest sample", "highest sample", "mean sample", "share of zero samples")
 
 
 def beat_format(beats: Any) -> np.ndarray:
-    """Per beat: its lowest, highest and mean sample, its share of zero samples (padding) and where its
-    highest sample lies (0-1): what another cut (``prepare --method``), scaling or unit changes."""
+    """Per beat: its lowest, highest and mean sample and its share of zero samples (padding): what another cut
+    (``prepare --method``), scaling or unit changes, and a patient's own beat shape (its QRS polarity) does not."""
     a = np.asarray(beats, dtype=np.float64)
-    return np.c_[a.min(axis=1), a.max(axis=1), a.mean(axis=1), (a == 0).mean(axis=1),
-                 a.argmax(axis=1) / max(1, a.shape[1] - 1)]
+    return np.c_[a.min(axis=1), a.max(axis=1), a.mean(axis=1), (a == 0).mean(axis=1)]
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,8 @@ class InputContract:
         stats = self.data.get("beat_format")
         rows = np.asarray(rows, dtype=np.float64)
         length = self.beat_length
-        if not stats or rows.ndim != 2 or len(rows) < DRIFT_MIN_ROWS or not length or rows.shape[1] != self.length:
+        if (not stats or len(stats["mean"]) != len(FORMAT_SUMMARIES) or rows.ndim != 2 or len(rows) < DRIFT_MIN_ROWS
+                or not length or rows.shape[1] != self.length):
             return None
         mean, sd = np.asarray(stats["mean"]), np.maximum(np.asarray(stats["std"]), 1e-6)
         here = beat_format(rows[:, :length]).mean(axis=0)

@@ -162,7 +162,8 @@ def run_local_workers(n: int, command: list[str]) -> int:
     """Run ``command`` (an ``ecgvgg run`` without ``--workers``) as ``n`` workers on 127.0.0.1; return the exit status.
 
     Each worker gets its own GPUs (:func:`gpu_shares`). Worker 0 (the chief) prints as a single run
-    would; the others are quiet, and the last lines of one that fails are shown. The status is the chief's, or 1 when another worker failed.
+    would; the others are quiet, and the last lines of one that fails are shown. The status is the chief's, or 1 when
+    another worker failed.
     """
     import subprocess
     import sys

@@ -4,9 +4,9 @@ The class score (the logit of the ``predictions`` layer, before its softmax) is 
 with a ``GradientTape`` with respect to the maps of the deepest convolution whose maps still have
 at least 16 positions, 4 per axis: ``block4_conv3`` for 187-sample beats (24 positions; block
 5 has 12, one per 16 samples), ``block3_conv3`` for 14 x 14 folded beats, ``block5_conv3`` for
-64 x 64 Gramian fields. Another layer can be named. The gradients, averaged over positions, weight the maps; their ReLU is the class
-activation map, which is mapped back to beat samples: linearly for 1D, through the fold (row by
-row) or the Gramian field (a segment's row and column) for 2D. A fold ensemble's map is the
+64 x 64 Gramian fields. Another layer can be named. The gradients, averaged over positions,
+weight the maps; their ReLU is the class activation map, which is mapped back to beat samples:
+linearly for 1D, through the fold (row by row) or the Gramian field (a segment's row and column) for 2D. A fold ensemble's map is the
 mean of its members'. Rhythm values (after the beat samples) get no map: they skip the
 convolutions.
 """

@@ -156,15 +156,17 @@ def recording_figure(signal: np.ndarray, fs: float, start: int, beats: Any, titl
     tacho.legend(loc="upper right", markerscale=3, fontsize="small", ncol=5)
     seconds = float(beats["time_s"].max()) if len(beats) else 0.0
     step = 3600.0 if seconds >= 7200 else 300.0  # hours, or 5 minutes for a short recording
-    bins = (beats["time_s"] // step) * step / 3600
+    unit = 3600.0 if step == 3600 else 60.0  # the axis in hours, or in minutes
+    bins = (beats["time_s"] // step) * step / unit
     counts = pd_crosstab(bins, beats["label"])
     bottom = np.zeros(len(counts))
     for name, colour in CLASS_COLOURS.items():
         if name in counts.columns:
-            hourly.bar(counts.index, counts[name], width=0.9 * step / 3600, align="edge", bottom=bottom,
+            hourly.bar(counts.index, counts[name], width=0.9 * step / unit, align="edge", bottom=bottom,
                        color=colour, label=name)
             bottom += counts[name].to_numpy()
-    hourly.set(xlabel="time (h)", ylabel="beats per hour" if step == 3600 else "beats per 5 minutes")
+    hourly.set(xlabel="time (h)" if unit == 3600 else "time (min)",
+               ylabel="beats per hour" if step == 3600 else "beats per 5 minutes")
     hourly.legend(loc="upper right", fontsize="small", ncol=5)
     fig.tight_layout()
     plt.close(fig)

@@ -55,20 +55,7 @@ def vgg16(
     """
     input_shape = tuple(input_shape)
     dims = len(input_shape) - 1
-    if dims not in (1, 2):
-        raise ValueError(f"vgg16 needs an input shape of 2 (1D beats) or 3 (images) dimensions, got {input_shape}")
-    if width <= 0:
-        raise ValueError(f"width must be > 0, got {width}")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if rhythm and dims != 1:
-        raise ValueError("the rhythm branch needs 1D input")
-    if channels > 1 and dims != 1:
-        raise ValueError("several channels need 1D input")
-    if not 0 <= references <= channels - references:
-        raise ValueError(f"{references} reference channels need as many beat channels, of {channels}")
-    if rhythm and not include_top:
-        raise ValueError("the rhythm branch joins the network before fc1: it needs include_top=True")
+    _check_knobs(input_shape, width, pooling, rhythm, channels, references, include_top)
     inputs = keras.Input(shape=input_shape, name="beat")
     x, r = inputs, None
     if rhythm:
@@ -89,6 +76,26 @@ def vgg16(
             raise FileNotFoundError(f"weights file not found: {path}")
         model.load_weights(path)
     return model
+
+
+def _check_knobs(input_shape: tuple[int, ...], width: float, pooling: str | None, rhythm: int, channels: int,
+                 references: int, include_top: bool) -> None:
+    """Refuse knobs that do not fit together, with what to change."""
+    dims = len(input_shape) - 1
+    if dims not in (1, 2):
+        raise ValueError(f"vgg16 needs an input shape of 2 (1D beats) or 3 (images) dimensions, got {input_shape}")
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+    if rhythm and dims != 1:
+        raise ValueError("the rhythm branch needs 1D input")
+    if channels > 1 and dims != 1:
+        raise ValueError("several channels need 1D input")
+    if not 0 <= references <= channels - references:
+        raise ValueError(f"{references} reference channels need as many beat channels, of {channels}")
+    if rhythm and not include_top:
+        raise ValueError("the rhythm branch joins the network before fc1: it needs include_top=True")
 
 
 #: Units of the dense layer on the rhythm features.

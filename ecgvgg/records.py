@@ -247,7 +247,12 @@ def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbol
 def cut_beats(signal: np.ndarray, fs: float, peaks: np.ndarray, *, method: str = "kachuee",
               filter_band: tuple[float, float] | None = None, before: float = 0.25, after: float = 0.45,
               rate: float = 125.0, scale: str = "none") -> np.ndarray:
-    """One row per R peak of a 1-D signal: filtered, scaled and cut as ``prepare`` does (see the module)."""
+    """One row per R peak of a 1-D signal: filtered, scaled and cut as ``prepare`` does (see the module).
+
+    ``scale="record"`` centres the signal on its median and divides it by the median height of its R
+    peaks; ``scale="window"`` scales each 10 s of it to [0, 1] as ``kachuee`` does: either way beats of
+    patients and leads with other gains look alike.
+    """
     x = np.asarray(signal, dtype=np.float32)
     peaks = np.asarray(peaks)
     if filter_band is not None:
@@ -288,16 +293,12 @@ def prepare_records(
     (``x0..``, ``x2_0..``), each found by :func:`pick_leads`; the lead each record gave is in the
     report and in the table's ``attrs["leads"]``. ``reference`` adds each channel's reference beat
     (:func:`reference_beats`: ``record`` or ``causal``, over ``reference_window`` seconds) as
-    ``ref0..`` / ``ref2_0..``. Signals at another rate (SVDB's 128 Hz) are resampled to ``rate`` (``window``) or
-    125 Hz (``kachuee``). ``scale="record"`` centres each record's signal on its median and divides
-    it by the median height of its R peaks; ``scale="window"`` scales each 10 s of it to [0, 1]
-    as ``kachuee`` does: either way beats of patients and leads with other gains look alike. A damaged or incomplete record is skipped and named in the report,
-    never dropped silently.
+    ``ref0..`` / ``ref2_0..``. Signals at another rate are resampled; ``scale`` and the cut are those of
+    :func:`cut_beats`. A damaged, incomplete or unannotated record is skipped and named in the report.
     """
-    import wfdb
-
     if reference not in REFERENCE_MODES:
         raise ValueError(f"unknown reference {reference!r}; choose {', '.join(REFERENCE_MODES)}")
+    cut = {"method": method, "filter_band": filter_band, "before": before, "after": after, "rate": rate, "scale": scale}
     root = Path(records_dir)
     if not root.is_dir():
         from ecgvgg.errors import DataError
@@ -314,43 +315,59 @@ def prepare_records(
                                             "(--annotator names another annotation file)")
             continue
         try:
-            rec = wfdb.rdrecord(str(root / name))
-            ann = wfdb.rdann(str(root / name), annotator)
-            cols = pick_leads(rec.sig_name, leads) if leads else [lead_index(rec.sig_name, channel)]
-            channels, refs = [], []
-            for col in cols:
-                beats, labels, peaks, rhythm, non_beat, unclassified = beats_from_signal(
-                    rec.p_signal[:, col], rec.fs, ann.sample, ann.symbol, method=method, filter_band=filter_band,
-                    before=before, after=after, rate=rate, scale=scale)
-                channels.append(beats)
-                if reference != "none":
-                    refs.append(reference_beats(beats, peaks, rec.fs, reference, reference_window))
+            frame, picked, non_beat, unclassified = _record_frame(root / name, annotator, leads, channel, cut,
+                                                                  reference, reference_window)
         except Exception as exc:  # noqa: BLE001 - any damage skips the record, and says so
             report.skipped_records[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue
-        parts = [pd.DataFrame(b, columns=beat_columns(b.shape[1], k)) for k, b in enumerate(channels)]
-        parts += [pd.DataFrame(r, columns=beat_columns(r.shape[1], k, reference=True)) for k, r in enumerate(refs)]
-        frame = pd.concat([*parts, rhythm], axis=1)
-        frame["label"] = labels
-        frame["record"] = name
-        frame["sample"] = peaks.astype(np.int64)
         frames.append(frame)
         report.beats[name] = len(frame)
-        report.leads[name] = [str(rec.sig_name[c]) for c in cols]
+        report.leads[name] = picked
         report.non_beat_annotations += non_beat
         report.unclassified_beats += unclassified
+    made = {**cut, "filter_band": list(filter_band) if filter_band else None,
+            "leads": list(leads) if leads else [channel if isinstance(channel, str) else "MLII"],
+            "reference": reference, "reference_window": reference_window}
+    return _joined(frames, report, f"{root}: no readable WFDB records ({len(names)} .hea files)", made), report
+
+
+def _joined(frames: list[pd.DataFrame], report: PrepareReport, nothing: str, made: dict) -> pd.DataFrame:
+    """The records' rows as one table that keeps each record's leads and ``prepare``'s options in its ``attrs``;
+    no rows at all is an error that says why the first record was skipped."""
     if not frames:
         from ecgvgg.errors import DataError
 
         why = next(iter(report.skipped_records.values()), None)
-        raise DataError(f"{root}: no readable WFDB records ({len(names)} .hea files)" + (f"; {why}" if why else ""))
+        raise DataError(nothing + (f"; {why}" if why else ""))
     table = pd.concat(frames, ignore_index=True)
     table.attrs["leads"] = {r: ",".join(v) for r, v in report.leads.items()}
-    table.attrs["prepare"] = {"method": method, "before": before, "after": after, "rate": rate, "scale": scale,
-                              "filter_band": list(filter_band) if filter_band else None,
-                              "leads": list(leads) if leads else [channel if isinstance(channel, str) else "MLII"],
-                              "reference": reference, "reference_window": reference_window}
-    return table, report
+    table.attrs["prepare"] = made
+    return table
+
+
+def _record_frame(path: Path, annotator: str, leads: Sequence[str] | None, channel: str | int, cut: dict,
+                  reference: str, reference_window: float) -> tuple[pd.DataFrame, list[str], int, int]:
+    """One record's beat rows (every lead, their references, rhythm, label, record, sample), the leads it gave,
+    and its counts of annotations not kept."""
+    import wfdb
+
+    rec = wfdb.rdrecord(str(path))
+    ann = wfdb.rdann(str(path), annotator)
+    cols = pick_leads(rec.sig_name, leads) if leads else [lead_index(rec.sig_name, channel)]
+    channels, refs = [], []
+    for col in cols:
+        beats, labels, peaks, rhythm, non_beat, unclassified = beats_from_signal(
+            rec.p_signal[:, col], rec.fs, ann.sample, ann.symbol, **cut)
+        channels.append(beats)
+        if reference != "none":
+            refs.append(reference_beats(beats, peaks, rec.fs, reference, reference_window))
+    parts = [pd.DataFrame(b, columns=beat_columns(b.shape[1], k)) for k, b in enumerate(channels)]
+    parts += [pd.DataFrame(r, columns=beat_columns(r.shape[1], k, reference=True)) for k, r in enumerate(refs)]
+    frame = pd.concat([*parts, rhythm], axis=1)
+    frame["label"] = labels
+    frame["record"] = path.name
+    frame["sample"] = peaks.astype(np.int64)
+    return frame, [str(rec.sig_name[c]) for c in cols], non_beat, unclassified
 
 
 def prepare_options_of(path: str | Path) -> dict | None:

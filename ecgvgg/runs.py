@@ -8,7 +8,8 @@ import pandas as pd
 
 #: Columns of :func:`runs_frame`, in order (``recall_<class>`` columns follow them).
 COLUMNS = ("name", "id", "run_id", "experiment", "status", "collapsed", "sampler", "model", "input", "params_total",
-           "params_trainable", "params_non_trainable", "seconds", "epochs", "val_macro_f1", "macro_f1", "macro_f1_ci_low", "macro_f1_ci_high", "cv_macro_f1_mean",
+           "params_trainable", "params_non_trainable", "seconds", "epochs", "val_macro_f1", "macro_f1",
+           "macro_f1_ci_low", "macro_f1_ci_high", "cv_macro_f1_mean",
            "cv_macro_f1_std",
            "baseline", "baseline_macro_f1")
 
@@ -26,7 +27,8 @@ def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = froz
         low, high = m.get(f"{kind}_macro_f1_ci_low"), m.get(f"{kind}_macro_f1_ci_high")
         end = r.info.end_time or r.info.start_time
         row = {
-            "name": r.info.run_name, "id": r.info.run_id[:8], "run_id": r.info.run_id, "experiment": names.get(r.info.experiment_id, ""),
+            "name": r.info.run_name, "id": r.info.run_id[:8], "run_id": r.info.run_id,
+            "experiment": names.get(r.info.experiment_id, ""),
             "status": "STALE" if r.info.run_id in stale else r.info.status,
             "collapsed": t.get("collapsed", ""), "sampler": t.get("sampler", ""), "model": t.get("model", ""),
             "input": t.get("input", ""), "params_total": _int(m.get("params_total")),

@@ -279,7 +279,8 @@ def test_piped_output_is_not_wrapped_at_80_columns(tmp_path):
 
     out = tmp_path / ("a_rather_long_folder_name_for_the_beats_table" * 2) / "beats.parquet"
     out.parent.mkdir()
-    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "prepare", str(ROOT / "tests" / "data" / "records"), "-o", str(out)],
+    records = str(ROOT / "tests" / "data" / "records")
+    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "prepare", records, "-o", str(out)],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
     assert res.returncode == 0, res.stderr
     (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith("wrote")]

@@ -38,7 +38,8 @@ def test_set_overrides_are_typed():
         ("wrong_type.yaml", r"training\.learning_rate: .*\(got 'fast'\)"),
         ("negative_batch.yaml", r"training\.batch_size: Input should be greater than 0 \(got -3\)"),
         ("missing_path.yaml", r"data\.path: required"),
-        ("bad_sampler.yaml", r"resampling\.sampler: Input should be 'adasyn', 'smote', 'random', 'balanced' or 'none' \(got 'adasin'\)"),
+        ("bad_sampler.yaml",
+         r"resampling\.sampler: Input should be 'adasyn', 'smote', 'random', 'balanced' or 'none' \(got 'adasin'\)"),
     ],
 )
 def test_bad_configs_name_the_key(name, expected):

@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT
 
 PACKAGE = ROOT / "ecgvgg"
-CORE = ("data", "stream", "inputs", "folds", "resampling", "shapes", "models", "training", "augment", "metrics", "study", "dataset",
-        "contract", "events")
+CORE = ("data", "stream", "inputs", "folds", "resampling", "shapes", "models", "training", "augment", "metrics", "study",
+        "dataset", "contract", "events", "records", "annotate", "baselines", "config_reference")
 
 
 def _imports(path: Path) -> set[str]:
