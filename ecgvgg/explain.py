@@ -6,8 +6,8 @@ at least 16 positions, 4 per axis: ``block4_conv3`` for 187-sample beats (24 pos
 5 has 12, one per 16 samples), ``block3_conv3`` for 14 x 14 folded beats, ``block5_conv3`` for
 64 x 64 Gramian fields. Another layer can be named. The gradients, averaged over positions,
 weight the maps; their ReLU is the class activation map, which is mapped back to beat samples:
-linearly for 1D, through the fold (row by row) or the Gramian field (a segment's row and column) for 2D. A fold ensemble's map is the
-mean of its members'. Rhythm values (after the beat samples) get no map: they skip the
+linearly for 1D, through the fold (row by row) or the Gramian field (a segment's row and column)
+for 2D. A fold ensemble's map is the mean of its members'. Rhythm values (after the beat samples) get no map: they skip the
 convolutions.
 """
 

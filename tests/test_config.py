@@ -80,3 +80,20 @@ def test_a_bad_set_key_names_the_set_not_the_file():
     assert text.startswith("--set training.epoch=3: training.epoch: unknown key") and "adasyn_vgg.yaml" not in text
     with pytest.raises(ConfigError, match=r"^--set training.epochs=0: training.epochs"):
         load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", ["training.epochs=0"])
+
+
+def test_the_configuration_reference_covers_every_key_with_its_meaning():
+    from pydantic import BaseModel
+
+    from ecgvgg.config import PipelineConfig
+    from ecgvgg.config_reference import reference_markdown
+
+    text = reference_markdown()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in text.splitlines() if line.startswith("| `")}
+    for section, info in PipelineConfig.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            for key in info.annotation.model_fields:
+                row = rows[f"{section}.{key}"]
+                assert row.rstrip().rstrip("|").split("|")[-1].strip(), f"{section}.{key} has no meaning"
+    assert "| `training.class_weight` | `\"auto\"` \\| `\"balanced\"` \\| `\"records\"`" in text
+    assert rows["data.path"].split("|")[3].strip() == "required"
