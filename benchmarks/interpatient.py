@@ -105,8 +105,8 @@ def lever_config(lever: str, main: Path, extra: Path, sets: list[str]):
     return load_config(pipeline, overrides)
 
 
-def run_fold(cfg, data, fold, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The network's and the baseline's predictions of one fold's test rows."""
+def run_fold(cfg, data, fold, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The network's and the baseline's predictions of one fold's test rows, and the network's probabilities."""
     from ecgvgg.config import override
     from ecgvgg.study import run_fold as study_fold
 
@@ -114,7 +114,7 @@ def run_fold(cfg, data, fold, seed: int) -> tuple[np.ndarray, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = study_fold(cfg, data, fold)
-    return out.pred, out.baseline_pred
+    return out.pred, out.baseline_pred, out.probs
 
 
 def folds_of(estimate: str, data, n_main: int, folds: int, seed: int, val_size: float) -> list:
@@ -162,10 +162,10 @@ def measure(lever: str, estimate: str, args: argparse.Namespace) -> list[dict]:
     for seed in args.seeds:
         for k, fold in enumerate(folds_of(estimate, data, n_main, args.folds, seed, cfg.split.val_size), start=1):
             t0 = time.perf_counter()
-            pred, base = run_fold(cfg, data, fold, seed)
+            pred, base, probs = run_fold(cfg, data, fold, seed)
             y = data.y[fold.test]
             rows.append({"lever": lever, "estimate": estimate, "seed": seed, "fold": k, "test": fold.test,
-                         "pred": pred, "base": base, "seconds": time.perf_counter() - t0,
+                         "pred": pred, "base": base, "probs": probs, "seconds": time.perf_counter() - t0,
                          **aami_row(y, pred), **{f"hgb_{k2}": v for k2, v in aami_row(y, base).items()}})
             print(f"{lever} {estimate} seed {seed} fold {k}: SVEB F1 {rows[-1]['sveb_f1']:.3f} "
                   f"(tree {rows[-1]['hgb_sveb_f1']:.3f}), VEB F1 {rows[-1]['veb_f1']:.3f} "
@@ -174,6 +174,8 @@ def measure(lever: str, estimate: str, args: argparse.Namespace) -> list[dict]:
     y_all = data.y
     for r in rows:
         r["y"] = y_all[r["test"]]
+    np.savez_compressed(args.cache / f"{lever}_{estimate}_probs.npz", y=np.concatenate([r["y"] for r in rows]),
+                        probs=np.concatenate([r["probs"] for r in rows]), base=np.concatenate([r["base"] for r in rows]))
     for r in rows:
         r["minutes"] = (time.perf_counter() - started) / 60
     return rows
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             print(lines[-1], flush=True)
             (out / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    drop = ("test", "pred", "base", "y")
+    drop = ("test", "pred", "base", "probs", "y")
     pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in folds]).to_csv(
         out / f"{args.out}_folds.csv", index=False)
     return 0
