@@ -176,6 +176,8 @@ def test_the_input_contract_travels_inside_the_model_file(trained, tmp_path):
     assert contract.length == 187 and contract.input["kind"] == "1d"
     data = dict(contract.data)
     seen = set(data.pop("train_groups"))  # the segments of its training and validation rows, not its test rows
+    made = data.pop("beat_format")  # the training beats' format: lowest, highest, mean sample, zero share
+    assert len(made["mean"]) == len(made["std"]) == 4 and 0 <= made["mean"][0] < made["mean"][1] <= 1
     assert data == {"label_column": "label", "group_column": "segment", "header": "auto",
                     "features": [f"x{i}" for i in range(187)], "rhythm_columns": []}
     segments = set(pd.read_parquet(SAMPLE)["segment"])
