@@ -257,6 +257,11 @@ class TrainingConfig(_Section):
     augment_wander: float = Field(0.0, ge=0)
     #: Mixup: blend beats and labels with a weight drawn from Beta(mixup, mixup); 0: off.
     mixup: float = Field(0.0, ge=0)
+    #: After training, add ``prior_shift * log(share of the class)`` to each class's output bias, the shares
+    #: being those of the training rows before any capping or oversampling: a network trained on balanced
+    #: epochs then calls a beat abnormal only with more evidence, as the classes' real frequencies ask
+    #: (0: none; 1: the full Bayes correction to the real frequencies).
+    prior_shift: float = Field(0.0, ge=0, le=1)
     #: ``cross_entropy`` or ``focal`` (focusing parameter ``focal_gamma``), with optional label smoothing.
     loss: Literal["cross_entropy", "focal"] = "cross_entropy"
     #: Label smoothing of the loss.

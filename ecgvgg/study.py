@@ -295,7 +295,8 @@ def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[
                   augment=augment_spec(cfg), checkpoint_path=checkpoint, on_epoch=on_epoch,
                   callbacks=[c for o in observers for c in o.keras_callbacks()])
     phased = t.unfreeze_after is not None and resume is None
-    first = fit(model, shaped, t.model_copy(update={"epochs": t.unfreeze_after}) if phased else t,
+    # the prior shift applies once, to the model returned at the end
+    first = fit(model, shaped, t.model_copy(update={"epochs": t.unfreeze_after, "prior_shift": 0.0}) if phased else t,
                 compile_model=resume is None, initial_epoch=resume.epoch if resume else 0,
                 initial_best=resume.best if resume else None,
                 initial_best_epoch=resume.best_epoch if resume else None, **common)

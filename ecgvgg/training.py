@@ -74,6 +74,16 @@ def balanced_class_weight(counts: Mapping[int, int]) -> dict[int, float]:
     return {c: total / (k * n) for c, n in present.items()}
 
 
+def shift_to_prior(model: keras.Model, counts: Mapping[int, int], alpha: float, classes: Sequence[int]) -> None:
+    """Add ``alpha * log(class share)`` to the biases of the ``predictions`` layer (shares of ``counts``, at least
+    1e-4): the softmax then weighs each class by its share to the power ``alpha``."""
+    layer = model.get_layer("predictions")
+    kernel, bias = layer.get_weights()
+    shares = np.array([counts.get(int(c), 0) for c in classes], dtype=np.float64)
+    shares = np.maximum(shares / max(shares.sum(), 1.0), 1e-4)
+    layer.set_weights([kernel, (bias + alpha * np.log(shares)).astype(bias.dtype)])
+
+
 def effective_records(y: np.ndarray, groups: np.ndarray, classes: Sequence[int]) -> dict[int, float]:
     """How many records each class comes from, counted as ``exp`` of the Shannon entropy of its rows over
     the records (Hill's diversity number): k records with equal shares count k, one dominant record about 1."""
@@ -302,6 +312,8 @@ def fit(
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
     best_epoch = _returned_weights(model, history.get(t.monitor, []), t.monitor, early, checkpoint_path,
                                    initial_epoch, initial_best, initial_best_epoch)
+    if t.prior_shift:
+        shift_to_prior(model, splits.counts_before, t.prior_shift, splits.classes)
     metrics_cb.score()  # validation predictions of the weights we return
     # the verdict on the weights returned, on the validation rows; ecgvgg.study pools them with test
     reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,

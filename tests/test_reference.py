@@ -184,3 +184,19 @@ def test_the_boosted_tree_reads_rhythm_beats_and_differences():
     y = (X[:, 0] - X[:, 2] > 0).astype(int)  # the class is the beat minus its reference
     tree = ReferenceBoostedTree(channels=2, references=1, rhythm=1).fit(X[:150], y[:150])
     assert (tree.predict(X[150:]) == y[150:]).mean() > 0.85
+
+
+def test_the_prior_shift_weighs_each_class_by_its_share():
+    import keras
+
+    from ecgvgg.models import vgg16
+    from ecgvgg.training import shift_to_prior
+
+    model = vgg16((16, 1), 3, width=0.0625, dense_units=4)
+    rows = np.random.default_rng(0).normal(size=(32, 16, 1)).astype(np.float32)
+    before = np.asarray(model.predict(rows, verbose=0), np.float64)
+    shift_to_prior(model, {0: 800, 1: 150, 2: 50}, 0.5, [0, 1, 2])
+    after = np.asarray(model.predict(rows, verbose=0), np.float64)
+    weighted = before * np.array([0.8, 0.15, 0.05]) ** 0.5
+    np.testing.assert_allclose(after, weighted / weighted.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
+    assert isinstance(model, keras.Model)
