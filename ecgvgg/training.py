@@ -76,7 +76,9 @@ def balanced_class_weight(counts: Mapping[int, int]) -> dict[int, float]:
 
 def shift_to_prior(model: keras.Model, counts: Mapping[int, int], alpha: float, classes: Sequence[int]) -> None:
     """Add ``alpha * log(class share)`` to the biases of the ``predictions`` layer (shares of ``counts``, at least
-    1e-4): the softmax then weighs each class by its share to the power ``alpha``."""
+    1e-4): the softmax then weighs each class by its share to the power ``alpha``; ``alpha`` 0 changes nothing."""
+    if not alpha:
+        return
     layer = model.get_layer("predictions")
     kernel, bias = layer.get_weights()
     shares = np.array([counts.get(int(c), 0) for c in classes], dtype=np.float64)
@@ -293,9 +295,7 @@ def fit(
     """
     t = training or TrainingConfig()
     names = _class_names(splits, class_names)
-    weights = resolve_class_weight(t.class_weight, splits, max_per_class)
-    if weights and t.max_class_weight is not None and not isinstance(t.class_weight, Mapping):
-        weights = {c: min(w, t.max_class_weight) for c, w in weights.items()}
+    weights = _capped_class_weight(t, splits, max_per_class)
     one_hot = t.loss != "cross_entropy" or bool(t.label_smoothing) or bool(augment and augment.mixup)
     if compile_model:
         _compile(model, t, splits, max_per_class, initial_epoch, one_hot)
@@ -312,8 +312,7 @@ def fit(
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
     best_epoch = _returned_weights(model, history.get(t.monitor, []), t.monitor, early, checkpoint_path,
                                    initial_epoch, initial_best, initial_best_epoch)
-    if t.prior_shift:
-        shift_to_prior(model, splits.counts_before, t.prior_shift, splits.classes)
+    shift_to_prior(model, splits.counts_before, t.prior_shift, splits.classes)  # nothing at 0
     metrics_cb.score()  # validation predictions of the weights we return
     # the verdict on the weights returned, on the validation rows; ecgvgg.study pools them with test
     reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,
@@ -323,6 +322,14 @@ def fit(
     return FitResult(model, history, len(history.get(t.monitor, [])), best_epoch, weights, reason is not None,
                      reason, Path(checkpoint_path) if checkpoint_path else None, metrics_cb.last_scores,
                      metrics_cb.last_pred, collapse_cb.stopped, metrics_cb.stop_reason)
+
+
+def _capped_class_weight(t: TrainingConfig, splits: Splits, max_per_class: int | None) -> dict[int, float] | None:
+    """The class weights in force: ``training.class_weight`` resolved, computed ones capped at ``max_class_weight``."""
+    weights = resolve_class_weight(t.class_weight, splits, max_per_class)
+    if weights and t.max_class_weight is not None and not isinstance(t.class_weight, Mapping):
+        weights = {c: min(w, t.max_class_weight) for c, w in weights.items()}
+    return weights
 
 
 def _class_names(splits: Splits, class_names: Sequence[str] | None) -> list[str]:
