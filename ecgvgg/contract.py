@@ -131,20 +131,18 @@ class InputContract:
 
 
 def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] | None = None,
-                 ensemble: bool = False, rows: Any = None) -> InputContract:
+                 ensemble: bool = False, rows: Any = None, made: dict[str, Any] | None = None) -> InputContract:
     """The contract of a model trained with ``cfg`` on a table with these feature columns, the groups its
     training and validation rows came from (to warn when it is scored on them), and the :func:`beat_format` of
-    (a sample of) its training ``rows`` (to warn when new beats were made another way)."""
+    (a sample of) its training ``rows`` (to warn when new beats were made another way), and how ``prepare``
+    ``made`` the training table (so that ``annotate`` cuts new recordings the same way)."""
     d = cfg.data
     data = {"label_column": d.label_column, "group_column": d.group_column, "header": d.header,
             "features": [str(f) for f in features], "rhythm_columns": list(d.rhythm_columns)}
     if d.channels:
         data["channels"] = list(d.channels)
-    from ecgvgg.records import prepare_options_of
-
-    made = prepare_options_of(d.resolved_path()) if not d.stream else None
-    if made:  # how prepare cut the training beats: annotate cuts new recordings the same way
-        data["prepare"] = made
+    if made:
+        data["prepare"] = dict(made)
     if seen_groups is not None:
         data["train_groups"] = sorted({str(g) for g in seen_groups})
     if rows is not None and len(rows):

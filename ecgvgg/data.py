@@ -31,7 +31,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
-class _Source:
+class Source:
     """Where a table came from, so that messages can point at a line or row."""
 
     path: Path
@@ -87,7 +87,7 @@ def load_xy(
                 "X and y files must have the same number of rows"
             )
     X = _validate_features(select_columns(X, src.path, rhythm_columns, ignore_columns, channels), src)
-    y = _validate_labels(y, y_src, classes)
+    y = validate_labels(y, y_src, classes)
     return X, y, groups
 
 
@@ -143,22 +143,22 @@ def select_columns(X: pd.DataFrame, path: str | Path, rhythm_columns: Sequence[s
 
 
 def _read_table(path: str | Path, header: bool | None, text_columns: set[str],
-                fmt: str = "auto") -> tuple[pd.DataFrame, _Source]:
+                fmt: str = "auto") -> tuple[pd.DataFrame, Source]:
     """Read a CSV or Parquet file into a DataFrame, failing with a DataError that names it."""
     try:
         return _read_table_unguarded(path, header, text_columns, fmt)
     except OSError as exc:  # permissions, a vanished file, a device error
-        raise DataError(f"{path}: cannot read ({exc.strerror or _first_line(exc)})") from None
+        raise DataError(f"{path}: cannot read ({exc.strerror or first_line(exc)})") from None
 
 
 def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: set[str],
-                          fmt: str = "auto") -> tuple[pd.DataFrame, _Source]:
+                          fmt: str = "auto") -> tuple[pd.DataFrame, Source]:
     p = Path(path)
-    if _is_shards(p):
+    if is_shards(p):
         table = _read_shards(p)
         if table.shape[0] == 0:
             raise DataError(f"{p}: its shards have no rows")
-        return table, _Source(p, -1)
+        return table, Source(p, -1)
     if not p.exists():
         raise DataError(f"{p}: no such file")
     if p.stat().st_size == 0:
@@ -170,8 +170,8 @@ def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: s
         try:
             table = pd.read_parquet(p)
         except Exception as exc:  # pyarrow raises several types for damaged files
-            raise DataError(f"{p}: cannot read as Parquet ({_first_line(exc)})") from None
-        src = _Source(p, -1)
+            raise DataError(f"{p}: cannot read as Parquet ({first_line(exc)})") from None
+        src = Source(p, -1)
     elif fmt == "csv" or suffix in _CSV_SUFFIXES or suffix == "":
         try:
             table, src = _read_csv(p, header, text_columns)
@@ -185,7 +185,7 @@ def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: s
     return table, src
 
 
-def _is_shards(path: Path) -> bool:
+def is_shards(path: Path) -> bool:
     """Whether a data path names Parquet shards: a folder, or a pattern (``*``, ``?``) that is not a file."""
     return path.is_dir() or (not path.exists() and any(ch in path.name for ch in "*?"))
 
@@ -211,7 +211,7 @@ def _read_shards(path: Path) -> pd.DataFrame:
         try:
             table = pq.read_table(f)
         except Exception as exc:  # pyarrow raises several types for damaged files
-            raise DataError(f"{f}: cannot read as Parquet ({_first_line(exc)})") from None
+            raise DataError(f"{f}: cannot read as Parquet ({first_line(exc)})") from None
         if first is None:
             first = table.schema
         elif table.schema.names != first.names:
@@ -221,11 +221,11 @@ def _read_shards(path: Path) -> pd.DataFrame:
             tables.append(table.cast(first) if table.schema != first else table)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise DataError(f"{f}: its column types differ from those of {files[0].name} "
-                            f"({_first_line(exc)})") from None
+                            f"({first_line(exc)})") from None
     return pa.concat_tables(tables).to_pandas()
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
+def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of a library's message, at most ``limit`` characters."""
     text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -239,7 +239,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.DataFrame, _Source]:
+def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.DataFrame, Source]:
     """Read a CSV with pyarrow straight into float32 columns (``text_columns`` kept as text)."""
     with p.open(newline="", encoding="utf-8") as fh:
         first = next(csv.reader(fh), [])
@@ -255,7 +255,7 @@ def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.
             "remove the row or set data.header: true"
         )
     has_header = (not numeric_first) if header is None else header
-    src = _Source(p, 1 if has_header else 0)
+    src = Source(p, 1 if has_header else 0)
     names = first if has_header else list(range(len(first)))
     dtypes = {n: np.float32 for n in names if n not in text_columns}
     try:
@@ -274,7 +274,7 @@ def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.
     return table, src
 
 
-def _diagnose_csv(p: Path, src: _Source, width: int, numeric: set | None, names: list) -> None:
+def _diagnose_csv(p: Path, src: Source, width: int, numeric: set | None, names: list) -> None:
     """Find the first ragged line or non-numeric cell of a CSV that pyarrow refused."""
     with p.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
@@ -296,7 +296,7 @@ def _diagnose_csv(p: Path, src: _Source, width: int, numeric: set | None, names:
     raise DataError(f"{p}: cannot parse as CSV")
 
 
-def _raw_cell(src: _Source, i: int, j: int) -> str | None:
+def _raw_cell(src: Source, i: int, j: int) -> str | None:
     """The text of cell ``(i, j)`` of a CSV source as written in the file (None for Parquet)."""
     if src.header_lines < 0:
         return None
@@ -311,7 +311,7 @@ def _colname(name: object) -> str:
     return f"{name}" if isinstance(name, (int, np.integer)) else f"'{name}'"
 
 
-def _pop_group(table: pd.DataFrame, src: _Source, group_column: str | None) -> pd.Series | None:
+def _pop_group(table: pd.DataFrame, src: Source, group_column: str | None) -> pd.Series | None:
     if group_column is None:
         return None
     if group_column not in table.columns:
@@ -325,7 +325,7 @@ def _pop_group(table: pd.DataFrame, src: _Source, group_column: str | None) -> p
     return groups.astype(str)
 
 
-def _pick_label(table: pd.DataFrame, src: _Source, label_column: str) -> pd.Series:
+def _pick_label(table: pd.DataFrame, src: Source, label_column: str) -> pd.Series:
     if label_column in table.columns:
         return table[label_column]
     if table.shape[1] == 1:
@@ -334,7 +334,7 @@ def _pick_label(table: pd.DataFrame, src: _Source, label_column: str) -> pd.Seri
 
 
 def _split_columns(
-    table: pd.DataFrame, src: _Source, label_column: str, group_column: str | None, *, label_last: bool,
+    table: pd.DataFrame, src: Source, label_column: str, group_column: str | None, *, label_last: bool,
     label_option: str = "data.label_column",
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
     """Separate features, labels and groups of a single table."""
@@ -358,7 +358,7 @@ def _preview(columns: pd.Index, n: int = 6) -> str:
     return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
 
 
-def _validate_features(X: pd.DataFrame, src: _Source) -> pd.DataFrame:
+def _validate_features(X: pd.DataFrame, src: Source) -> pd.DataFrame:
     """Check that every feature cell is a finite number; return X as float32."""
     for col in X.columns:
         if not pd.api.types.is_numeric_dtype(X[col]):
@@ -394,7 +394,7 @@ def _validate_features(X: pd.DataFrame, src: _Source) -> pd.DataFrame:
     return pd.DataFrame(values, index=X.index, columns=X.columns)
 
 
-def _validate_labels(y: pd.Series, src: _Source, classes: Sequence[int], min_classes: int = 2) -> pd.Series:
+def validate_labels(y: pd.Series, src: Source, classes: Sequence[int], min_classes: int = 2) -> pd.Series:
     """Check that labels are integers from ``classes`` and that there are at least ``min_classes`` classes."""
     name = y.name if y.name is not None else "label"
     numeric = pd.to_numeric(y, errors="coerce")
@@ -441,7 +441,7 @@ def has_column(path: str | Path, column: str) -> bool:
     """Whether a CSV with a header, a Parquet file or a folder of shards has ``column`` (False when it cannot tell)."""
     p = Path(path)
     try:
-        if _is_shards(p):  # shards share their columns: the first one tells
+        if is_shards(p):  # shards share their columns: the first one tells
             files = shard_files(p)
             p = files[0] if files else p
         if p.suffix.lower() in _PARQUET_SUFFIXES:
@@ -485,7 +485,7 @@ def load_beats(
         others = table[keep].reset_index(drop=True)
     y = None
     if classes is not None and label is not None:
-        y = _validate_labels(table[label], src, classes, min_classes=1).to_numpy()
+        y = validate_labels(table[label], src, classes, min_classes=1).to_numpy()
     if group_column:
         _pop_group(table, src, group_column)
     X = _validate_features(table.drop(columns=[label]) if label is not None else table, src)

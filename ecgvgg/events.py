@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ecgvgg.dataset import StudyData
     from ecgvgg.folds import Fold
     from ecgvgg.resampling import Splits
-    from ecgvgg.study import FoldResult, StudyResult
+    from ecgvgg.results import FoldResult, StudyResult
 
 
 class Observer:

@@ -138,7 +138,7 @@ def read_contract(path: str | Path) -> InputContract | None:
 _CHECKPOINTS = ("best.keras", "best.partial.keras", "model.partial.keras")
 
 
-def _model_file(folder: Path) -> Path | None:
+def model_file(folder: Path) -> Path | None:
     """The final model in a run folder or a logged MLflow model folder (never a checkpoint)."""
     for candidate in (folder / "model.keras", folder / "data" / "model.keras"):
         if candidate.is_file():
@@ -168,7 +168,7 @@ def load_model(path: str | Path, *, source: str | None = None) -> LoadedModel:
     path = Path(path)
     folder = path if path.is_dir() else None
     if folder is not None:
-        found = _model_file(folder)
+        found = model_file(folder)
         if found is None:
             raise DataError(f"{source or path}: no .keras model in this folder")
         path = found

@@ -17,7 +17,7 @@ from ecgvgg.dataset import StudyData, prepare
 from ecgvgg.errors import ConfigError, DataError
 from ecgvgg.folds import Fold
 from ecgvgg.events import Observer
-from ecgvgg.study import StudyResult
+from ecgvgg.results import StudyResult
 
 if TYPE_CHECKING:
     from ecgvgg.tracking import MlflowObserver
@@ -70,7 +70,8 @@ def run_observed(cfg: PipelineConfig, planned: Planned, *, nested: bool = False,
     """Run the study logged to MLflow with terminal progress; return the result and the MLflow observer
     (its ``run_id``, ``run_name``, ``model_uri`` and ``model_path``). ``on_run`` hears each run id opened."""
     from ecgvgg.exits import StepInterrupts
-    from ecgvgg.report import TerminalObserver, print_trained
+    from ecgvgg.progress import TerminalObserver
+    from ecgvgg.report import print_trained
     from ecgvgg.study import run_study
     from ecgvgg.tracking import MlflowObserver
 

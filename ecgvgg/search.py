@@ -21,7 +21,7 @@ from ecgvgg.dataset import StudyData
 from ecgvgg.errors import ConfigError, DataError
 from ecgvgg.events import Observer
 from ecgvgg.runner import Planned
-from ecgvgg.study import FoldResult, StudyResult
+from ecgvgg.results import FoldResult, StudyResult
 
 
 def grid_configs(cfg: PipelineConfig, grid: Mapping[str, Sequence[Any]]) -> list[tuple[dict[str, Any], PipelineConfig]]:

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from ecgvgg.contract import InputContract
 from ecgvgg.errors import ConfigError, DataError
-from ecgvgg.study import ResumePoint
+from ecgvgg.results import ResumePoint
 
 log = logging.getLogger("ecgvgg")
 
@@ -283,10 +283,10 @@ def run_model_path(uri: str, run_id: str) -> Path:
 
 def run_contract(uri: str, run_id: str) -> InputContract:
     """The input contract of the model that run ``run_id`` logged."""
-    from ecgvgg.inference import METADATA_FILE, _model_file, read_contract
+    from ecgvgg.inference import METADATA_FILE, model_file, read_contract
 
     path = run_model_path(uri, run_id)
-    found = _model_file(path) if path.is_dir() else path
+    found = model_file(path) if path.is_dir() else path
     contract = read_contract(found) if found is not None else None
     if contract is None and path.is_dir() and (path / METADATA_FILE).is_file():
         contract = read_contract(path / METADATA_FILE)

@@ -153,9 +153,9 @@ def open_shards(path: Path, *, label_column: str, group_column: str | None, clas
     """
     import pyarrow.parquet as pq
 
-    from ecgvgg.data import _is_shards, _Source, _validate_labels, select_columns, shard_files
+    from ecgvgg.data import is_shards, Source, validate_labels, select_columns, shard_files
 
-    files = shard_files(path) if _is_shards(path) else [path]
+    files = shard_files(path) if is_shards(path) else [path]
     if not files or not files[0].is_file():
         raise DataError(f"{path}: no Parquet file here (data.stream reads a .parquet file, a folder of them or a glob)")
     schemas = _schemas(files)
@@ -169,8 +169,8 @@ def open_shards(path: Path, *, label_column: str, group_column: str | None, clas
     labels, groups, counts = [], [], []
     for f in files:
         table = pq.read_table(f, columns=[c for c in (label_column, group_column) if c])
-        src = _Source(f, -1)
-        labels.append(_validate_labels(table.column(label_column).to_pandas(), src, classes, min_classes=1).to_numpy())
+        src = Source(f, -1)
+        labels.append(validate_labels(table.column(label_column).to_pandas(), src, classes, min_classes=1).to_numpy())
         if group_column:
             g = table.column(group_column).to_pandas()
             if g.isna().any():
@@ -189,14 +189,14 @@ def _schemas(files: Sequence[Path]) -> list[Any]:
     """Each file's schema, read once; a file that is not Parquet, or whose columns differ, is refused by name."""
     import pyarrow.parquet as pq
 
-    from ecgvgg.data import _first_line
+    from ecgvgg.data import first_line
 
     schemas = []
     for f in files:
         try:
             schemas.append(pq.read_schema(f))
         except Exception as exc:  # pyarrow raises several types for damaged files
-            raise DataError(f"{f}: cannot read as Parquet ({_first_line(exc)})") from None
+            raise DataError(f"{f}: cannot read as Parquet ({first_line(exc)})") from None
         if schemas[-1].names != schemas[0].names:
             raise DataError(f"{f}: its columns differ from those of {files[0].name}; shards need the same columns")
     return schemas

@@ -14,128 +14,23 @@ import time
 from functools import reduce
 from operator import add
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ecgvgg.config import PipelineConfig
-from ecgvgg.contract import InputContract, contract_for
+from ecgvgg.contract import contract_for
 from ecgvgg.dataset import StudyData, grouping, split_kind
 from ecgvgg.folds import Fold, materialise
 from ecgvgg.metrics import (bootstrap_macro_f1, bootstrap_from_confusions, class_positions, confusion,
                             group_confusions, group_keys, held_out_verdict, macro_f1_from_confusion,
                             per_class_scores, scores_from_confusion)
 from ecgvgg.events import Observer
+from ecgvgg.results import FoldResult, ResumePoint, StudyResult, macro_f1
 from ecgvgg.resampling import Splits, balanced_proportions
 
 log = logging.getLogger("ecgvgg")
-
-
-@dataclass
-class ResumePoint:
-    """Where an interrupted run stopped: epochs completed, the best monitored value and its epoch, its checkpoint."""
-
-    epoch: int
-    best: float | None
-    checkpoint: Path
-    best_epoch: int | None = None
-
-
-@dataclass
-class FoldResult:
-    """One trained, scored fold: the model, its test predictions, scores, verdict and baseline."""
-
-    fold: Fold
-    counts: dict[str, dict[int, int]]
-    model: Any
-    fit: Any
-    contract: InputContract
-    probs: np.ndarray | None = None
-    pred: np.ndarray | None = None
-    scores: dict[str, Any] = field(default_factory=dict)
-    ci: tuple[float, float] | None = None
-    baseline_pred: np.ndarray | None = None
-    reason: str | None = None
-    missed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    first_epoch: int = 1
-    unfrozen_at: int | None = None
-    y_val: np.ndarray | None = None
-    y_test: np.ndarray | None = None
-    saliency: Any = None  # ecgvgg.explain.ClassSaliency of test beats, per predicted class
-    baseline_score: float | None = None  # the baseline's macro-F1 when its predictions are not kept (streamed)
-
-    @property
-    def pruned(self) -> str | None:
-        """Why an observer stopped this fold's training early, else None (then nothing was scored)."""
-        return self.fit.stopped_by
-
-    @property
-    def val_scores(self) -> dict[str, Any]:
-        """Validation scores of the returned model."""
-        return self.fit.val_scores
-
-    @property
-    def val_pred(self) -> np.ndarray | None:
-        """Validation predictions of the returned model."""
-        return self.fit.val_pred
-
-    @property
-    def baseline_macro_f1(self) -> float | None:
-        """The baseline's test macro-F1, or None without a baseline."""
-        if self.baseline_score is not None:
-            return self.baseline_score
-        return macro_f1(self.y_test, self.baseline_pred, len(self.contract.classes))
-
-
-@dataclass
-class StudyResult:
-    """A whole study: its folds, and the scores to report (the single fold's test, or pooled out-of-fold)."""
-
-    cfg: PipelineConfig
-    folds: list[FoldResult]
-    scores: dict[str, Any]
-    ci: tuple[float, float] | None
-    reason: str | None
-    missed: dict[str, str]
-    baseline_macro_f1: float | None
-    kind: str
-    cv: dict[str, Any] | None = None
-    oof: dict[str, np.ndarray] | None = None
-    ensemble: Any = None
-    contract: InputContract | None = None
-    seconds: float = 0.0
-    pruned: str | None = None
-    saliency: Any = None
-
-    @property
-    def collapsed(self) -> bool:
-        """Whether the returned model collapsed."""
-        return self.reason is not None
-
-    @property
-    def class_names(self) -> list[str]:
-        """The configured class names."""
-        return list(self.cfg.data.class_names)
-
-    @property
-    def val_macro_f1(self) -> float:
-        """Validation macro-F1 of the returned model (the mean over folds when cross-validated)."""
-        return float(np.mean([f.val_scores.get("macro_f1", 0.0) for f in self.folds]))
-
-    @property
-    def objective(self) -> float:
-        """What a search maximises: the cross-validated mean macro-F1, else the validation macro-F1."""
-        return self.cv["macro_f1"][0] if self.cv else float(self.folds[-1].val_scores.get("macro_f1", 0.0))
-
-
-def macro_f1(y_true: np.ndarray | None, pred: np.ndarray | None, n_classes: int) -> float | None:
-    """Macro-F1 of ``pred`` over classes ``0..n_classes-1``, or None without predictions."""
-    if pred is None or y_true is None:
-        return None
-    return float(per_class_scores(y_true, pred, range(n_classes))["macro_f1"])
 
 
 def run_study(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], observers: Sequence[Observer] = (), *,
@@ -193,7 +88,7 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
     seen = grouping(cfg, data)
     out = FoldResult(fold, splits.counts, model, fit,
                      contract_for(cfg, data.features, None if seen is None else seen[np.r_[fold.train, fold.val]],
-                                  rows=_sample_rows(data, fold.train, cfg.training.seed)),
+                                  rows=_sample_rows(data, fold.train, cfg.training.seed), made=_made(cfg)),
                      seconds=time.perf_counter() - started, first_epoch=(resume.epoch if resume else 0) + 1,
                      unfrozen_at=unfrozen, y_val=shaped.y_val, y_test=shaped.y_test)
     if out.pruned:
@@ -345,7 +240,8 @@ def _pool(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], results: 
                        reason, missed, macro_f1(y, baseline, len(classes)), split_kind(cfg),
                        cv_summary([r.scores for r in results], names), oof, fold_ensemble([r.model for r in results]),
                        contract_for(cfg, data.features, groups, ensemble=True,
-                                    rows=_sample_rows(data, np.arange(len(data.y)), cfg.training.seed)),
+                                    rows=_sample_rows(data, np.arange(len(data.y)), cfg.training.seed),
+                                    made=_made(cfg)),
                        saliency=None if results[0].saliency is None else reduce(add, (r.saliency for r in results)))
 
 
@@ -419,6 +315,13 @@ def _rhythm_rows(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> np.
 
 #: Training rows whose column statistics a model's input contract keeps.
 CONTRACT_SAMPLE_ROWS = 5000
+
+
+def _made(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """How ``ecgvgg prepare`` made the training table, when it says (its Parquet metadata)."""
+    from ecgvgg.records import prepare_options_of
+
+    return None if cfg.data.stream else prepare_options_of(cfg.data.resolved_path())
 
 
 def _sample_rows(data: StudyData, train: np.ndarray, seed: int) -> np.ndarray | None:

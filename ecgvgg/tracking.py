@@ -33,7 +33,7 @@ from ecgvgg.metrics import flat_scores
 from ecgvgg.resampling import Splits
 from ecgvgg.store import param_text
 from ecgvgg.events import Observer
-from ecgvgg.study import FoldResult, ResumePoint, StudyResult
+from ecgvgg.results import FoldResult, ResumePoint, StudyResult
 
 log = logging.getLogger("ecgvgg")
 

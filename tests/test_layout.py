@@ -11,7 +11,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "ecgvgg"
 CORE = ("data", "stream", "inputs", "folds", "resampling", "shapes", "models", "training", "augment", "metrics", "study",
-        "dataset", "contract", "events", "records", "annotate", "baselines", "config_reference")
+        "dataset", "contract", "events", "records", "annotate", "baselines", "config_reference", "results")
 
 
 def _imports(path: Path) -> set[str]:

@@ -52,7 +52,8 @@ def test_streamed_test_scores_equal_the_in_memory_ones(shard_folder):
     from ecgvgg.folds import materialise
     from ecgvgg.runner import check
     from ecgvgg.shapes import reshape
-    from ecgvgg.study import FoldResult, _score, build_model
+    from ecgvgg.results import FoldResult
+    from ecgvgg.study import _score, build_model
     from ecgvgg.training import FitResult, setup_device
 
     setup_device(seed=0)
