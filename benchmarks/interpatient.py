@@ -2,6 +2,7 @@
 
     python benchmarks/interpatient.py                           # every lever, the three estimates
     python benchmarks/interpatient.py --levers shipped reference --estimates cv
+    python benchmarks/interpatient.py --levers causal --shift 0.2     # also as prior_shift 0.2 would make it
     python benchmarks/interpatient.py --levers shipped --set training.epochs=8
 
 The three estimates of a lever (choose by all three: DS1 cross-validation alone ranks models
@@ -46,14 +47,16 @@ SHIPPED = ROOT / "pipelines" / "interpatient_vgg.yaml"
 REFERENCE = "--method window --before 0.25 --after 0.4 --scale window --reference record"
 #: Each lever: the ``prepare`` options of its tables and its overrides of pipelines/interpatient_cv.yaml.
 LEVERS: dict[str, tuple[str, list[str]]] = {
-    "rhythm": ("--method kachuee", ["data.channels=[]", "training.class_weight=balanced"]),
-    "reference": (f"{REFERENCE} --leads MLII", ["data.channels=[x,ref]", "training.class_weight=balanced"]),
+    "rhythm": ("--method kachuee", ["data.channels=[]", "training.class_weight=balanced", "training.prior_shift=0"]),
+    "reference": (f"{REFERENCE} --leads MLII", ["data.channels=[x,ref]", "training.class_weight=balanced",
+                                                "training.prior_shift=0"]),
     "two_leads": (f"{REFERENCE} --leads MLII,V1", ["data.channels=[x,x2_,ref,ref2_]",
-                                                   "training.class_weight=balanced"]),
+                                                   "training.class_weight=balanced", "training.prior_shift=0"]),
     "records_weight": (f"{REFERENCE} --leads MLII,V1", ["data.channels=[x,x2_,ref,ref2_]",
-                                                        "training.class_weight=records"]),
+                                                        "training.class_weight=records", "training.prior_shift=0"]),
     "causal": (f"{REFERENCE.replace('record', 'causal')} --leads MLII,V1",
-               ["data.channels=[x,x2_,ref,ref2_]", "training.class_weight=records"]),
+               ["data.channels=[x,x2_,ref,ref2_]", "training.class_weight=records", "training.prior_shift=0"]),
+    # pipelines/interpatient_vgg.yaml as shipped: records_weight with training.prior_shift 0.2
     "shipped": ("", []),
 }
 ESTIMATES = ("cv", "ds1_svdb", "svdb_ds1")
@@ -166,6 +169,7 @@ def measure(lever: str, estimate: str, args: argparse.Namespace) -> list[dict]:
             y = data.y[fold.test]
             rows.append({"lever": lever, "estimate": estimate, "seed": seed, "fold": k, "test": fold.test,
                          "pred": pred, "base": base, "probs": probs, "seconds": time.perf_counter() - t0,
+                         "train_counts": np.bincount(data.y[fold.train], minlength=len(NAMES)),
                          **aami_row(y, pred), **{f"hgb_{k2}": v for k2, v in aami_row(y, base).items()}})
             print(f"{lever} {estimate} seed {seed} fold {k}: SVEB F1 {rows[-1]['sveb_f1']:.3f} "
                   f"(tree {rows[-1]['hgb_sveb_f1']:.3f}), VEB F1 {rows[-1]['veb_f1']:.3f} "
@@ -179,6 +183,18 @@ def measure(lever: str, estimate: str, args: argparse.Namespace) -> list[dict]:
     for r in rows:
         r["minutes"] = (time.perf_counter() - started) / 60
     return rows
+
+
+def shifted(rows: list[dict], alpha: float) -> list[dict]:
+    """The rows as ``training.prior_shift: alpha`` would have made them: each fold's probabilities weighed by its
+    training rows' class shares to the power ``alpha`` (what the shift does to a trained network)."""
+    out = []
+    for r in rows:
+        shares = np.maximum(r["train_counts"] / r["train_counts"].sum(), 1e-4)
+        pred = np.argmax(np.log(np.maximum(r["probs"], 1e-12)) + alpha * np.log(shares), axis=1)
+        out.append({**r, "lever": f"{r['lever']} + prior_shift {alpha:g}", "pred": pred, **aami_row(r["y"], pred),
+                    **{f"hgb_{k}": v for k, v in aami_row(r["y"], r["base"]).items()}})
+    return out
 
 
 def summary_line(rows: list[dict]) -> str:
@@ -209,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
     p.add_argument("--out", default="interpatient_levers")
+    p.add_argument("--shift", type=float, default=None, metavar="ALPHA",
+                   help="also report each lever with its probabilities shifted to the class shares (prior_shift)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override every lever's configuration (repeatable)")
     args = p.parse_args(argv)
@@ -226,9 +244,12 @@ def main(argv: list[str] | None = None) -> int:
             folds += rows
             lines.append(summary_line(rows))
             print(lines[-1], flush=True)
+            if args.shift:
+                lines.append(summary_line(shifted(rows, args.shift)))
+                print(lines[-1], flush=True)
             (out / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    drop = ("test", "pred", "base", "probs", "y")
+    drop = ("test", "pred", "base", "probs", "y", "train_counts")
     pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in folds]).to_csv(
         out / f"{args.out}_folds.csv", index=False)
     return 0
