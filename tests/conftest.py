@@ -133,6 +133,19 @@ def shard_folder(tmp_path_factory, mixed_frame) -> Path:
     return folder
 
 
+def assert_served_as_keras(uri: str, run_id: str, beats: pd.DataFrame) -> None:
+    """The run's logged pyfunc, given the beats' feature columns, answers as its Keras model does."""
+    import mlflow
+
+    from ecgvgg.store import load_run_model
+
+    mlflow.set_tracking_uri(uri)
+    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(
+        beats.drop(columns=[c for c in ("label", "record", "sample") if c in beats.columns]))
+    keras_side = load_run_model(uri, run_id).predict_frame(beats)
+    pd.testing.assert_frame_equal(served.reset_index(drop=True), keras_side, check_dtype=False, atol=1e-5)
+
+
 #: Fixtures that train a real network for many steps or run whole studies: a test that uses one is in the
 #: slow tier (``pytest -m "not slow"`` leaves it out).
 SLOW_FIXTURES = {"tiny_run", "cv_run", "trained", "rhythm_run", "reference_run", "sweep", "source_run",

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATA, RAN, ROOT, invoke_in_new_store, runs_in
+from conftest import DATA, RAN, ROOT, assert_served_as_keras, invoke_in_new_store, runs_in
 from ecgvgg.cli import app
 from ecgvgg.records import pick_leads, prepare_records, reference_beats
 
@@ -112,22 +112,13 @@ def test_the_reference_model_reads_four_channels_and_its_differences(reference_r
 
 
 def test_reference_model_evaluates_predicts_serves_exports_and_explains(reference_run, two_leads, monkeypatch):
-    import mlflow
-
-    from ecgvgg.store import load_run_model
-
     tmp, uri, run, _ = reference_run
     monkeypatch.chdir(tmp)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     runner = CliRunner()
     res = runner.invoke(app, ["evaluate", "--run", run.info.run_id, str(two_leads), "--json"])
     assert res.exit_code == 0, res.output
-    beats = pd.read_parquet(two_leads).head(8)
-    mlflow.set_tracking_uri(uri)
-    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(
-        beats.drop(columns=["label", "record", "sample"]))
-    keras_side = load_run_model(uri, run.info.run_id).predict_frame(beats)
-    pd.testing.assert_frame_equal(served.reset_index(drop=True), keras_side, check_dtype=False, atol=1e-5)
+    assert_served_as_keras(uri, run.info.run_id, pd.read_parquet(two_leads).head(8))
     res = runner.invoke(app, ["export", "--run", run.info.run_id, "--format", "onnx", "-o", str(tmp / "m.onnx")])
     assert res.exit_code == 0 and (tmp / "m.onnx").exists(), res.output
     res = runner.invoke(app, ["explain", str(two_leads), "--run", run.info.run_id, "-o", str(tmp / "why"),

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATA, invoke_in_new_store, RAN, ROOT, runs_in
+from conftest import DATA, assert_served_as_keras, invoke_in_new_store, RAN, ROOT, runs_in
 from ecgvgg.cli import app
 from ecgvgg.metrics import jk_index
 from ecgvgg.records import RHYTHM_COLUMNS, beats_from_signal, prepare_records, rhythm_features
@@ -163,10 +163,6 @@ def test_the_rhythm_model_trains_saves_and_carries_its_columns(rhythm_run, table
 
 
 def test_evaluate_predict_and_pyfunc_read_beat_and_rhythm_columns(rhythm_run, table, monkeypatch):
-    import mlflow
-
-    from ecgvgg.store import load_run_model
-
     tmp, uri, run, _ = rhythm_run
     monkeypatch.chdir(tmp)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -178,12 +174,7 @@ def test_evaluate_predict_and_pyfunc_read_beat_and_rhythm_columns(rhythm_run, ta
     res = runner.invoke(app, ["predict", "--run", run.info.run_id, str(table), "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out)) == len(pd.read_parquet(table))
-    beats = pd.read_parquet(table).head(8)
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    served = model.predict(beats.drop(columns=["label", "record", "sample"]))
-    keras_side = load_run_model(uri, run.info.run_id).predict_frame(beats)
-    pd.testing.assert_frame_equal(served.reset_index(drop=True), keras_side, check_dtype=False, atol=1e-5)
+    assert_served_as_keras(uri, run.info.run_id, pd.read_parquet(table).head(8))
     # without its rhythm columns the table is refused in one line that names them
     bare = tmp / "bare.parquet"
     pd.read_parquet(table).drop(columns=["rr_pre_local"]).to_parquet(bare)
