@@ -18,7 +18,7 @@ No MLflow, rich or Optuna here; the model comes in as an :class:`ecgvgg.inferenc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -225,11 +225,10 @@ def detect_beats(rec: Recording, plan: Plan, chunk_s: float = CHUNK_S,
 
 def _cut(rec: Recording, plan: Plan, x: np.ndarray, peaks: np.ndarray) -> list[np.ndarray]:
     """Each lead's beats at ``peaks`` (relative to ``x``), cut as the model's training beats were."""
-    p = plan.prepare
-    band = tuple(p["filter_band"]) if p.get("filter_band") else None
-    return [cut_beats(x[:, k], rec.fs, peaks, method=p.get("method", "kachuee"), filter_band=band,
-                      before=p.get("before", 0.25), after=p.get("after", 0.45), rate=p.get("rate", 125.0),
-                      scale=p.get("scale", "none")) for k in range(x.shape[1])]
+    options = {k: v for k, v in plan.prepare.items() if k in ("method", "before", "after", "rate", "scale")}
+    if plan.prepare.get("filter_band"):
+        options["filter_band"] = tuple(plan.prepare["filter_band"])
+    return [cut_beats(x[:, k], rec.fs, peaks, **options) for k in range(x.shape[1])]
 
 
 def _chunk_beats(rec: Recording, plan: Plan, peaks: np.ndarray, chunk_s: float
@@ -262,8 +261,6 @@ class Labelled:
     recording: Recording
     beats: pd.DataFrame
     class_names: list[str]
-    comparison: dict[str, Any] | None = None
-    strip: dict[str, Any] = field(default_factory=dict)
 
 
 def label(rec: Recording, loaded: Any, plan: Plan, chunk_s: float = CHUNK_S,

@@ -52,10 +52,13 @@ def annotate(
             if reference is not None and (rec.annotations is None or
                                           not Path(f"{rec.annotations}.{reference}").is_file()):
                 raise DataError(f"{rec.source}: no reference annotations {rec.name}.{reference} (--reference)")
-        contract = _contract(model, tracking_uri)
+        path, source = _model_path(model, tracking_uri)
+        contract = _contract(path, model)
         plans = [plan_for(rec, contract, lead) for rec in recordings]
         load_tensorflow(inv)
-        loaded = _load(model, tracking_uri)
+        from ecgvgg.inference import load_model
+
+        loaded = load_model(path, source=source)
         results = []
         for rec, plan in zip(recordings, plans):
             results.append(_annotate_one(rec, plan, loaded, out, reference))
@@ -63,19 +66,24 @@ def annotate(
         console.print(text, soft_wrap=True)
 
 
-def _contract(model: str, tracking_uri: Optional[str]) -> Any:
-    """The model's input contract, read without TensorFlow."""
-    from ecgvgg.inference import read_contract
-
+def _model_path(model: str, tracking_uri: Optional[str]) -> tuple[Path, Optional[str]]:
+    """The model file ``--model`` names and how to call it, found without TensorFlow (a run id resolved once)."""
     if model.startswith("run:"):
         from ecgvgg import store
         from ecgvgg.config import TrackingConfig
 
         uri = TrackingConfig(uri=tracking_uri).resolved_uri()
         run_id = store.resolve_run_id(uri, model[4:], "--model")
-        path = store.run_model_path(uri, run_id)
-    else:
-        path = PRETRAINED if model == "pretrained" else Path(model)
+        return store.run_model_path(uri, run_id), f"run {run_id}"
+    if model == "pretrained":
+        return PRETRAINED, "the packaged model"
+    return Path(model), None
+
+
+def _contract(path: Path, model: str) -> Any:
+    """The input contract inside a model file, read without TensorFlow."""
+    from ecgvgg.inference import read_contract
+
     if not path.is_file():
         what = "the packaged model" if model == "pretrained" else "--model"
         raise ConfigError(f"{path}: no such model file ({what})")
@@ -83,20 +91,6 @@ def _contract(model: str, tracking_uri: Optional[str]) -> Any:
     if contract is None:
         raise ConfigError(f"{path}: no input contract in this model file (train it with ecgvgg run)")
     return contract
-
-
-def _load(model: str, tracking_uri: Optional[str]) -> Any:
-    """The model itself (after TensorFlow loads)."""
-    from ecgvgg.inference import load_model
-
-    if model.startswith("run:"):
-        from ecgvgg import store
-        from ecgvgg.config import TrackingConfig
-
-        uri = TrackingConfig(uri=tracking_uri).resolved_uri()
-        return store.load_run_model(uri, store.resolve_run_id(uri, model[4:], "--model"))
-    return load_model(PRETRAINED if model == "pretrained" else Path(model),
-                      source="the packaged model" if model == "pretrained" else None)
 
 
 def _annotate_one(rec: Any, plan: Any, loaded: Any, out: Path, reference: Optional[str]) -> str:
