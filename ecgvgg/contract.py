@@ -21,6 +21,11 @@ DRIFT_MIN_ROWS = 20
 FORMAT_SUMMARIES = ("lowest sample", "highest sample", "mean sample", "share of zero samples")
 
 
+def samples_per_channel(width: int, rhythm: int, channels: int) -> int:
+    """Samples of one channel's beat in rows of ``width`` values that end with ``rhythm`` rhythm values."""
+    return (width - rhythm) // max(1, channels)
+
+
 def beat_format(beats: Any) -> np.ndarray:
     """Per beat: its lowest, highest and mean sample and its share of zero samples (padding): what another cut
     (``prepare --method``), scaling or unit changes, and a patient's own beat shape (its QRS polarity) does not."""
@@ -72,7 +77,7 @@ class InputContract:
         """Samples per beat in each channel."""
         if self.length is None:
             return None
-        return (self.length - len(self.rhythm_columns)) // max(1, len(self.channels))
+        return samples_per_channel(self.length, len(self.rhythm_columns), len(self.channels))
 
     @property
     def prepare(self) -> dict[str, Any]:
@@ -146,7 +151,7 @@ def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] |
     if seen_groups is not None:
         data["train_groups"] = sorted({str(g) for g in seen_groups})
     if rows is not None and len(rows):
-        length = (len(features) - len(d.rhythm_columns)) // max(1, len(d.channels))
+        length = samples_per_channel(len(features), len(d.rhythm_columns), len(d.channels))
         summary = beat_format(np.asarray(rows)[:, :length])
         data["beat_format"] = {"mean": [round(float(v), 6) for v in summary.mean(axis=0)],
                                "std": [round(float(v), 6) for v in summary.std(axis=0)]}

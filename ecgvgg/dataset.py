@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ecgvgg.config import PipelineConfig, data_path
-from ecgvgg.contract import InputContract
+from ecgvgg.contract import InputContract, samples_per_channel
 from ecgvgg.data import load_xy
 from ecgvgg.errors import ConfigError, DataError
 from ecgvgg.folds import Fold, plan
@@ -90,7 +90,7 @@ def split_kind(cfg: PipelineConfig) -> str:
 
 def beat_length(cfg: PipelineConfig, width: int) -> int:
     """Samples per beat and channel in rows of ``width`` values: less the rhythm columns, over the channels."""
-    return (width - len(cfg.data.rhythm_columns)) // max(1, len(cfg.data.channels))
+    return samples_per_channel(width, len(cfg.data.rhythm_columns), len(cfg.data.channels))
 
 
 def load(cfg: PipelineConfig) -> StudyData:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgvgg.contract import InputContract
+from ecgvgg.contract import InputContract, samples_per_channel
 from ecgvgg.shapes import fold_side
 
 
@@ -93,7 +93,7 @@ def gradcam(model: Any, X: np.ndarray, contract: InputContract, *, class_index: 
     sample of a beat (the channels of a several-channel beat share its time axis)."""
     X = np.asarray(X, dtype=np.float32)
     shaped = contract.shape(X)
-    beat_length = (X.shape[1] - len(contract.rhythm_columns)) // max(1, len(contract.channels))
+    beat_length = samples_per_channel(X.shape[1], len(contract.rhythm_columns), len(contract.channels))
     probs = None
     if class_index is None:
         probs = np.asarray(model.predict(shaped, batch_size=batch_size, verbose=0), dtype=np.float32)
