@@ -82,8 +82,8 @@ def open_recordings(inputs: Sequence[Path], fs: float | None = None) -> list[Rec
                             "records, an .edf or a .csv file)")
     if fs is not None and any(r.source.suffix.lower() not in (".csv", ".txt") for r in out):
         raise ConfigError("--fs: only for CSV input (WFDB and EDF files carry their sampling rate)")
-    names = [r.name for r in out]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    named = [r.name for r in out]
+    twice = sorted({n for n in named if named.count(n) > 1})
     if twice:
         raise ConfigError(f"recordings named twice: {', '.join(twice)}; their outputs would overwrite each other")
     return out

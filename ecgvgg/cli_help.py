@@ -51,6 +51,8 @@ def polish_help(app: typer.Typer) -> None:
     import typing
 
     for info in app.registered_commands:
+        if info.callback is None:
+            continue
         name = info.name or info.callback.__name__.replace("_", "-")
         info.short_help = info.short_help or SUMMARIES.get(name)
         if name in EXAMPLES and not info.epilog:
@@ -62,7 +64,7 @@ def polish_help(app: typer.Typer) -> None:
             kind = typing.get_args(hint)[0] if extras else hint
             kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind) \
                 if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", ())) else kind
-            if kind is bool:
+            if kind is bool or kind is None:
                 continue
             for param in extras:
                 if isinstance(param, typer.models.ArgumentInfo) and param.metavar is None:

@@ -80,6 +80,7 @@ def _load(inv: Invocation, run_id: Optional[str], model: Optional[Path], trackin
     if run_id is None:
         from ecgvgg.inference import load_model
 
+        assert model is not None
         load_tensorflow(inv)
         return load_model(model)
     from ecgvgg import store

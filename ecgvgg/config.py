@@ -455,7 +455,7 @@ def validate_config(raw: dict[str, Any], source: str = "<config>", overrides: Ma
         raise ConfigError((f"{source}: " if from_file else "") + "; ".join(problems)) from None
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Any) -> str:
     """One pydantic error as ``yaml.path: problem (got value)``."""
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "literal[", "dict[")))
     if not loc:  # a check across sections: its message names the keys

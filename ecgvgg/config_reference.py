@@ -64,8 +64,9 @@ def reference_markdown() -> str:
                   "| key | type | default | meaning |", "|---|---|---|---|"]
         comments = field_comments(section)
         for key, field in section.model_fields.items():
+            factory = field.default_factory
             default = "required" if field.is_required() else (
-                f"`{field.default_factory()!r}`" if field.default_factory is not None else f"`{field.default!r}`")
+                f"`{factory()!r}`" if factory is not None else f"`{field.default!r}`")  # type: ignore[call-arg]
             text = comments.get(key, "").replace("|", "\\|")
             lines.append(f"| `{name}.{key}` | {type_text(field.annotation)} | {default} | {text} |")
         lines.append("")

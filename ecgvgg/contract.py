@@ -135,7 +135,7 @@ class InputContract:
         return differs
 
 
-def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] | None = None,
+def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] | np.ndarray | None = None,
                  ensemble: bool = False, rows: Any = None, made: dict[str, Any] | None = None) -> InputContract:
     """The contract of a model trained with ``cfg`` on a table with these feature columns, the groups its
     training and validation rows came from (to warn when it is scored on them), and the :func:`beat_format` of

@@ -97,7 +97,7 @@ def gradcam(model: Any, X: np.ndarray, contract: InputContract, *, class_index: 
     probs = None
     if class_index is None:
         probs = np.asarray(model.predict(shaped, batch_size=batch_size, verbose=0), dtype=np.float32)
-    chosen = np.argmax(probs, axis=1) if class_index is None else np.asarray(class_index, dtype=np.int64)
+    chosen = np.asarray(class_index, dtype=np.int64) if probs is None else np.argmax(probs, axis=1)
     nets = members(model)
     total = np.zeros((len(X), beat_length), dtype=np.float32)
     for net in nets:

@@ -74,7 +74,7 @@ def runs_figure(frame: Any, title: str = "runs") -> Any:
         low, high = row["macro_f1_ci_low"], row["macro_f1_ci_high"]
         low, high = (None, None) if low is None or high is None or low != low else (float(low), float(high))
         f1, seconds = float(row["macro_f1"]), float(row["seconds"])
-        err = [[f1 - low], [high - f1]] if low is not None else None
+        err = [[f1 - low], [high - f1]] if low is not None and high is not None else None
         ax.errorbar([seconds], [f1], yerr=err, fmt="o", capsize=3)
         ax.annotate(str(row["name"]), (seconds, f1), textcoords="offset points", xytext=(5, 5), fontsize="small")
     ax.set(xlabel="training time (s)", ylabel="macro-F1 (test, or out-of-fold) with 95% interval", title=title,

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 
-def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int]) -> dict[str, object]:
+def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int]) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class precision/recall/F1/support; undefined scores count as 0."""
     return scores_from_confusion(confusion(y_true, y_pred, classes), classes)
 
@@ -133,7 +133,7 @@ def held_out_verdict(
     names = list(names) if names is not None else [str(c) for c in classes]
     matrices = {where: confusion(*part, classes) if isinstance(part, tuple) else np.asarray(part)
                 for where, part in parts.items()}
-    reason = collapse_from_confusion(sum(matrices.values()), names, dominance=dominance, check_recall=False,
+    reason = collapse_from_confusion(np.sum(list(matrices.values()), axis=0), names, dominance=dominance, check_recall=False,
                                      min_rows=min_rows)
     if reason:
         return reason, {}

@@ -40,6 +40,9 @@ def _progress_callback(progress: Any, epochs: int) -> Any:
     import keras
 
     class RichProgress(keras.callbacks.Callback):
+        epoch_task: Any
+        batch_task: Any
+
         def on_train_begin(self, logs: Optional[dict] = None) -> None:
             if hasattr(self, "epoch_task"):  # a later fold of a cross-validated run
                 progress.reset(self.epoch_task, description="epochs")

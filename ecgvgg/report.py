@@ -159,10 +159,10 @@ def _fmt_int(value: Any) -> str:
     return "" if _missing(value) else f"{int(value):,}"
 
 
-def print_run(result: Any, run_id: str, run_name: str, experiment: str, uri: str, model_uri: str,
+def print_run(result: Any, run_id: str | None, run_name: str | None, experiment: str, uri: str, model_uri: str,
               model_path: Any) -> None:
     """What ``ecgvgg run`` prints after a study: its run, the per-class tables, the summary and the model."""
-    console.print(f"run id: [bold]{run_id}[/] {escape(run_name)} (experiment {escape(experiment)}, store {escape(uri)})")
+    console.print(f"run id: [bold]{run_id}[/] {escape(run_name or '')} (experiment {escape(experiment)}, store {escape(uri)})")
     if result.cv:
         console.print(cv_table(result))
         console.print(scores_table(result.scores, result.class_names, "out-of-fold, pooled (AAMI EC57)"))
@@ -184,13 +184,13 @@ def print_trained(result: Any, run_name: str) -> None:
                       f"(val macro-F1 {fold.val_scores.get('macro_f1', 0.0):.3f})")
 
 
-def sweep_table(rows: Sequence[tuple[Mapping[str, Any], Any, str]], title: str) -> Table:
+def sweep_table(rows: Sequence[tuple[Mapping[str, Any], Any, str | None]], title: str) -> Table:
     """The sweep's combinations, best validation macro-F1 first: ``(combination, result, run id)`` rows."""
     table = Table(title=title, title_justify="left")
     for col in ("run", *(rows[0][0] if rows else ()), "val macro-F1", "test macro-F1", "collapsed"):
         table.add_column(col)
     for combo, r, run_id in rows:
-        table.add_row(run_id[:8], *(str(v) for v in combo.values()), f"{r.val_macro_f1:.3f}",
+        table.add_row((run_id or "")[:8], *(str(v) for v in combo.values()), f"{r.val_macro_f1:.3f}",
                       f"{r.scores.get('macro_f1', 0.0):.3f}", "[red]yes[/]" if r.collapsed else "no")
     return table
 

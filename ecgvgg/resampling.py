@@ -192,6 +192,7 @@ def _per_class(X: np.ndarray, y: np.ndarray, name: str, params: dict[str, Any], 
                 with warnings.catch_warnings():
                     warnings.simplefilter("error", UserWarning)
                     primary = make_sampler(name, seed=seed, sampling_strategy=strategy, **{key: k}, **extra)
+                    assert primary is not None  # only "none" makes no sampler, and it has no neighbours
                     Xr, _ = primary.fit_resample(X, y)
                 new_X.append(np.asarray(Xr[len(X):], dtype=np.float32))
                 new_y.append(np.full(len(Xr) - len(X), c, dtype=np.int64))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
@@ -14,7 +15,7 @@ COLUMNS = ("name", "id", "run_id", "experiment", "status", "collapsed", "sampler
            "baseline", "baseline_macro_f1")
 
 
-def runs_frame(client: Any, experiment_ids: list[str], *, stale: set[str] = frozenset(), limit: int = 50,
+def runs_frame(client: Any, experiment_ids: list[str], *, stale: Collection[str] = frozenset(), limit: int = 50,
                ) -> pd.DataFrame:
     """One row per run, newest first: verdict, settings, size, time and scores (test, or out-of-fold for CV)."""
     runs = client.search_runs(experiment_ids, max_results=limit, order_by=["attributes.start_time DESC"]) \

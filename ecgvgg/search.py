@@ -52,7 +52,7 @@ def check_grid(combos: Sequence[tuple[dict[str, Any], PipelineConfig]],
 
 def sweep(cfg: PipelineConfig, grid: Mapping[str, Sequence[Any]], combos: Sequence[tuple[dict[str, Any], PipelineConfig]],
           planned: Sequence[Planned], on_run: Callable[[str], None] | None = None,
-          ) -> tuple[str, list[tuple[dict[str, Any], StudyResult, str]]]:
+          ) -> tuple[str, list[tuple[dict[str, Any], StudyResult, str | None]]]:
     """Run every combination as a child of one parent run; return its id and the rows, best validation first."""
     from ecgvgg.report import console
     from ecgvgg.runner import run_observed
@@ -76,7 +76,8 @@ class Pruner(Observer):
     """
 
     def __init__(self, trial: Any, folds: int | None):
-        self.trial, self.folds, self.seen = trial, folds, []
+        self.trial, self.folds = trial, folds
+        self.seen: list[float] = []
 
     def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> str | None:
         """Report the epoch's validation macro-F1 (single split)."""
@@ -164,7 +165,7 @@ def study_figures(study: Any) -> list[tuple[str, Any]]:
         for name, plot in (("optimization_history.png", plots.plot_optimization_history),
                            ("param_importances.png", plots.plot_param_importances)):
             try:
-                axes = plot(study)
+                axes: Any = plot(study)  # one Axes, or an array of them
             except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials for importances
                 continue
             figure = axes.figure if hasattr(axes, "figure") else axes[0].figure

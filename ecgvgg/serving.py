@@ -27,7 +27,7 @@ PINNED = ("tensorflow", "keras", "mlflow", "numpy", "pandas", "pyarrow", "scikit
           "pydantic", "pyyaml")
 
 
-class BeatClassifier(mlflow.pyfunc.PythonModel):
+class BeatClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """Raw beats in, class names and probabilities out."""
 
     def load_context(self, context: Any) -> None:

@@ -59,7 +59,7 @@ def _file_lock(path: Path | None) -> Iterator[None]:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        fcntl = None
+        fcntl = None  # type: ignore[assignment]
     if path is None or fcntl is None:
         yield
         return

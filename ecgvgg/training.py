@@ -228,7 +228,8 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         m = self.metrics
-        reason = dominant_class(m.last_pred, m.classes, m.names, self.dominance) if epoch >= self.warmup else None
+        ready = epoch >= self.warmup and m.last_pred is not None
+        reason = dominant_class(m.last_pred, m.classes, m.names, self.dominance) if ready else None  # type: ignore[arg-type]
         self.streak = self.streak + 1 if reason else 0
         lasting = self.streak >= self.patience
         if lasting and not self.collapsed:
@@ -314,6 +315,7 @@ def fit(
                                    initial_epoch, initial_best, initial_best_epoch)
     shift_to_prior(model, splits.counts_before, t.prior_shift, splits.classes)  # nothing at 0
     metrics_cb.score()  # validation predictions of the weights we return
+    assert metrics_cb.last_pred is not None
     # the verdict on the weights returned, on the validation rows; ecgvgg.study pools them with test
     reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,
                              dominance=t.collapse_dominance, check_recall=False)

@@ -158,7 +158,7 @@ def open_study(study: str, storage: str, *, seed: int, warmup: int, direction: s
     sampler = optuna.samplers.TPESampler(seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup)
     return optuna.create_study(study_name=study, storage=backend, sampler=sampler, pruner=pruner,
-                               direction=direction, load_if_exists=True)
+                               direction=direction, load_if_exists=True)  # type: ignore[arg-type]
 
 
 def best_config_yaml(base: PipelineConfig, params: Mapping[str, Any]) -> str:
