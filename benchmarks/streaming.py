@@ -1,8 +1,8 @@
 """Streaming a table larger than the run needs in memory: Parquet shards read in record batches.
 
-    python benchmarks/streaming.py [--beats 2000000] [--shards 40] [--steps 100]
+    python benchmarks/streaming.py [--beats 500000,3000000] [--shards 40] [--steps 100]
 
-Writes ``--beats`` synthetic beats (real class templates plus noise, MIT-BIH's class priors,
+For each size in ``--beats``, writes that many synthetic beats (real class templates plus noise, MIT-BIH's class priors,
 ``record`` groups of 1,000 beats) as ``--shards`` Parquet files in a temporary folder. Then one
 ``ecgvgg run`` with ``data.stream: true`` and the ``balanced`` sampler checks every value, trains
 one epoch of ``--steps`` batches, and scores the streamed validation and test parts (grouped by
@@ -10,7 +10,9 @@ record), in a fresh process whose peak resident memory is measured. First, the s
 training speed on a table that fits (``--fits`` beats, one file) fed in memory and streamed: with
 every class in the stream's cache (128 MB, smallest classes first), with the majority class read
 from the file on every pass (as in a table larger than the cache), and with nothing cached.
-The last line reads ``streamed N beats (D MB) in T s, peak RSS R MB``.
+Each size's run prints ``streamed N beats (D MB) in T s, peak RSS R MB``; the last line gives the
+share of the data's growth between the smallest and the largest size that stayed in memory (peak
+growth over data growth: what the run keeps per row, such as labels, groups and fold positions).
 """
 
 from __future__ import annotations
@@ -139,32 +141,46 @@ def speed(path: Path, steps: int, rounds: int = 3) -> dict[str, float]:
 def main() -> None:
     """Write the shards, run, print the tables and the last line."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--beats", type=int, default=2_000_000)
+    parser.add_argument("--beats", type=lambda v: sorted(int(n) for n in v.split(",")), default=[500_000, 3_000_000],
+                        help="beats of each streamed table, comma-separated (default 500000,3000000)")
     parser.add_argument("--shards", type=int, default=40)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--fits", type=int, default=100_000, help="beats of the table that fits, for the speed pair")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        small = Path(tmp) / "fits"
-        small.mkdir()
-        write_shards(small, args.fits, 1, seed=1)
-        rates = speed(small / "part-000.parquet", args.steps)
+        fits = Path(tmp) / "fits"
+        fits.mkdir()
+        write_shards(fits, args.fits, 1, seed=1)
+        rates = speed(fits / "part-000.parquet", args.steps)
         print(f"| `balanced` batches of {args.fits:,} beats (one file) | training samples/s | vs in memory |")
         print("|---|---|---|")
         for name, rate in rates.items():
             print(f"| {name} | {rate:,.0f} | {rate / rates['in memory']:.2f}x |", flush=True)
         print()
-        big = Path(tmp) / "shards"
-        big.mkdir()
-        started = time.perf_counter()
-        write_shards(big, args.beats, args.shards)
-        written = time.perf_counter() - started
-        wall, peak, metrics = run(big, f"sqlite:///{tmp}/mlflow.db", args.steps, stream=True)
-    size = args.beats * 187 * 4 / 1e6
-    print(f"wrote {args.beats:,} beats in {args.shards} shards in {written:.0f} s; one streamed run (check every "
+        peaks = {n: _streamed_run(Path(tmp), n, args) for n in args.beats}
+    small, large = min(peaks), max(peaks)
+    if large > small:
+        grew = (large - small) * 187 * 4 / 1e6
+        kept = peaks[large] - peaks[small]
+        print(f"peak RSS grew {kept:+.0f} MB for {grew:.0f} MB more data ({small:,} -> {large:,} beats): "
+              f"{100 * kept / grew:.1f} % of the data's growth stays in memory")
+
+
+def _streamed_run(tmp: Path, beats: int, args: argparse.Namespace) -> float:
+    """Write ``beats`` beats as shards, stream one run over them, print its line; its peak RSS in MB."""
+    folder = tmp / f"shards-{beats}"
+    folder.mkdir()
+    started = time.perf_counter()
+    write_shards(folder, beats, args.shards)
+    written = time.perf_counter() - started
+    wall, peak, metrics = run(folder, f"sqlite:///{tmp}/mlflow-{beats}.db", args.steps, stream=True)
+    for part in folder.glob("*.parquet"):
+        part.unlink()
+    print(f"wrote {beats:,} beats in {args.shards} shards in {written:.0f} s; one streamed run (check every "
           f"value, {args.steps} training steps of 256, score validation and test): training "
           f"{metrics['training_seconds']:.0f} s, test macro-F1 {metrics['test_macro_f1']:.3f}")
-    print(f"streamed {args.beats} beats ({size:.0f} MB) in {wall:.0f} s, peak RSS {peak:.0f} MB")
+    print(f"streamed {beats} beats ({beats * 187 * 4 / 1e6:.0f} MB) in {wall:.0f} s, peak RSS {peak:.0f} MB", flush=True)
+    return peak
 
 
 if __name__ == "__main__":

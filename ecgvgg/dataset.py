@@ -32,7 +32,8 @@ class StudyData:
 
     The last ``train_only`` rows come from ``data.extra_train`` tables: they only ever train. With
     ``data.stream`` the beats stay in their Parquet files: ``X`` is an :class:`ecgvgg.stream.Shards`
-    (``X[rows]`` is a lazy view) and ``table`` has the columns but no rows.
+    (``X[rows]`` is a lazy view), ``table`` has the columns but no rows, and ``groups`` holds small
+    integer codes into ``group_names`` (see :meth:`named_groups`).
     """
 
     table: pd.DataFrame
@@ -40,6 +41,7 @@ class StudyData:
     y: np.ndarray
     groups: np.ndarray | None
     train_only: int = 0
+    group_names: np.ndarray | None = None
 
     @classmethod
     def from_arrays(cls, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
@@ -67,6 +69,13 @@ class StudyData:
         X = self.X[np.asarray(positions, dtype=np.int64)]
         names = [str(c) for c in self.features]
         return X if columns is None else X[:, [names.index(c) for c in columns]]
+
+    def named_groups(self, positions: np.ndarray | None = None) -> np.ndarray | None:
+        """The group names of rows ``positions`` (of all rows when None); None without groups."""
+        if self.groups is None:
+            return None
+        groups = self.groups if positions is None else self.groups[positions]
+        return groups if self.group_names is None else self.group_names[groups]
 
     @property
     def scored(self) -> int:
@@ -102,10 +111,11 @@ def load(cfg: PipelineConfig) -> StudyData:
         shards, y, groups = open_shards(d.resolved_path(), label_column=d.label_column, group_column=d.group_column,
                                         classes=range(len(d.class_names)), rhythm_columns=d.rhythm_columns,
                                         ignore_columns=d.ignore_columns, channels=d.channels)
-        return StudyData(pd.DataFrame(columns=list(shards.columns)), shards, y, groups)
+        return StudyData(pd.DataFrame(columns=list(shards.columns)), shards, y, None if groups is None else groups.codes,
+                         group_names=None if groups is None else groups.names)
     header = None if d.header == "auto" else d.header
     y_path = d.resolved_path("y_path") if d.y_path else None
-    options = dict(label_column=d.label_column, group_column=d.group_column, header=header,
+    options: dict[str, Any] = dict(label_column=d.label_column, group_column=d.group_column, header=header,
                    classes=range(len(d.class_names)), format=d.format, rhythm_columns=d.rhythm_columns,
                    ignore_columns=d.ignore_columns, channels=d.channels)
     X, y, groups = load_xy(d.resolved_path(), y_path, **options)
@@ -118,7 +128,8 @@ def load(cfg: PipelineConfig) -> StudyData:
         X = pd.concat([X, *(e[0].set_axis(X.columns, axis=1) for e in extras)], ignore_index=True)
         y = pd.concat([y, *(e[1] for e in extras)], ignore_index=True)
         if groups is not None:
-            groups = pd.concat([groups.astype(str), *(e[2].astype(str) for e in extras)], ignore_index=True)
+            groups = pd.concat([groups.astype(str), *(e[2].astype(str) for e in extras if e[2] is not None)],
+                               ignore_index=True)
     return StudyData(X, X.to_numpy(dtype=np.float32), y.to_numpy().astype(np.int64),
                      None if groups is None else groups.to_numpy(), sum(len(e[1]) for e in extras))
 
@@ -140,7 +151,7 @@ def prepare(cfg: PipelineConfig, data: StudyData | None = None,
     """
     data = data if data is not None else load(cfg)
     _check_settings(cfg, data, source)
-    return data, plan(cfg, data.y, data.groups, data.train_only)
+    return data, plan(cfg, data.y, data.named_groups(), data.train_only)
 
 
 def _check_settings(cfg: PipelineConfig, data: StudyData, source: InputContract | None) -> None:

@@ -48,11 +48,14 @@ def plan(cfg: PipelineConfig, y: pd.Series | np.ndarray, groups: pd.Series | np.
             raise ConfigError("split.protocol: de_chazal needs data.group_column naming the record column")
     grouping = groups if cfg.grouped_split else None
     if s.folds:
-        return cv_folds(y, folds=s.folds, groups=grouping, val_size=s.val_size, seed=s.seed, classes=classes,
-                        train_only=train_only)
-    protocol = {"test_groups": DS2, "train_groups": DS1} if s.protocol == "de_chazal" else {}
-    return [split_indices(y, groups=grouping, test_size=s.test_size, val_size=s.val_size, seed=s.seed,
-                          classes=classes, train_only=train_only, **protocol)]
+        folds = cv_folds(y, folds=s.folds, groups=grouping, val_size=s.val_size, seed=s.seed, classes=classes,
+                         train_only=train_only)
+    else:
+        protocol = {"test_groups": DS2, "train_groups": DS1} if s.protocol == "de_chazal" else {}
+        folds = [split_indices(y, groups=grouping, test_size=s.test_size, val_size=s.val_size, seed=s.seed,
+                               classes=classes, train_only=train_only, **protocol)]
+    small = np.int32 if len(y) < 2**31 else np.int64  # the folds live as long as the study: 4 bytes a row each
+    return [Fold(*(part.astype(small) for part in fold)) for fold in folds]
 
 
 def materialise(cfg: PipelineConfig, X: np.ndarray, y: np.ndarray, fold: Fold) -> Splits:
@@ -63,7 +66,8 @@ def materialise(cfg: PipelineConfig, X: np.ndarray, y: np.ndarray, fold: Fold) -
     """
     r = cfg.resampling
     if not isinstance(X, np.ndarray):
-        return _streamed_fold(X, np.asarray(y), Fold(*(np.sort(part) for part in fold)), r.sampler, cfg.data.classes)
+        in_order = Fold(*(X[part].positions for part in fold))  # sorted as the views read them, copied only if not
+        return _streamed_fold(X, np.asarray(y), in_order, r.sampler, cfg.data.classes)
     return oversample_fold(X, y, *fold, sampler=r.sampler, sampler_params=r.params, seed=cfg.split.seed,
                            classes=cfg.data.classes)
 

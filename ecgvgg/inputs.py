@@ -110,8 +110,8 @@ def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
             cached.add(int(k))
             room -= sizes[k]
     streams = [_row_stream(part, X, y, seed + 1000 * rank + k, batch_size, k in cached) for k, part in enumerate(mine)]
-    rows = streams[0] if len(streams) == 1 else tf.data.Dataset.sample_from_datasets(
-        streams, weights=[float(proportions[c]) for c in classes], seed=seed + rank)
+    rows = streams[0] if not proportions else tf.data.Dataset.sample_from_datasets(
+        streams, weights=[float(proportions[c]) for c in sorted(proportions)], seed=seed + rank)
     steps = steps or -(-len(X) // batch_size)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # shared by file
@@ -143,7 +143,7 @@ def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int, ca
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for x, positions in mine.chunks(rng=rng):
-            yield x, y[np.searchsorted(X.positions, positions)]  # X.positions are sorted: y is in their order
+            yield x, y[np.searchsorted(X.positions, positions)].astype(np.int64)  # X.positions are sorted: y is in their order
 
     spec = (tf.TensorSpec((None, *X.row_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
     stream = tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch()

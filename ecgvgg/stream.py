@@ -39,7 +39,7 @@ class Shards:
         return len(self), len(self.columns)
 
     def __getitem__(self, positions: np.ndarray) -> Rows:
-        return Rows(self, np.sort(np.asarray(positions, dtype=np.int64)))
+        return Rows(self, sorted_positions(positions))
 
     def take(self, positions: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Rows ``positions`` (any order) read into memory as float32, all feature columns or ``columns``."""
@@ -93,12 +93,12 @@ class Rows:
 
     def files_read(self) -> list[Path]:
         """The files that hold at least one of these rows."""
-        return [f for f, local in zip(self.shards.files, self._split()) if len(local)]
+        edges = self._edges()
+        return [f for f, a, b in zip(self.shards.files, edges[:-1], edges[1:]) if b > a]
 
-    def _split(self) -> tuple[np.ndarray, ...]:
-        """Positions within each file."""
-        edges = np.searchsorted(self.positions, self.shards.starts)
-        return tuple(self.positions[a:b] - start for a, b, start in zip(edges[:-1], edges[1:], self.shards.starts))
+    def _edges(self) -> np.ndarray:
+        """Where each file's rows begin in ``positions`` (and where the last file's end)."""
+        return np.searchsorted(self.positions, self.shards.starts)
 
     def chunks(self, size: int = BATCH_ROWS, rng: np.random.Generator | None = None,
                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -106,16 +106,29 @@ class Rows:
         and rows shuffled within each chunk. ``x`` is float32, after ``transform``."""
         columns = list(self.columns or self.shards.columns)
         order = rng.permutation(len(self.shards.files)) if rng is not None else range(len(self.shards.files))
-        by_file = self._split()
+        edges = self._edges()
         for i in order:
-            local = by_file[i]
-            if not len(local):
+            if edges[i + 1] == edges[i]:
                 continue
+            local = self.positions[edges[i]:edges[i + 1]] - self.shards.starts[i]  # one file's positions at a time
             for x, rows in _read_rows(self.shards.files[i], local, columns, size):
                 if rng is not None:
                     shuffled = rng.permutation(len(rows))
                     x, rows = x[shuffled], rows[shuffled]
                 yield (self.transform(x) if self.transform else x), rows + self.shards.starts[i]
+
+
+def sorted_positions(positions: np.ndarray) -> np.ndarray:
+    """``positions`` as integers in ascending order: the array itself when it already is, else a sorted copy."""
+    p = np.asarray(positions)
+    p = p if p.dtype.kind in "iu" else p.astype(np.int64)
+    return p if len(p) < 2 or not np.any(p[1:] < p[:-1]) else np.sort(p)
+
+
+def label_dtype(classes: Sequence[int]) -> np.dtype:
+    """``int8`` when every class label fits in it (the AAMI classes do), else ``int64``: labels of streamed rows."""
+    small = all(-128 <= int(c) <= 127 for c in classes)
+    return np.dtype(np.int8 if small else np.int64)
 
 
 def _read_rows(path: Path, local: np.ndarray, columns: list[str], size: int,
@@ -145,11 +158,12 @@ def _matrix(batch: object) -> np.ndarray:
 
 def open_shards(path: Path, *, label_column: str, group_column: str | None, classes: Sequence[int],
                 rhythm_columns: Sequence[str] = (), ignore_columns: Sequence[str] = (),
-                channels: Sequence[str] = ()) -> tuple[Shards, np.ndarray, np.ndarray | None]:
+                channels: Sequence[str] = ()) -> tuple[Shards, np.ndarray, GroupCodes | None]:
     """Open Parquet shards (a file, a folder or a glob) for streaming: ``(shards, y, groups)``.
 
     Reads the label and group columns whole, and every feature value once, batch by batch, to
-    check it is a finite number; raises DataError naming the file, column and row.
+    check it is a finite number; raises DataError naming the file, column and row. What stays in
+    memory grows by a few bytes a row: labels as :func:`label_dtype`, groups as :class:`GroupCodes`.
     """
     import pyarrow.parquet as pq
 
@@ -159,14 +173,16 @@ def open_shards(path: Path, *, label_column: str, group_column: str | None, clas
     if not files or not files[0].is_file():
         raise DataError(f"{path}: no Parquet file here (data.stream reads a .parquet file, a folder of them or a glob)")
     schemas = _schemas(files)
-    names = schemas[0].names
+    present = schemas[0].names
     for need, key in ((label_column, "data.label_column"), (group_column, "data.group_column")):
-        if need is not None and need not in names:
+        if need is not None and need not in present:
             raise DataError(f"{files[0]}: no column '{need}' ({key})")
-    rest = pd.DataFrame(columns=[n for n in names if n not in (label_column, group_column)])
+    rest = pd.DataFrame(columns=[n for n in present if n not in (label_column, group_column)])
     columns = tuple(map(str, select_columns(rest, files[0], rhythm_columns, ignore_columns, channels).columns))
     _check_types(files, schemas, columns)
-    labels, groups, counts = [], [], []
+    labels, counts = [], []
+    names: dict[str, int] = {}
+    codes: list[np.ndarray] = []
     for f in files:
         table = pq.read_table(f, columns=[c for c in (label_column, group_column) if c])
         src = Source(f, -1)
@@ -175,14 +191,42 @@ def open_shards(path: Path, *, label_column: str, group_column: str | None, clas
             g = table.column(group_column).to_pandas()
             if g.isna().any():
                 raise DataError(f"{f}: group column '{group_column}' is empty at row {int(np.flatnonzero(g.isna())[0])}")
-            groups.append(np.asarray(g.astype(str), dtype=str))  # fixed-width text: no object per row
+            codes.append(_group_codes(g.astype(str).to_numpy(), names))
+        labels[-1] = labels[-1].astype(label_dtype(classes))
         counts.append(table.num_rows)
     shards = Shards(tuple(files), np.r_[0, np.cumsum(counts)].astype(np.int64), columns)
     _check_values(shards)
-    y = np.concatenate(labels).astype(np.int64)
+    y = np.concatenate(labels)
     if len(np.unique(y)) < 2:
         raise DataError(f"{path}: all {len(y)} rows have label {int(y[0])}; a classifier needs at least two classes")
-    return shards, y, np.concatenate(groups) if group_column else None
+    return shards, y, _sorted_codes(np.concatenate(codes), names) if group_column else None
+
+
+def _group_codes(groups: np.ndarray, names: dict[str, int]) -> np.ndarray:
+    """One file's group names as ``int32`` codes, numbered in the order first seen across files (``names`` grows)."""
+    found, inverse = np.unique(groups, return_inverse=True)
+    lookup = np.array([names.setdefault(str(g), len(names)) for g in found], dtype=np.int32)
+    return lookup[inverse.reshape(-1)]
+
+
+def _sorted_codes(codes: np.ndarray, names: dict[str, int]) -> GroupCodes:
+    """Codes renumbered so that their order is the names' order (a split by code is the split by name)."""
+    by_code = np.array(list(names), dtype=str)
+    order = np.argsort(by_code, kind="stable")
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return GroupCodes(rank[codes], by_code[order])
+
+
+@dataclass(frozen=True)
+class GroupCodes:
+    """Each row's group as a small integer ``codes[i]`` into ``names`` (sorted): 4 bytes a row, whatever the names."""
+
+    codes: np.ndarray
+    names: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
 
 
 def _schemas(files: Sequence[Path]) -> list[Any]:

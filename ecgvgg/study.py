@@ -75,6 +75,7 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
     if cfg.training.class_weight == "records":
         from ecgvgg.training import effective_records
 
+        assert data.groups is not None  # the config check asks for data.group_column
         splits.records = effective_records(data.y[fold.train], data.groups[fold.train], cfg.data.classes)
     folder = next((f for o in observers if (f := o.fold_started(number, cfg, data, splits)) is not None), None)
     shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
@@ -85,9 +86,9 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
             else _load_checkpoint(resume.checkpoint)
         started = time.perf_counter()
         fit, unfrozen = _train(cfg, model, shaped, observers, folder / "best.keras" if folder else None, resume)
-    seen = grouping(cfg, data)
+    seen = None if grouping(cfg, data) is None else data.named_groups(np.r_[fold.train, fold.val])
     out = FoldResult(fold, splits.counts, model, fit,
-                     contract_for(cfg, data.features, None if seen is None else seen[np.r_[fold.train, fold.val]],
+                     contract_for(cfg, data.features, seen,
                                   rows=_sample_rows(data, fold.train, cfg.training.seed), made=_made(cfg)),
                      seconds=time.perf_counter() - started, first_epoch=(resume.epoch if resume else 0) + 1,
                      unfrozen_at=unfrozen, y_val=shaped.y_val, y_test=shaped.y_test)
@@ -107,7 +108,8 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
     test_groups = None if groups is None else groups[shaped.test_index]
     forest = _baseline(cfg, data, out.fold.train)
     if data.streamed:
-        per_group, base = _streamed_confusions(out.model, forest, data.X[shaped.test_index], shaped.X_test.transform,
+        test_rows: Any = shaped.X_test  # a lazy stream.Rows view: its transform reshapes each chunk
+        per_group, base = _streamed_confusions(out.model, forest, data.X[shaped.test_index], test_rows.transform,
                                                shaped.y_test, test_groups, classes, t.batch_size)
         out.baseline_score = None if base is None else float(macro_f1_from_confusion(base))
     else:
@@ -195,7 +197,7 @@ def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[
                 compile_model=resume is None, initial_epoch=resume.epoch if resume else 0,
                 initial_best=resume.best if resume else None,
                 initial_best_epoch=resume.best_epoch if resume else None, **common)
-    if not phased or first.epochs_run < t.unfreeze_after or first.stopped_by:
+    if not phased or t.unfreeze_after is None or first.epochs_run < t.unfreeze_after or first.stopped_by:
         return first, None
     rate = t.fine_tune_learning_rate or t.learning_rate / 10  # phase two: everything trains, at a lower rate
     for layer in model.layers:
@@ -227,9 +229,9 @@ def _pool(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], results: 
     for k, (fold, out) in enumerate(zip(folds, results), start=1):
         fold_of[fold.test], probs[fold.test] = k, out.probs
         if baseline is not None:
-            baseline[fold.test] = out.baseline_pred
-    y, groups = data.y[:n], grouping(cfg, data)
-    groups = None if groups is None else groups[:n]
+            baseline[fold.test] = out.baseline_pred  # type: ignore[assignment]
+    y = data.y[:n]
+    groups = None if grouping(cfg, data) is None else data.named_groups(np.arange(n))
     pred = np.asarray(classes)[np.argmax(probs, axis=1)]
     scores = per_class_scores(y, pred, classes)
     scores["confusion_matrix"] = confusion(y, pred, classes).tolist()

@@ -167,7 +167,7 @@ class MlflowObserver(Observer):
 
     def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> None:
         """Log the epoch's metrics (step = epoch number, 1-based)."""
-        mlflow.log_metrics({k: float(v) for k, v in logs.items() if np.isscalar(v)}, step=epoch + 1)
+        log_epoch(epoch, logs)
 
     def fold_ended(self, k: int, result: FoldResult) -> None:
         """Log the fold's training, validation and test results and its model, then end its run."""
@@ -192,7 +192,7 @@ def _dataset_frame(data: StudyData, cfg: PipelineConfig) -> pd.DataFrame:
     """The table as MLflow's dataset input sees it: features, ``label`` and the group column."""
     frame = pd.DataFrame({"label": data.y}) if data.streamed else data.table.rename(columns=str).assign(label=data.y)
     if data.groups is not None and cfg.data.group_column:
-        frame[cfg.data.group_column] = data.groups
+        frame[cfg.data.group_column] = data.named_groups()
     return frame
 
 
@@ -210,6 +210,7 @@ def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], dat
 
 def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: StudyData) -> tuple[str, Path]:
     """Everything a trained fold logs in its run; returns the logged model's URI and its local copy."""
+    assert r.ci is not None and r.y_val is not None and r.val_pred is not None  # set by training and scoring
     from ecgvgg.figures import training_curves_figure
     from ecgvgg.metrics import confusion
     from ecgvgg.models import trainable_count
@@ -231,7 +232,7 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: Stud
     mlflow.log_metrics(flat_scores(r.val_scores, names, "model_val"))
     _log_scores(r.scores, names, "test", f"{title}: test")
     mlflow.log_metrics({"test_macro_f1_ci_low": r.ci[0], "test_macro_f1_ci_high": r.ci[1]})
-    if r.baseline_pred is not None:
+    if r.baseline_macro_f1 is not None:
         mlflow.log_metric(f"baseline_{cfg.baseline_kind}_macro_f1", r.baseline_macro_f1)
     _log_verdict(r.reason, r.missed)
     log_saliency(r.saliency, title)
@@ -243,7 +244,8 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: Stud
 def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str, data: StudyData,
                 ) -> tuple[str, Path]:
     """The parent run of a cross-validation: out-of-fold scores and predictions, the verdict, the fold ensemble."""
-    names, oof = result.class_names, result.oof
+    names, oof, parent = result.class_names, result.oof, mlflow.active_run()
+    assert result.ci is not None and result.cv is not None and oof is not None and parent is not None
     _log_scores(result.scores, names, "oof")
     mlflow.log_metrics({"oof_macro_f1_ci_low": result.ci[0], "oof_macro_f1_ci_high": result.ci[1],
                         **result.cv["metrics"]})
@@ -251,7 +253,7 @@ def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str,
         mlflow.log_metric(f"baseline_{cfg.baseline_kind}_macro_f1", result.baseline_macro_f1)
     _log_oof_predictions(oof, cfg)
     _log_verdict(result.reason, result.missed)
-    log_saliency(result.saliency, f"{mlflow.active_run().info.run_name} (out-of-fold)")
+    log_saliency(result.saliency, f"{parent.info.run_name} (out-of-fold)")
     model = result.ensemble
     logged = _log_model(model, result.contract, store.local_run_dir(uri, run_id), data.rows(np.arange(5)))
     # one fold's network, as a single run would report it; the epochs a fold trained, on average
@@ -375,7 +377,7 @@ def log_counts(counts: Mapping[str, Mapping[int, int]], names: Sequence[str]) ->
 
 def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
     """Log one epoch's metrics with ``step`` = epoch number (1-based)."""
-    mlflow.log_metrics({k: float(v) for k, v in logs.items() if np.isscalar(v)}, step=epoch + 1)
+    mlflow.log_metrics({k: float(v) for k, v in logs.items() if np.isscalar(v)}, step=epoch + 1)  # type: ignore[arg-type]
 
 
 def log_evaluation(scores: Mapping[str, Any], matrix: np.ndarray, report: str, names: Sequence[str],
@@ -406,7 +408,8 @@ def log_provenance(dataset_frame: Any, source: Path, context: str = "training") 
 
     with warnings.catch_warnings():  # MLflow's notices: a local path's source type, integer columns, pandas 4
         warnings.simplefilter("ignore")
-        dataset = mlflow.data.from_pandas(dataset_frame, source=str(Path(source).resolve()), name=Path(source).name,
+        dataset = mlflow.data.from_pandas(dataset_frame,  # type: ignore[attr-defined]
+                                           source=str(Path(source).resolve()), name=Path(source).name,
                                           targets="label")
         mlflow.log_input(dataset, context=context)
     tags = {}

@@ -23,7 +23,9 @@ def test_streamed_rows_are_the_table_rows_read_by_file(shard_folder, mixed_frame
     shards, y, groups = open_shards(shard_folder, label_column="label", group_column="segment", classes=range(5))
     X = mixed_frame.filter(like="x").to_numpy(np.float32)
     np.testing.assert_array_equal(y, mixed_frame["label"].to_numpy())
-    np.testing.assert_array_equal(groups, mixed_frame["segment"].astype(str).to_numpy())
+    np.testing.assert_array_equal(groups.names[groups.codes], mixed_frame["segment"].astype(str).to_numpy())
+    # what stays in memory is a few bytes a row: one for the label, four for the group, whatever its name
+    assert y.itemsize == 1 and groups.codes.itemsize == 4 and list(groups.names) == sorted(groups.names)
     picked = np.random.default_rng(0).choice(len(y), 300, replace=False)  # any order, across shards
     np.testing.assert_array_equal(shards.take(picked), X[picked])
     view = shards[picked]
