@@ -151,7 +151,9 @@ def prepare(cfg: PipelineConfig, data: StudyData | None = None,
     """
     data = data if data is not None else load(cfg)
     _check_settings(cfg, data, source)
-    return data, plan(cfg, data.y, data.named_groups(), data.train_only)
+    # streamed groups are planned by their codes (in the names' order, so the same split), de Chazal's by name
+    groups = data.named_groups() if cfg.split.protocol == "de_chazal" else data.groups
+    return data, plan(cfg, data.y, groups, data.train_only)
 
 
 def _check_settings(cfg: PipelineConfig, data: StudyData, source: InputContract | None) -> None:
