@@ -3,7 +3,7 @@
     python benchmarks/accuracy.py                      # the README table: both shared files, 2 seeds
     python benchmarks/accuracy.py --data PATH --models vgg1d rf --folds 5 --seeds 0
 
-The folds are ecgvgg's own cross-validation (:func:`ecgvgg.resampling.cv_folds`, exactly what
+The folds are ecgvgg's own cross-validation (:func:`ecgvgg.core.resampling.cv_folds`, exactly what
 ``ecgvgg run CONFIG --set split.folds=5`` uses): grouped by ``segment`` (no source window in
 both training and test) and stratified; each fold's training side is split again by group into
 training and validation (for early stopping), and only the training part is oversampled. In
@@ -49,11 +49,11 @@ NAMES = ["N", "S", "V", "F", "Q"]
 def _train_fold(cfg, X, y, train, val, test, seed: int):
     """Oversample ``train`` only, train the configured network (ecgvgg's own fold), return it with the
     fold's shaped test beats."""
-    from ecgvgg.config import override
-    from ecgvgg.dataset import StudyData
-    from ecgvgg.folds import Fold
-    from ecgvgg.shapes import reshape
-    from ecgvgg.study import run_fold
+    from ecgvgg.core.config import override
+    from ecgvgg.core.dataset import StudyData
+    from ecgvgg.core.folds import Fold
+    from ecgvgg.core.shapes import reshape
+    from ecgvgg.core.study import run_fold
 
     cfg = override(cfg, {"split.seed": seed, "training.seed": seed, "baseline": "none"})
     with warnings.catch_warnings():
@@ -64,7 +64,7 @@ def _train_fold(cfg, X, y, train, val, test, seed: int):
 
 def pipeline_fold(config: str, overrides: list[str], X, y, fold, seed: int):
     """Train the ecgvgg pipeline as a config file describes it; return the model and the shaped test beats."""
-    from ecgvgg.config import load_config
+    from ecgvgg.core.config import load_config
 
     cfg = load_config(ROOT / "pipelines" / config, overrides)
     return _train_fold(cfg, X, y, *fold, seed)
@@ -88,9 +88,9 @@ def tta_predict(model, X_test: np.ndarray, reach: int = 2) -> np.ndarray:
 
 def ensemble_fold(overrides: list[str], X, y, g, fold, seed: int, inner: int) -> np.ndarray:
     """Predict the test fold with a fold ensemble cross-validated on the fold's training side."""
-    from ecgvgg.config import load_config
-    from ecgvgg.models import fold_ensemble
-    from ecgvgg.folds import cv_folds
+    from ecgvgg.core.config import load_config
+    from ecgvgg.core.models import fold_ensemble
+    from ecgvgg.core.folds import cv_folds
 
     cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", overrides)
     train, val, test = fold
@@ -105,7 +105,7 @@ def ensemble_fold(overrides: list[str], X, y, g, fold, seed: int, inner: int) ->
 
 def rf_fold(X, y, train, test, seed: int) -> np.ndarray:
     """The baseline every run logs: a random forest, 300 trees, balanced class weights, on the raw rows."""
-    from ecgvgg.baselines import random_forest_predict
+    from ecgvgg.core.baselines import random_forest_predict
 
     return random_forest_predict(X[train], y[train], X[test], seed=seed)
 
@@ -115,7 +115,7 @@ def cnn_fold(X, y, fold, seed: int) -> np.ndarray:
     import keras
     from keras import layers
 
-    from ecgvgg.folds import oversample_fold
+    from ecgvgg.core.folds import oversample_fold
 
     s = oversample_fold(X, y, *fold, sampler="none", seed=seed, classes=range(5))
     keras.utils.set_random_seed(seed)
@@ -138,8 +138,8 @@ def cnn_fold(X, y, fold, seed: int) -> np.ndarray:
 
 def run(data: Path, models: list[str], folds: int, seed: int, overrides: list[str] = (), inner: int = 3) -> pd.DataFrame:
     """One row per (model, fold) with macro-F1, accuracy and per-class recall."""
-    from ecgvgg.metrics import per_class_scores
-    from ecgvgg.folds import cv_folds
+    from ecgvgg.core.metrics import per_class_scores
+    from ecgvgg.core.folds import cv_folds
 
     frame = pd.read_parquet(data)
     X = frame.filter(regex=r"^x\d+$").to_numpy(np.float32)

@@ -37,7 +37,7 @@ def reference_beats(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The record's signal (first two leads), its reference beat samples and their symbols (AAMI beats only)."""
     import wfdb
 
-    from ecgvgg.records import AAMI_SYMBOLS
+    from ecgvgg.core.records import AAMI_SYMBOLS
 
     rec = wfdb.rdrecord(str(path))
     ann = wfdb.rdann(str(path), "atr")
@@ -50,8 +50,8 @@ def detection(records: list[Path]) -> list[str]:
     import wfdb.processing as wp
     from sleepecg import detect_heartbeats
 
-    from ecgvgg.annotate import MATCH_S, match_beats
-    from ecgvgg.records import lead_index
+    from ecgvgg.core.annotate import MATCH_S, match_beats
+    from ecgvgg.core.records import lead_index
 
     detectors = {
         "sleepecg (used)": lambda x, fs: detect_heartbeats(x.astype(np.float64), fs),
@@ -77,9 +77,9 @@ def detection(records: list[Path]) -> list[str]:
 
 def classes(records: list[Path]) -> list[str]:
     """The packaged model's pooled class table on detected beats."""
-    from ecgvgg.annotate import compare, label, open_recordings, plan_for
-    from ecgvgg.inference import load_model
-    from ecgvgg.metrics import aami_scores
+    from ecgvgg.core.annotate import compare, label, open_recordings, plan_for
+    from ecgvgg.core.inference import load_model
+    from ecgvgg.core.metrics import aami_scores
     from ecgvgg.pretrained import MODEL
 
     loaded = load_model(MODEL)
@@ -106,10 +106,10 @@ def resampled(record: Path) -> list[str]:
     """Labels of one record at 360, 250 and 128 Hz: the share of beats matched across all three with one label."""
     import wfdb
 
-    from ecgvgg.annotate import MATCH_S, label, match_beats, open_recordings, plan_for
-    from ecgvgg.inference import load_model
+    from ecgvgg.core.annotate import MATCH_S, label, match_beats, open_recordings, plan_for
+    from ecgvgg.core.inference import load_model
     from ecgvgg.pretrained import MODEL
-    from ecgvgg.records import resample
+    from ecgvgg.core.records import resample
 
     loaded = load_model(MODEL)
     rec = wfdb.rdrecord(str(record))
@@ -141,8 +141,8 @@ def resampled(record: Path) -> list[str]:
 CHILD = """
 import resource, sys, time
 from pathlib import Path
-from ecgvgg.annotate import label, open_recordings, plan_for
-from ecgvgg.inference import load_model
+from ecgvgg.core.annotate import label, open_recordings, plan_for
+from ecgvgg.core.inference import load_model
 from ecgvgg.pretrained import MODEL
 loaded = load_model(MODEL)
 rec = open_recordings([Path(sys.argv[1])])[0]

@@ -30,7 +30,7 @@ def main() -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        ecgvgg = [sys.executable, "-m", "ecgvgg.cli"]
+        ecgvgg = [sys.executable, "-m", "ecgvgg.cli.main"]
         for name, pipeline, sets in RUNS:
             args = [a for s in [*sets, "tracking.experiment=compare", f"tracking.run_name={name}"] for a in ("--set", s)]
             done = subprocess.run([*ecgvgg, "run", str(ROOT / "pipelines" / pipeline), *args], cwd=tmp, env=env,

@@ -14,7 +14,7 @@ differently from DS2):
 * ``ds1_svdb``: trained on all of DS1 (validation carved by record), tested on all of SVDB;
 * ``svdb_ds1``: trained on SVDB, tested on DS1.
 
-Every fold trains ecgvgg's own network (:func:`ecgvgg.study.run_fold`, pipelines/interpatient_cv.yaml
+Every fold trains ecgvgg's own network (:func:`ecgvgg.core.study.run_fold`, pipelines/interpatient_cv.yaml
 with the lever's overrides) and, on the same training rows, the run's gradient-boosted baseline
 (``baseline: hgb``), so the two are paired fold by fold. The beats are cut from the WFDB records
 with ``prepare``'s own code and the lever's ``prepare`` options. SVEB / VEB Se, +P and F1, N Se
@@ -86,7 +86,7 @@ def prepare_options(line: str | None = None, pipeline: Path = SHIPPED) -> dict:
 
 def table(records: Path, cache: Path, name: str, options: dict) -> Path:
     """``prepare`` a folder of records into a cached Parquet file named after the options."""
-    from ecgvgg.records import prepare_records
+    from ecgvgg.core.records import prepare_records
 
     tag = re.sub(r"[^A-Za-z0-9.]+", "-", "_".join(f"{k}{v}" for k, v in sorted(options.items())))
     path = cache / f"{name}_{tag}.parquet"
@@ -100,7 +100,7 @@ def table(records: Path, cache: Path, name: str, options: dict) -> Path:
 def lever_config(lever: str, main: Path, extra: Path, sets: list[str]):
     """pipelines/interpatient_cv.yaml (or, for ``shipped``, the shipped pipeline) with the lever's
     overrides, on ``main`` with ``extra`` as training-only rows, scored against the boosted tree."""
-    from ecgvgg.config import load_config
+    from ecgvgg.core.config import load_config
 
     pipeline = SHIPPED if lever == "shipped" else CV_PIPELINE
     overrides = [*LEVERS[lever][1], *sets, f"data.path={main}", f"data.extra_train=[{extra}]", "baseline=hgb",
@@ -110,8 +110,8 @@ def lever_config(lever: str, main: Path, extra: Path, sets: list[str]):
 
 def run_fold(cfg, data, fold, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The network's and the baseline's predictions of one fold's test rows, and the network's probabilities."""
-    from ecgvgg.config import override
-    from ecgvgg.study import run_fold as study_fold
+    from ecgvgg.core.config import override
+    from ecgvgg.core.study import run_fold as study_fold
 
     cfg = override(cfg, {"split.seed": seed, "training.seed": seed})
     with warnings.catch_warnings():
@@ -123,7 +123,7 @@ def run_fold(cfg, data, fold, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
 def folds_of(estimate: str, data, n_main: int, folds: int, seed: int, val_size: float) -> list:
     """The folds of one estimate: grouped CV of the ``n_main`` first rows (the others only train), or
     those rows against all the others."""
-    from ecgvgg.folds import Fold, cv_folds, split_indices
+    from ecgvgg.core.folds import Fold, cv_folds, split_indices
 
     groups = data.groups.astype(str)
     if estimate == "cv":
@@ -140,7 +140,7 @@ def folds_of(estimate: str, data, n_main: int, folds: int, seed: int, val_size: 
 
 def aami_row(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """SVEB / VEB Se, +P and F1, N Se and F +P of one set of predictions."""
-    from ecgvgg.metrics import aami_scores, confusion
+    from ecgvgg.core.metrics import aami_scores, confusion
 
     a = aami_scores(confusion(y, pred, range(5)), NAMES)
     out = {f"{beat}_{key}": a[c][measure] for c, beat in (("S", "sveb"), ("V", "veb"))
@@ -150,7 +150,7 @@ def aami_row(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 def measure(lever: str, estimate: str, args: argparse.Namespace) -> list[dict]:
     """Every fold of one lever's estimate: pooled network and baseline scores, and the minutes taken."""
-    from ecgvgg.dataset import load
+    from ecgvgg.core.dataset import load
 
     options = prepare_options(LEVERS[lever][0] or None)
     ds1 = table(args.records, args.cache, "ds1", options)

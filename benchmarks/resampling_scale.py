@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 def measure(sampler: str) -> dict:
     from _synthetic import synthetic_beats
 
-    from ecgvgg.folds import split_then_oversample
+    from ecgvgg.core.folds import split_then_oversample
 
     import imblearn.over_sampling  # noqa: F401 - import time is not resampling time
     import sklearn.model_selection  # noqa: F401

@@ -56,9 +56,9 @@ def main() -> None:
     import numpy as np
     from _synthetic import synthetic_beats
 
-    from ecgvgg.data import load_xy
-    from ecgvgg.folds import split_then_oversample
-    from ecgvgg.shapes import to_1d
+    from ecgvgg.core.data import load_xy
+    from ecgvgg.core.folds import split_then_oversample
+    from ecgvgg.core.shapes import to_1d
 
     X, y = synthetic_beats()
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,9 +79,9 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from ecgvgg.models import vgg16
-    from ecgvgg.inputs import make_dataset
-    from ecgvgg.training import setup_device
+    from ecgvgg.core.models import vgg16
+    from ecgvgg.core.inputs import make_dataset
+    from ecgvgg.core.training import setup_device
 
     shaped = splits.map_x(to_1d)
     t = time.perf_counter()
@@ -125,8 +125,8 @@ def gpu_table(a: argparse.Namespace) -> None:
         sys.exit("no GPU visible to TensorFlow: the --gpu table needs one (--any-device runs it anyway)")
     from _synthetic import synthetic_beats
 
-    from ecgvgg.folds import split_then_oversample
-    from ecgvgg.shapes import to_1d
+    from ecgvgg.core.folds import split_then_oversample
+    from ecgvgg.core.shapes import to_1d
 
     X, y = synthetic_beats()
     shaped = split_then_oversample(X, y, sampler="adasyn", seed=0).map_x(to_1d)
@@ -156,9 +156,9 @@ def _gpu_row(a: argparse.Namespace, X, y, width: float, dense: int, mixed: bool,
     import keras
     import numpy as np
 
-    from ecgvgg.inputs import make_dataset
-    from ecgvgg.models import vgg16
-    from ecgvgg.training import setup_device
+    from ecgvgg.core.inputs import make_dataset
+    from ecgvgg.core.models import vgg16
+    from ecgvgg.core.training import setup_device
 
     def build():
         keras.backend.clear_session()

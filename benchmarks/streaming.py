@@ -40,7 +40,7 @@ _PEAK_AT_EXIT = ("import atexit, os, sys\n"
                  "    open(os.environ['PEAK_FILE'], 'w').write(line)\n"
                  "atexit.register(peak)\n"
                  "sys.argv[0] = 'ecgvgg'\n"
-                 "from ecgvgg.cli import app\n"
+                 "from ecgvgg.cli.main import app\n"
                  "app()\n")
 
 
@@ -95,13 +95,13 @@ def speed(path: Path, steps: int, rounds: int = 3) -> dict[str, float]:
     """
     import keras
 
-    from ecgvgg.config import load_config
-    from ecgvgg.dataset import load
-    from ecgvgg.resampling import balanced_proportions
-    from ecgvgg.shapes import to_1d
-    from ecgvgg.study import build_model
-    from ecgvgg.inputs import STREAM_CACHE_BYTES, make_dataset, streamed_batches
-    from ecgvgg.training import make_loss
+    from ecgvgg.core.config import load_config
+    from ecgvgg.core.dataset import load
+    from ecgvgg.core.resampling import balanced_proportions
+    from ecgvgg.core.shapes import to_1d
+    from ecgvgg.core.study import build_model
+    from ecgvgg.core.inputs import STREAM_CACHE_BYTES, make_dataset, streamed_batches
+    from ecgvgg.core.training import make_loss
 
     import pyarrow.parquet as pq
 

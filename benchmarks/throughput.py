@@ -1,4 +1,4 @@
-"""Training throughput of ecgvgg.training.fit against a plain Keras model.fit on NumPy arrays.
+"""Training throughput of ecgvgg.core.training.fit against a plain Keras model.fit on NumPy arrays.
 
     python benchmarks/throughput.py [--width 0.25] [--rows 16384] [--epochs 4] [--mixed-precision]
 
@@ -28,10 +28,10 @@ def measure(mode: str, width: float, rows: int, epochs: int, mixed: bool, batch:
     import tensorflow as tf
     from _synthetic import synthetic_beats
 
-    from ecgvgg.config import TrainingConfig
-    from ecgvgg.models import vgg16
-    from ecgvgg.resampling import Splits
-    from ecgvgg.training import balanced_class_weight, fit, setup_device
+    from ecgvgg.core.config import TrainingConfig
+    from ecgvgg.core.models import vgg16
+    from ecgvgg.core.resampling import Splits
+    from ecgvgg.core.training import balanced_class_weight, fit, setup_device
 
     setup_device(mixed_precision=mixed, seed=0)
     X, y = synthetic_beats()

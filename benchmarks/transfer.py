@@ -38,12 +38,12 @@ def run(data: Path, sizes: list[int], seed: int, epochs: int) -> list[dict]:
     """One row per (size, model) for this seed; every network trains through ecgvgg's own fold."""
     import tempfile
 
-    from ecgvgg.config import load_config, override
-    from ecgvgg.dataset import StudyData
-    from ecgvgg.folds import Fold, cv_folds
-    from ecgvgg.inference import save_model
-    from ecgvgg.models import trainable_count
-    from ecgvgg.study import run_fold
+    from ecgvgg.core.config import load_config, override
+    from ecgvgg.core.dataset import StudyData
+    from ecgvgg.core.folds import Fold, cv_folds
+    from ecgvgg.core.inference import save_model
+    from ecgvgg.core.models import trainable_count
+    from ecgvgg.core.study import run_fold
 
     cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", ["training.early_stopping_patience=0"])
     cfg = override(cfg, {"resampling.sampler": "none", "baseline": "none", "training.seed": seed,

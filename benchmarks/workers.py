@@ -33,7 +33,7 @@ def main() -> None:
             uri = f"sqlite:///{tmp}/mlflow.db"
             sets = [f"training.epochs={args.epochs}", "training.early_stopping_patience=0",
                     "training.reduce_lr_patience=0", "baseline=none", "tracking.gradcam_per_class=0"]
-            cmd = [sys.executable, "-m", "ecgvgg.cli", "run", str(ROOT / "pipelines" / "adasyn_vgg.yaml"),
+            cmd = [sys.executable, "-m", "ecgvgg.cli.main", "run", str(ROOT / "pipelines" / "adasyn_vgg.yaml"),
                    "--workers", str(workers), *[a for s in sets for a in ("--set", s)]]
             started = time.perf_counter()
             done = subprocess.run(cmd, cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": uri},

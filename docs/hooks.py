@@ -11,7 +11,7 @@ def on_files(files: Any, config: Any) -> Any:
     """Add ``configuration.md`` (every YAML key, its type, default and meaning) to the site."""
     from mkdocs.structure.files import File
 
-    from ecgvgg.config_reference import reference_markdown
+    from ecgvgg.core.config_reference import reference_markdown
 
     files.append(File.generated(config, "configuration.md", content=reference_markdown()))
     changelog = Path(config["config_file_path"]).parent / "CHANGELOG.md"

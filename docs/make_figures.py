@@ -30,7 +30,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-        done = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "run", str(ROOT / "pipelines" / "adasyn_vgg.yaml")],
+        done = subprocess.run([sys.executable, "-m", "ecgvgg.cli.main", "run", str(ROOT / "pipelines" / "adasyn_vgg.yaml")],
                               cwd=tmp, env=env)
         if done.returncode not in (0, 3):
             sys.exit(done.returncode)

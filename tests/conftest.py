@@ -51,7 +51,7 @@ def sample_frame() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def sample_xyg():
     """The bundled sample loaded through the public loader."""
-    from ecgvgg.data import load_xy
+    from ecgvgg.core.data import load_xy
 
     return load_xy(sample_path(), group_column="segment")
 
@@ -77,7 +77,7 @@ def invoke_in_new_store(tmp_path_factory, name: str, args: list[str]):
     """Run the ``ecgvgg`` command in-process against a new store in a new folder: ``(folder, uri, result)``."""
     from typer.testing import CliRunner
 
-    from ecgvgg.cli import app
+    from ecgvgg.cli.main import app
 
     tmp = tmp_path_factory.mktemp(name)
     uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
@@ -137,7 +137,7 @@ def assert_served_as_keras(uri: str, run_id: str, beats: pd.DataFrame) -> None:
     """The run's logged pyfunc, given the beats' feature columns, answers as its Keras model does."""
     import mlflow
 
-    from ecgvgg.store import load_run_model
+    from ecgvgg.tracking.store import load_run_model
 
     mlflow.set_tracking_uri(uri)
     served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DATA
-from ecgvgg.annotate import MATCH_S, Labelled, Recording, compare, match_beats
-from ecgvgg.cli import app
+from ecgvgg.core.annotate import MATCH_S, Labelled, Recording, compare, match_beats
+from ecgvgg.cli.main import app
 
 wfdb = pytest.importorskip("wfdb")
 RECORD = DATA / "records" / "209m8"
@@ -70,7 +70,7 @@ def _write(folder: Path, name: str, signal: np.ndarray, fs: float, leads=("MLII"
 
 
 def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
-    from ecgvgg.records import resample
+    from ecgvgg.core.records import resample
 
     out, _ = labelled
     base = pd.read_csv(out / "209m8.csv")

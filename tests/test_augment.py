@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ecgvgg.augment import Augment, augment_batch
-from ecgvgg.config import TrainingConfig
-from ecgvgg.models import vgg16
-from ecgvgg.folds import split_then_oversample
-from ecgvgg.shapes import to_1d
-from ecgvgg.inputs import make_dataset
-from ecgvgg.training import fit, setup_device
+from ecgvgg.core.augment import Augment, augment_batch
+from ecgvgg.core.config import TrainingConfig
+from ecgvgg.core.models import vgg16
+from ecgvgg.core.folds import split_then_oversample
+from ecgvgg.core.shapes import to_1d
+from ecgvgg.core.inputs import make_dataset
+from ecgvgg.core.training import fit, setup_device
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,9 @@ def test_losses_optimisers_and_schedules_train_a_real_network(sample_xyg, settin
 def test_time_axis_augmentation_is_not_applied_to_2d_input_and_says_so(sample_frame):
     from pathlib import Path
 
-    from ecgvgg.config import load_config
-    from ecgvgg.dataset import prepare
-    from ecgvgg.study import augment_spec
+    from ecgvgg.core.config import load_config
+    from ecgvgg.core.dataset import prepare
+    from ecgvgg.core.study import augment_spec
 
     seed = Path(__file__).parents[1] / "pipelines" / "adasyn_vgg.yaml"
     flat = load_config(seed)

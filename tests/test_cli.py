@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import BAD, DATA, invoke_in_new_store, RAN, ROOT, runner as make_runner, runs_in, SEED, sets, TINY
-from ecgvgg.cli import app
+from ecgvgg.cli.main import app
 
 LOCAL = [*TINY, "training.epochs=3"]
 runner = make_runner()
@@ -96,7 +96,7 @@ def test_evaluate_and_predict_with_the_saved_model(tiny_run, tmp_path):
     assert "do better on them than on new recordings" in res.stderr and "scores" not in res.stderr  # no scores here
     assert "look cut or scaled unlike" not in res.stderr  # the model's own kind of beats
     # beats cut another way (a window around the R peak, in millivolts): a loud warning naming the likely cause
-    from ecgvgg.records import prepare_records
+    from ecgvgg.core.records import prepare_records
 
     other, _ = prepare_records(DATA / "records", method="window", before=0.5, after=1.0)
     other[[f"x{i}" for i in range(187)] + ["label"]].to_parquet(tmp_path / "window.parquet")
@@ -118,7 +118,7 @@ def test_evaluate_and_predict_check_their_table_before_loading_tensorflow(tiny_r
 
     tmp, uri, _ = tiny_run
     model = tmp / "mlruns" / "runs" / _runs(uri)[0].info.run_id / "model.keras"
-    code = ("import sys\nfrom ecgvgg.cli import app\n"
+    code = ("import sys\nfrom ecgvgg.cli.main import app\n"
             f"sys.argv = ['ecgvgg', 'evaluate', '--model', {str(model)!r}, 'missing.parquet']\n"
             "try:\n    app()\nexcept SystemExit:\n"
             "    print('tensorflow loaded:', 'tensorflow' in sys.modules, file=sys.stderr)\n    raise\n")
@@ -133,7 +133,7 @@ def test_evaluate_and_predict_check_their_table_before_loading_tensorflow(tiny_r
 
 
 def test_a_unique_run_id_prefix_works_and_an_ambiguous_or_unknown_one_is_refused(tiny_run, tmp_path, monkeypatch):
-    from ecgvgg.store import resolve_run_id
+    from ecgvgg.tracking.store import resolve_run_id
 
     tmp, uri, _ = tiny_run
     run_id = _runs(uri)[0].info.run_id
@@ -237,7 +237,7 @@ def test_sweep_creates_child_runs_under_one_parent(store):
 
 
 def test_de_chazal_protocol_tests_on_ds2_records_only(store, sample_frame, tmp_path):
-    from ecgvgg.records import DS1, DS2
+    from ecgvgg.core.records import DS1, DS2
 
     segments = sorted(sample_frame["segment"].unique())
     names = (*DS1, *DS2, "102")  # 102 is paced: left out of both sides
@@ -280,7 +280,7 @@ def test_piped_output_is_not_wrapped_at_80_columns(tmp_path):
     out = tmp_path / ("a_rather_long_folder_name_for_the_beats_table" * 2) / "beats.parquet"
     out.parent.mkdir()
     records = str(ROOT / "tests" / "data" / "records")
-    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "prepare", records, "-o", str(out)],
+    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli.main", "prepare", records, "-o", str(out)],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
     assert res.returncode == 0, res.stderr
     (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith("wrote")]
@@ -300,8 +300,8 @@ def test_help_shows_flags_as_flags_and_keeps_brackets(tiny_run):
 
 
 def test_runs_plot_draws_each_scored_run_with_its_interval_against_time(tiny_run, tmp_path):
-    from ecgvgg.figures import runs_figure
-    from ecgvgg.runs import collect_runs
+    from ecgvgg.core.figures import runs_figure
+    from ecgvgg.tracking.runs import collect_runs
 
     _, uri, _ = tiny_run
     out = tmp_path / "runs.png"

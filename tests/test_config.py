@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import BAD, ROOT
-from ecgvgg.config import load_config
-from ecgvgg.errors import ConfigError
+from ecgvgg.core.config import load_config
+from ecgvgg.core.errors import ConfigError
 
 
 
@@ -85,8 +85,8 @@ def test_a_bad_set_key_names_the_set_not_the_file():
 def test_the_configuration_reference_covers_every_key_with_its_meaning():
     from pydantic import BaseModel
 
-    from ecgvgg.config import PipelineConfig
-    from ecgvgg.config_reference import reference_markdown
+    from ecgvgg.core.config import PipelineConfig
+    from ecgvgg.core.config_reference import reference_markdown
 
     text = reference_markdown()
     rows = {line.split("|")[1].strip().strip("`"): line for line in text.splitlines() if line.startswith("| `")}

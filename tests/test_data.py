@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import BAD
-from ecgvgg.data import load_beats, load_xy
-from ecgvgg.errors import DataError
+from ecgvgg.core.data import load_beats, load_xy
+from ecgvgg.core.errors import DataError
 
 
 def _mixed(frame: pd.DataFrame, per_class: int) -> pd.DataFrame:
@@ -142,8 +142,8 @@ def test_format_overrides_the_suffix(sample_frame, tmp_path):
 
 
 def test_a_folder_of_parquet_shards_reads_and_splits_as_the_same_rows_in_one_file(sample_frame, tmp_path):
-    from ecgvgg.config import PipelineConfig
-    from ecgvgg.runner import check
+    from ecgvgg.core.config import PipelineConfig
+    from ecgvgg.cli.runner import check
 
     shards = tmp_path / "shards"
     shards.mkdir()

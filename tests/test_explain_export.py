@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import SAMPLE, runner
-from ecgvgg.contract import InputContract
+from ecgvgg.core.contract import InputContract
 
 REGION = slice(100, 120)
 
@@ -25,7 +25,7 @@ def region_model():
     """A tiny 1D VGG16 trained on synthetic beats whose label depends only on samples 100-119."""
     import keras
 
-    from ecgvgg.models import vgg16
+    from ecgvgg.core.models import vgg16
 
     rng = np.random.default_rng(0)
     X = rng.normal(0, 0.3, (1200, 187)).astype(np.float32)
@@ -44,14 +44,14 @@ def folded_model():
     """An untrained tiny 2D VGG16 on folded beats (14 x 14), dropout on, to check numerics and graphs."""
     import keras
 
-    from ecgvgg.models import vgg16
+    from ecgvgg.core.models import vgg16
 
     keras.utils.set_random_seed(1)
     return vgg16((14, 14, 1), 5, width=0.0625, dense_units=16, dropout=0.5)
 
 
 def test_gradcam_peaks_where_the_label_lives(region_model):
-    from ecgvgg.explain import gradcam
+    from ecgvgg.core.explain import gradcam
 
     model, X, y = region_model
     explained = gradcam(model, X, _contract(2))
@@ -66,8 +66,8 @@ def test_gradcam_peaks_where_the_label_lives(region_model):
 
 
 def test_gradcam_of_2d_beats_and_of_a_fold_ensemble(region_model, folded_model):
-    from ecgvgg.explain import gradcam, target_layer
-    from ecgvgg.models import fold_ensemble
+    from ecgvgg.core.explain import gradcam, target_layer
+    from ecgvgg.core.models import fold_ensemble
 
     model, X, _ = region_model
     assert target_layer(folded_model) == "block3_conv3"  # block 4's maps are 2 x 2 in a 14 x 14 image
@@ -84,7 +84,7 @@ def test_gradcam_of_2d_beats_and_of_a_fold_ensemble(region_model, folded_model):
 def _gaf_model():
     import keras
 
-    from ecgvgg.models import vgg16
+    from ecgvgg.core.models import vgg16
 
     keras.utils.set_random_seed(2)
     return vgg16((32, 32, 1), 5, width=0.0625, dense_units=16)
@@ -118,9 +118,9 @@ def _run_exported(fmt: str, path, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("fmt,name", [("onnx", "m.onnx"), ("savedmodel", "m"), ("litert", "m.tflite")])
 @pytest.mark.parametrize("which", ["1d", "2d", "ensemble"])
 def test_exports_answer_as_keras_does(region_model, folded_model, tmp_path, fmt, name, which):
-    from ecgvgg.export import contract_path, export_model
-    from ecgvgg.models import fold_ensemble
-    from ecgvgg.shapes import reshape
+    from ecgvgg.core.export import contract_path, export_model
+    from ecgvgg.core.models import fold_ensemble
+    from ecgvgg.core.shapes import reshape
 
     model, X, _ = region_model
     contract = _contract(2) if which == "1d" else _contract(5, "2d")
@@ -139,8 +139,8 @@ def test_exports_answer_as_keras_does(region_model, folded_model, tmp_path, fmt,
 def test_no_training_only_layer_reaches_the_onnx_graph(folded_model, tmp_path):
     import onnx
 
-    from ecgvgg.export import export_model
-    from ecgvgg.shapes import to_2d
+    from ecgvgg.core.export import export_model
+    from ecgvgg.core.shapes import to_2d
 
     assert any("dropout" in layer.name for layer in folded_model.layers)
     x = to_2d(np.random.default_rng(0).random((16, 187), dtype=np.float32))
@@ -155,8 +155,8 @@ def saved_model(tmp_path_factory):
     """An untrained tiny 5-class 1D model saved with the contract of the bundled sample's table."""
     import keras
 
-    from ecgvgg.inference import save_model
-    from ecgvgg.models import vgg16
+    from ecgvgg.core.inference import save_model
+    from ecgvgg.core.models import vgg16
 
     keras.utils.set_random_seed(3)
     path = tmp_path_factory.mktemp("model") / "model.keras"
@@ -165,7 +165,7 @@ def saved_model(tmp_path_factory):
 
 
 def test_explain_command_writes_saliency_rows_and_class_pictures(saved_model, tmp_path):
-    from ecgvgg.cli import app
+    from ecgvgg.cli.main import app
 
     res = runner().invoke(app, ["explain", str(SAMPLE), "--model", str(saved_model), "-o", str(tmp_path / "x"),
                                 "--per-class", "3"])
@@ -193,7 +193,7 @@ def test_explain_command_writes_saliency_rows_and_class_pictures(saved_model, tm
     (["export", "--format", "savedmodel"], "savedmodel export is a folder"),
 ])
 def test_bad_explain_and_export_requests_are_one_line(saved_model, tmp_path, args, says):
-    from ecgvgg.cli import app
+    from ecgvgg.cli.main import app
 
     out = tmp_path / ("m.onnx" if args[0] == "export" else "x")
     res = runner().invoke(app, [*args, "--model", str(saved_model), "-o", str(out)])
@@ -202,7 +202,7 @@ def test_bad_explain_and_export_requests_are_one_line(saved_model, tmp_path, arg
 
 
 def test_export_command_checks_on_bundled_beats_and_refuses_a_difference(saved_model, tmp_path):
-    from ecgvgg.cli import app
+    from ecgvgg.cli.main import app
 
     res = runner().invoke(app, ["export", "--model", str(saved_model), "--format", "onnx", "-o", str(tmp_path / "a.onnx")])
     assert res.exit_code == 0 and "256 bundled sample beats" in res.output, res.output

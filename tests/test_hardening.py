@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import invoke_in_new_store, RAN, ROOT, runner as make_runner, runs_in, SAMPLE, SEED, sets, TINY
-from ecgvgg.cli import app
+from ecgvgg.cli.main import app
 
 LOCAL = [*TINY, "baseline=none"]
 runner = make_runner()
@@ -109,7 +109,7 @@ def test_a_sweep_whose_grid_makes_a_bad_config_or_bad_data_leaves_no_parent(stor
 def test_a_bad_input_is_one_line_on_the_real_terminal_without_tensorflow_chatter(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    proc = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "run", SEED, "--set", "data.path=missing.csv"],
+    proc = subprocess.run([sys.executable, "-m", "ecgvgg.cli.main", "run", SEED, "--set", "data.path=missing.csv"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
@@ -120,7 +120,7 @@ def test_a_bad_input_is_one_line_on_the_real_terminal_without_tensorflow_chatter
 def test_interrupt_before_any_run_does_not_claim_a_run_was_killed(capsys):
     from typer import Exit
 
-    from ecgvgg.exits import Terminated, guard
+    from ecgvgg.cli.exits import Terminated, guard
 
     with pytest.raises(Exit) as stop:
         with guard():
@@ -131,8 +131,8 @@ def test_interrupt_before_any_run_does_not_claim_a_run_was_killed(capsys):
 
 
 def test_an_unreadable_data_file_is_bad_input(tmp_path):
-    from ecgvgg.data import load_xy
-    from ecgvgg.errors import DataError
+    from ecgvgg.core.data import load_xy
+    from ecgvgg.core.errors import DataError
 
     folder_like = tmp_path / "beats.csv"
     folder_like.write_text("1,2,0\n")
@@ -167,7 +167,7 @@ def trained(tmp_path_factory):
 def test_the_input_contract_travels_inside_the_model_file(trained, tmp_path):
     import shutil
 
-    from ecgvgg.inference import load_model, read_contract
+    from ecgvgg.core.inference import load_model, read_contract
 
     _, _, _, run_dir = trained
     alone = tmp_path / "alone.keras"
@@ -224,11 +224,11 @@ def test_a_damaged_checkpoint_is_refused_before_the_run_is_reopened(trained, mon
 def test_resume_returns_the_best_model_of_the_whole_run(sample_xyg, tmp_path):
     import keras
 
-    from ecgvgg.models import vgg16
-    from ecgvgg.folds import split_then_oversample
-    from ecgvgg.shapes import to_1d
-    from ecgvgg.config import TrainingConfig
-    from ecgvgg.training import fit, setup_device
+    from ecgvgg.core.models import vgg16
+    from ecgvgg.core.folds import split_then_oversample
+    from ecgvgg.core.shapes import to_1d
+    from ecgvgg.core.config import TrainingConfig
+    from ecgvgg.core.training import fit, setup_device
 
     X, y, g = sample_xyg
     splits = split_then_oversample(X, y, groups=g, sampler="random", seed=0).map_x(to_1d)
@@ -247,7 +247,7 @@ def test_resume_returns_the_best_model_of_the_whole_run(sample_xyg, tmp_path):
 
 
 def _cmd(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "ecgvgg.cli", "run", SEED, *_sets(*extra)]
+    return [sys.executable, "-m", "ecgvgg.cli.main", "run", SEED, *_sets(*extra)]
 
 
 def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resumed(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import invoke_in_new_store, RAN, runner as make_runner, runs_in, SAMPLE, SEED, sets, TINY
-from ecgvgg.cli import app
+from ecgvgg.cli.main import app
 
 LOCAL = [*TINY, "training.epochs=2"]
 runner = make_runner()
@@ -72,7 +72,7 @@ def test_runs_log_the_dataset_versions_sizes_time_and_pictures(sweep):
 
 @pytest.mark.parametrize("kind", ["1d", "2d-fold"])
 def test_the_logged_model_is_a_pyfunc_that_takes_beats_as_a_table(sweep, kind):
-    from ecgvgg.store import load_run_model
+    from ecgvgg.tracking.store import load_run_model
 
     _, uri, _, _, children = sweep
     run_id = children[kind].info.run_id
@@ -154,7 +154,7 @@ def test_runs_table_lists_every_run_with_its_scores(sweep, tmp_path):
 
 def test_piped_runs_table_keeps_each_run_on_one_line_with_its_parameter_counts(sweep):
     _, uri, _, runs, _ = sweep
-    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli", "runs", "--tracking-uri", uri], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli.main", "runs", "--tracking-uri", uri], capture_output=True,
                          text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
@@ -178,7 +178,7 @@ def test_version():
 def test_terminal_runs_table_shows_whole_cells_and_says_which_columns_it_left_out():
     from rich.console import Console
 
-    from ecgvgg.report import RUN_COLUMNS, runs_table
+    from ecgvgg.cli.report import RUN_COLUMNS, runs_table
 
     row = {"name": "adasyn-vgg16_1d-w0.25-123456", "id": "0123abcd", "run_id": "0123abcd" * 4, "experiment": "e",
            "status": "FINISHED", "collapsed": "false", "sampler": "adasyn", "model": "vgg16_1d", "input": "1d",

@@ -9,10 +9,10 @@ from scipy.signal import find_peaks
 from typer.testing import CliRunner
 
 from conftest import DATA
-from ecgvgg.cli import app
-from ecgvgg.metrics import aami_scores
-from ecgvgg.records import DS1, DS2, PACED, prepare_records
-from ecgvgg.folds import split_then_oversample
+from ecgvgg.cli.main import app
+from ecgvgg.core.metrics import aami_scores
+from ecgvgg.core.records import DS1, DS2, PACED, prepare_records
+from ecgvgg.core.folds import split_then_oversample
 
 wfdb = pytest.importorskip("wfdb")
 SYMBOL = {0: "N", 1: "A", 2: "V", 3: "F", 4: "/"}

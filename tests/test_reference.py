@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DATA, RAN, ROOT, assert_served_as_keras, invoke_in_new_store, runs_in
-from ecgvgg.cli import app
-from ecgvgg.records import pick_leads, prepare_records, reference_beats
+from ecgvgg.cli.main import app
+from ecgvgg.core.records import pick_leads, prepare_records, reference_beats
 
 wfdb = pytest.importorskip("wfdb")
 CV = str(ROOT / "pipelines" / "interpatient_cv.yaml")
@@ -94,7 +94,7 @@ def reference_run(tmp_path_factory, two_leads):
 
 
 def test_the_reference_model_reads_four_channels_and_its_differences(reference_run, two_leads):
-    from ecgvgg.inference import load_model
+    from ecgvgg.core.inference import load_model
 
     tmp, _, run, output = reference_run
     path = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
@@ -145,8 +145,8 @@ def test_a_table_without_reference_columns_is_refused_before_any_run(tmp_path_fa
 
 
 def test_channels_must_list_beats_then_their_references():
-    from ecgvgg.config import load_config
-    from ecgvgg.errors import ConfigError
+    from ecgvgg.core.config import load_config
+    from ecgvgg.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="data.channels"):
         load_config(CV, ["data.channels=[ref,x]"])
@@ -155,7 +155,7 @@ def test_channels_must_list_beats_then_their_references():
 
 
 def test_weights_by_records_shrink_a_class_seen_in_one_record():
-    from ecgvgg.training import effective_records, records_class_weight
+    from ecgvgg.core.training import effective_records, records_class_weight
 
     y = np.r_[np.zeros(400, int), np.ones(40, int), np.full(40, 2)]
     groups = np.r_[np.repeat(["a", "b", "c", "d"], 100), np.repeat(["a", "b", "c", "d"], 10), np.full(40, "a")]
@@ -166,7 +166,7 @@ def test_weights_by_records_shrink_a_class_seen_in_one_record():
 
 
 def test_the_boosted_tree_reads_rhythm_beats_and_differences():
-    from ecgvgg.baselines import ReferenceBoostedTree, reference_features
+    from ecgvgg.core.baselines import ReferenceBoostedTree, reference_features
 
     rows = np.array([[1, 2, 0.5, 0.5, 0.9]], dtype=np.float32)  # beat (2), reference (2), one rhythm value
     assert reference_features(rows, channels=2, references=1, rhythm=1) == pytest.approx(np.array([[0.9, 1, 2, 0.5, 1.5]]))
@@ -180,8 +180,8 @@ def test_the_boosted_tree_reads_rhythm_beats_and_differences():
 def test_the_prior_shift_weighs_each_class_by_its_share():
     import keras
 
-    from ecgvgg.models import vgg16
-    from ecgvgg.training import shift_to_prior
+    from ecgvgg.core.models import vgg16
+    from ecgvgg.core.training import shift_to_prior
 
     model = vgg16((16, 1), 3, width=0.0625, dense_units=4)
     rows = np.random.default_rng(0).normal(size=(32, 16, 1)).astype(np.float32)

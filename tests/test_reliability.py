@@ -14,13 +14,13 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from conftest import RAN, SEED, sets, TINY
-from ecgvgg.cli import app
+from ecgvgg.cli.main import app
 
 
 
 def _cmd(*extra: str, epochs: int) -> list[str]:
     args = sets(*TINY, f"training.epochs={epochs}")
-    return [sys.executable, "-m", "ecgvgg.cli", "run", SEED, *args, *extra]
+    return [sys.executable, "-m", "ecgvgg.cli.main", "run", SEED, *args, *extra]
 
 
 def _env(uri: str) -> dict[str, str]:
@@ -115,7 +115,7 @@ def test_an_interrupt_during_a_training_step_takes_effect_when_the_step_ends():
 
     import typer
 
-    from ecgvgg.exits import StepInterrupts, guard
+    from ecgvgg.cli.exits import StepInterrupts, guard
 
     ended = []
 
@@ -139,7 +139,7 @@ def test_an_interrupt_during_a_training_step_takes_effect_when_the_step_ends():
 
 
 def test_local_workers_use_every_gpu_each_its_own_when_there_are_enough(monkeypatch):
-    from ecgvgg.distributed import gpu_shares, local_gpus
+    from ecgvgg.core.distributed import gpu_shares, local_gpus
 
     assert gpu_shares(2, ["0", "1", "2", "3"]) == ["0,2", "1,3"]
     assert gpu_shares(4, ["0", "1", "2", "3"]) == ["0", "1", "2", "3"]

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecgvgg.errors import DataError
-from ecgvgg.folds import split_then_oversample
-from ecgvgg.resampling import make_sampler
+from ecgvgg.core.errors import DataError
+from ecgvgg.core.folds import split_then_oversample
+from ecgvgg.core.resampling import make_sampler
 
 
 def _row_keys(a: np.ndarray) -> set[bytes]:
@@ -97,7 +97,7 @@ def test_smote_on_a_class_smaller_than_k_falls_back_too():
 
 @pytest.mark.parametrize("strategy", [{1: 120, 2: 90, 3: 30}, "not majority"])
 def test_the_fallback_reaches_the_counts_the_strategy_asks_for(strategy):
-    from ecgvgg.folds import oversample_fold
+    from ecgvgg.core.folds import oversample_fold
 
     rng = np.random.default_rng(3)
     X = np.vstack([rng.normal(0, 1, (210, 6)), rng.normal(1, 1, (40, 6)), rng.normal(2, 1, (30, 6)),
@@ -165,8 +165,8 @@ def test_property_random_class_mixes_never_leak_or_crash(counts, grouped, sample
 
 
 def test_the_balanced_sampler_draws_batches_with_the_asked_class_shares():
-    from ecgvgg.resampling import balanced_proportions
-    from ecgvgg.inputs import make_dataset
+    from ecgvgg.core.resampling import balanced_proportions
+    from ecgvgg.core.inputs import make_dataset
 
     rng = np.random.default_rng(0)
     y = rng.choice(3, 5000, p=[0.9, 0.08, 0.02]).astype(np.int64)
@@ -192,7 +192,7 @@ def test_the_balanced_sampler_draws_batches_with_the_asked_class_shares():
                                          ({"proportions": {0: -1}}, "weight >= 0"),
                                          ({"proportions": {0: 0}}, "sum to 0")])
 def test_bad_balanced_sampler_settings_are_refused(params, says):
-    from ecgvgg.resampling import make_sampler
+    from ecgvgg.core.resampling import make_sampler
 
     with pytest.raises(ValueError, match=says):
         make_sampler("balanced", **params)
@@ -201,7 +201,7 @@ def test_bad_balanced_sampler_settings_are_refused(params, says):
 def test_balanced_batches_and_capped_epochs_are_not_combined():
     from pydantic import ValidationError
 
-    from ecgvgg.config import ResamplingConfig
+    from ecgvgg.core.config import ResamplingConfig
 
     with pytest.raises(ValidationError, match="max_per_class: not with sampler 'balanced'"):
         ResamplingConfig(sampler="balanced", max_per_class=100)

@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DATA, assert_served_as_keras, invoke_in_new_store, RAN, ROOT, runs_in
-from ecgvgg.cli import app
-from ecgvgg.metrics import jk_index
-from ecgvgg.records import RHYTHM_COLUMNS, beats_from_signal, prepare_records, rhythm_features
-from ecgvgg.folds import cv_folds, split_then_oversample
-from ecgvgg.resampling import cap_per_class
+from ecgvgg.cli.main import app
+from ecgvgg.core.metrics import jk_index
+from ecgvgg.core.records import RHYTHM_COLUMNS, beats_from_signal, prepare_records, rhythm_features
+from ecgvgg.core.folds import cv_folds, split_then_oversample
+from ecgvgg.core.resampling import cap_per_class
 
 wfdb = pytest.importorskip("wfdb")
 CV = str(ROOT / "pipelines" / "interpatient_cv.yaml")
@@ -114,7 +114,7 @@ def test_folds_never_share_a_record_and_extra_rows_only_train(sample_xyg):
 
 
 def test_class_balanced_epochs_draw_capped_rows_afresh():
-    from ecgvgg.inputs import make_dataset
+    from ecgvgg.core.inputs import make_dataset
 
     y = np.r_[np.zeros(100, int), np.ones(10, int)]
     kept = cap_per_class(np.arange(110), y, 30, np.random.default_rng(0))
@@ -139,7 +139,7 @@ def rhythm_run(tmp_path_factory, table):
 def test_the_rhythm_model_trains_saves_and_carries_its_columns(rhythm_run, table):
     import keras
 
-    from ecgvgg.inference import load_model
+    from ecgvgg.core.inference import load_model
 
     tmp, uri, run, output = rhythm_run
     assert "jκ index" in output and "SVEB" in output
@@ -211,9 +211,9 @@ def test_extra_training_tables_train_only_and_must_match(tmp_path_factory, table
     _, _, res = invoke_in_new_store(tmp_path_factory, "extra_bad",
                                     ["run", CV, *_sets(f"data.path={table}", f"data.extra_train=[{wrong}]")])
     assert res.exit_code == 2 and "wrong.parquet" in res.output
-    from ecgvgg.config import load_config
-    from ecgvgg.dataset import load
-    from ecgvgg.folds import plan
+    from ecgvgg.core.config import load_config
+    from ecgvgg.core.dataset import load
+    from ecgvgg.core.folds import plan
 
     cfg = load_config(CV, [*TINY, f"data.path={table}", f"data.extra_train=[{extra}]"])
     data = load(cfg)
@@ -234,7 +234,7 @@ def test_beat_scaling_makes_records_of_other_gains_alike():
         a = beats_from_signal(signal, rec.fs, ann.sample, ann.symbol, method="window", scale=scale)[0]
         b = beats_from_signal(3.0 * signal + 0.5, rec.fs, ann.sample, ann.symbol, method="window", scale=scale)[0]
         np.testing.assert_allclose(a, b, atol=1e-4)  # gain and offset are gone
-    from ecgvgg.records import scale_to_r_peaks, scale_windows
+    from ecgvgg.core.records import scale_to_r_peaks, scale_windows
 
     x = scale_windows(signal, rec.fs)
     step = int(10 * rec.fs)
@@ -244,7 +244,7 @@ def test_beat_scaling_makes_records_of_other_gains_alike():
 
 
 def test_cross_validation_and_its_fold_ensemble_read_rhythm(tmp_path_factory, table):
-    from ecgvgg.inference import load_model
+    from ecgvgg.core.inference import load_model
 
     tmp, uri, res = invoke_in_new_store(tmp_path_factory, "rhythm_cv", [
         "run", CV, *_sets(f"data.path={table}", "split.folds=2", "training.epochs=3")])
@@ -261,8 +261,8 @@ def test_cross_validation_and_its_fold_ensemble_read_rhythm(tmp_path_factory, ta
 def test_the_aami_table_shows_kappa_in_its_own_row_not_as_a_false_positive_rate():
     from rich.console import Console
 
-    from ecgvgg.metrics import scores_from_confusion
-    from ecgvgg.report import scores_table
+    from ecgvgg.core.metrics import scores_from_confusion
+    from ecgvgg.cli.report import scores_table
 
     m = np.array([[90, 5, 5], [2, 8, 0], [1, 0, 9]])
     scores = {**scores_from_confusion(m, range(3)), "confusion_matrix": m.tolist()}

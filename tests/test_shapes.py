@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from ecgvgg.shapes import input_shape, to_1d, to_2d
+from ecgvgg.core.shapes import input_shape, to_1d, to_2d
 
 
 def test_to_1d_is_a_float32_view(sample_xyg):
@@ -48,7 +48,7 @@ def test_bad_shapes_are_refused():
 
 def test_preprocessing_imports_without_tensorflow():
     code = (
-        "import sys, ecgvgg.data, ecgvgg.resampling, ecgvgg.shapes, ecgvgg.metrics, ecgvgg.config;"
+        "import sys, ecgvgg.core.data, ecgvgg.core.resampling, ecgvgg.core.shapes, ecgvgg.core.metrics, ecgvgg.core.config;"
         "bad = [m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules];"
         "assert not bad, bad"
     )

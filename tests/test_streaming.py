@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 
 from conftest import SEED, runner, runs_in, sets
-from ecgvgg.errors import DataError
+from ecgvgg.core.errors import DataError
 
 STREAM = ["data.stream=true", "resampling.sampler=balanced"]
 
 
 def _config(path, *items):
-    from ecgvgg.config import load_config
+    from ecgvgg.core.config import load_config
 
     return load_config(SEED, [f"data.path={path}", *items])
 
 
 def test_streamed_rows_are_the_table_rows_read_by_file(shard_folder, mixed_frame):
-    from ecgvgg.stream import open_shards
+    from ecgvgg.core.stream import open_shards
 
     shards, y, groups = open_shards(shard_folder, label_column="label", group_column="segment", classes=range(5))
     X = mixed_frame.filter(like="x").to_numpy(np.float32)
@@ -40,7 +40,7 @@ def test_streamed_rows_are_the_table_rows_read_by_file(shard_folder, mixed_frame
 
 
 def test_a_streamed_shard_folder_plans_the_split_of_the_same_rows_in_one_file(shard_folder):
-    from ecgvgg.runner import check
+    from ecgvgg.cli.runner import check
 
     one_file = shard_folder.parent / "one.parquet"
     streamed, one = check(_config(shard_folder, *STREAM)), check(_config(one_file, *STREAM[1:]))
@@ -50,13 +50,13 @@ def test_a_streamed_shard_folder_plans_the_split_of_the_same_rows_in_one_file(sh
 
 
 def test_streamed_test_scores_equal_the_in_memory_ones(shard_folder):
-    from ecgvgg.contract import contract_for
-    from ecgvgg.folds import materialise
-    from ecgvgg.runner import check
-    from ecgvgg.shapes import reshape
-    from ecgvgg.results import FoldResult
-    from ecgvgg.study import _score, build_model
-    from ecgvgg.training import FitResult, setup_device
+    from ecgvgg.core.contract import contract_for
+    from ecgvgg.core.folds import materialise
+    from ecgvgg.cli.runner import check
+    from ecgvgg.core.shapes import reshape
+    from ecgvgg.core.results import FoldResult
+    from ecgvgg.core.study import _score, build_model
+    from ecgvgg.core.training import FitResult, setup_device
 
     setup_device(seed=0)
     results = []
@@ -84,8 +84,8 @@ def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_f
                                                                                     monkeypatch, cache):
     import json
 
-    from ecgvgg.stream import open_shards
-    from ecgvgg.inputs import streamed_batches
+    from ecgvgg.core.stream import open_shards
+    from ecgvgg.core.inputs import streamed_batches
 
     shards, y, _ = open_shards(shard_folder, label_column="label", group_column="segment", classes=range(5))
     X = shards[np.arange(len(y))].map(lambda a: np.c_[a, np.zeros((len(a), 1), np.float32)])  # a transform runs
@@ -116,7 +116,7 @@ def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_f
     ([*STREAM, "split.folds=3"], "split.folds: not available with data.stream"),
 ])
 def test_streaming_refuses_what_needs_the_table_in_memory(shard_folder, store, items, says):
-    res = runner().invoke(__import__("ecgvgg.cli", fromlist=["app"]).app,
+    res = runner().invoke(__import__("ecgvgg.cli.main", fromlist=["app"]).app,
                           ["run", SEED, *sets(f"data.path={shard_folder}", *items)])
     assert res.exit_code == 2 and says in res.output and len(res.output.strip().splitlines()) == 1
     assert runs_in(store) == []
@@ -125,7 +125,7 @@ def test_streaming_refuses_what_needs_the_table_in_memory(shard_folder, store, i
 def test_a_bad_value_in_one_shard_is_refused_naming_the_shard_column_and_row(shard_folder, mixed_frame, tmp_path):
     import shutil
 
-    from ecgvgg.stream import open_shards
+    from ecgvgg.core.stream import open_shards
 
     folder = tmp_path / "shards"
     shutil.copytree(shard_folder, folder)

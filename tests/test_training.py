@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
-from ecgvgg.config import TrainingConfig
-from ecgvgg.models import vgg16
-from ecgvgg.folds import split_then_oversample
-from ecgvgg.shapes import to_1d
-from ecgvgg.training import balanced_class_weight, fit, resolve_class_weight, setup_device
+from ecgvgg.core.config import TrainingConfig
+from ecgvgg.core.models import vgg16
+from ecgvgg.core.folds import split_then_oversample
+from ecgvgg.core.shapes import to_1d
+from ecgvgg.core.training import balanced_class_weight, fit, resolve_class_weight, setup_device
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def test_balanced_weights_come_from_counts_before_oversampling(real_splits):
 
 
 def test_augmentation_perturbs_training_batches_only(real_splits):
-    from ecgvgg.augment import Augment
-    from ecgvgg.inputs import make_dataset
+    from ecgvgg.core.augment import Augment
+    from ecgvgg.core.inputs import make_dataset
 
     X, y = real_splits.X_train[:64], real_splits.y_train[:64]
     plain = next(iter(make_dataset(X, y, 64, shuffle=False)))
@@ -70,7 +70,7 @@ def test_augmentation_perturbs_training_batches_only(real_splits):
 
 
 def test_collapse_rules_on_predictions():
-    from ecgvgg.metrics import collapse_reason, zero_recall
+    from ecgvgg.core.metrics import collapse_reason, zero_recall
 
     y = np.array([0] * 90 + [1] * 5 + [2] * 5)
     assert "predicts class N for 99.0%" in collapse_reason(y, np.r_[np.zeros(99), 1], [0, 1, 2], list("NSV"))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import invoke_in_new_store, RAN, runner as make_runner, runs_in, SEED, sets, TINY
-from ecgvgg.cli import app
+from ecgvgg.cli.main import app
 
 LOCAL = [*TINY, "baseline=none"]
 runner = make_runner()
@@ -19,11 +19,11 @@ def _sets(*items: str) -> list[str]:
 
 
 def test_frozen_blocks_keep_their_weights_and_later_blocks_learn(sample_xyg):
-    from ecgvgg.models import freeze_blocks, trainable_count, vgg16
-    from ecgvgg.folds import split_then_oversample
-    from ecgvgg.shapes import to_1d
-    from ecgvgg.config import TrainingConfig
-    from ecgvgg.training import fit, setup_device
+    from ecgvgg.core.models import freeze_blocks, trainable_count, vgg16
+    from ecgvgg.core.folds import split_then_oversample
+    from ecgvgg.core.shapes import to_1d
+    from ecgvgg.core.config import TrainingConfig
+    from ecgvgg.core.training import fit, setup_device
 
     X, y, g = sample_xyg
     splits = split_then_oversample(X, y, groups=g, sampler="random", seed=0).map_x(to_1d)
@@ -53,7 +53,7 @@ def source_run(tmp_path_factory, sample_frame):
 def test_a_new_two_class_head_fine_tunes_from_a_five_class_run(source_run, monkeypatch):
     import keras
 
-    from ecgvgg.inference import load_model
+    from ecgvgg.core.inference import load_model
 
     tmp, uri, source_id, binary = source_run
     monkeypatch.chdir(tmp)
@@ -107,8 +107,8 @@ def test_a_source_run_that_does_not_fit_exits_2_before_any_run(source_run, monke
 
 
 def test_two_phase_settings_are_checked():
-    from ecgvgg.config import load_config
-    from ecgvgg.errors import ConfigError
+    from ecgvgg.core.config import load_config
+    from ecgvgg.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs model.frozen_blocks > 0"):
         load_config(SEED, ["training.unfreeze_after=2"])

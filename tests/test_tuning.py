@@ -10,10 +10,10 @@ import optuna
 import pytest
 
 from conftest import RAN, ROOT, runner as make_runner, runs_in, SEED, sets, TINY
-from ecgvgg.cli import app
-from ecgvgg.config import load_config
-from ecgvgg.errors import ConfigError
-from ecgvgg.tuning import FloatRange, IntRange, open_study, parse_space
+from ecgvgg.cli.main import app
+from ecgvgg.core.config import load_config
+from ecgvgg.core.errors import ConfigError
+from ecgvgg.tracking.tuning import FloatRange, IntRange, open_study, parse_space
 
 LOCAL = [*TINY, "training.epochs=2", "training.collapse_warmup=0", "baseline=none"]
 SPACE = "training.learning_rate: [0.001, 0.002]\nmodel.dropout: {low: 0.0, high: 0.3}\n"
@@ -26,7 +26,7 @@ def _sets() -> list[str]:
 
 def test_the_shipped_space_is_valid_and_ranges_are_typed():
     base = load_config(SEED)
-    from ecgvgg.tuning import load_space
+    from ecgvgg.tracking.tuning import load_space
 
     space = load_space(ROOT / "pipelines" / "tune_space.yaml", base)
     assert isinstance(space["training.learning_rate"], FloatRange) and space["training.learning_rate"].log
@@ -63,7 +63,7 @@ def test_two_processes_share_one_study_and_the_best_config_runs(tmp_path, monkey
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     (tmp_path / "space.yaml").write_text(SPACE)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cmd = [sys.executable, "-m", "ecgvgg.cli", "tune", SEED, "--space", "space.yaml", "--trials", "2",
+    cmd = [sys.executable, "-m", "ecgvgg.cli.main", "tune", SEED, "--space", "space.yaml", "--trials", "2",
            "--study", "shared", *_sets()]
     # two workers as the README starts them, without --seed: each explores on its own stream
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

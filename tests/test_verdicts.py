@@ -11,9 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import invoke_in_new_store, RAN, runner as make_runner, SAMPLE as SAMPLE_PATH, SEED, sets, TINY
-from ecgvgg.cli import app
-from ecgvgg.metrics import bootstrap_macro_f1, held_out_verdict, per_class_scores
-from ecgvgg.folds import cv_folds, oversample_fold
+from ecgvgg.cli.main import app
+from ecgvgg.core.metrics import bootstrap_macro_f1, held_out_verdict, per_class_scores
+from ecgvgg.core.folds import cv_folds, oversample_fold
 
 SAMPLE = str(SAMPLE_PATH)
 LOCAL = [*TINY, "training.epochs=1"]
@@ -34,8 +34,8 @@ def test_a_class_missed_only_on_validation_is_a_warning_not_a_collapse():
     assert reason is None and missed == {"S": "validation (3 rows)"}
     from types import SimpleNamespace
 
-    from ecgvgg.config import load_config
-    from ecgvgg.report import err_console, print_summary
+    from ecgvgg.core.config import load_config
+    from ecgvgg.cli.report import err_console, print_summary
 
     result = SimpleNamespace(cv=None, scores={"macro_f1": 0.8}, ci=None, baseline_macro_f1=None, kind="grouped",
                              missed=missed, cfg=load_config(SEED))
@@ -58,7 +58,7 @@ def test_a_class_never_predicted_on_any_held_out_row_is_a_collapse_naming_its_su
 
 
 def test_training_warns_only_when_a_collapsed_state_lasts_and_only_when_it_changes(caplog):
-    from ecgvgg.training import CollapseMonitor
+    from ecgvgg.core.training import CollapseMonitor
 
     class Scored:  # what CollapseMonitor reads from ValidationMetrics after each epoch
         y_val = np.array([0] * 20 + [1] * 20)
@@ -126,7 +126,7 @@ def test_each_fold_oversamples_only_its_own_training_part(sample_xyg):
 
 
 def test_fold_ensemble_averages_its_members():
-    from ecgvgg.models import fold_ensemble, vgg16
+    from ecgvgg.core.models import fold_ensemble, vgg16
 
     members = [vgg16(width=0.0625, dense_units=8, batch_norm=True) for _ in range(3)]
     x = np.random.default_rng(0).random((6, 187, 1), dtype=np.float32)
@@ -182,7 +182,7 @@ def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
 def test_the_fold_ensemble_is_the_parent_model_for_evaluate_and_predict(cv_run, tmp_path):
     import json
 
-    from ecgvgg.store import load_run_model
+    from ecgvgg.tracking.store import load_run_model
 
     tmp, uri, _ = cv_run
     client = MlflowClient(uri)

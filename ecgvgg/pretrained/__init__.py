@@ -21,7 +21,7 @@ def package(source: str | Path, dest: str | Path = MODEL) -> Path:
     """Save the network of ``source`` (a ``.keras`` file with its contract) without optimizer state at ``dest``."""
     import keras
 
-    from ecgvgg.inference import load_model, save_model
+    from ecgvgg.core.inference import load_model, save_model
 
     loaded = load_model(source)
     bare = keras.Model.from_config(loaded.model.get_config())
