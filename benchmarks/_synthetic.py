@@ -22,8 +22,8 @@ def synthetic_beats(counts: dict[int, int] = MITBIH_TRAIN_COUNTS, seed: int = 0)
     start = 0
     for c, n in counts.items():
         pool = beats[labels == c]
-        X[start:start + n] = pool[rng.integers(0, len(pool), n)]
-        X[start:start + n] += rng.normal(0, 0.02, (n, X.shape[1])).astype(np.float32)
-        y[start:start + n] = c
+        X[start : start + n] = pool[rng.integers(0, len(pool), n)]
+        X[start : start + n] += rng.normal(0, 0.02, (n, X.shape[1])).astype(np.float32)
+        y[start : start + n] = c
         start += n
     return X, y

@@ -74,7 +74,7 @@ def shifted(X: np.ndarray, k: int) -> np.ndarray:
     """Beats ``(n, samples, 1)`` moved ``k`` samples right (left when negative), zeros filling in."""
     out = np.zeros_like(X)
     if k >= 0:
-        out[:, k:] = X[:, :X.shape[1] - k]
+        out[:, k:] = X[:, : X.shape[1] - k]
     else:
         out[:, :k] = X[:, -k:]
     return out
@@ -96,8 +96,7 @@ def ensemble_fold(overrides: list[str], X, y, g, fold, seed: int, inner: int) ->
     train, val, test = fold
     rest = np.sort(np.r_[train, val])
     members, X_test = [], None
-    for tr, va, _ in cv_folds(y[rest], folds=inner, groups=g[rest], val_size=cfg.split.val_size, seed=seed,
-                              classes=range(5)):
+    for tr, va, _ in cv_folds(y[rest], folds=inner, groups=g[rest], val_size=cfg.split.val_size, seed=seed, classes=range(5)):
         model, X_test = _train_fold(cfg, X, y, rest[tr], rest[va], test, seed)
         members.append(model)
     return np.argmax(fold_ensemble(members).predict(X_test, verbose=0), axis=1)
@@ -131,8 +130,15 @@ def cnn_fold(X, y, fold, seed: int) -> np.ndarray:
     model = keras.Model(inputs, layers.Dense(5, activation="softmax")(h))
     model.compile(keras.optimizers.Adam(learning_rate=1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(patience=8, restore_best_weights=True)
-    model.fit(s.X_train[..., None], s.y_train, batch_size=128, epochs=60, verbose=0,
-              validation_data=(s.X_val[..., None], s.y_val), callbacks=[stop])
+    model.fit(
+        s.X_train[..., None],
+        s.y_train,
+        batch_size=128,
+        epochs=60,
+        verbose=0,
+        validation_data=(s.X_val[..., None], s.y_val),
+        callbacks=[stop],
+    )
     return np.argmax(model.predict(s.X_test[..., None], verbose=0), axis=1)
 
 
@@ -167,11 +173,24 @@ def run(data: Path, models: list[str], folds: int, seed: int, overrides: list[st
                 model, X_test = pipeline_fold(config, [*overrides, *extra], X, y, fold, seed)
                 pred = np.argmax(model.predict(X_test, verbose=0), axis=1)
             s = per_class_scores(y[test], pred, range(5))
-            rows.append({"data": data.name, "model": name, "seed": seed, "fold": k, "macro_f1": s["macro_f1"],
-                         "accuracy": s["accuracy"], **{f"recall_{NAMES[c]}": s["recall"][c] for c in range(5)},
-                         "seconds": round(time.perf_counter() - t0, 1)})
-            print(f"{data.name} seed {seed} fold {k} {name}: macro-F1 {s['macro_f1']:.3f} "
-                  f"min recall {min(s['recall'].values()):.2f} ({rows[-1]['seconds']} s)", file=sys.stderr, flush=True)
+            rows.append(
+                {
+                    "data": data.name,
+                    "model": name,
+                    "seed": seed,
+                    "fold": k,
+                    "macro_f1": s["macro_f1"],
+                    "accuracy": s["accuracy"],
+                    **{f"recall_{NAMES[c]}": s["recall"][c] for c in range(5)},
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
+            print(
+                f"{data.name} seed {seed} fold {k} {name}: macro-F1 {s['macro_f1']:.3f} "
+                f"min recall {min(s['recall'].values()):.2f} ({rows[-1]['seconds']} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     return pd.DataFrame(rows)
 
 
@@ -190,15 +209,20 @@ def versus(part: pd.DataFrame, other: pd.DataFrame) -> str:
 def summarise(df: pd.DataFrame) -> str:
     """Mean (and std of macro-F1) over folds, one line per data file and model, with the paired
     difference from the random forest when it was run."""
-    lines = ["| data | model | macro-F1 (mean ± sd over folds) | vs rf (paired mean ± se) | accuracy | "
-             + " | ".join(f"recall {n}" for n in NAMES)
-             + " | s/fold |", "|---|---|---|---|---|" + "---|" * len(NAMES) + "---|"]
+    lines = [
+        "| data | model | macro-F1 (mean ± sd over folds) | vs rf (paired mean ± se) | accuracy | "
+        + " | ".join(f"recall {n}" for n in NAMES)
+        + " | s/fold |",
+        "|---|---|---|---|---|" + "---|" * len(NAMES) + "---|",
+    ]
     for (data, model), part in df.groupby(["data", "model"], sort=False):
         recalls = " | ".join(f"{part[f'recall_{n}'].mean():.3f}" for n in NAMES)
         rf = df[(df["data"] == data) & (df["model"] == "rf")]
-        lines.append(f"| {data} | {model} | {part['macro_f1'].mean():.3f} ± {part['macro_f1'].std():.3f} | "
-                     f"{versus(part, rf) if len(rf) and model != 'rf' else '-'} | "
-                     f"{part['accuracy'].mean():.3f} | {recalls} | {part['seconds'].mean():.0f} |")
+        lines.append(
+            f"| {data} | {model} | {part['macro_f1'].mean():.3f} ± {part['macro_f1'].std():.3f} | "
+            f"{versus(part, rf) if len(rf) and model != 'rf' else '-'} | "
+            f"{part['accuracy'].mean():.3f} | {recalls} | {part['seconds'].mean():.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -210,14 +234,16 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="split and training seeds (means over all)")
     p.add_argument("--inner-folds", type=int, default=3, help="folds of each fold ensemble (vgg1d_ensemble)")
     p.add_argument("--out", default="accuracy", help="file stem under benchmarks/results/")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   help="override the pipeline configs, key.path=value (repeatable)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="override the pipeline configs, key.path=value (repeatable)"
+    )
     a = p.parse_args()
     missing = [str(d) for d in a.data if not d.is_file()]
     if missing:
         sys.exit(f"error: no such file: {', '.join(missing)} (the real beats ship in ../shared/data; pass --data PATH)")
-    df = pd.concat([run(d, a.models, a.folds, seed, a.overrides, a.inner_folds) for d in a.data for seed in a.seeds],
-                   ignore_index=True)
+    df = pd.concat(
+        [run(d, a.models, a.folds, seed, a.overrides, a.inner_folds) for d in a.data for seed in a.seeds], ignore_index=True
+    )
     table = summarise(df)
     print(table)
     out = ROOT / "benchmarks" / "results"

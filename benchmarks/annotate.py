@@ -91,14 +91,18 @@ def classes(records: list[Path]) -> list[str]:
         labelled = label(rec, loaded, plan_for(rec, loaded.contract))
         _, ref, symbols = reference_beats(path)
         out = compare(labelled, ref, symbols)
-        matched, ref_total, det_total = matched + out["matched_beats"], ref_total + len(ref), det_total + len(
-            labelled.beats)
+        matched, ref_total, det_total = matched + out["matched_beats"], ref_total + len(ref), det_total + len(labelled.beats)
         pooled += np.asarray(out["confusion"], dtype=np.int64)
     a = aami_scores(pooled, names)
-    lines = [f"matched {matched} of {ref_total} reference beats ({det_total} detected)", "",
-             "| class | Se | +P | F1 | reference beats |", "|---|---|---|---|---|"]
-    lines += [f"| {n} | {a[n]['Se']:.3f} | {a[n]['+P']:.3f} | {a[n]['F1']:.3f} | {int(pooled[i].sum())} |"
-              for i, n in enumerate(names)]
+    lines = [
+        f"matched {matched} of {ref_total} reference beats ({det_total} detected)",
+        "",
+        "| class | Se | +P | F1 | reference beats |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {n} | {a[n]['Se']:.3f} | {a[n]['+P']:.3f} | {a[n]['F1']:.3f} | {int(pooled[i].sum())} |" for i, n in enumerate(names)
+    ]
     return lines
 
 
@@ -118,8 +122,15 @@ def resampled(record: Path) -> list[str]:
         for fs in (360, 250, 128):
             signal = np.column_stack([resample(rec.p_signal[:, k], rec.fs, fs) for k in range(rec.n_sig)])
             name = f"r{fs}"
-            wfdb.wrsamp(name, fs=fs, units=rec.units, sig_name=rec.sig_name, p_signal=signal.astype(np.float64),
-                        fmt=["16"] * rec.n_sig, write_dir=tmp)
+            wfdb.wrsamp(
+                name,
+                fs=fs,
+                units=rec.units,
+                sig_name=rec.sig_name,
+                p_signal=signal.astype(np.float64),
+                fmt=["16"] * rec.n_sig,
+                write_dir=tmp,
+            )
             r = open_recordings([Path(tmp) / name])[0]
             results[fs] = label(r, loaded, plan_for(r, loaded.contract)).beats
     base = results[360]
@@ -134,8 +145,11 @@ def resampled(record: Path) -> list[str]:
         same &= keep & (labels == base["label"].to_numpy())
         matched_all &= keep
     share = same.sum() / max(1, matched_all.sum())
-    return ["| record | beats at 360 Hz | matched at 250 and 128 Hz | same label on all three |", "|---|---|---|---|",
-            f"| {record.name} | {len(base)} | {int(matched_all.sum())} | {share:.4f} |"]
+    return [
+        "| record | beats at 360 Hz | matched at 250 and 128 Hz | same label on all three |",
+        "|---|---|---|---|",
+        f"| {record.name} | {len(base)} | {int(matched_all.sum())} | {share:.4f} |",
+    ]
 
 
 CHILD = """
@@ -162,11 +176,21 @@ def speed(record: Path) -> list[str]:
     lines = ["| recording | beats | seconds | peak memory (MB) |", "|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         long = np.tile(rec.d_signal, (48, 1))
-        wfdb.wrsamp("day", fs=rec.fs, units=rec.units, sig_name=rec.sig_name, d_signal=long, fmt=rec.fmt,
-                    adc_gain=rec.adc_gain, baseline=rec.baseline, write_dir=tmp)
+        wfdb.wrsamp(
+            "day",
+            fs=rec.fs,
+            units=rec.units,
+            sig_name=rec.sig_name,
+            d_signal=long,
+            fmt=rec.fmt,
+            adc_gain=rec.adc_gain,
+            baseline=rec.baseline,
+            write_dir=tmp,
+        )
         for path in (record, Path(tmp) / "day"):
-            done = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True,
-                                  cwd=ROOT, timeout=1800)
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, cwd=ROOT, timeout=1800
+            )
             if done.returncode:
                 raise RuntimeError(done.stderr[-2000:])
             hours, beats, seconds, peak = done.stdout.strip().splitlines()[-1].split("|")
@@ -178,8 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     """Print the tables and write them under benchmarks/results/annotate.md."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=Path, default=DS1)
-    p.add_argument("--only", nargs="+", choices=("detection", "classes", "resampled", "speed"),
-                   default=["detection", "classes", "resampled", "speed"])
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=("detection", "classes", "resampled", "speed"),
+        default=["detection", "classes", "resampled", "speed"],
+    )
     args = p.parse_args(argv)
     if not args.records.is_dir():
         print(f"error: {args.records}: no such folder of WFDB records", file=sys.stderr)
@@ -187,10 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     records = sorted(p.with_suffix("") for p in args.records.glob("*.hea"))
     text = []
     for table in args.only:
-        part = {"detection": lambda: detection(records), "classes": lambda: classes(records),
-                "resampled": lambda: resampled(records[0]), "speed": lambda: speed(records[0])}[table]()
+        part = {
+            "detection": lambda: detection(records),
+            "classes": lambda: classes(records),
+            "resampled": lambda: resampled(records[0]),
+            "speed": lambda: speed(records[0]),
+        }[table]()
         text += [f"### {table}", "", *part, ""]
-        print("\n".join(text[-len(part) - 3:]), flush=True)
+        print("\n".join(text[-len(part) - 3 :]), flush=True)
     out = ROOT / "benchmarks" / "results" / "annotate.md"
     out.write_text("\n".join(text) + "\n")
     return 0

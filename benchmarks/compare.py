@@ -18,10 +18,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = (("vgg16-1d-w0.125", "adasyn_vgg.yaml", ["model.width=0.125"]),
-        ("vgg16-1d-w0.25", "adasyn_vgg.yaml", []),
-        ("vgg16-1d-w0.5", "adasyn_vgg.yaml", ["model.width=0.5"]),
-        ("vgg16-2d-fold", "adasyn_vgg2d.yaml", []))
+RUNS = (
+    ("vgg16-1d-w0.125", "adasyn_vgg.yaml", ["model.width=0.125"]),
+    ("vgg16-1d-w0.25", "adasyn_vgg.yaml", []),
+    ("vgg16-1d-w0.5", "adasyn_vgg.yaml", ["model.width=0.5"]),
+    ("vgg16-2d-fold", "adasyn_vgg2d.yaml", []),
+)
 
 
 def main() -> None:
@@ -33,13 +35,19 @@ def main() -> None:
         ecgvgg = [sys.executable, "-m", "ecgvgg.cli.main"]
         for name, pipeline, sets in RUNS:
             args = [a for s in [*sets, "tracking.experiment=compare", f"tracking.run_name={name}"] for a in ("--set", s)]
-            done = subprocess.run([*ecgvgg, "run", str(ROOT / "pipelines" / pipeline), *args], cwd=tmp, env=env,
-                                  stdout=subprocess.DEVNULL)
+            done = subprocess.run(
+                [*ecgvgg, "run", str(ROOT / "pipelines" / pipeline), *args], cwd=tmp, env=env, stdout=subprocess.DEVNULL
+            )
             if done.returncode not in (0, 3):
                 sys.exit(done.returncode)
         table = Path(tmp) / "compare.md"
-        subprocess.run([*ecgvgg, "runs", "--experiment", "compare", "--sort", "params_total", "-o", str(table),
-                        "--plot", str(picture)], cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*ecgvgg, "runs", "--experiment", "compare", "--sort", "params_total", "-o", str(table), "--plot", str(picture)],
+            cwd=tmp,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         text = table.read_text()
     results.write_text(text)
     print(text, end="")

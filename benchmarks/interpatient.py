@@ -48,14 +48,22 @@ REFERENCE = "--method window --before 0.25 --after 0.4 --scale window --referenc
 #: Each lever: the ``prepare`` options of its tables and its overrides of pipelines/interpatient_cv.yaml.
 LEVERS: dict[str, tuple[str, list[str]]] = {
     "rhythm": ("--method kachuee", ["data.channels=[]", "training.class_weight=balanced", "training.prior_shift=0"]),
-    "reference": (f"{REFERENCE} --leads MLII", ["data.channels=[x,ref]", "training.class_weight=balanced",
-                                                "training.prior_shift=0"]),
-    "two_leads": (f"{REFERENCE} --leads MLII,V1", ["data.channels=[x,x2_,ref,ref2_]",
-                                                   "training.class_weight=balanced", "training.prior_shift=0"]),
-    "records_weight": (f"{REFERENCE} --leads MLII,V1", ["data.channels=[x,x2_,ref,ref2_]",
-                                                        "training.class_weight=records", "training.prior_shift=0"]),
-    "causal": (f"{REFERENCE.replace('record', 'causal')} --leads MLII,V1",
-               ["data.channels=[x,x2_,ref,ref2_]", "training.class_weight=records", "training.prior_shift=0"]),
+    "reference": (
+        f"{REFERENCE} --leads MLII",
+        ["data.channels=[x,ref]", "training.class_weight=balanced", "training.prior_shift=0"],
+    ),
+    "two_leads": (
+        f"{REFERENCE} --leads MLII,V1",
+        ["data.channels=[x,x2_,ref,ref2_]", "training.class_weight=balanced", "training.prior_shift=0"],
+    ),
+    "records_weight": (
+        f"{REFERENCE} --leads MLII,V1",
+        ["data.channels=[x,x2_,ref,ref2_]", "training.class_weight=records", "training.prior_shift=0"],
+    ),
+    "causal": (
+        f"{REFERENCE.replace('record', 'causal')} --leads MLII,V1",
+        ["data.channels=[x,x2_,ref,ref2_]", "training.class_weight=records", "training.prior_shift=0"],
+    ),
     # pipelines/interpatient_vgg.yaml as shipped: records_weight with training.prior_shift 0.2
     "shipped": ("", []),
 }
@@ -103,8 +111,16 @@ def lever_config(lever: str, main: Path, extra: Path, sets: list[str]):
     from ecgvgg.core.config import load_config
 
     pipeline = SHIPPED if lever == "shipped" else CV_PIPELINE
-    overrides = [*LEVERS[lever][1], *sets, f"data.path={main}", f"data.extra_train=[{extra}]", "baseline=hgb",
-                 "split.folds=null", "split.protocol=stratified", "tracking.gradcam_per_class=0"]
+    overrides = [
+        *LEVERS[lever][1],
+        *sets,
+        f"data.path={main}",
+        f"data.extra_train=[{extra}]",
+        "baseline=hgb",
+        "split.folds=null",
+        "split.protocol=stratified",
+        "tracking.gradcam_per_class=0",
+    ]
     return load_config(pipeline, overrides)
 
 
@@ -128,14 +144,27 @@ def folds_of(estimate: str, data, n_main: int, folds: int, seed: int, val_size: 
     groups = data.groups.astype(str)
     if estimate == "cv":
         tagged = np.r_[groups[:n_main], np.full(len(groups) - n_main, "extra")]
-        return [Fold(*f) for f in cv_folds(data.y, folds=folds, groups=tagged, val_size=val_size, seed=seed,
-                                           classes=range(5), train_only=data.train_only)]
+        return [
+            Fold(*f)
+            for f in cv_folds(
+                data.y, folds=folds, groups=tagged, val_size=val_size, seed=seed, classes=range(5), train_only=data.train_only
+            )
+        ]
     source = np.arange(len(groups)) < n_main
     tagged = np.char.add(np.where(source, "source:", "target:"), groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [split_indices(data.y, groups=tagged, val_size=val_size, seed=seed, classes=range(5),
-                              test_groups=sorted(set(tagged[~source])), train_groups=sorted(set(tagged[source])))]
+        return [
+            split_indices(
+                data.y,
+                groups=tagged,
+                val_size=val_size,
+                seed=seed,
+                classes=range(5),
+                test_groups=sorted(set(tagged[~source])),
+                train_groups=sorted(set(tagged[source])),
+            )
+        ]
 
 
 def aami_row(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -143,8 +172,11 @@ def aami_row(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     from ecgvgg.core.metrics import aami_scores, confusion
 
     a = aami_scores(confusion(y, pred, range(5)), NAMES)
-    out = {f"{beat}_{key}": a[c][measure] for c, beat in (("S", "sveb"), ("V", "veb"))
-           for measure, key in (("Se", "se"), ("+P", "ppv"), ("F1", "f1"))}
+    out = {
+        f"{beat}_{key}": a[c][measure]
+        for c, beat in (("S", "sveb"), ("V", "veb"))
+        for measure, key in (("Se", "se"), ("+P", "ppv"), ("F1", "f1"))
+    }
     return {**out, "n_se": a["N"]["Se"], "f_ppv": a["F"]["+P"]}
 
 
@@ -167,19 +199,39 @@ def measure(lever: str, estimate: str, args: argparse.Namespace) -> list[dict]:
             t0 = time.perf_counter()
             pred, base, probs = run_fold(cfg, data, fold, seed)
             y = data.y[fold.test]
-            rows.append({"lever": lever, "estimate": estimate, "seed": seed, "fold": k, "test": fold.test,
-                         "pred": pred, "base": base, "probs": probs, "seconds": time.perf_counter() - t0,
-                         "train_counts": np.bincount(data.y[fold.train], minlength=len(NAMES)),
-                         **aami_row(y, pred), **{f"hgb_{k2}": v for k2, v in aami_row(y, base).items()}})
-            print(f"{lever} {estimate} seed {seed} fold {k}: SVEB F1 {rows[-1]['sveb_f1']:.3f} "
-                  f"(tree {rows[-1]['hgb_sveb_f1']:.3f}), VEB F1 {rows[-1]['veb_f1']:.3f} "
-                  f"(tree {rows[-1]['hgb_veb_f1']:.3f}), N Se {rows[-1]['n_se']:.3f} "
-                  f"({rows[-1]['seconds']:.0f} s)", file=sys.stderr, flush=True)
+            rows.append(
+                {
+                    "lever": lever,
+                    "estimate": estimate,
+                    "seed": seed,
+                    "fold": k,
+                    "test": fold.test,
+                    "pred": pred,
+                    "base": base,
+                    "probs": probs,
+                    "seconds": time.perf_counter() - t0,
+                    "train_counts": np.bincount(data.y[fold.train], minlength=len(NAMES)),
+                    **aami_row(y, pred),
+                    **{f"hgb_{k2}": v for k2, v in aami_row(y, base).items()},
+                }
+            )
+            print(
+                f"{lever} {estimate} seed {seed} fold {k}: SVEB F1 {rows[-1]['sveb_f1']:.3f} "
+                f"(tree {rows[-1]['hgb_sveb_f1']:.3f}), VEB F1 {rows[-1]['veb_f1']:.3f} "
+                f"(tree {rows[-1]['hgb_veb_f1']:.3f}), N Se {rows[-1]['n_se']:.3f} "
+                f"({rows[-1]['seconds']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     y_all = data.y
     for r in rows:
         r["y"] = y_all[r["test"]]
-    np.savez_compressed(args.cache / f"{lever}_{estimate}_probs.npz", y=np.concatenate([r["y"] for r in rows]),
-                        probs=np.concatenate([r["probs"] for r in rows]), base=np.concatenate([r["base"] for r in rows]))
+    np.savez_compressed(
+        args.cache / f"{lever}_{estimate}_probs.npz",
+        y=np.concatenate([r["y"] for r in rows]),
+        probs=np.concatenate([r["probs"] for r in rows]),
+        base=np.concatenate([r["base"] for r in rows]),
+    )
     for r in rows:
         r["minutes"] = (time.perf_counter() - started) / 60
     return rows
@@ -192,8 +244,15 @@ def shifted(rows: list[dict], alpha: float) -> list[dict]:
     for r in rows:
         shares = np.maximum(r["train_counts"] / r["train_counts"].sum(), 1e-4)
         pred = np.argmax(np.log(np.maximum(r["probs"], 1e-12)) + alpha * np.log(shares), axis=1)
-        out.append({**r, "lever": f"{r['lever']} + prior_shift {alpha:g}", "pred": pred, **aami_row(r["y"], pred),
-                    **{f"hgb_{k}": v for k, v in aami_row(r["y"], r["base"]).items()}})
+        out.append(
+            {
+                **r,
+                "lever": f"{r['lever']} + prior_shift {alpha:g}",
+                "pred": pred,
+                **aami_row(r["y"], pred),
+                **{f"hgb_{k}": v for k, v in aami_row(r["y"], r["base"]).items()},
+            }
+        )
     return out
 
 
@@ -204,14 +263,18 @@ def summary_line(rows: list[dict]) -> str:
     tree = aami_row(y, np.concatenate([r["base"] for r in rows]))
     ahead = sum(r["sveb_f1"] > r["hgb_sveb_f1"] for r in rows), sum(r["veb_f1"] > r["hgb_veb_f1"] for r in rows)
     r0 = rows[0]
-    return (f"| {r0['lever']} | {r0['estimate']} | {net['sveb_se']:.3f} / {net['sveb_ppv']:.3f} / "
-            f"**{net['sveb_f1']:.3f}** | {net['veb_se']:.3f} / {net['veb_ppv']:.3f} / **{net['veb_f1']:.3f}** | "
-            f"{net['n_se']:.3f} | {net['f_ppv']:.3f} | {tree['sveb_f1']:.3f} | {tree['veb_f1']:.3f} | "
-            f"{tree['n_se']:.3f} | {ahead[0]}/{ahead[1]} of {len(rows)} | {r0['minutes']:.1f} |")
+    return (
+        f"| {r0['lever']} | {r0['estimate']} | {net['sveb_se']:.3f} / {net['sveb_ppv']:.3f} / "
+        f"**{net['sveb_f1']:.3f}** | {net['veb_se']:.3f} / {net['veb_ppv']:.3f} / **{net['veb_f1']:.3f}** | "
+        f"{net['n_se']:.3f} | {net['f_ppv']:.3f} | {tree['sveb_f1']:.3f} | {tree['veb_f1']:.3f} | "
+        f"{tree['n_se']:.3f} | {ahead[0]}/{ahead[1]} of {len(rows)} | {r0['minutes']:.1f} |"
+    )
 
 
-HEAD = ("| lever | estimate | network SVEB Se / +P / F1 | network VEB Se / +P / F1 | N Se | F +P | tree SVEB F1 "
-        "| tree VEB F1 | tree N Se | folds network ahead (SVEB/VEB) | minutes |")
+HEAD = (
+    "| lever | estimate | network SVEB Se / +P / F1 | network VEB Se / +P / F1 | N Se | F +P | tree SVEB F1 "
+    "| tree VEB F1 | tree N Se | folds network ahead (SVEB/VEB) | minutes |"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,10 +288,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
     p.add_argument("--out", default="interpatient_levers")
-    p.add_argument("--shift", type=float, default=None, metavar="ALPHA",
-                   help="also report each lever with its probabilities shifted to the class shares (prior_shift)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override every lever's configuration (repeatable)")
+    p.add_argument(
+        "--shift",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="also report each lever with its probabilities shifted to the class shares (prior_shift)",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override every lever's configuration (repeatable)",
+    )
     args = p.parse_args(argv)
     for folder in (args.records, args.svdb):
         if not folder.is_dir():
@@ -251,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     drop = ("test", "pred", "base", "probs", "y", "train_counts")
     pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in folds]).to_csv(
-        out / f"{args.out}_folds.csv", index=False)
+        out / f"{args.out}_folds.csv", index=False
+    )
     return 0
 
 

@@ -69,22 +69,31 @@ def folds_of(name: str, data: Path, seeds: list[int], rerun: bool) -> pd.DataFra
     return df
 
 
-
-
 def table(frames: dict[str, pd.DataFrame]) -> str:
     """Markdown: one line per lever, paired differences from ``default`` and ``rf``."""
-    lines = ["| lever | settings | macro-F1 (mean ± sd) | vs former default | vs shipped | vs rf | "
-             + " | ".join(f"recall {n}" for n in NAMES) + " |", "|---|---|---|---|---|---|" + "---|" * len(NAMES)]
+    lines = [
+        "| lever | settings | macro-F1 (mean ± sd) | vs former default | vs shipped | vs rf | "
+        + " | ".join(f"recall {n}" for n in NAMES)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(NAMES),
+    ]
     for name, df in frames.items():
         change = [o for o in LEVERS.get(name, []) if o not in FORMER]
-        settings = ("random forest" if name == "rf" else "former default" if name == "default"
-                    else ", ".join(change) or "pipelines/adasyn_vgg.yaml as shipped")
+        settings = (
+            "random forest"
+            if name == "rf"
+            else "former default"
+            if name == "default"
+            else ", ".join(change) or "pipelines/adasyn_vgg.yaml as shipped"
+        )
         if name.startswith("combo1_") or name == "combo2":
             settings = "shipped + " + (", ".join(change) or "test-time shifts -2..2")
         recalls = " | ".join(f"{df[f'recall_{n}'].mean():.3f}" for n in NAMES)
         shipped = paired(df, frames["combo1"]) if "combo1" in frames and name != "combo1" else "-"
-        lines.append(f"| {name} | {settings} | {df['macro_f1'].mean():.3f} ± {df['macro_f1'].std():.3f} | "
-                     f"{paired(df, frames['default'])} | {shipped} | {paired(df, frames['rf'])} | {recalls} |")
+        lines.append(
+            f"| {name} | {settings} | {df['macro_f1'].mean():.3f} ± {df['macro_f1'].std():.3f} | "
+            f"{paired(df, frames['default'])} | {shipped} | {paired(df, frames['rf'])} | {recalls} |"
+        )
     return "\n".join(lines)
 
 

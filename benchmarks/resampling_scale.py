@@ -38,10 +38,15 @@ def measure(sampler: str) -> dict:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
-        "sampler": sampler, "rows": len(X), "seconds": round(seconds, 2),
-        "peak_traced_mb": round(peak / 2**20, 1), "input_mb": round(X.nbytes / 2**20, 1),
-        "train_after_rows": int(len(s.X_train)), "train_after_mb": round(s.X_train.nbytes / 2**20, 1),
-        "dtype": str(s.X_train.dtype), "rss_before_mb": round(rss_before),
+        "sampler": sampler,
+        "rows": len(X),
+        "seconds": round(seconds, 2),
+        "peak_traced_mb": round(peak / 2**20, 1),
+        "input_mb": round(X.nbytes / 2**20, 1),
+        "train_after_rows": int(len(s.X_train)),
+        "train_after_mb": round(s.X_train.nbytes / 2**20, 1),
+        "dtype": str(s.X_train.dtype),
+        "rss_before_mb": round(rss_before),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
@@ -54,8 +59,14 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one)))
         return
-    rows = [json.loads(subprocess.run([sys.executable, __file__, "--one", s], check=True, capture_output=True,
-                                      text=True).stdout.strip().splitlines()[-1]) for s in args.samplers]
+    rows = [
+        json.loads(
+            subprocess.run([sys.executable, __file__, "--one", s], check=True, capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        for s in args.samplers
+    ]
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]

@@ -38,8 +38,9 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["1.0:4096", "0.25:4096", "0.25:256"],
-                   help="WIDTH:DENSE_UNITS of each VGG16-1D to time")
+    p.add_argument(
+        "--models", nargs="+", default=["1.0:4096", "0.25:4096", "0.25:256"], help="WIDTH:DENSE_UNITS of each VGG16-1D to time"
+    )
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--mixed-precision", action="store_true")
@@ -91,10 +92,12 @@ def main() -> None:
     stages.append(("tf.data pipeline + 50 batches", time.perf_counter() - t, peak_rss_mb()))
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    print(f"rows: {len(splits.train_index) + len(splits.val_index) + len(splits.test_index)} x "
-          f"{shaped.X_train.shape[1]}; training split {len(splits.train_index)} -> {len(shaped.X_train)} rows "
-          f"after ADASYN ({shaped.X_train.nbytes / 2**20:.0f} MB float32, dtype {shaped.X_train.dtype}); "
-          f"process RSS before loading {base:.0f} MB")
+    print(
+        f"rows: {len(splits.train_index) + len(splits.val_index) + len(splits.test_index)} x "
+        f"{shaped.X_train.shape[1]}; training split {len(splits.train_index)} -> {len(shaped.X_train)} rows "
+        f"after ADASYN ({shaped.X_train.nbytes / 2**20:.0f} MB float32, dtype {shaped.X_train.dtype}); "
+        f"process RSS before loading {base:.0f} MB"
+    )
     print("\n| stage | seconds | peak RSS (MB) |\n|---|---|---|")
     for name, secs, rss in stages:
         print(f"| {name} | {secs:.2f} | {rss:.0f} |")
@@ -111,8 +114,10 @@ def main() -> None:
         t = time.perf_counter()
         model.fit(batches, epochs=1, verbose=0, shuffle=False)
         rate = a.steps * a.batch / (time.perf_counter() - t)
-        print(f"| VGG16-1D | {width} | {dense} | {model.count_params():,} | {a.batch} | {a.mixed_precision} | {device} | "
-              f"{rate:,.0f} | {len(shaped.X_train) / rate:,.0f} |")
+        print(
+            f"| VGG16-1D | {width} | {dense} | {model.count_params():,} | {a.batch} | {a.mixed_precision} | {device} | "
+            f"{rate:,.0f} | {len(shaped.X_train) / rate:,.0f} |"
+        )
 
 
 def gpu_table(a: argparse.Namespace) -> None:
@@ -132,12 +137,16 @@ def gpu_table(a: argparse.Namespace) -> None:
     shaped = split_then_oversample(X, y, sampler="adasyn", seed=0).map_x(to_1d)
     del X, y
     device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
-    lines = [f"{device}, TensorFlow {tf.__version__}; {len(shaped.X_train):,} training rows after ADASYN "
-             f"(from the {sum(len(i) for i in (shaped.train_index, shaped.val_index, shaped.test_index)):,}-beat "
-             f"MIT-BIH-sized table); {a.steps} timed steps after a warm-up; data prepared in "
-             f"{time.perf_counter() - start:.0f} s", "",
-             "| model | params | precision | batch | samples/s | epoch s (implied) | epoch s (measured) | "
-             "largest batch | samples/s at it |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{device}, TensorFlow {tf.__version__}; {len(shaped.X_train):,} training rows after ADASYN "
+        f"(from the {sum(len(i) for i in (shaped.train_index, shaped.val_index, shaped.test_index)):,}-beat "
+        f"MIT-BIH-sized table); {a.steps} timed steps after a warm-up; data prepared in "
+        f"{time.perf_counter() - start:.0f} s",
+        "",
+        "| model | params | precision | batch | samples/s | epoch s (implied) | epoch s (measured) | "
+        "largest batch | samples/s at it |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for spec in a.models:
         width, dense = float(spec.split(":")[0]), int(spec.split(":")[1])
         for mixed in (False, True):
@@ -201,8 +210,10 @@ def _gpu_row(a: argparse.Namespace, X, y, width: float, dense: int, mixed: bool,
     if largest is None:
         largest, largest_rate = a.batch, rate
     fits = f"{largest:,}{stop}"
-    return (f"| VGG16-1D {width}:{dense} | {params:,} | {'mixed float16' if mixed else 'float32'} | {a.batch} | "
-            f"{rate:,.0f} | {implied:,.1f} | {measured} | {fits} | {largest_rate:,.0f} |")
+    return (
+        f"| VGG16-1D {width}:{dense} | {params:,} | {'mixed float16' if mixed else 'float32'} | {a.batch} | "
+        f"{rate:,.0f} | {implied:,.1f} | {measured} | {fits} | {largest_rate:,.0f} |"
+    )
 
 
 def _rate(model, batches, samples: int) -> float:

@@ -34,14 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORD = 1000  # beats per record
 #: ``ecgvgg`` that writes its own peak resident memory (``VmHWM``: since its exec, unlike a child's
 #: ``ru_maxrss``, which counts the parent's pages at the fork) to ``$PEAK_FILE`` as it exits.
-_PEAK_AT_EXIT = ("import atexit, os, sys\n"
-                 "def peak():\n"
-                 "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
-                 "    open(os.environ['PEAK_FILE'], 'w').write(line)\n"
-                 "atexit.register(peak)\n"
-                 "sys.argv[0] = 'ecgvgg'\n"
-                 "from ecgvgg.cli.main import app\n"
-                 "app()\n")
+_PEAK_AT_EXIT = (
+    "import atexit, os, sys\n"
+    "def peak():\n"
+    "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    "    open(os.environ['PEAK_FILE'], 'w').write(line)\n"
+    "atexit.register(peak)\n"
+    "sys.argv[0] = 'ecgvgg'\n"
+    "from ecgvgg.cli.main import app\n"
+    "app()\n"
+)
 
 
 def write_shards(folder: Path, beats: int, shards: int, seed: int = 0) -> None:
@@ -67,23 +69,44 @@ def run(path: Path, store: str, steps: int, stream: bool) -> tuple[float, float,
     """One streamed (or in-memory) run in a child process: wall seconds, its peak RSS in MB, its metrics."""
     from mlflow.tracking import MlflowClient
 
-    sets = [f"data.path={path}", f"data.stream={str(stream).lower()}", "data.group_column=record",
-            "resampling.sampler=balanced", "training.epochs=1", f"training.steps_per_epoch={steps}",
-            "training.early_stopping_patience=0", "training.reduce_lr_patience=0", "baseline=none",
-            "tracking.gradcam_per_class=0", "tracking.experiment=streaming"]
-    cmd = [sys.executable, "-c", _PEAK_AT_EXIT, "run", str(ROOT / "pipelines" / "adasyn_vgg.yaml"),
-           *[a for s in sets for a in ("--set", s)]]
+    sets = [
+        f"data.path={path}",
+        f"data.stream={str(stream).lower()}",
+        "data.group_column=record",
+        "resampling.sampler=balanced",
+        "training.epochs=1",
+        f"training.steps_per_epoch={steps}",
+        "training.early_stopping_patience=0",
+        "training.reduce_lr_patience=0",
+        "baseline=none",
+        "tracking.gradcam_per_class=0",
+        "tracking.experiment=streaming",
+    ]
+    cmd = [
+        sys.executable,
+        "-c",
+        _PEAK_AT_EXIT,
+        "run",
+        str(ROOT / "pipelines" / "adasyn_vgg.yaml"),
+        *[a for s in sets for a in ("--set", s)],
+    ]
     peak_file = path.parent / "peak.txt"
     started = time.perf_counter()
-    done = subprocess.run(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": store, "TF_CPP_MIN_LOG_LEVEL": "3",
-                                    "PEAK_FILE": str(peak_file)}, cwd=path.parent, capture_output=True, text=True)
+    done = subprocess.run(
+        cmd,
+        env={**os.environ, "MLFLOW_TRACKING_URI": store, "TF_CPP_MIN_LOG_LEVEL": "3", "PEAK_FILE": str(peak_file)},
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     if done.returncode not in (0, 3):  # 3: a collapse verdict, still a measured run
         sys.exit(f"run failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     peak = int(peak_file.read_text().split()[1])  # VmHWM, in kB
     client = MlflowClient(store)
-    latest = client.search_runs([client.get_experiment_by_name("streaming").experiment_id],
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    latest = client.search_runs(
+        [client.get_experiment_by_name("streaming").experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
     return wall, peak / 1024, latest.data.metrics
 
 
@@ -107,21 +130,34 @@ def speed(path: Path, steps: int, rounds: int = 3) -> dict[str, float]:
 
     counts = np.bincount(pq.read_table(path, columns=["label"]).column("label").to_numpy())
     minority = int((counts.sum() - counts.max()) * 187 * 4) + 1  # a cache that holds all but the majority class
-    modes = {"in memory": None, "streamed, every class cached": STREAM_CACHE_BYTES,
-             "streamed, N read from the file each pass": minority, "streamed, nothing cached": 0}
+    modes = {
+        "in memory": None,
+        "streamed, every class cached": STREAM_CACHE_BYTES,
+        "streamed, N read from the file each pass": minority,
+        "streamed, nothing cached": 0,
+    }
     seconds: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(rounds):
         for name, cache in modes.items():
             stream = cache is not None
-            cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml",
-                              [f"data.path={path}", f"data.stream={str(stream).lower()}", "data.group_column=record",
-                               "resampling.sampler=balanced"])
+            cfg = load_config(
+                ROOT / "pipelines" / "adasyn_vgg.yaml",
+                [
+                    f"data.path={path}",
+                    f"data.stream={str(stream).lower()}",
+                    "data.group_column=record",
+                    "resampling.sampler=balanced",
+                ],
+            )
             data = load(cfg)
             rows = np.arange(len(data.y))
             X = to_1d(data.X) if not stream else data.X[rows].map(to_1d)
             shares = balanced_proportions(data.y, {})
-            ds = make_dataset(X, data.y, 256, shuffle=True, proportions=shares, steps=steps) if not stream else \
-                streamed_batches(X, data.y, 256, proportions=shares, steps=steps, cache_bytes=cache)
+            ds = (
+                make_dataset(X, data.y, 256, shuffle=True, proportions=shares, steps=steps)
+                if not stream
+                else streamed_batches(X, data.y, 256, proportions=shares, steps=steps, cache_bytes=cache)
+            )
             model = build_model(cfg, 187)
             model.compile(keras.optimizers.Adam(1e-3), loss=make_loss())
             times: list[float] = []
@@ -141,8 +177,12 @@ def speed(path: Path, steps: int, rounds: int = 3) -> dict[str, float]:
 def main() -> None:
     """Write the shards, run, print the tables and the last line."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--beats", type=lambda v: sorted(int(n) for n in v.split(",")), default=[500_000, 3_000_000],
-                        help="beats of each streamed table, comma-separated (default 500000,3000000)")
+    parser.add_argument(
+        "--beats",
+        type=lambda v: sorted(int(n) for n in v.split(",")),
+        default=[500_000, 3_000_000],
+        help="beats of each streamed table, comma-separated (default 500000,3000000)",
+    )
     parser.add_argument("--shards", type=int, default=40)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--fits", type=int, default=100_000, help="beats of the table that fits, for the speed pair")
@@ -162,8 +202,10 @@ def main() -> None:
     if large > small:
         grew = (large - small) * 187 * 4 / 1e6
         kept = peaks[large] - peaks[small]
-        print(f"peak RSS grew {kept:+.0f} MB for {grew:.0f} MB more data ({small:,} -> {large:,} beats): "
-              f"{100 * kept / grew:.1f} % of the data's growth stays in memory")
+        print(
+            f"peak RSS grew {kept:+.0f} MB for {grew:.0f} MB more data ({small:,} -> {large:,} beats): "
+            f"{100 * kept / grew:.1f} % of the data's growth stays in memory"
+        )
 
 
 def _streamed_run(tmp: Path, beats: int, args: argparse.Namespace) -> float:
@@ -176,9 +218,11 @@ def _streamed_run(tmp: Path, beats: int, args: argparse.Namespace) -> float:
     wall, peak, metrics = run(folder, f"sqlite:///{tmp}/mlflow-{beats}.db", args.steps, stream=True)
     for part in folder.glob("*.parquet"):
         part.unlink()
-    print(f"wrote {beats:,} beats in {args.shards} shards in {written:.0f} s; one streamed run (check every "
-          f"value, {args.steps} training steps of 256, score validation and test): training "
-          f"{metrics['training_seconds']:.0f} s, test macro-F1 {metrics['test_macro_f1']:.3f}")
+    print(
+        f"wrote {beats:,} beats in {args.shards} shards in {written:.0f} s; one streamed run (check every "
+        f"value, {args.steps} training steps of 256, score validation and test): training "
+        f"{metrics['training_seconds']:.0f} s, test macro-F1 {metrics['test_macro_f1']:.3f}"
+    )
     print(f"streamed {beats} beats ({beats * 187 * 4 / 1e6:.0f} MB) in {wall:.0f} s, peak RSS {peak:.0f} MB", flush=True)
     return peak
 

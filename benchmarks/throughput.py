@@ -37,7 +37,7 @@ def measure(mode: str, width: float, rows: int, epochs: int, mixed: bool, batch:
     X, y = synthetic_beats()
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(X))
-    tr, va = idx[:rows], idx[rows:rows + rows // 8]
+    tr, va = idx[:rows], idx[rows : rows + rows // 8]
     X3 = X.reshape(len(X), -1, 1)
     counts = {c: int(np.sum(y[tr] == c)) for c in range(5)}
     weights = balanced_class_weight(counts)
@@ -56,20 +56,41 @@ def measure(mode: str, width: float, rows: int, epochs: int, mixed: bool, batch:
     timer = Timer()
     model = vgg16(width=width, dense_units=256)
     if mode == "keras":
-        model.compile(keras.optimizers.Adam(learning_rate=1e-3), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        model.fit(X3[tr], y[tr], batch_size=batch, epochs=epochs, validation_data=(X3[va], y[va]),
-                  class_weight=weights, callbacks=[timer], verbose=0)
+        model.compile(keras.optimizers.Adam(learning_rate=1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(
+            X3[tr],
+            y[tr],
+            batch_size=batch,
+            epochs=epochs,
+            validation_data=(X3[va], y[va]),
+            class_weight=weights,
+            callbacks=[timer],
+            verbose=0,
+        )
     else:
-        splits = Splits(X3[tr], y[tr], X3[va], y[va], X3[:0], y[:0], tr, va, va[:0], (0, 1, 2, 3, 4), "none",
-                        {"train_before": counts})
-        fit(model, splits, TrainingConfig(epochs=epochs, batch_size=batch, class_weight="balanced",
-                                          early_stopping_patience=0, reduce_lr_patience=0), callbacks=[timer])
+        splits = Splits(
+            X3[tr], y[tr], X3[va], y[va], X3[:0], y[:0], tr, va, va[:0], (0, 1, 2, 3, 4), "none", {"train_before": counts}
+        )
+        fit(
+            model,
+            splits,
+            TrainingConfig(
+                epochs=epochs, batch_size=batch, class_weight="balanced", early_stopping_patience=0, reduce_lr_patience=0
+            ),
+            callbacks=[timer],
+        )
     steady = sorted(timer.times[1:]) or timer.times
     median = steady[len(steady) // 2]
-    return {"mode": "ecgvgg fit" if mode == "ecgvgg" else "plain model.fit", "width": width, "rows": rows,
-            "batch": batch, "mixed_precision": mixed, "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
-            "epoch_s": round(median, 2), "samples_per_s": round(rows / median)}
+    return {
+        "mode": "ecgvgg fit" if mode == "ecgvgg" else "plain model.fit",
+        "width": width,
+        "rows": rows,
+        "batch": batch,
+        "mixed_precision": mixed,
+        "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+        "epoch_s": round(median, 2),
+        "samples_per_s": round(rows / median),
+    }
 
 
 def main() -> None:
@@ -85,8 +106,18 @@ def main() -> None:
     if a.mode:
         print(json.dumps(measure(a.mode, a.width, a.rows, a.epochs, a.mixed_precision, a.batch)))
         return
-    base = [sys.executable, __file__, "--width", str(a.width), "--rows", str(a.rows), "--epochs", str(a.epochs),
-            "--batch", str(a.batch)] + (["--mixed-precision"] if a.mixed_precision else [])
+    base = [
+        sys.executable,
+        __file__,
+        "--width",
+        str(a.width),
+        "--rows",
+        str(a.rows),
+        "--epochs",
+        str(a.epochs),
+        "--batch",
+        str(a.batch),
+    ] + (["--mixed-precision"] if a.mixed_precision else [])
     runs: dict[str, list[dict]] = {"keras": [], "ecgvgg": []}
     for _ in range(a.repeats):  # alternate, so that drifting machine load hits both modes alike
         for mode in runs:

@@ -46,8 +46,16 @@ def run(data: Path, sizes: list[int], seed: int, epochs: int) -> list[dict]:
     from ecgvgg.core.study import run_fold
 
     cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", ["training.early_stopping_patience=0"])
-    cfg = override(cfg, {"resampling.sampler": "none", "baseline": "none", "training.seed": seed,
-                         "split.seed": seed, "training.mixed_precision": False})
+    cfg = override(
+        cfg,
+        {
+            "resampling.sampler": "none",
+            "baseline": "none",
+            "training.seed": seed,
+            "split.seed": seed,
+            "training.mixed_precision": False,
+        },
+    )
     frame = pd.read_parquet(data)
     X = frame.filter(regex=r"^x\d+$").to_numpy(np.float32)
     y = frame["label"].to_numpy(np.int64)
@@ -68,34 +76,46 @@ def run(data: Path, sizes: list[int], seed: int, epochs: int) -> list[dict]:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pretrained = run_fold(override(cfg, {"training.early_stopping_patience": 8}), study_data,
-                              Fold(source_train, src_val, test))
-    print(f"seed {seed}: pretrained on {len(source_train)} beats in {time.perf_counter() - t0:.0f} s",
-          file=sys.stderr, flush=True)
+        pretrained = run_fold(
+            override(cfg, {"training.early_stopping_patience": 8}), study_data, Fold(source_train, src_val, test)
+        )
+    print(
+        f"seed {seed}: pretrained on {len(source_train)} beats in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True
+    )
     source = Path(tempfile.mkdtemp()) / "pretrained.keras"
     save_model(pretrained.model, source, pretrained.contract)
 
     rows = []
     for n in sizes:
-        labelled = np.concatenate([rng.choice(pool[y[pool] == c], size=min(n, int(np.sum(y[pool] == c))),
-                                              replace=False) for c in range(5)])
-        small = {"training.epochs": epochs, "training.reduce_lr_patience": 0,
-                 "training.batch_size": min(64, len(labelled))}
-        settings = {"scratch": ({}, None),
-                    "fine-tuned": ({"training.learning_rate": cfg.training.learning_rate / 10}, source),
-                    "frozen": ({"model.frozen_blocks": 4}, source)}
+        labelled = np.concatenate(
+            [rng.choice(pool[y[pool] == c], size=min(n, int(np.sum(y[pool] == c))), replace=False) for c in range(5)]
+        )
+        small = {"training.epochs": epochs, "training.reduce_lr_patience": 0, "training.batch_size": min(64, len(labelled))}
+        settings = {
+            "scratch": ({}, None),
+            "fine-tuned": ({"training.learning_rate": cfg.training.learning_rate / 10}, source),
+            "frozen": ({"model.frozen_blocks": 4}, source),
+        }
         for name, (changes, start) in settings.items():
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = run_fold(override(cfg, {**small, **changes}), study_data, Fold(labelled, labelled, test),
-                               source=start)
+                out = run_fold(override(cfg, {**small, **changes}), study_data, Fold(labelled, labelled, test), source=start)
             seconds = time.perf_counter() - t0
-            rows.append({"seed": seed, "beats_per_class": n, "model": name, "macro_f1": out.scores["macro_f1"],
-                         "params_trained": trainable_count(out.model), "seconds": round(seconds, 1),
-                         "test_beats": len(test)})
-            print(f"seed {seed} n={n} {name}: macro-F1 {out.scores['macro_f1']:.3f} ({seconds:.0f} s)",
-                  file=sys.stderr, flush=True)
+            rows.append(
+                {
+                    "seed": seed,
+                    "beats_per_class": n,
+                    "model": name,
+                    "macro_f1": out.scores["macro_f1"],
+                    "params_trained": trainable_count(out.model),
+                    "seconds": round(seconds, 1),
+                    "test_beats": len(test),
+                }
+            )
+            print(
+                f"seed {seed} n={n} {name}: macro-F1 {out.scores['macro_f1']:.3f} ({seconds:.0f} s)", file=sys.stderr, flush=True
+            )
     return rows
 
 
@@ -104,8 +124,10 @@ def summarise(df: pd.DataFrame) -> str:
     lines = ["| beats per class | model | macro-F1 | params trained | seconds |", "|---|---|---|---|---|"]
     for (n, name), part in df.groupby(["beats_per_class", "model"], sort=False):
         sd = f" ± {part['macro_f1'].std():.3f}" if len(part) > 1 else ""
-        lines.append(f"| {n} | {name} | {part['macro_f1'].mean():.3f}{sd} | {int(part['params_trained'].iloc[0]):,} | "
-                     f"{part['seconds'].mean():.0f} |")
+        lines.append(
+            f"| {n} | {name} | {part['macro_f1'].mean():.3f}{sd} | {int(part['params_trained'].iloc[0]):,} | "
+            f"{part['seconds'].mean():.0f} |"
+        )
     return "\n".join(lines)
 
 

@@ -31,13 +31,27 @@ def main() -> None:
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
             uri = f"sqlite:///{tmp}/mlflow.db"
-            sets = [f"training.epochs={args.epochs}", "training.early_stopping_patience=0",
-                    "training.reduce_lr_patience=0", "baseline=none", "tracking.gradcam_per_class=0"]
-            cmd = [sys.executable, "-m", "ecgvgg.cli.main", "run", str(ROOT / "pipelines" / "adasyn_vgg.yaml"),
-                   "--workers", str(workers), *[a for s in sets for a in ("--set", s)]]
+            sets = [
+                f"training.epochs={args.epochs}",
+                "training.early_stopping_patience=0",
+                "training.reduce_lr_patience=0",
+                "baseline=none",
+                "tracking.gradcam_per_class=0",
+            ]
+            cmd = [
+                sys.executable,
+                "-m",
+                "ecgvgg.cli.main",
+                "run",
+                str(ROOT / "pipelines" / "adasyn_vgg.yaml"),
+                "--workers",
+                str(workers),
+                *[a for s in sets for a in ("--set", s)],
+            ]
             started = time.perf_counter()
-            done = subprocess.run(cmd, cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done = subprocess.run(
+                cmd, cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             if done.returncode not in (0, 3):  # 3: a collapse verdict, still a timed run
                 sys.exit(done.returncode)
             wall = time.perf_counter() - started

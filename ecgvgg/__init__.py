@@ -16,23 +16,42 @@ __version__ = "0.2.0"
 #: Each public name and the module that defines it.
 _PUBLIC = {
     # loading and validating beat tables
-    "load_xy": "ecgvgg.core.data", "load_beats": "ecgvgg.core.data", "class_counts": "ecgvgg.core.data",
+    "load_xy": "ecgvgg.core.data",
+    "load_beats": "ecgvgg.core.data",
+    "class_counts": "ecgvgg.core.data",
     # split first, then oversample the training part only
-    "split_then_oversample": "ecgvgg.core.folds", "split_indices": "ecgvgg.core.folds", "cv_folds": "ecgvgg.core.folds",
-    "oversample_fold": "ecgvgg.core.folds", "oversample": "ecgvgg.core.resampling", "make_sampler": "ecgvgg.core.resampling",
+    "split_then_oversample": "ecgvgg.core.folds",
+    "split_indices": "ecgvgg.core.folds",
+    "cv_folds": "ecgvgg.core.folds",
+    "oversample_fold": "ecgvgg.core.folds",
+    "oversample": "ecgvgg.core.resampling",
+    "make_sampler": "ecgvgg.core.resampling",
     "Splits": "ecgvgg.core.resampling",
     # reshaping beats for the networks
-    "to_1d": "ecgvgg.core.shapes", "to_2d": "ecgvgg.core.shapes", "reshape": "ecgvgg.core.shapes",
+    "to_1d": "ecgvgg.core.shapes",
+    "to_2d": "ecgvgg.core.shapes",
+    "reshape": "ecgvgg.core.shapes",
     # WFDB records to beats: prepare's functions, rhythm and the patient's reference beat
-    "prepare_records": "ecgvgg.core.records", "beats_from_signal": "ecgvgg.core.records", "cut_beats": "ecgvgg.core.records",
-    "rhythm_features": "ecgvgg.core.records", "reference_beats": "ecgvgg.core.records", "pick_leads": "ecgvgg.core.records",
-    "DS1": "ecgvgg.core.records", "DS2": "ecgvgg.core.records",
+    "prepare_records": "ecgvgg.core.records",
+    "beats_from_signal": "ecgvgg.core.records",
+    "cut_beats": "ecgvgg.core.records",
+    "rhythm_features": "ecgvgg.core.records",
+    "reference_beats": "ecgvgg.core.records",
+    "pick_leads": "ecgvgg.core.records",
+    "DS1": "ecgvgg.core.records",
+    "DS2": "ecgvgg.core.records",
     # scores and verdicts
-    "aami_scores": "ecgvgg.core.metrics", "jk_index": "ecgvgg.core.metrics", "bootstrap_macro_f1": "ecgvgg.core.metrics",
+    "aami_scores": "ecgvgg.core.metrics",
+    "jk_index": "ecgvgg.core.metrics",
+    "bootstrap_macro_f1": "ecgvgg.core.metrics",
     "held_out_verdict": "ecgvgg.core.metrics",
     # the network and the study
-    "vgg16": "ecgvgg.core.models", "load_config": "ecgvgg.core.config", "prepare_study": "ecgvgg.core.dataset",
-    "run_study": "ecgvgg.core.study", "run_fold": "ecgvgg.core.study", "load_model": "ecgvgg.core.inference",
+    "vgg16": "ecgvgg.core.models",
+    "load_config": "ecgvgg.core.config",
+    "prepare_study": "ecgvgg.core.dataset",
+    "run_study": "ecgvgg.core.study",
+    "run_fold": "ecgvgg.core.study",
+    "load_model": "ecgvgg.core.inference",
 }
 #: Public names whose function has another name in its module.
 _RENAMED = {"prepare_study": "prepare"}

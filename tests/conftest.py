@@ -20,8 +20,14 @@ SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
 SAMPLE = ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet"
 #: Settings that train a tiny network in seconds; each test adds its epochs and what it checks.
 #: Grad-CAM pictures are off here; the tests that check them turn them on.
-TINY = ["model.width=0.0625", "model.dense_units=16", "training.batch_size=128",
-        "training.early_stopping_patience=0", "training.reduce_lr_patience=0", "tracking.gradcam_per_class=0"]
+TINY = [
+    "model.width=0.0625",
+    "model.dense_units=16",
+    "training.batch_size=128",
+    "training.early_stopping_patience=0",
+    "training.reduce_lr_patience=0",
+    "tracking.gradcam_per_class=0",
+]
 
 
 #: Exit statuses of a run that trained to its end: 0, or 3 when its tiny network collapsed. Tests
@@ -141,33 +147,55 @@ def assert_served_as_keras(uri: str, run_id: str, beats: pd.DataFrame) -> None:
 
     mlflow.set_tracking_uri(uri)
     served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(
-        beats.drop(columns=[c for c in ("label", "record", "sample") if c in beats.columns]))
+        beats.drop(columns=[c for c in ("label", "record", "sample") if c in beats.columns])
+    )
     keras_side = load_run_model(uri, run_id).predict_frame(beats)
     pd.testing.assert_frame_equal(served.reset_index(drop=True), keras_side, check_dtype=False, atol=1e-5)
 
 
 #: Fixtures that train a real network for many steps or run whole studies: a test that uses one is in the
 #: slow tier (``pytest -m "not slow"`` leaves it out).
-SLOW_FIXTURES = {"tiny_run", "cv_run", "trained", "rhythm_run", "reference_run", "sweep", "source_run",
-                 "folded_model", "saved_model"}
+SLOW_FIXTURES = {
+    "tiny_run",
+    "cv_run",
+    "trained",
+    "rhythm_run",
+    "reference_run",
+    "sweep",
+    "source_run",
+    "folded_model",
+    "saved_model",
+}
 #: Tests that train for many steps or start processes themselves.
 SLOW_TESTS = {
-    "test_resampled_and_other_formats_get_the_same_labels", "test_losses_optimisers_and_schedules_train_a_real_network",
-    "test_de_chazal_protocol_tests_on_ds2_records_only", "test_signal_free_data_exits_3_and_is_tagged",
-    "test_sweep_creates_child_runs_under_one_parent", "test_the_returned_models_validation_scores_are_logged_and_listed",
+    "test_resampled_and_other_formats_get_the_same_labels",
+    "test_losses_optimisers_and_schedules_train_a_real_network",
+    "test_de_chazal_protocol_tests_on_ds2_records_only",
+    "test_signal_free_data_exits_3_and_is_tagged",
+    "test_sweep_creates_child_runs_under_one_parent",
+    "test_the_returned_models_validation_scores_are_logged_and_listed",
     "test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resumed",
-    "test_resume_returns_the_best_model_of_the_whole_run", "test_settings_that_would_fail_late_exit_2_in_one_line_before_any_run",
-    "test_the_kaggle_pipeline_runs_a_headerless_csv_ungrouped", "test_mlflow_models_serve_answers_beats_with_class_names",
-    "test_the_logged_model_is_a_pyfunc_that_takes_beats_as_a_table", "test_deterministic_cpu_runs_give_identical_metrics",
-    "test_interrupt_marks_run_killed_and_keeps_its_checkpoint", "test_resume_refuses_a_finished_run_or_a_changed_config",
+    "test_resume_returns_the_best_model_of_the_whole_run",
+    "test_settings_that_would_fail_late_exit_2_in_one_line_before_any_run",
+    "test_the_kaggle_pipeline_runs_a_headerless_csv_ungrouped",
+    "test_mlflow_models_serve_answers_beats_with_class_names",
+    "test_the_logged_model_is_a_pyfunc_that_takes_beats_as_a_table",
+    "test_deterministic_cpu_runs_give_identical_metrics",
+    "test_interrupt_marks_run_killed_and_keeps_its_checkpoint",
+    "test_resume_refuses_a_finished_run_or_a_changed_config",
     "test_two_concurrent_runs_on_one_store_both_complete",
     "test_two_workers_on_loopback_train_one_model_on_disjoint_shards_in_one_run",
-    "test_cross_validation_and_its_fold_ensemble_read_rhythm", "test_streamed_test_scores_equal_the_in_memory_ones",
-    "test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_files", "test_short_real_training_beats_chance",
-    "test_signal_free_inputs_are_detected_as_collapsed", "test_frozen_blocks_keep_their_weights_and_later_blocks_learn",
+    "test_cross_validation_and_its_fold_ensemble_read_rhythm",
+    "test_streamed_test_scores_equal_the_in_memory_ones",
+    "test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_files",
+    "test_short_real_training_beats_chance",
+    "test_signal_free_inputs_are_detected_as_collapsed",
+    "test_frozen_blocks_keep_their_weights_and_later_blocks_learn",
     "test_a_pruned_trial_ends_finished_tagged_and_without_test_scores",
-    "test_two_processes_share_one_study_and_the_best_config_runs", "test_fold_ensemble_averages_its_members",
-    "test_ungrouped_runs_say_the_score_is_optimistic", "test_exports_answer_as_keras_does",
+    "test_two_processes_share_one_study_and_the_best_config_runs",
+    "test_fold_ensemble_averages_its_members",
+    "test_ungrouped_runs_say_the_score_is_optimistic",
+    "test_exports_answer_as_keras_does",
     "test_a_bad_input_is_one_line_on_the_real_terminal_without_tensorflow_chatter",
 }
 

@@ -64,8 +64,15 @@ def test_the_comparison_by_hand_on_a_short_sequence():
 
 
 def _write(folder: Path, name: str, signal: np.ndarray, fs: float, leads=("MLII", "V1")) -> Path:
-    wfdb.wrsamp(name, fs=fs, units=["mV"] * signal.shape[1], sig_name=list(leads), p_signal=signal,
-                fmt=["16"] * signal.shape[1], write_dir=str(folder))
+    wfdb.wrsamp(
+        name,
+        fs=fs,
+        units=["mV"] * signal.shape[1],
+        sig_name=list(leads),
+        p_signal=signal,
+        fmt=["16"] * signal.shape[1],
+        write_dir=str(folder),
+    )
     return folder / name
 
 
@@ -83,8 +90,7 @@ def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
     shutil.copy(RECORD.with_suffix(".hea"), tmp_path / "209m8.hea")
     shutil.copy(RECORD.with_suffix(".dat"), tmp_path / "209m8.dat")
     wfdb_to_edf(str(tmp_path / "209m8"), output_filename=str(tmp_path / "e360.edf"))
-    res = _annotate(tmp_path / "r250", tmp_path / "r360.csv", tmp_path / "e360.edf", "--fs", "360", "-o",
-                    tmp_path / "o")
+    res = _annotate(tmp_path / "r250", tmp_path / "r360.csv", tmp_path / "e360.edf", "--fs", "360", "-o", tmp_path / "o")
     assert res.exit_code == 2 and "--fs: only for CSV input" in res.output  # one --fs for CSV only
     res = _annotate(tmp_path / "r250", "-o", tmp_path / "o")
     assert res.exit_code == 0, res.output
@@ -101,17 +107,20 @@ def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
         assert same >= 0.95, (name, same)
 
 
-@pytest.mark.parametrize("case,says", [
-    ("missing_dat", "209m8.dat: missing"),
-    ("truncated_dat", "209m8.dat: truncated"),
-    ("one_lead", "1 lead(s) (MLII), the model reads 2"),
-    ("low_rate", "sampled at 90 Hz; annotate needs at least 100 Hz"),
-    ("flat", "is flat or holds no detectable beats"),
-    ("nan", "s without values (NaN)"),
-    ("csv_without_fs", "give it with --fs HZ"),
-    ("taken", "results for 209m8 are already there; pass --overwrite"),
-    ("no_reference", "no reference annotations 209m8.qrs"),
-])
+@pytest.mark.parametrize(
+    "case,says",
+    [
+        ("missing_dat", "209m8.dat: missing"),
+        ("truncated_dat", "209m8.dat: truncated"),
+        ("one_lead", "1 lead(s) (MLII), the model reads 2"),
+        ("low_rate", "sampled at 90 Hz; annotate needs at least 100 Hz"),
+        ("flat", "is flat or holds no detectable beats"),
+        ("nan", "s without values (NaN)"),
+        ("csv_without_fs", "give it with --fs HZ"),
+        ("taken", "results for 209m8 are already there; pass --overwrite"),
+        ("no_reference", "no reference annotations 209m8.qrs"),
+    ],
+)
 def test_bad_input_is_one_line_and_leaves_no_output(tmp_path, case, says):
     rec = wfdb.rdrecord(str(RECORD))
     src = tmp_path / "in"
@@ -133,7 +142,7 @@ def test_bad_input_is_one_line_and_leaves_no_output(tmp_path, case, says):
         target = _write(src, "flat", np.zeros((360 * 60, 2)), 360)
     elif case == "nan":
         x = rec.p_signal.astype(np.float64).copy()
-        x[3600:3600 + 360 * 20, 0] = np.nan
+        x[3600 : 3600 + 360 * 20, 0] = np.nan
         target = _write(src, "gap", x, 360)
     elif case == "csv_without_fs":
         target = src / "209m8.csv"

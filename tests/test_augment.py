@@ -33,8 +33,9 @@ def test_a_shift_moves_each_beat_whole_and_fills_with_zeros(beats):
     out = augment_batch(tf.constant(X), tf.constant(y), Augment(shift=5))[0].numpy()
     moved = 0
     for before, after in zip(X[..., 0], out[..., 0]):
-        matches = [k for k in range(-5, 6)
-                   if np.allclose(after, np.roll(before, k) * (np.arange(187) >= k) * (np.arange(187) < 187 + k))]
+        matches = [
+            k for k in range(-5, 6) if np.allclose(after, np.roll(before, k) * (np.arange(187) >= k) * (np.arange(187) < 187 + k))
+        ]
         assert matches, "each output is its beat moved by at most 5 samples"
         moved += matches[0] != 0
     assert moved > 32  # most beats moved
@@ -75,16 +76,30 @@ def test_mixup_blends_pairs_of_beats_and_their_labels(beats):
     assert np.array_equal(np.argmax(t, axis=1)[lam > 0.5 + 1e-6], y[lam > 0.5 + 1e-6])
     onehot = np.eye(5)[y]
     for i in np.flatnonzero(lam < 0.99)[:8]:  # the beat is the same blend of two real beats as its label
-        partners = [j for j in range(64) if np.allclose(t[i], lam[i] * onehot[i] + (1 - lam[i]) * onehot[j], atol=1e-5)
-                    and np.allclose(x[i], lam[i] * X[i] + (1 - lam[i]) * X[j], atol=1e-5)]
+        partners = [
+            j
+            for j in range(64)
+            if np.allclose(t[i], lam[i] * onehot[i] + (1 - lam[i]) * onehot[j], atol=1e-5)
+            and np.allclose(x[i], lam[i] * X[i] + (1 - lam[i]) * X[j], atol=1e-5)
+        ]
         assert partners
 
 
-@pytest.mark.parametrize("settings", [
-    dict(loss="focal", label_smoothing=0.05, optimizer="adamw", schedule="cosine", warmup_epochs=1,
-         augment=Augment(shift=3, stretch=0.05, wander=0.05)),
-    dict(schedule="cosine", augment=Augment(mixup=0.2)),
-], ids=["focal-smoothing-adamw-cosine-warmup", "cross-entropy-mixup-cosine"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(
+            loss="focal",
+            label_smoothing=0.05,
+            optimizer="adamw",
+            schedule="cosine",
+            warmup_epochs=1,
+            augment=Augment(shift=3, stretch=0.05, wander=0.05),
+        ),
+        dict(schedule="cosine", augment=Augment(mixup=0.2)),
+    ],
+    ids=["focal-smoothing-adamw-cosine-warmup", "cross-entropy-mixup-cosine"],
+)
 def test_losses_optimisers_and_schedules_train_a_real_network(sample_xyg, settings):
     X, y, g = sample_xyg
     splits = split_then_oversample(X, y, groups=g, sampler="random", seed=0).map_x(to_1d)

@@ -40,8 +40,20 @@ def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
     assert run.info.status == "FINISHED"
     assert run.info.run_id in result.output and "macro F1" in result.output
     m, p, t = run.data.metrics, run.data.params, run.data.tags
-    for key in ("test_accuracy", "test_macro_f1", "test_recall_F", "test_precision_N", "test_f1_Q", "val_macro_f1",
-                "val_f1_S", "val_recall_V", "val_precision_F", "test_se_S", "test_ppv_V", "test_fpr_S"):
+    for key in (
+        "test_accuracy",
+        "test_macro_f1",
+        "test_recall_F",
+        "test_precision_N",
+        "test_f1_Q",
+        "val_macro_f1",
+        "val_f1_S",
+        "val_recall_V",
+        "val_precision_F",
+        "test_se_S",
+        "test_ppv_V",
+        "test_fpr_S",
+    ):
         assert key in m, key
     assert t["collapsed"] in ("true", "false") and t["sampler"] == "adasyn" and t["input"] == "1d"
     assert t["split_kind"] == "grouped by segment" and "missed_classes" in t
@@ -55,13 +67,23 @@ def test_run_logs_per_class_metrics_and_artifacts(tiny_run):
     history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_macro_f1")
     assert [h.step for h in history] == [1, 2, 3]
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
-    assert {"test_confusion_matrix.png", "test_confusion_matrix.json", "test_classification_report.txt",
-            "class_counts.json", "test_aami_ec57.json"} <= artifacts
+    assert {
+        "test_confusion_matrix.png",
+        "test_confusion_matrix.json",
+        "test_classification_report.txt",
+        "class_counts.json",
+        "test_aami_ec57.json",
+    } <= artifacts
     mlflow.set_tracking_uri(uri)  # MLflow resolves a run's logged model through it
     assert "model/MLmodel" in {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "model")}
     assert "S (SVEB)" in result.output and "FPR" in result.output
-    matrix = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="test_confusion_matrix.json", tracking_uri=uri)).read_text())
+    matrix = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="test_confusion_matrix.json", tracking_uri=uri
+            )
+        ).read_text()
+    )
     diag = np.trace(matrix["matrix"]) / np.sum(matrix["matrix"])
     predicted = [n for n, column in zip("NSVFQ", np.sum(matrix["matrix"], axis=0)) if column]
     explained = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id, "explain")}
@@ -86,8 +108,20 @@ def test_evaluate_and_predict_with_the_saved_model(tiny_run, tmp_path):
     assert 0 <= scores["macro_f1"] <= 1 and set(scores["recall"]) == set("NSVFQ")
     # the model's own training table: its training and validation segments are named as overlap
     assert "were in the model's training or validation split" in res.stderr
-    res = runner.invoke(app, ["evaluate", "--run", run_id, "--tracking-uri", uri, "sample:mitbih_beats_imbalanced.parquet",
-                              "--group-column", "segment", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--run",
+            run_id,
+            "--tracking-uri",
+            uri,
+            "sample:mitbih_beats_imbalanced.parquet",
+            "--group-column",
+            "segment",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["accuracy"] == pytest.approx(scores["accuracy"])
     out = tmp_path / "pred.csv"
@@ -100,14 +134,22 @@ def test_evaluate_and_predict_with_the_saved_model(tiny_run, tmp_path):
 
     other, _ = prepare_records(DATA / "records", method="window", before=0.5, after=1.0)
     other[[f"x{i}" for i in range(187)] + ["label"]].to_parquet(tmp_path / "window.parquet")
-    res = runner.invoke(app, ["predict", "--model", str(model), str(tmp_path / "window.parquet"), "-o",
-                              str(tmp_path / "p2.csv")])
+    res = runner.invoke(app, ["predict", "--model", str(model), str(tmp_path / "window.parquet"), "-o", str(tmp_path / "p2.csv")])
     assert res.exit_code == 0, res.output
     said = " ".join(res.stderr.split())
     assert "look cut or scaled unlike the model's training beats" in said and "ecgvgg prepare --method" in said
     pred = pd.read_csv(out)
-    assert len(pred) == 1269 and list(pred.columns) == ["label", "segment", "prediction", "class_name", "p_N", "p_S",
-                                                        "p_V", "p_F", "p_Q"]
+    assert len(pred) == 1269 and list(pred.columns) == [
+        "label",
+        "segment",
+        "prediction",
+        "class_name",
+        "p_N",
+        "p_S",
+        "p_V",
+        "p_F",
+        "p_Q",
+    ]
     assert (pred["label"] == pd.read_parquet(data)["label"]).all()  # the input's label and group stay beside
     np.testing.assert_allclose(pred.filter(like="p_").sum(axis=1), 1, atol=1e-4)
 
@@ -118,16 +160,19 @@ def test_evaluate_and_predict_check_their_table_before_loading_tensorflow(tiny_r
 
     tmp, uri, _ = tiny_run
     model = tmp / "mlruns" / "runs" / _runs(uri)[0].info.run_id / "model.keras"
-    code = ("import sys\nfrom ecgvgg.cli.main import app\n"
-            f"sys.argv = ['ecgvgg', 'evaluate', '--model', {str(model)!r}, 'missing.parquet']\n"
-            "try:\n    app()\nexcept SystemExit:\n"
-            "    print('tensorflow loaded:', 'tensorflow' in sys.modules, file=sys.stderr)\n    raise\n")
+    code = (
+        "import sys\nfrom ecgvgg.cli.main import app\n"
+        f"sys.argv = ['ecgvgg', 'evaluate', '--model', {str(model)!r}, 'missing.parquet']\n"
+        "try:\n    app()\nexcept SystemExit:\n"
+        "    print('tensorflow loaded:', 'tensorflow' in sys.modules, file=sys.stderr)\n    raise\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 2 and "missing.parquet: no such file" in res.stderr
     assert "tensorflow loaded: False" in res.stderr
     unlabelled = tmp_path / "unlabelled.parquet"
-    pd.read_parquet(ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet").drop(
-        columns=["label"]).to_parquet(unlabelled)
+    pd.read_parquet(ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet").drop(columns=["label"]).to_parquet(
+        unlabelled
+    )
     res = runner.invoke(app, ["evaluate", "--model", str(model), str(unlabelled)])
     assert res.exit_code == 2 and "set --label-column" in res.output and "data.label_column" not in res.output
 
@@ -162,8 +207,7 @@ def test_model_that_does_not_fit_the_data_is_exit_2(tiny_run, tmp_path):
     tmp, uri, _ = tiny_run
     model = tmp / "mlruns" / "runs" / _runs(uri)[0].info.run_id / "model.keras"
     short = tmp_path / "short.csv"
-    pd.DataFrame(np.zeros((4, 100)), columns=[f"x{i}" for i in range(100)]).assign(label=[0, 1, 0, 1]).to_csv(
-        short, index=False)
+    pd.DataFrame(np.zeros((4, 100)), columns=[f"x{i}" for i in range(100)]).assign(label=[0, 1, 0, 1]).to_csv(short, index=False)
     res = runner.invoke(app, ["evaluate", "--model", str(model), str(short)])
     assert res.exit_code == 2 and "has 100 samples per beat but the model" in res.output
 
@@ -182,8 +226,15 @@ def test_signal_free_data_exits_3_and_is_tagged(store, sample_frame, tmp_path):
 
 
 def _data(name: str, *extra: str) -> list[str]:
-    return ["run", SEED, "--set", f"data.path={BAD / name}", "--set", "data.group_column=null",
-            *[a for e in extra for a in ("--set", e)]]
+    return [
+        "run",
+        SEED,
+        "--set",
+        f"data.path={BAD / name}",
+        "--set",
+        "data.group_column=null",
+        *[a for e in extra for a in ("--set", e)],
+    ]
 
 
 BAD_INPUTS = [
@@ -192,8 +243,10 @@ BAD_INPUTS = [
     (["run", str(BAD / "wrong_type.yaml")], "training.learning_rate: Input should be a valid number (got 'fast')"),
     (["run", str(BAD / "missing_path.yaml")], "data.path: required"),
     (["run", str(BAD / "bad_sampler.yaml")], "resampling.sampler: Input should be 'adasyn'"),
-    (["run", str(BAD / "class_names_mismatch.yaml"), "--set", f"data.path={BAD / 'labels_0_to_4.csv'}"],
-     "outside the configured classes [0, 1, 2]"),
+    (
+        ["run", str(BAD / "class_names_mismatch.yaml"), "--set", f"data.path={BAD / 'labels_0_to_4.csv'}"],
+        "outside the configured classes [0, 1, 2]",
+    ),
     (_data("empty.csv"), "empty.csv: file is empty"),
     (_data("header_in_headerless.csv", "data.header=false"), "line 1 looks like a header row"),
     (_data("ragged.csv"), "ragged.csv: line 5 has 187 columns, expected 188"),
@@ -221,8 +274,7 @@ def test_bad_config_or_data_exits_2_with_one_line_and_no_run(store, args, needle
 
 
 def test_sweep_creates_child_runs_under_one_parent(store):
-    res = runner.invoke(app, ["sweep", SEED, "--grid", "resampling.sampler=random,balanced",
-                              *_sets("training.epochs=1")])
+    res = runner.invoke(app, ["sweep", SEED, "--grid", "resampling.sampler=random,balanced", *_sets("training.epochs=1")])
     assert res.exit_code in RAN, res.output
     runs = _runs(store)
     parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
@@ -245,8 +297,10 @@ def test_de_chazal_protocol_tests_on_ds2_records_only(store, sample_frame, tmp_p
     frame = sample_frame.assign(record=sample_frame["segment"].map(to_record)).drop(columns="segment")
     path = tmp_path / "records.parquet"
     frame.to_parquet(path)
-    res = runner.invoke(app, ["run", SEED, *_sets("training.epochs=1", f"data.path={path}", "data.group_column=record",
-                                                  "split.protocol=de_chazal")])
+    res = runner.invoke(
+        app,
+        ["run", SEED, *_sets("training.epochs=1", f"data.path={path}", "data.group_column=record", "split.protocol=de_chazal")],
+    )
     assert res.exit_code in RAN, res.output
     params = _runs(store)[0].data.params
     n_test = sum(int(params[f"count_test_{c}"]) for c in "NSVFQ")
@@ -256,9 +310,15 @@ def test_de_chazal_protocol_tests_on_ds2_records_only(store, sample_frame, tmp_p
 
 
 def test_the_returned_models_validation_scores_are_logged_and_listed(tmp_path_factory):
-    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "best_val", [
-        "run", SEED, *_sets("training.epochs=5", "training.early_stopping_patience=5", "training.learning_rate=0.01",
-                            "baseline=none")])
+    tmp, uri, res = invoke_in_new_store(
+        tmp_path_factory,
+        "best_val",
+        [
+            "run",
+            SEED,
+            *_sets("training.epochs=5", "training.early_stopping_patience=5", "training.learning_rate=0.01", "baseline=none"),
+        ],
+    )
     assert res.exit_code in RAN, res.output
     (run,) = _runs(uri)
     m = run.data.metrics
@@ -280,8 +340,13 @@ def test_piped_output_is_not_wrapped_at_80_columns(tmp_path):
     out = tmp_path / ("a_rather_long_folder_name_for_the_beats_table" * 2) / "beats.parquet"
     out.parent.mkdir()
     records = str(ROOT / "tests" / "data" / "records")
-    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli.main", "prepare", records, "-o", str(out)],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    res = subprocess.run(
+        [sys.executable, "-m", "ecgvgg.cli.main", "prepare", records, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "80"},
+    )
     assert res.returncode == 0, res.stderr
     (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith("wrote")]
     assert str(out) in line and line.endswith("not kept; leads MLII")
@@ -342,7 +407,8 @@ def test_tensorflow_info_lines_and_retracing_notes_stay_off_the_terminal():
     tf_log = logging.getLogger("tensorflow")
     assert tf_log.getEffectiveLevel() == logging.WARNING
     info = tf_log.makeRecord("tensorflow", logging.INFO, __file__, 1, "Collective all-reduce", None, None)
-    retrace = tf_log.makeRecord("tensorflow", logging.WARNING, __file__, 1, "5 out of the last 5 calls triggered "
-                                "tf.function retracing", None, None)
+    retrace = tf_log.makeRecord(
+        "tensorflow", logging.WARNING, __file__, 1, "5 out of the last 5 calls triggered tf.function retracing", None, None
+    )
     other = tf_log.makeRecord("tensorflow", logging.WARNING, __file__, 1, "something else", None, None)
     assert not tf_log.isEnabledFor(info.levelno) and not tf_log.filter(retrace) and tf_log.filter(other)

@@ -10,7 +10,6 @@ from ecgvgg.core.config import load_config
 from ecgvgg.core.errors import ConfigError
 
 
-
 def test_seed_pipeline_resolves_its_pieces():
     cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml")
     assert cfg.resampling.sampler == "adasyn"
@@ -19,14 +18,25 @@ def test_seed_pipeline_resolves_its_pieces():
     assert cfg.input.kind == "1d" and cfg.model.width == 0.25
     assert cfg.data.resolved_path().is_file()
     flat = cfg.flat()
-    for key in ("data.path", "data.label_column", "data.group_column", "training.epochs", "training.batch_size",
-                "training.learning_rate", "model.width", "resampling.sampler", "tracking.uri"):
+    for key in (
+        "data.path",
+        "data.label_column",
+        "data.group_column",
+        "training.epochs",
+        "training.batch_size",
+        "training.learning_rate",
+        "model.width",
+        "resampling.sampler",
+        "tracking.uri",
+    ):
         assert key in flat
 
 
 def test_set_overrides_are_typed():
-    cfg = load_config(ROOT / "pipelines" / "adasyn_vgg.yaml",
-                      ["training.epochs=2", "model.width=0.5", "resampling.sampler=none", "tracking.uri=sqlite:///x.db"])
+    cfg = load_config(
+        ROOT / "pipelines" / "adasyn_vgg.yaml",
+        ["training.epochs=2", "model.width=0.5", "resampling.sampler=none", "tracking.uri=sqlite:///x.db"],
+    )
     assert cfg.training.epochs == 2 and cfg.model.width == 0.5
     assert cfg.resampling.sampler == "none" and cfg.tracking.resolved_uri() == "sqlite:///x.db"
 
@@ -38,8 +48,10 @@ def test_set_overrides_are_typed():
         ("wrong_type.yaml", r"training\.learning_rate: .*\(got 'fast'\)"),
         ("negative_batch.yaml", r"training\.batch_size: Input should be greater than 0 \(got -3\)"),
         ("missing_path.yaml", r"data\.path: required"),
-        ("bad_sampler.yaml",
-         r"resampling\.sampler: Input should be 'adasyn', 'smote', 'random', 'balanced' or 'none' \(got 'adasin'\)"),
+        (
+            "bad_sampler.yaml",
+            r"resampling\.sampler: Input should be 'adasyn', 'smote', 'random', 'balanced' or 'none' \(got 'adasin'\)",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(name, expected):
@@ -59,8 +71,7 @@ def test_bad_set_and_missing_file(tmp_path):
 
 def test_sampler_params_are_checked_against_the_sampler():
     with pytest.raises(ConfigError, match=r"resampling: sampler 'random'.*n_neighbors"):
-        load_config(ROOT / "pipelines" / "adasyn_vgg.yaml",
-                    ["resampling.sampler=random", "resampling.params={n_neighbors: 3}"])
+        load_config(ROOT / "pipelines" / "adasyn_vgg.yaml", ["resampling.sampler=random", "resampling.params={n_neighbors: 3}"])
 
 
 def test_a_copied_pipeline_finds_the_shipped_pieces_and_a_missing_piece_says_where_it_looked(tmp_path):
@@ -68,8 +79,11 @@ def test_a_copied_pipeline_finds_the_shipped_pieces_and_a_missing_piece_says_whe
     copy.write_text((ROOT / "pipelines" / "adasyn_vgg.yaml").read_text())
     assert load_config(copy).model.width == load_config(ROOT / "pipelines" / "adasyn_vgg.yaml").model.width
     (tmp_path / "broken.yaml").write_text("extends: [pieces/nope.yaml]\ndata: {path: x.csv}\n")
-    with pytest.raises(ConfigError, match=r"extends: pieces/nope.yaml: no such file \(extends paths are relative "
-                                          r"to the YAML file's folder"):
+    with pytest.raises(
+        ConfigError,
+        match=r"extends: pieces/nope.yaml: no such file \(extends paths are relative "
+        r"to the YAML file's folder",
+    ):
         load_config(tmp_path / "broken.yaml")
 
 
@@ -95,5 +109,5 @@ def test_the_configuration_reference_covers_every_key_with_its_meaning():
             for key in info.annotation.model_fields:
                 row = rows[f"{section}.{key}"]
                 assert row.rstrip().rstrip("|").split("|")[-1].strip(), f"{section}.{key} has no meaning"
-    assert "| `training.class_weight` | `\"auto\"` \\| `\"balanced\"` \\| `\"records\"`" in text
+    assert '| `training.class_weight` | `"auto"` \\| `"balanced"` \\| `"records"`' in text
     assert rows["data.path"].split("|")[3].strip() == "required"

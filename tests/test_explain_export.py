@@ -16,8 +16,9 @@ REGION = slice(100, 120)
 
 def _contract(classes: int, kind: str = "1d", length: int = 187, **data) -> InputContract:
     shape = {"kind": kind, "method": "fold", "size": None}
-    return InputContract(list(range(classes)), list("NSVFQ"[:classes]), shape, length,
-                         {"features": [f"x{i}" for i in range(length)], **data})
+    return InputContract(
+        list(range(classes)), list("NSVFQ"[:classes]), shape, length, {"features": [f"x{i}" for i in range(length)], **data}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,9 @@ def test_gradcam_of_2d_beats_and_of_a_fold_ensemble(region_model, folded_model):
     assert target_layer(folded_model) == "block3_conv3"  # block 4's maps are 2 x 2 in a 14 x 14 image
     folded = gradcam(folded_model, X[:20], _contract(5, "2d"))
     assert folded.saliency.shape == (20, 187) and 0 <= folded.saliency.min() and folded.saliency.max() <= 1
-    gaf = gradcam(_gaf_model(), X[:8], InputContract([0, 1, 2, 3, 4], list("NSVFQ"),
-                                                     {"kind": "2d", "method": "gaf", "size": 32}, 187))
+    gaf = gradcam(
+        _gaf_model(), X[:8], InputContract([0, 1, 2, 3, 4], list("NSVFQ"), {"kind": "2d", "method": "gaf", "size": 32}, 187)
+    )
     assert gaf.saliency.shape == (8, 187) and gaf.saliency.std(axis=1).min() > 0
     single = gradcam(model, X[:30], _contract(2))
     twice = gradcam(fold_ensemble([model, model]), X[:30], _contract(2))  # the mean of two equal members
@@ -146,8 +148,14 @@ def test_no_training_only_layer_reaches_the_onnx_graph(folded_model, tmp_path):
     x = to_2d(np.random.default_rng(0).random((16, 187), dtype=np.float32))
     export_model(folded_model, _contract(5, "2d"), x, "onnx", tmp_path / "m.onnx")
     ops = {node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node}
-    assert "Conv" in ops and not ops & {"Dropout", "RandomUniform", "RandomNormal", "RandomUniformLike",
-                                        "RandomNormalLike", "Multinomial"}
+    assert "Conv" in ops and not ops & {
+        "Dropout",
+        "RandomUniform",
+        "RandomNormal",
+        "RandomUniformLike",
+        "RandomNormalLike",
+        "Multinomial",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +175,9 @@ def saved_model(tmp_path_factory):
 def test_explain_command_writes_saliency_rows_and_class_pictures(saved_model, tmp_path):
     from ecgvgg.cli.main import app
 
-    res = runner().invoke(app, ["explain", str(SAMPLE), "--model", str(saved_model), "-o", str(tmp_path / "x"),
-                                "--per-class", "3"])
+    res = runner().invoke(
+        app, ["explain", str(SAMPLE), "--model", str(saved_model), "-o", str(tmp_path / "x"), "--per-class", "3"]
+    )
     assert res.exit_code == 0, res.output
     frame = pd.read_parquet(tmp_path / "x" / "saliency.parquet")
     sample = pd.read_parquet(SAMPLE)
@@ -179,19 +188,23 @@ def test_explain_command_writes_saliency_rows_and_class_pictures(saved_model, tm
     assert values.min() >= 0 and values.max() <= 1
     pictures = {p.name for p in (tmp_path / "x").glob("gradcam_*.png")}
     assert pictures == {f"gradcam_{n}.png" for n in frame["class_name"].unique()}
-    res = runner().invoke(app, ["explain", str(SAMPLE), "--model", str(saved_model), "-o", str(tmp_path / "y"),
-                                "--rows", "0,5-7"])
+    res = runner().invoke(
+        app, ["explain", str(SAMPLE), "--model", str(saved_model), "-o", str(tmp_path / "y"), "--rows", "0,5-7"]
+    )
     assert res.exit_code == 0, res.output
     assert pd.read_parquet(tmp_path / "y" / "saliency.parquet")["row"].tolist() == [0, 5, 6, 7]
 
 
-@pytest.mark.parametrize("args,says", [
-    (["explain", str(SAMPLE), "--rows", "0,99999"], "--rows 99999"),
-    (["explain", str(SAMPLE), "--rows", "a-b"], "--rows"),
-    (["explain", str(SAMPLE), "--layer", "block9_conv1"], "--layer block9_conv1"),
-    (["export", "--format", "tflite"], "--format 'tflite'"),
-    (["export", "--format", "savedmodel"], "savedmodel export is a folder"),
-])
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["explain", str(SAMPLE), "--rows", "0,99999"], "--rows 99999"),
+        (["explain", str(SAMPLE), "--rows", "a-b"], "--rows"),
+        (["explain", str(SAMPLE), "--layer", "block9_conv1"], "--layer block9_conv1"),
+        (["export", "--format", "tflite"], "--format 'tflite'"),
+        (["export", "--format", "savedmodel"], "savedmodel export is a folder"),
+    ],
+)
 def test_bad_explain_and_export_requests_are_one_line(saved_model, tmp_path, args, says):
     from ecgvgg.cli.main import app
 
@@ -208,7 +221,19 @@ def test_export_command_checks_on_bundled_beats_and_refuses_a_difference(saved_m
     assert res.exit_code == 0 and "256 bundled sample beats" in res.output, res.output
     diff = json.loads((tmp_path / "a.json").read_text())["export"]["max_abs_diff_from_keras"]
     assert 0 < diff <= 1e-4  # ONNX Runtime's kernels round differently from TensorFlow's
-    res = runner().invoke(app, ["export", "--model", str(saved_model), "--format", "onnx", "-o", str(tmp_path / "b.onnx"),
-                                "--tolerance", f"{diff / 2:.3g}"])
+    res = runner().invoke(
+        app,
+        [
+            "export",
+            "--model",
+            str(saved_model),
+            "--format",
+            "onnx",
+            "-o",
+            str(tmp_path / "b.onnx"),
+            "--tolerance",
+            f"{diff / 2:.3g}",
+        ],
+    )
     assert res.exit_code == 1 and "differ from the Keras model's" in res.output, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.onnx"]  # nothing of b is left

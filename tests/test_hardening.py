@@ -61,24 +61,31 @@ HOSTILE = [
     (lambda d: _sets("model.weights=nowhere/weights.keras"), "model.weights: no such weights file"),
     (lambda d: _sets(f"data.path={d / 'no_F.parquet'}"), "data.class_names has class(es) F (3) with no rows"),
     (lambda d: _sets("resampling.params={n_neighbors: -1}"), "The 'n_neighbors' parameter of ADASYN must be"),
-    (lambda d: _sets("resampling.params={sampling_strategy: {9: 2000}}"),
-     "resampling.params.sampling_strategy: {9: 2000} does not fit the data"),
+    (
+        lambda d: _sets("resampling.params={sampling_strategy: {9: 2000}}"),
+        "resampling.params.sampling_strategy: {9: 2000} does not fit the data",
+    ),
     (lambda d: _sets("input.kind=2d", "input.size=5"), "input.size: 5 is too small to fold 187 samples"),
     (lambda d: _sets("input.kind=2d", "input.method=gaf", "input.size=400"), "input.size: 400 does not fit"),
     (lambda d: _sets("split.folds=400"), "400 folds need at least 400 groups"),
     (lambda d: _sets("training.augment_shift=120"), "training.augment_shift: 120 samples is half or more"),
     (lambda d: _sets("training.class_weight={0: [1"), "--set training.class_weight={0: [1: not valid YAML"),
-    (lambda d: _sets(f"data.path={d / 'beats.csv.gz'}", "data.format=csv", "data.group_column=null"),
-     "beats.csv.gz: not UTF-8 text"),
-    (lambda d: _sets(f"data.path={d / 'huge.csv'}", "data.group_column=null"),
-     "column 'x3' has 1e+300 at line 7, beyond the float32 range"),
-    (lambda d: _sets(f"data.path={d / 'kaggle.csv'}", "data.header=false"),
-     "or to null to split by beat"),
+    (
+        lambda d: _sets(f"data.path={d / 'beats.csv.gz'}", "data.format=csv", "data.group_column=null"),
+        "beats.csv.gz: not UTF-8 text",
+    ),
+    (
+        lambda d: _sets(f"data.path={d / 'huge.csv'}", "data.group_column=null"),
+        "column 'x3' has 1e+300 at line 7, beyond the float32 range",
+    ),
+    (lambda d: _sets(f"data.path={d / 'kaggle.csv'}", "data.header=false"), "or to null to split by beat"),
     (lambda d: _sets(f"data.path={d / '[train]' / 'b.csv'}"), "[train]/b.csv: no such file"),
     (lambda d: _sets(f"data.path={d / '[' / 'x]' / ':x:.csv'}"), "[/x]/:x:.csv: no such file"),
     (lambda d: ["--workers", "2", *_sets("split.folds=3")], "--workers / TF_CONFIG: several workers train one split"),
-    (lambda d: ["--workers", "2", *_sets("resampling.sampler=smote", "data.path=nowhere.parquet")],
-     "nowhere.parquet: no such file"),  # checked once, before any worker starts
+    (
+        lambda d: ["--workers", "2", *_sets("resampling.sampler=smote", "data.path=nowhere.parquet")],
+        "nowhere.parquet: no such file",
+    ),  # checked once, before any worker starts
 ]
 
 
@@ -89,9 +96,14 @@ def test_settings_that_would_fail_late_exit_2_in_one_line_before_any_run(store, 
     assert _runs(store) == []
 
 
-@pytest.mark.parametrize(("name", "needle"), [("latin1.yaml", "latin1.yaml: not UTF-8 text"),
-                                              ("broken.yaml", "broken.yaml: not valid YAML at line 4"),
-                                              ("extends_map.yaml", "extends: expected a list of YAML file paths")])
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("latin1.yaml", "latin1.yaml: not UTF-8 text"),
+        ("broken.yaml", "broken.yaml: not valid YAML at line 4"),
+        ("extends_map.yaml", "extends: expected a list of YAML file paths"),
+    ],
+)
 def test_config_files_that_cannot_be_read_exit_2(store, files, name, needle):
     _one_line_error(runner.invoke(app, ["run", str(files / name)]), needle)
 
@@ -109,8 +121,14 @@ def test_a_sweep_whose_grid_makes_a_bad_config_or_bad_data_leaves_no_parent(stor
 def test_a_bad_input_is_one_line_on_the_real_terminal_without_tensorflow_chatter(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    proc = subprocess.run([sys.executable, "-m", "ecgvgg.cli.main", "run", SEED, "--set", "data.path=missing.csv"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ecgvgg.cli.main", "run", SEED, "--set", "data.path=missing.csv"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing.csv: no such file" in lines[0], lines
@@ -148,8 +166,12 @@ def test_an_unreadable_data_file_is_bad_input(tmp_path):
 
 def test_predict_refuses_outputs_it_cannot_write_before_any_work(files, tmp_path):
     model = ROOT / "nowhere.keras"  # never reached: the output is checked first
-    for out, needle in ((files, "is a folder"), (SAMPLE.with_suffix(".parquet"), "is the input file"),
-                        (SAMPLE / "p.csv", "cannot write in"), (tmp_path / "p.txt", "use a .csv")):
+    for out, needle in (
+        (files, "is a folder"),
+        (SAMPLE.with_suffix(".parquet"), "is the input file"),
+        (SAMPLE / "p.csv", "cannot write in"),
+        (tmp_path / "p.txt", "use a .csv"),
+    ):
         res = runner.invoke(app, ["predict", "--model", str(model), str(SAMPLE), "-o", str(out)])
         _one_line_error(res, needle)
     assert not list(tmp_path.glob("*.part"))
@@ -178,8 +200,13 @@ def test_the_input_contract_travels_inside_the_model_file(trained, tmp_path):
     seen = set(data.pop("train_groups"))  # the segments of its training and validation rows, not its test rows
     made = data.pop("beat_format")  # the training beats' format: lowest, highest, mean sample, zero share
     assert len(made["mean"]) == len(made["std"]) == 4 and 0 <= made["mean"][0] < made["mean"][1] <= 1
-    assert data == {"label_column": "label", "group_column": "segment", "header": "auto",
-                    "features": [f"x{i}" for i in range(187)], "rhythm_columns": []}
+    assert data == {
+        "label_column": "label",
+        "group_column": "segment",
+        "header": "auto",
+        "features": [f"x{i}" for i in range(187)],
+        "rhythm_columns": [],
+    }
     segments = set(pd.read_parquet(SAMPLE)["segment"])
     assert seen < segments and len(seen) > len(segments) / 2
     # the training table's text group column is found without --group-column
@@ -238,8 +265,16 @@ def test_resume_returns_the_best_model_of_the_whole_run(sample_xyg, tmp_path):
     first = fit(vgg16(width=0.0625, dense_units=16), splits, training, checkpoint_path=ckpt)
     saved = keras.saving.load_model(ckpt)
     # pretend the epochs before the interruption reached a score nothing later can beat
-    resumed = fit(saved, splits, training.model_copy(update={"epochs": 4}), checkpoint_path=ckpt,
-                  compile_model=False, initial_epoch=2, initial_best=1.01, initial_best_epoch=1)
+    resumed = fit(
+        saved,
+        splits,
+        training.model_copy(update={"epochs": 4}),
+        checkpoint_path=ckpt,
+        compile_model=False,
+        initial_epoch=2,
+        initial_best=1.01,
+        initial_best_epoch=1,
+    )
     assert resumed.best_epoch == 1 and first.epochs_run == 2
     expected = keras.saving.load_model(ckpt).get_weights()
     for a, b in zip(resumed.model.get_weights(), expected):
@@ -253,8 +288,9 @@ def _cmd(*extra: str) -> list[str]:
 def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resumed(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(_cmd("training.epochs=500"), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _cmd("training.epochs=500"), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not list((tmp_path / "mlruns" / "runs").glob("*/best.keras")):
@@ -292,5 +328,4 @@ def test_the_kaggle_pipeline_runs_a_headerless_csv_ungrouped(store, files):
     assert res.exit_code in RAN, res.output
     (run,) = _runs(store)
     assert run.data.tags["split_kind"] == "ungrouped beats" and run.data.params["data.header"] == "False"
-    assert sum(int(run.data.params[f"count_all_{c}"]) for c in "NSVFQ") == len(pd.read_csv(files / "kaggle.csv",
-                                                                                         header=None))
+    assert sum(int(run.data.params[f"count_all_{c}"]) for c in "NSVFQ") == len(pd.read_csv(files / "kaggle.csv", header=None))

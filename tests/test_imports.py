@@ -22,8 +22,7 @@ def _type_checking_blocks(tree: ast.AST) -> set[int]:
 
 def _graph(runtime_only: bool) -> dict[str, set[str]]:
     """Each module of the package and the package modules it imports anywhere in its file."""
-    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-             for p in PACKAGE.rglob("*.py")}
+    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in PACKAGE.rglob("*.py")}
     graph = {}
     for name, path in files.items():
         tree = ast.parse(path.read_text())

@@ -65,15 +65,19 @@ def test_mlflow_is_imported_only_by_the_mlflow_edge():
 
 
 def test_no_private_name_is_imported_across_modules():
-    private = [f"{p.relative_to(ROOT)}: {n.module}.{a.name}" for p in _modules() for n in ast.walk(ast.parse(p.read_text()))
-               if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("ecgvgg")
-               for a in n.names if a.name.startswith("_") and a.name != "__version__"]
+    private = [
+        f"{p.relative_to(ROOT)}: {n.module}.{a.name}"
+        for p in _modules()
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("ecgvgg")
+        for a in n.names
+        if a.name.startswith("_") and a.name != "__version__"
+    ]
     assert not private
 
 
 def test_only_the_folds_module_calls_the_oversampler():
-    callers = {str(p.relative_to(ROOT)): _calls(p, "oversample") for p in [*_modules(),
-                                                                        *(ROOT / "benchmarks").glob("*.py")]}
+    callers = {str(p.relative_to(ROOT)): _calls(p, "oversample") for p in [*_modules(), *(ROOT / "benchmarks").glob("*.py")]}
     assert {p for p, lines in callers.items() if lines} == {"ecgvgg/core/folds.py"}
     # and imbalanced-learn's own entry point is called only by the oversampler's module
     fit_resample = {str(p.relative_to(ROOT)) for p in _modules() if _calls(p, "fit_resample")}
@@ -82,14 +86,21 @@ def test_only_the_folds_module_calls_the_oversampler():
 
 def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     """Lines of a function after its signature and docstring (the formatter may spread a signature)."""
-    body = node.body[1:] if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
-        and len(node.body) > 1 else node.body
+    body = (
+        node.body[1:]
+        if isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) and len(node.body) > 1
+        else node.body
+    )
     return (node.end_lineno or body[0].lineno) - body[0].lineno + 1
 
 
 def test_no_function_body_is_longer_than_sixty_lines():
-    long = [f"{p.name}:{n.name} ({_body_lines(n)})" for p in _modules() for n in ast.walk(ast.parse(p.read_text()))
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(n) > 60]
+    long = [
+        f"{p.name}:{n.name} ({_body_lines(n)})"
+        for p in _modules()
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and _body_lines(n) > 60
+    ]
     assert not long
 
 

@@ -28,8 +28,7 @@ runner = make_runner()
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """A tiny sweep over 1D and folded 2D input: one parent, two children with their models."""
-    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "sweep",
-                                        ["sweep", SEED, "--grid", "input.kind=1d,2d", *sets(*LOCAL)])
+    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "sweep", ["sweep", SEED, "--grid", "input.kind=1d,2d", *sets(*LOCAL)])
     assert res.exit_code in RAN, res.output
     runs = runs_in(uri)
     children = {r.data.tags["input"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
@@ -65,8 +64,9 @@ def test_runs_log_the_dataset_versions_sizes_time_and_pictures(sweep):
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
     assert {"training_curves.png", "val_confusion_matrix.png", "test_confusion_matrix.png"} <= artifacts
     mlflow.set_tracking_uri(uri)  # MLflow finds a logged model through its process-wide store
-    requirements = Path(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="model/requirements.txt", tracking_uri=uri)).read_text()
+    requirements = Path(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model/requirements.txt", tracking_uri=uri)
+    ).read_text()
     assert "tensorflow==" in requirements and "keras==" in requirements
 
 
@@ -99,11 +99,33 @@ def test_mlflow_models_serve_answers_beats_with_class_names(sweep, kind):
     _, uri, _, _, children = sweep
     run_id = children[kind].info.run_id
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"runs:/{run_id}/model",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -117,8 +139,9 @@ def test_mlflow_models_serve_answers_beats_with_class_names(sweep, kind):
                 time.sleep(0.5)
         beats = _beats(3).filter(like="x")
         body = json.dumps({"dataframe_split": json.loads(beats.to_json(orient="split", index=False))}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=60) as r:
             answer = json.loads(r.read())["predictions"]
     finally:
@@ -154,8 +177,13 @@ def test_runs_table_lists_every_run_with_its_scores(sweep, tmp_path):
 
 def test_piped_runs_table_keeps_each_run_on_one_line_with_its_parameter_counts(sweep):
     _, uri, _, runs, _ = sweep
-    res = subprocess.run([sys.executable, "-m", "ecgvgg.cli.main", "runs", "--tracking-uri", uri], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    res = subprocess.run(
+        [sys.executable, "-m", "ecgvgg.cli.main", "runs", "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "80"},
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -180,12 +208,31 @@ def test_terminal_runs_table_shows_whole_cells_and_says_which_columns_it_left_ou
 
     from ecgvgg.cli.report import RUN_COLUMNS, runs_table
 
-    row = {"name": "adasyn-vgg16_1d-w0.25-123456", "id": "0123abcd", "run_id": "0123abcd" * 4, "experiment": "e",
-           "status": "FINISHED", "collapsed": "false", "sampler": "adasyn", "model": "vgg16_1d", "input": "1d",
-           "params_total": 2914985, "params_trainable": 2911000, "params_non_trainable": 3985, "seconds": 73,
-           "epochs": 17, "val_macro_f1": 0.4718, "macro_f1": 0.8213, "macro_f1_ci_low": 0.354,
-           "macro_f1_ci_high": 0.4501, "cv_macro_f1_mean": 0.462, "cv_macro_f1_std": 0.151, "baseline": "hgb",
-           "baseline_macro_f1": 0.777, **{f"recall_{c}": 0.9 for c in "NSVFQ"}}
+    row = {
+        "name": "adasyn-vgg16_1d-w0.25-123456",
+        "id": "0123abcd",
+        "run_id": "0123abcd" * 4,
+        "experiment": "e",
+        "status": "FINISHED",
+        "collapsed": "false",
+        "sampler": "adasyn",
+        "model": "vgg16_1d",
+        "input": "1d",
+        "params_total": 2914985,
+        "params_trainable": 2911000,
+        "params_non_trainable": 3985,
+        "seconds": 73,
+        "epochs": 17,
+        "val_macro_f1": 0.4718,
+        "macro_f1": 0.8213,
+        "macro_f1_ci_low": 0.354,
+        "macro_f1_ci_high": 0.4501,
+        "cv_macro_f1_mean": 0.462,
+        "cv_macro_f1_std": 0.151,
+        "baseline": "hgb",
+        "baseline_macro_f1": 0.777,
+        **{f"recall_{c}": 0.9 for c in "NSVFQ"},
+    }
     frame = pd.DataFrame([row, {**row, "id": "4567efgh", "name": "other"}])
     for width in (100, 160, 400):
         console = Console(width=width, record=True)

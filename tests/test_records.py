@@ -36,13 +36,13 @@ def records(tmp_path_factory):
         name = row["segment"]
         signal = row.filter(regex=r"^s\d+$").to_numpy(np.float64)
         peaks = _r_peaks(signal)
-        wfdb.wrsamp(name, fs=FS, units=["mV"], sig_name=["MLII"], p_signal=signal[:, None], fmt=["16"],
-                    write_dir=str(folder))
+        wfdb.wrsamp(name, fs=FS, units=["mV"], sig_name=["MLII"], p_signal=signal[:, None], fmt=["16"], write_dir=str(folder))
         symbols = [SYMBOL[int(row["label"])]] * len(peaks)
         # a rhythm annotation and an unclassifiable beat, neither of which is a kept beat
         samples = np.r_[0, peaks, len(signal) - 1]
-        wfdb.wrann(name, "atr", samples, symbol=["+", *symbols, "?"], aux_note=["(N", *[""] * len(peaks), ""],
-                   write_dir=str(folder))
+        wfdb.wrann(
+            name, "atr", samples, symbol=["+", *symbols, "?"], aux_note=["(N", *[""] * len(peaks), ""], write_dir=str(folder)
+        )
         truth[name] = (int(row["label"]), peaks)
     return folder, truth
 

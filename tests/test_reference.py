@@ -18,9 +18,19 @@ from ecgvgg.core.records import pick_leads, prepare_records, reference_beats
 wfdb = pytest.importorskip("wfdb")
 CV = str(ROOT / "pipelines" / "interpatient_cv.yaml")
 CHANNELS = "data.channels=[x,x2_,ref,ref2_]"
-TINY = ["training.epochs=5", "training.warmup_epochs=1", "model.width=0.0625", "model.dense_units=16",
-        "training.batch_size=64", "training.learning_rate=0.003", "split.grouped=false", "split.folds=null",
-        "data.class_names=[N,S,V,F]", "baseline=none", "tracking.gradcam_per_class=4"]
+TINY = [
+    "training.epochs=5",
+    "training.warmup_epochs=1",
+    "model.width=0.0625",
+    "model.dense_units=16",
+    "training.batch_size=64",
+    "training.learning_rate=0.003",
+    "split.grouped=false",
+    "split.folds=null",
+    "data.class_names=[N,S,V,F]",
+    "baseline=none",
+    "tracking.gradcam_per_class=4",
+]
 WINDOW = dict(method="window", before=0.25, after=0.4, scale="window")
 
 
@@ -57,8 +67,9 @@ def test_prepare_writes_two_leads_and_their_references(two_leads):
     beats = pd.read_parquet(two_leads)
     n = 81  # 0.25 s + 0.4 s at 125 Hz
     for prefix in ("x", "x2_", "ref", "ref2_"):
-        assert [f"{prefix}{i}" for i in range(n)] == [c for c in beats.columns if c.startswith(prefix)
-                                                      and c[len(prefix):].isdigit()]
+        assert [f"{prefix}{i}" for i in range(n)] == [
+            c for c in beats.columns if c.startswith(prefix) and c[len(prefix) :].isdigit()
+        ]
     for record, part in beats.groupby("record"):
         x = part[[f"x{i}" for i in range(n)]].to_numpy()
         np.testing.assert_allclose(part[[f"ref{i}" for i in range(n)]].to_numpy()[0], np.median(x, axis=0), atol=1e-6)
@@ -70,8 +81,15 @@ def test_a_record_without_the_lead_takes_its_stand_in(tmp_path):
     rec = wfdb.rdrecord(str(DATA / "records" / "209m8"))
     ann = wfdb.rdann(str(DATA / "records" / "209m8"), "atr")
     # the upper signal V5 and the lower MLII, as in MIT-BIH record 114
-    wfdb.wrsamp("914", fs=rec.fs, units=["mV", "mV"], sig_name=["V5", "MLII"], p_signal=rec.p_signal[:, ::-1].copy(),
-                fmt=["212", "212"], write_dir=str(tmp_path))
+    wfdb.wrsamp(
+        "914",
+        fs=rec.fs,
+        units=["mV", "mV"],
+        sig_name=["V5", "MLII"],
+        p_signal=rec.p_signal[:, ::-1].copy(),
+        fmt=["212", "212"],
+        write_dir=str(tmp_path),
+    )
     wfdb.wrann("914", "atr", ann.sample, symbol=ann.symbol, write_dir=str(tmp_path))
     beats, report = prepare_records(tmp_path, leads=["MLII", "V1"], **WINDOW)
     assert report.leads == {"914": ["MLII", "V5"]}
@@ -86,9 +104,11 @@ def test_a_record_without_the_lead_takes_its_stand_in(tmp_path):
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, two_leads):
     """A tiny four-channel network (two leads, two references) trained on the two real record cuts."""
-    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "reference_run",
-                                        ["run", CV, *_sets(f"data.path={two_leads}", CHANNELS,
-                                                           "training.class_weight=records")])
+    tmp, uri, res = invoke_in_new_store(
+        tmp_path_factory,
+        "reference_run",
+        ["run", CV, *_sets(f"data.path={two_leads}", CHANNELS, "training.class_weight=records")],
+    )
     assert res.exit_code in RAN, res.output  # a few epochs: the wiring is what counts here
     return tmp, uri, runs_in(uri)[0], res.output
 
@@ -107,7 +127,7 @@ def test_the_reference_model_reads_four_channels_and_its_differences(reference_r
     beats = pd.read_parquet(two_leads).head(32)
     rows = loaded.prepare(beats)
     moved = rows.copy()
-    moved[:, 2 * 81:4 * 81] += 0.5  # another reference beat changes the answer: the channels are wired in
+    moved[:, 2 * 81 : 4 * 81] += 0.5  # another reference beat changes the answer: the channels are wired in
     assert not np.allclose(loaded.model.predict(rows, verbose=0), loaded.model.predict(moved, verbose=0))
 
 
@@ -121,8 +141,7 @@ def test_reference_model_evaluates_predicts_serves_exports_and_explains(referenc
     assert_served_as_keras(uri, run.info.run_id, pd.read_parquet(two_leads).head(8))
     res = runner.invoke(app, ["export", "--run", run.info.run_id, "--format", "onnx", "-o", str(tmp / "m.onnx")])
     assert res.exit_code == 0 and (tmp / "m.onnx").exists(), res.output
-    res = runner.invoke(app, ["explain", str(two_leads), "--run", run.info.run_id, "-o", str(tmp / "why"),
-                              "--per-class", "2"])
+    res = runner.invoke(app, ["explain", str(two_leads), "--run", run.info.run_id, "-o", str(tmp / "why"), "--per-class", "2"])
     assert res.exit_code == 0, res.output
     assert any(p.suffix == ".png" for p in (tmp / "why").iterdir())
     # a table of one lead given to the two-lead model: one line naming the missing channel
@@ -136,8 +155,7 @@ def test_a_table_without_reference_columns_is_refused_before_any_run(tmp_path_fa
     bare = two_leads.parent / "no_reference.parquet"
     table = pd.read_parquet(two_leads)
     table.drop(columns=[c for c in table.columns if c.startswith("ref2_")]).to_parquet(bare)
-    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "no_reference", ["run", CV, *_sets(f"data.path={bare}",
-                                                                                             CHANNELS)])
+    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "no_reference", ["run", CV, *_sets(f"data.path={bare}", CHANNELS)])
     assert res.exit_code == 2, res.output
     line = res.output.strip()
     assert len(line.splitlines()) == 1 and "ref2_0" in line and "data.channels" in line

@@ -17,7 +17,6 @@ from conftest import RAN, SEED, sets, TINY
 from ecgvgg.cli.main import app
 
 
-
 def _cmd(*extra: str, epochs: int) -> list[str]:
     args = sets(*TINY, f"training.epochs={epochs}")
     return [sys.executable, "-m", "ecgvgg.cli.main", "run", SEED, *args, *extra]
@@ -35,8 +34,9 @@ def _runs(uri: str) -> list:
 @pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGINT takes the same path: the next test
 def test_interrupt_marks_run_killed_and_keeps_its_checkpoint(tmp_path, sig):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    proc = subprocess.Popen(_cmd(epochs=200), cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _cmd(epochs=200), cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     runs_dir = tmp_path / "mlruns" / "runs"
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs_dir.glob("*/best.keras")):
@@ -90,8 +90,10 @@ def test_deterministic_cpu_runs_give_identical_metrics(tmp_path, monkeypatch):
 
 def test_two_concurrent_runs_on_one_store_both_complete(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    procs = [subprocess.Popen(_cmd(epochs=2), cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(_cmd(epochs=2), cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode in RAN, out
@@ -132,8 +134,14 @@ def test_an_interrupt_during_a_training_step_takes_effect_when_the_step_ends():
     model.compile("sgd", "sparse_categorical_crossentropy")
     x, y = np.zeros((8, 3), dtype=np.float32), np.zeros(8, dtype=np.int64)
     with pytest.raises(typer.Exit) as stopped, guard():  # as every command runs: Ctrl-C is exit 130
-        model.fit(x, y, batch_size=1, epochs=1, verbose=0,
-                  callbacks=[InterruptThirdStep(), Ended(), *StepInterrupts().keras_callbacks()])
+        model.fit(
+            x,
+            y,
+            batch_size=1,
+            epochs=1,
+            verbose=0,
+            callbacks=[InterruptThirdStep(), Ended(), *StepInterrupts().keras_callbacks()],
+        )
     assert stopped.value.exit_code == 130
     assert ended == [0, 1, 2]  # the interrupted step finished; no later one began
 
@@ -158,12 +166,14 @@ def test_two_workers_on_loopback_train_one_model_on_disjoint_shards_in_one_run(t
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     env = {**_env(uri), "ECGVGG_WORKER_DIR": str(tmp_path / "worker")}
     streamed = sets(f"data.path={shard_folder}", "data.stream=true", "resampling.sampler=balanced", "baseline=none")
-    res = subprocess.run(_cmd("--workers", "2", *streamed, epochs=2), cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        _cmd("--workers", "2", *streamed, epochs=2), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode in RAN, res.stdout + res.stderr
     # the chief reads its own two of the four shards (worker 1 the other two: tests/test_streaming.py)
-    assert "worker 0 of 2 streams its training rows from 2 of 4 files: part-00.parquet, part-02.parquet" in \
-        res.stdout + res.stderr
+    assert (
+        "worker 0 of 2 streams its training rows from 2 of 4 files: part-00.parquet, part-02.parquet" in res.stdout + res.stderr
+    )
     (run,) = _runs(uri)  # one MLflow run, logged by the chief
     assert run.info.status == "FINISHED" and run.data.params["workers"] == "2"
     assert run.data.metrics["epochs_run"] == 2 and "test_macro_f1" in run.data.metrics

@@ -100,13 +100,13 @@ def test_the_fallback_reaches_the_counts_the_strategy_asks_for(strategy):
     from ecgvgg.core.folds import oversample_fold
 
     rng = np.random.default_rng(3)
-    X = np.vstack([rng.normal(0, 1, (210, 6)), rng.normal(1, 1, (40, 6)), rng.normal(2, 1, (30, 6)),
-                   rng.normal(3, 1, (4, 6))])
+    X = np.vstack([rng.normal(0, 1, (210, 6)), rng.normal(1, 1, (40, 6)), rng.normal(2, 1, (30, 6)), rng.normal(3, 1, (4, 6))])
     y = np.r_[np.zeros(210), np.ones(40), np.full(30, 2), np.full(4, 3)].astype(int)
     rows = np.arange(len(y))
     with pytest.warns(UserWarning) as caught:
-        s = oversample_fold(X, y, rows, rows[:0], rows[:0], sampler="adasyn", classes=range(4),
-                             sampler_params={"sampling_strategy": strategy})
+        s = oversample_fold(
+            X, y, rows, rows[:0], rows[:0], sampler="adasyn", classes=range(4), sampler_params={"sampling_strategy": strategy}
+        )
     expected = {0: 210, 1: 120, 2: 90, 3: 30} if isinstance(strategy, dict) else {0: 210, 1: 210, 2: 210, 3: 210}
     assert s.counts_after[0] == 210 and s.counts_after[3] == expected[3]  # SMOTE's fallback is exact
     for c in (1, 2):  # ADASYN generates about the asked number (it adapts to each row's neighbours)
@@ -188,9 +188,14 @@ def test_the_balanced_sampler_draws_batches_with_the_asked_class_shares():
     assert len(np.unique(rows[labels == 2])) == np.sum(y == 2)  # the rare class's rows all come round
 
 
-@pytest.mark.parametrize("params,says", [({"k_neighbors": 3}, "takes only 'proportions'"),
-                                         ({"proportions": {0: -1}}, "weight >= 0"),
-                                         ({"proportions": {0: 0}}, "sum to 0")])
+@pytest.mark.parametrize(
+    "params,says",
+    [
+        ({"k_neighbors": 3}, "takes only 'proportions'"),
+        ({"proportions": {0: -1}}, "weight >= 0"),
+        ({"proportions": {0: 0}}, "sum to 0"),
+    ],
+)
 def test_bad_balanced_sampler_settings_are_refused(params, says):
     from ecgvgg.core.resampling import make_sampler
 

@@ -22,9 +22,19 @@ wfdb = pytest.importorskip("wfdb")
 CV = str(ROOT / "pipelines" / "interpatient_cv.yaml")
 RHYTHM = ["rr_pre_rel", "rr_post_rel", "rr_local_rel", "rr_pre_local"]
 #: Two real records cut to 3 minutes (MIT-BIH 208 from 0:00, 209 from 8:00): N, S, V and F beats.
-TINY = ["training.epochs=8", "training.warmup_epochs=1", "model.width=0.0625", "model.dense_units=16",
-        "training.batch_size=64", "training.learning_rate=0.003", "split.grouped=false", "split.folds=null",
-        "data.class_names=[N,S,V,F]", "baseline=none", "data.channels=[]"]
+TINY = [
+    "training.epochs=8",
+    "training.warmup_epochs=1",
+    "model.width=0.0625",
+    "model.dense_units=16",
+    "training.batch_size=64",
+    "training.learning_rate=0.003",
+    "split.grouped=false",
+    "split.folds=null",
+    "data.class_names=[N,S,V,F]",
+    "baseline=none",
+    "data.channels=[]",
+]
 
 
 def _sets(*items: str) -> list[str]:
@@ -47,7 +57,8 @@ def test_rhythm_columns_by_hand_on_a_short_annotated_sequence():
     samples = np.array([0, 100, 200, 250, 350, 400, 450])
     symbols = ["+", "N", "N", "A", "?", "~", "N"]  # "?" has no AAMI class but is a beat of the RR sequence
     _, labels, peaks, rhythm, non_beat, unclassified = beats_from_signal(
-        np.zeros(600), fs, samples, symbols, method="window", before=0.1, after=0.1)
+        np.zeros(600), fs, samples, symbols, method="window", before=0.1, after=0.1
+    )
     assert labels.tolist() == [0, 0, 1, 0] and peaks.tolist() == [100, 200, 250, 450]
     assert (non_beat, unclassified) == (2, 1)
     # all beats: 1.0 2.0 2.5 3.5 4.5 -> RR 1.0 0.5 1.0 1.0, mean 0.875
@@ -71,8 +82,9 @@ def test_prepare_writes_rhythm_columns_and_reads_svdb_lead_names(table, tmp_path
     ann = wfdb.rdann(str(DATA / "records" / "209m8"), "atr")
     step = rec.fs / 128
     signal = rec.p_signal[np.round(np.arange(0, len(rec.p_signal), step)).astype(int)]
-    wfdb.wrsamp("900", fs=128, units=["mV", "mV"], sig_name=["ECG1", "ECG2"], p_signal=signal, fmt=["212", "212"],
-                write_dir=str(tmp_path))
+    wfdb.wrsamp(
+        "900", fs=128, units=["mV", "mV"], sig_name=["ECG1", "ECG2"], p_signal=signal, fmt=["212", "212"], write_dir=str(tmp_path)
+    )
     wfdb.wrann("900", "atr", np.round(ann.sample / step).astype(int), symbol=ann.symbol, write_dir=str(tmp_path))
     svdb, report = prepare_records(tmp_path, method="window", before=0.25, after=0.4, rate=100)
     assert not report.skipped_records and svdb.filter(regex=r"^x\d+$").shape[1] == 65
@@ -96,20 +108,26 @@ def test_folds_never_share_a_record_and_extra_rows_only_train(sample_xyg):
     extra = 50
     y_all = np.r_[y.to_numpy(), np.zeros(extra, int)]
     g_all = np.r_[g.astype(str).to_numpy(), np.full(extra, "svdb")]
-    for train, val, test in cv_folds(y_all, folds=3, groups=g_all, val_size=0.1, seed=0, classes=range(5),
-                                     train_only=extra):
+    for train, val, test in cv_folds(y_all, folds=3, groups=g_all, val_size=0.1, seed=0, classes=range(5), train_only=extra):
         parts = [set(g_all[p]) for p in (train, val, test)]
         assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
         assert set(range(len(y), len(y_all))) <= set(train.tolist())
-    s = split_then_oversample(np.r_[X.to_numpy(), np.ones((extra, X.shape[1]), np.float32)], y_all, groups=g_all,
-                              sampler="none", train_only=extra)
+    s = split_then_oversample(
+        np.r_[X.to_numpy(), np.ones((extra, X.shape[1]), np.float32)], y_all, groups=g_all, sampler="none", train_only=extra
+    )
     assert set(range(len(y), len(y_all))) <= set(s.train_index.tolist())
     assert "svdb" not in set(g_all[s.val_index]) | set(g_all[s.test_index])
     # the inter-patient protocol: a fixed test set of groups, and the extra rows still train only
     names = sorted(set(g.astype(str)))
-    s = split_then_oversample(np.r_[X.to_numpy(), np.ones((extra, X.shape[1]), np.float32)], y_all, groups=g_all,
-                              sampler="none", train_only=extra, test_groups=names[::3],
-                              train_groups=[n for n in names if n not in names[::3]])
+    s = split_then_oversample(
+        np.r_[X.to_numpy(), np.ones((extra, X.shape[1]), np.float32)],
+        y_all,
+        groups=g_all,
+        sampler="none",
+        train_only=extra,
+        test_groups=names[::3],
+        train_groups=[n for n in names if n not in names[::3]],
+    )
     assert set(g_all[s.test_index]) == set(names[::3]) and set(range(len(y), len(y_all))) <= set(s.train_index.tolist())
 
 
@@ -169,7 +187,7 @@ def test_evaluate_predict_and_pyfunc_read_beat_and_rhythm_columns(rhythm_run, ta
     runner = CliRunner()
     res = runner.invoke(app, ["evaluate", "--run", run.info.run_id, str(table), "--json"])
     assert res.exit_code == 0, res.output
-    assert "aami_ec57" in json.loads(res.output[res.output.index("{"):])
+    assert "aami_ec57" in json.loads(res.output[res.output.index("{") :])
     out = tmp / "pred.csv"
     res = runner.invoke(app, ["predict", "--run", run.info.run_id, str(table), "-o", str(out)])
     assert res.exit_code == 0, res.output
@@ -186,8 +204,14 @@ def test_the_rhythm_model_fine_tunes_from_its_run(rhythm_run, table, monkeypatch
     tmp, uri, run, _ = rhythm_run
     monkeypatch.chdir(tmp)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    res = CliRunner().invoke(app, ["run", CV, *_sets(f"data.path={table}", f"model.weights=run:{run.info.run_id}",
-                                                     "model.frozen_blocks=3", "training.epochs=2")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            CV,
+            *_sets(f"data.path={table}", f"model.weights=run:{run.info.run_id}", "model.frozen_blocks=3", "training.epochs=2"),
+        ],
+    )
     assert res.exit_code in RAN, res.output  # two epochs from a trained network: the wiring is what counts
     assert len(runs_in(uri)) == 2
 
@@ -208,8 +232,9 @@ def test_extra_training_tables_train_only_and_must_match(tmp_path_factory, table
     beats.assign(record="x" + beats["record"]).to_parquet(extra)
     wrong = table.parent / "wrong.parquet"
     beats.drop(columns=["x5"]).to_parquet(wrong)
-    _, _, res = invoke_in_new_store(tmp_path_factory, "extra_bad",
-                                    ["run", CV, *_sets(f"data.path={table}", f"data.extra_train=[{wrong}]")])
+    _, _, res = invoke_in_new_store(
+        tmp_path_factory, "extra_bad", ["run", CV, *_sets(f"data.path={table}", f"data.extra_train=[{wrong}]")]
+    )
     assert res.exit_code == 2 and "wrong.parquet" in res.output
     from ecgvgg.core.config import load_config
     from ecgvgg.core.dataset import load
@@ -225,7 +250,6 @@ def test_extra_training_tables_train_only_and_must_match(tmp_path_factory, table
         assert not any(str(g).startswith("x") for g in data.groups[np.r_[fold.val, fold.test]])
 
 
-
 def test_beat_scaling_makes_records_of_other_gains_alike():
     rec = wfdb.rdrecord(str(DATA / "records" / "208m0"))
     ann = wfdb.rdann(str(DATA / "records" / "208m0"), "atr")
@@ -238,7 +262,7 @@ def test_beat_scaling_makes_records_of_other_gains_alike():
 
     x = scale_windows(signal, rec.fs)
     step = int(10 * rec.fs)
-    assert all(x[i:i + step].min() == 0 and x[i:i + step].max() == pytest.approx(1) for i in range(0, len(x), step))
+    assert all(x[i : i + step].min() == 0 and x[i : i + step].max() == pytest.approx(1) for i in range(0, len(x), step))
     peaks = ann.sample[[s == "N" for s in ann.symbol]]
     assert np.median(np.abs(scale_to_r_peaks(signal, ann.sample)[peaks])) == pytest.approx(1, rel=0.2)
 
@@ -246,8 +270,9 @@ def test_beat_scaling_makes_records_of_other_gains_alike():
 def test_cross_validation_and_its_fold_ensemble_read_rhythm(tmp_path_factory, table):
     from ecgvgg.core.inference import load_model
 
-    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "rhythm_cv", [
-        "run", CV, *_sets(f"data.path={table}", "split.folds=2", "training.epochs=3")])
+    tmp, uri, res = invoke_in_new_store(
+        tmp_path_factory, "rhythm_cv", ["run", CV, *_sets(f"data.path={table}", "split.folds=2", "training.epochs=3")]
+    )
     assert res.exit_code in RAN, res.output  # three epochs per fold: the wiring is what counts here
     assert "out-of-fold, pooled (AAMI EC57)" in res.output and "jκ index" in res.output
     parent = next(r for r in runs_in(uri) if r.data.tags.get("cv") == "true")

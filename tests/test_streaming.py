@@ -68,8 +68,9 @@ def test_streamed_test_scores_equal_the_in_memory_ones(shard_folder):
         if not results:  # one untrained network scores both, so any difference is the scoring's
             model = build_model(cfg, 187)
         fit = FitResult(model, {}, 0, None, None, False, None, val_pred=np.zeros(len(fold.val), np.int64))
-        out = FoldResult(fold, splits.counts, model, fit, contract_for(cfg, checked.data.features), y_val=splits.y_val,
-                         y_test=splits.y_test)
+        out = FoldResult(
+            fold, splits.counts, model, fit, contract_for(cfg, checked.data.features), y_val=splits.y_val, y_test=splits.y_test
+        )
         results.append(_score(cfg, checked.data, out, splits))
     memory, streamed = results
     assert streamed.probs is None and streamed.pred is None  # nothing per row is kept
@@ -80,8 +81,9 @@ def test_streamed_test_scores_equal_the_in_memory_ones(shard_folder):
 
 
 @pytest.mark.parametrize("cache", [0, None], ids=["read pass after pass", "cached"])
-def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_files(shard_folder, mixed_frame,
-                                                                                    monkeypatch, cache):
+def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_files(
+    shard_folder, mixed_frame, monkeypatch, cache
+):
     import json
 
     from ecgvgg.core.stream import open_shards
@@ -90,8 +92,9 @@ def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_f
     shards, y, _ = open_shards(shard_folder, label_column="label", group_column="segment", classes=range(5))
     X = shards[np.arange(len(y))].map(lambda a: np.c_[a, np.zeros((len(a), 1), np.float32)])  # a transform runs
     shares = {0: 0.4, 1: 0.15, 2: 0.15, 3: 0.15, 4: 0.15}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
-                                                "task": {"type": "worker", "index": 1}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}})
+    )
     ds = streamed_batches(X, y, 128, seed=0, proportions=shares, **({} if cache is None else {"cache_bytes": cache}))
     table = mixed_frame.filter(like="x").to_numpy(np.float32)
     values = {row.tobytes(): i for i, row in enumerate(table)}
@@ -110,14 +113,21 @@ def test_the_balanced_sampler_streams_the_asked_class_shares_from_this_workers_f
     assert set(np.searchsorted(starts, rows, side="right") - 1) == {1, 3}  # worker 1 reads files 1 and 3 only
 
 
-@pytest.mark.parametrize("items,says", [
-    (["data.stream=true"], "resampling.sampler: adasyn needs the whole training table in memory; with data.stream "
-                           "use resampling.sampler: balanced"),
-    ([*STREAM, "split.folds=3"], "split.folds: not available with data.stream"),
-])
+@pytest.mark.parametrize(
+    "items,says",
+    [
+        (
+            ["data.stream=true"],
+            "resampling.sampler: adasyn needs the whole training table in memory; with data.stream "
+            "use resampling.sampler: balanced",
+        ),
+        ([*STREAM, "split.folds=3"], "split.folds: not available with data.stream"),
+    ],
+)
 def test_streaming_refuses_what_needs_the_table_in_memory(shard_folder, store, items, says):
-    res = runner().invoke(__import__("ecgvgg.cli.main", fromlist=["app"]).app,
-                          ["run", SEED, *sets(f"data.path={shard_folder}", *items)])
+    res = runner().invoke(
+        __import__("ecgvgg.cli.main", fromlist=["app"]).app, ["run", SEED, *sets(f"data.path={shard_folder}", *items)]
+    )
     assert res.exit_code == 2 and says in res.output and len(res.output.strip().splitlines()) == 1
     assert runs_in(store) == []
 

@@ -23,9 +23,14 @@ def test_short_real_training_beats_chance(real_splits, tmp_path):
     setup_device(seed=0, mixed_precision=False)
     model = vgg16(width=0.125, dense_units=64)
     epochs_seen = []
-    result = fit(model, real_splits, TrainingConfig(epochs=6, batch_size=64, early_stopping_patience=0),
-                 class_names=list("NSVFQ"), checkpoint_path=tmp_path / "best.keras",
-                 on_epoch=lambda e, logs: epochs_seen.append(logs["val_macro_f1"]))
+    result = fit(
+        model,
+        real_splits,
+        TrainingConfig(epochs=6, batch_size=64, early_stopping_patience=0),
+        class_names=list("NSVFQ"),
+        checkpoint_path=tmp_path / "best.keras",
+        on_epoch=lambda e, logs: epochs_seen.append(logs["val_macro_f1"]),
+    )
     assert len(epochs_seen) == 6 == result.epochs_run
     assert max(result.history["val_macro_f1"]) > 0.5  # chance is about 0.2 for 5 classes
     assert set(result.history) >= {"val_f1_N", "val_recall_F", "val_precision_Q", "val_loss", "loss"}
@@ -38,8 +43,11 @@ def test_signal_free_inputs_are_detected_as_collapsed(real_splits):
     setup_device(seed=0, mixed_precision=False)
     zeros = real_splits.map_x(np.zeros_like)
     model = vgg16(width=0.0625, dense_units=8)
-    result = fit(model, zeros, TrainingConfig(epochs=3, batch_size=128, collapse_patience=2, early_stopping_patience=0,
-                                              stop_on_collapse=True))
+    result = fit(
+        model,
+        zeros,
+        TrainingConfig(epochs=3, batch_size=128, collapse_patience=2, early_stopping_patience=0, stop_on_collapse=True),
+    )
     assert result.collapsed
     assert "predicts class" in result.collapse_reason or "recall" in result.collapse_reason
 
@@ -92,7 +100,11 @@ def test_an_epoch_hook_that_answers_a_reason_stops_training_there(real_splits):
         seen.append(epoch)
         return "pruned at epoch 2" if epoch == 1 else None
 
-    result = fit(vgg16(width=0.0625, dense_units=8), real_splits,
-                 TrainingConfig(epochs=6, batch_size=256, early_stopping_patience=0), on_epoch=hook)
+    result = fit(
+        vgg16(width=0.0625, dense_units=8),
+        real_splits,
+        TrainingConfig(epochs=6, batch_size=256, early_stopping_patience=0),
+        on_epoch=hook,
+    )
     assert seen == [0, 1] and result.epochs_run == 2  # no exception: training ends after the epoch that asked
     assert result.stopped_by == "pruned at epoch 2"

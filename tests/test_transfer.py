@@ -58,9 +58,22 @@ def test_a_new_two_class_head_fine_tunes_from_a_five_class_run(source_run, monke
     tmp, uri, source_id, binary = source_run
     monkeypatch.chdir(tmp)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    res = runner.invoke(app, ["run", SEED, *_sets(
-        "training.epochs=3", f"model.weights=run:{source_id}", "model.new_head=true", f"data.path={binary}",
-        "data.class_names=[normal, abnormal]", "model.frozen_blocks=3", "training.unfreeze_after=2")])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            SEED,
+            *_sets(
+                "training.epochs=3",
+                f"model.weights=run:{source_id}",
+                "model.new_head=true",
+                f"data.path={binary}",
+                "data.class_names=[normal, abnormal]",
+                "model.frozen_blocks=3",
+                "training.unfreeze_after=2",
+            ),
+        ],
+    )
     assert res.exit_code in RAN, res.output
     run = next(r for r in runs_in(uri) if r.info.run_id != source_id)
     m = run.data.metrics
@@ -78,8 +91,14 @@ def test_frozen_runs_log_what_they_train(source_run, monkeypatch):
     tmp, uri, source_id, _ = source_run
     monkeypatch.chdir(tmp)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    res = runner.invoke(app, ["run", SEED, *_sets("training.epochs=1", f"model.weights=run:{source_id}",
-                                                  "model.frozen_blocks=5", "tracking.experiment=frozen")])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            SEED,
+            *_sets("training.epochs=1", f"model.weights=run:{source_id}", "model.frozen_blocks=5", "tracking.experiment=frozen"),
+        ],
+    )
     assert res.exit_code in RAN, res.output
     (run,) = [r for r in runs_in(uri) if r.data.params.get("model.frozen_blocks") == "5"]
     m = run.data.metrics
@@ -87,11 +106,14 @@ def test_frozen_runs_log_what_they_train(source_run, monkeypatch):
     assert m["params_trainable"] + m["params_non_trainable"] == m["params_total"]
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    (["input.kind=2d"], "input.kind 1d there, 2d here"),
-    (["data.class_names=[normal, abnormal]"], "set model.new_head: true for a new class list"),
-    (["model.weights=run:" + "0" * 32], "no logged model"),
-])
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["input.kind=2d"], "input.kind 1d there, 2d here"),
+        (["data.class_names=[normal, abnormal]"], "set model.new_head: true for a new class list"),
+        (["model.weights=run:" + "0" * 32], "no logged model"),
+    ],
+)
 def test_a_source_run_that_does_not_fit_exits_2_before_any_run(source_run, monkeypatch, extra, needle):
     tmp, uri, source_id, binary = source_run
     monkeypatch.chdir(tmp)

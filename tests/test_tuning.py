@@ -31,20 +31,22 @@ def test_the_shipped_space_is_valid_and_ranges_are_typed():
     space = load_space(ROOT / "pipelines" / "tune_space.yaml", base)
     assert isinstance(space["training.learning_rate"], FloatRange) and space["training.learning_rate"].log
     assert space["resampling.sampler"] == ["adasyn", "smote", "random", "none"]
-    assert isinstance(parse_space({"training.epochs": {"low": 5, "high": 40, "step": 5}}, base)["training.epochs"],
-                      IntRange)
+    assert isinstance(parse_space({"training.epochs": {"low": 5, "high": 40, "step": 5}}, base)["training.epochs"], IntRange)
 
 
-@pytest.mark.parametrize(("space", "needle"), [
-    ({"training.epochz": [1, 2]}, "training.epochz: unknown key"),
-    ({"training.learning_rate": {"low": 0.01, "high": 0.001}}, "training.learning_rate: range: low must be < high"),
-    ({"training.learning_rate": {"low": 0.0, "high": 0.1, "log": True}}, "a log range needs low > 0"),
-    ({"training.batch_size": {"low": 0, "high": 64}}, "training.batch_size: Input should be greater than 0"),
-    ({"model.width": []}, "model.width: choices must be a non-empty list"),
-    ({"resampling.sampler": ["adasyn", "bogus"]}, "resampling.sampler: Input should be 'adasyn'"),
-    ({"training.learning_rate": {"low": 0.1, "high": 0.2, "sigma": 1}}, "sigma: Extra inputs are not permitted"),
-    ([1, 2], "expected a mapping of config keys"),
-])
+@pytest.mark.parametrize(
+    ("space", "needle"),
+    [
+        ({"training.epochz": [1, 2]}, "training.epochz: unknown key"),
+        ({"training.learning_rate": {"low": 0.01, "high": 0.001}}, "training.learning_rate: range: low must be < high"),
+        ({"training.learning_rate": {"low": 0.0, "high": 0.1, "log": True}}, "a log range needs low > 0"),
+        ({"training.batch_size": {"low": 0, "high": 64}}, "training.batch_size: Input should be greater than 0"),
+        ({"model.width": []}, "model.width: choices must be a non-empty list"),
+        ({"resampling.sampler": ["adasyn", "bogus"]}, "resampling.sampler: Input should be 'adasyn'"),
+        ({"training.learning_rate": {"low": 0.1, "high": 0.2, "sigma": 1}}, "sigma: Extra inputs are not permitted"),
+        ([1, 2], "expected a mapping of config keys"),
+    ],
+)
 def test_a_bad_space_names_the_key(space, needle):
     with pytest.raises(ConfigError, match=None) as err:
         parse_space(space, load_config(SEED), "space.yaml")
@@ -63,11 +65,25 @@ def test_two_processes_share_one_study_and_the_best_config_runs(tmp_path, monkey
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     (tmp_path / "space.yaml").write_text(SPACE)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cmd = [sys.executable, "-m", "ecgvgg.cli.main", "tune", SEED, "--space", "space.yaml", "--trials", "2",
-           "--study", "shared", *_sets()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ecgvgg.cli.main",
+        "tune",
+        SEED,
+        "--space",
+        "space.yaml",
+        "--trials",
+        "2",
+        "--study",
+        "shared",
+        *_sets(),
+    ]
     # two workers as the README starts them, without --seed: each explores on its own stream
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     study = open_study("shared", str(tmp_path / "mlruns" / "optuna" / "shared.log"), seed=0, warmup=0)
@@ -80,8 +96,11 @@ def test_two_processes_share_one_study_and_the_best_config_runs(tmp_path, monkey
     trials = [r for r in runs if r.data.tags.get("study") == "shared" and "trial" in r.data.tags]
     assert sorted(r.data.tags["trial"] for r in trials) == [str(i) for i in range(4)]
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {p.info.run_id for p in parents}
-    assert all("optimization_history.png" in {a.path for a in __import__("mlflow").tracking.MlflowClient(uri)
-                                               .list_artifacts(p.info.run_id)} for p in parents)
+    assert all(
+        "optimization_history.png"
+        in {a.path for a in __import__("mlflow").tracking.MlflowClient(uri).list_artifacts(p.info.run_id)}
+        for p in parents
+    )
     best = tmp_path / "mlruns" / "optuna" / "shared-best.yaml"
     cfg = load_config(best)
     assert cfg.training.learning_rate == study.best_params["training.learning_rate"]

@@ -29,16 +29,16 @@ def test_a_class_missed_only_on_validation_is_a_warning_not_a_collapse():
     y_val, y_test = np.array([0] * 40 + [1] * 3 + [2] * 5), np.array([0] * 40 + [1] * 4 + [2] * 5)
     val_pred = np.r_[np.zeros(43), np.full(5, 2)]  # the 3 S beats of validation are called N
     test_pred = y_test.copy()  # ... but the model finds S on test
-    reason, missed = held_out_verdict({"validation": (y_val, val_pred), "test": (y_test, test_pred)},
-                                      [0, 1, 2], NAMES[:3])
+    reason, missed = held_out_verdict({"validation": (y_val, val_pred), "test": (y_test, test_pred)}, [0, 1, 2], NAMES[:3])
     assert reason is None and missed == {"S": "validation (3 rows)"}
     from types import SimpleNamespace
 
     from ecgvgg.core.config import load_config
     from ecgvgg.cli.report import err_console, print_summary
 
-    result = SimpleNamespace(cv=None, scores={"macro_f1": 0.8}, ci=None, baseline_macro_f1=None, kind="grouped",
-                             missed=missed, cfg=load_config(SEED))
+    result = SimpleNamespace(
+        cv=None, scores={"macro_f1": 0.8}, ci=None, baseline_macro_f1=None, kind="grouped", missed=missed, cfg=load_config(SEED)
+    )
     with err_console.capture() as said:
         print_summary(result)
     text = " ".join(said.get().split())
@@ -49,8 +49,7 @@ def test_a_class_missed_only_on_validation_is_a_warning_not_a_collapse():
 def test_a_class_never_predicted_on_any_held_out_row_is_a_collapse_naming_its_support():
     y_val, y_test = np.array([0] * 40 + [1] * 3 + [2] * 5), np.array([0] * 40 + [1] * 4 + [2] * 5)
     no_s = lambda y: np.where(y == 1, 0, y)  # noqa: E731
-    reason, missed = held_out_verdict({"validation": (y_val, no_s(y_val)), "test": (y_test, no_s(y_test))},
-                                      [0, 1, 2], NAMES[:3])
+    reason, missed = held_out_verdict({"validation": (y_val, no_s(y_val)), "test": (y_test, no_s(y_test))}, [0, 1, 2], NAMES[:3])
     assert reason == "never predicts class(es) S (7 rows)" and missed == {}
     dominant = np.zeros(len(y_test))
     reason, _ = held_out_verdict({"test": (y_test, dominant)}, [0, 1, 2], NAMES[:3], dominance=0.8)
@@ -164,8 +163,9 @@ def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
     assert m["epochs_run"] == pytest.approx(np.mean([r.data.metrics["epochs_run"] for r in children]), abs=0.05)
     assert m["folds"] == 2
 
-    oof = pd.read_parquet(mlflow.artifacts.download_artifacts(
-        run_id=parent.info.run_id, artifact_path="oof_predictions.parquet", tracking_uri=uri))
+    oof = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="oof_predictions.parquet", tracking_uri=uri)
+    )
     sample = pd.read_parquet(SAMPLE)
     assert list(oof["row"]) == list(range(len(sample)))  # every input row once
     assert list(oof.columns) == ["row", "fold", "label", "prediction", "segment", *[f"p_{n}" for n in NAMES]]
@@ -186,10 +186,12 @@ def test_the_fold_ensemble_is_the_parent_model_for_evaluate_and_predict(cv_run, 
 
     tmp, uri, _ = cv_run
     client = MlflowClient(uri)
-    parent = next(r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
-                  if r.data.tags.get("cv") == "true")
-    res = runner.invoke(app, ["evaluate", "--run", parent.info.run_id, "--tracking-uri", uri, SAMPLE,
-                              "--group-column", "segment", "--json"])
+    parent = next(
+        r for r in client.search_runs([e.experiment_id for e in client.search_experiments()]) if r.data.tags.get("cv") == "true"
+    )
+    res = runner.invoke(
+        app, ["evaluate", "--run", parent.info.run_id, "--tracking-uri", uri, SAMPLE, "--group-column", "segment", "--json"]
+    )
     assert res.exit_code == 0, res.output
     scores = json.loads(res.stdout)
     assert "training or validation split" in res.stderr  # every segment trained some fold's model
@@ -199,8 +201,9 @@ def test_the_fold_ensemble_is_the_parent_model_for_evaluate_and_predict(cv_run, 
     X = sample.filter(like="x")
     assert scores["accuracy"] == pytest.approx(loaded.score(X, sample["label"])["accuracy"])
     out = tmp_path / "pred.parquet"
-    res = runner.invoke(app, ["predict", "--run", parent.info.run_id, "--tracking-uri", uri, SAMPLE,
-                              "--group-column", "segment", "-o", str(out)])
+    res = runner.invoke(
+        app, ["predict", "--run", parent.info.run_id, "--tracking-uri", uri, SAMPLE, "--group-column", "segment", "-o", str(out)]
+    )
     assert res.exit_code == 0, res.output
     np.testing.assert_allclose(pd.read_parquet(out).filter(like="p_").to_numpy(), loaded.predict_proba(X), atol=1e-5)
 

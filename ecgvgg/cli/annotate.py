@@ -23,12 +23,15 @@ from ecgvgg.pretrained import MODEL as PRETRAINED  # noqa: E402 - the model pack
 
 def annotate(
     ctx: typer.Context,
-    inputs: Annotated[list[Path], typer.Argument(help="WFDB records (path without extension, or a folder), "
-                                                      "EDF files or CSV files (one column per lead).")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="WFDB records (path without extension, or a folder), EDF files or CSV files (one column per lead)."),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for RECORD.ecgvgg, RECORD.csv, RECORD.png.")],
     model: Annotated[str, typer.Option(help="pretrained (packaged), run:RUN_ID or a .keras file.")] = "pretrained",
-    reference: Annotated[Optional[str], typer.Option(
-        help="Compare with the record's reference annotations of this extension (e.g. atr), AAMI EC57 style.")
+    reference: Annotated[
+        Optional[str],
+        typer.Option(help="Compare with the record's reference annotations of this extension (e.g. atr), AAMI EC57 style."),
     ] = None,
     lead: Annotated[Optional[str], typer.Option(help="The lead to read first (default: the model's).")] = None,
     fs: Annotated[Optional[float], typer.Option(help="Sampling rate of CSV input, in Hz.")] = None,
@@ -47,10 +50,8 @@ def annotate(
         for rec in recordings:  # every check before any work: no partial output
             taken = [out / f"{rec.name}.{ext}" for ext in (*OUTPUTS, "json") if (out / f"{rec.name}.{ext}").exists()]
             if taken and not overwrite:
-                raise ConfigError(f"{taken[0]}: results for {rec.name} are already there; pass --overwrite to "
-                                  "replace them")
-            if reference is not None and (rec.annotations is None or
-                                          not Path(f"{rec.annotations}.{reference}").is_file()):
+                raise ConfigError(f"{taken[0]}: results for {rec.name} are already there; pass --overwrite to replace them")
+            if reference is not None and (rec.annotations is None or not Path(f"{rec.annotations}.{reference}").is_file()):
                 raise DataError(f"{rec.source}: no reference annotations {rec.name}.{reference} (--reference)")
         path, source = _model_path(model, tracking_uri)
         contract = _contract(path, model)
@@ -112,25 +113,35 @@ def _annotate_one(rec: Any, plan: Any, loaded: Any, out: Path, reference: Option
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=f".{rec.name}-") as tmp:
         work = Path(tmp)
-        wfdb.wrann(rec.name, "ecgvgg", beats["sample"].to_numpy(), symbol=[SYMBOLS.get(s, "Q") for s in beats["label"]],
-                   write_dir=str(work), fs=rec.fs)
+        wfdb.wrann(
+            rec.name,
+            "ecgvgg",
+            beats["sample"].to_numpy(),
+            symbol=[SYMBOLS.get(s, "Q") for s in beats["label"]],
+            write_dir=str(work),
+            fs=rec.fs,
+        )
         beats.to_csv(work / f"{rec.name}.csv", index=False, float_format="%.5g")
         start = _strip_start(beats, rec)
         signal = rec.read(start, min(rec.length, start + int(10 * rec.fs)))[:, plan.leads[0]]
         title = f"{rec.name}: {len(beats)} beats, lead {rec.leads[plan.leads[0]]}"
-        recording_figure(np.nan_to_num(signal), rec.fs, start, beats, title).savefig(work / f"{rec.name}.png",
-                                                                                      dpi=110)
+        recording_figure(np.nan_to_num(signal), rec.fs, start, beats, title).savefig(work / f"{rec.name}.png", dpi=110)
         if comparison is not None:
             (work / f"{rec.name}.json").write_text(json.dumps(comparison, indent=2))
         for f in work.iterdir():
             shutil.move(str(f), out / f.name)
     counts = beats["label"].value_counts()
-    text = (f"{escape(rec.name)}: {len(beats)} beats ("
-            + ", ".join(f"{n} {int(counts.get(n, 0))}" for n in labelled.class_names) + f") -> {escape(str(out))}")
+    text = (
+        f"{escape(rec.name)}: {len(beats)} beats ("
+        + ", ".join(f"{n} {int(counts.get(n, 0))}" for n in labelled.class_names)
+        + f") -> {escape(str(out))}"
+    )
     if comparison is not None:
         d = comparison["detection"]
-        text += (f"\n  detection Se {d['Se']:.4f} +P {d['+P']:.4f} ({comparison['matched_beats']} of "
-                 f"{comparison['reference_beats']} reference beats within {comparison['match_window_s'] * 1000:.0f} ms)")
+        text += (
+            f"\n  detection Se {d['Se']:.4f} +P {d['+P']:.4f} ({comparison['matched_beats']} of "
+            f"{comparison['reference_beats']} reference beats within {comparison['match_window_s'] * 1000:.0f} ms)"
+        )
         for n, c in comparison["classes"].items():
             if c["reference_beats"]:
                 text += f"\n  {n}: Se {c['Se']:.3f} +P {c['+P']:.3f} F1 {c['F1']:.3f} ({c['reference_beats']} beats)"

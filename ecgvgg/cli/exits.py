@@ -40,8 +40,9 @@ class Invocation:
         self.run_id = run_id
 
 
-def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: Optional[str] = None) -> None:
+def show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Optional[str] = None
+) -> None:
     """Print a warning as one line, without the source line that Python adds."""
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
     err_console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
@@ -64,6 +65,7 @@ def load_tensorflow(inv: Invocation) -> None:
     """
     if inv.verbose or "tensorflow" in sys.modules:
         import tensorflow  # noqa: F401
+
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -135,13 +137,17 @@ def _raise_pending() -> None:
 def _interrupted(inv: Invocation) -> str:
     """What an interrupt did, in one message."""
     if inv.study:
-        return (f"[bold red]interrupted[/]: the finished trials stay in study {escape(inv.study)}; the same "
-                f"ecgvgg tune command with --study {escape(inv.study)} continues it")
+        return (
+            f"[bold red]interrupted[/]: the finished trials stay in study {escape(inv.study)}; the same "
+            f"ecgvgg tune command with --study {escape(inv.study)} continues it"
+        )
     if inv.run_id is None:
         return "[bold red]interrupted[/] before any run was created"
     if inv.resume_hint:
-        return (f"[bold red]interrupted[/]: run {inv.run_id} was marked KILLED; continue it with\n  "
-                f"{escape(inv.resume_hint)} --resume {inv.run_id}")
+        return (
+            f"[bold red]interrupted[/]: run {inv.run_id} was marked KILLED; continue it with\n  "
+            f"{escape(inv.resume_hint)} --resume {inv.run_id}"
+        )
     return f"[bold red]interrupted[/]: run {inv.run_id} was marked KILLED"
 
 
@@ -166,8 +172,10 @@ def guard(inv: Optional[Invocation] = None) -> Iterator[Invocation]:
     except Exception as exc:
         if inv.debug:
             raise
-        err_console.print(f"[bold red]failed:[/] {type(exc).__name__}: {escape(_one_line(exc))} "
-                          "(run with --debug for the traceback)", soft_wrap=True)
+        err_console.print(
+            f"[bold red]failed:[/] {type(exc).__name__}: {escape(_one_line(exc))} (run with --debug for the traceback)",
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     finally:
         _Signals.deferring, _Signals.pending = False, None

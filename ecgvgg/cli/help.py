@@ -23,26 +23,48 @@ SUMMARIES = {
 }
 #: Examples shown at the end of a command's help.
 EXAMPLES = {
-    "run": ["ecgvgg run pipelines/adasyn_vgg.yaml",
-            "ecgvgg run pipelines/adasyn_vgg.yaml --set training.epochs=5 --set split.folds=5"],
+    "run": [
+        "ecgvgg run pipelines/adasyn_vgg.yaml",
+        "ecgvgg run pipelines/adasyn_vgg.yaml --set training.epochs=5 --set split.folds=5",
+    ],
     "evaluate": ["ecgvgg evaluate --run 1a2b3c4d beats.parquet"],
     "predict": ["ecgvgg predict --run 1a2b3c4d beats.parquet -o predictions.csv"],
     "explain": ["ecgvgg explain beats.parquet --run 1a2b3c4d -o why/ --per-class 50"],
     "export": ["ecgvgg export --run 1a2b3c4d --format onnx -o model.onnx"],
-    "prepare": ["ecgvgg prepare mitdb/ -o mitdb_beats.parquet",
-                "ecgvgg prepare mitdb/ -o beats.parquet --method window --leads MLII,V1 --reference record"],
+    "prepare": [
+        "ecgvgg prepare mitdb/ -o mitdb_beats.parquet",
+        "ecgvgg prepare mitdb/ -o beats.parquet --method window --leads MLII,V1 --reference record",
+    ],
     "download": ["ecgvgg download mitdb mitdb/"],
-    "annotate": ["ecgvgg annotate mitdb/100 -o labels/", "ecgvgg annotate mitdb/100 -o labels/ --reference atr",
-                 "ecgvgg annotate holter.csv --fs 250 -o labels/ --model run:1a2b3c4d"],
+    "annotate": [
+        "ecgvgg annotate mitdb/100 -o labels/",
+        "ecgvgg annotate mitdb/100 -o labels/ --reference atr",
+        "ecgvgg annotate holter.csv --fs 250 -o labels/ --model run:1a2b3c4d",
+    ],
     "sweep": ["ecgvgg sweep pipelines/adasyn_vgg.yaml --grid resampling.sampler=adasyn,smote,none"],
     "tune": ["ecgvgg tune pipelines/adasyn_vgg.yaml --space pipelines/tune_space.yaml --trials 20"],
     "runs": ["ecgvgg runs", "ecgvgg runs --out runs.csv"],
 }
 #: Placeholders by parameter name; other parameters are named by their type (N, NUMBER, PATH) or in capitals.
-METAVARS = {"set_": "KEY=VALUE", "grid": "KEY=V1,V2,...", "run_id": "RUN_ID", "tracking_uri": "URI",
-            "bandpass": "LOW,HIGH", "leads": "LEAD,LEAD", "rows": "ROWS", "resume": "RUN_ID", "fmt": "FORMAT",
-            "label_column": "COLUMN", "group_column": "COLUMN", "data": "TABLE", "records_dir": "FOLDER",
-            "inputs": "RECORDING", "reference": "EXT", "fs": "HZ", "model": "MODEL"}
+METAVARS = {
+    "set_": "KEY=VALUE",
+    "grid": "KEY=V1,V2,...",
+    "run_id": "RUN_ID",
+    "tracking_uri": "URI",
+    "bandpass": "LOW,HIGH",
+    "leads": "LEAD,LEAD",
+    "rows": "ROWS",
+    "resume": "RUN_ID",
+    "fmt": "FORMAT",
+    "label_column": "COLUMN",
+    "group_column": "COLUMN",
+    "data": "TABLE",
+    "records_dir": "FOLDER",
+    "inputs": "RECORDING",
+    "reference": "EXT",
+    "fs": "HZ",
+    "model": "MODEL",
+}
 
 
 def polish_help(app: typer.Typer) -> None:
@@ -62,8 +84,11 @@ def polish_help(app: typer.Typer) -> None:
             hint = hints.get(pname)
             extras = getattr(hint, "__metadata__", ())
             kind = typing.get_args(hint)[0] if extras else hint
-            kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind) \
-                if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", ())) else kind
+            kind = (
+                next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+                if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", ()))
+                else kind
+            )
             if kind is bool or kind is None:
                 continue
             for param in extras:
@@ -71,6 +96,7 @@ def polish_help(app: typer.Typer) -> None:
                     param.metavar = METAVARS.get(pname, pname.upper())
                 elif hasattr(param, "metavar") and param.metavar is None:
                     param.metavar = METAVARS.get(pname) or {int: "N", float: "NUMBER", Path: "PATH"}.get(
-                        typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind, pname.upper())
+                        typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind, pname.upper()
+                    )
         # the evaluated hints, whose parameter objects now carry the placeholders, are what Typer reads
         info.callback.__annotations__ = hints

@@ -25,8 +25,12 @@ from ecgvgg.cli.report import collapse_box, console, err_console
 #: ``--set key.path=value``, repeatable, as ``run``, ``sweep`` and ``tune`` take it.
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a value: key.path=value (repeatable).")]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Train and compare VGG16-style ECG heartbeat classifiers without leaks or silent collapse.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Train and compare VGG16-style ECG heartbeat classifiers without leaks or silent collapse.",
+)
 
 
 def _print_version(value: bool) -> None:
@@ -38,12 +42,14 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def main(ctx: typer.Context,
-         debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
-         verbose: Annotated[bool, typer.Option("--verbose", help="Show TensorFlow's start-up output.")] = False,
-         version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                               help="Print the version and exit.")] = False,
-         ) -> None:
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show TensorFlow's start-up output.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Leak-safe training and comparison of VGG16-style heartbeat classifiers."""
     ctx.obj = Invocation(debug=debug, verbose=verbose)
     for out in (console, err_console):  # without a terminal, lines are never hard-wrapped at 80 columns
@@ -63,10 +69,13 @@ def run(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
     set_: SetOption = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this interrupted run.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Train data-parallel in N local processes (127.0.0.1); "
-                                                       "each process also honours TF_CONFIG.")] = 1,
-    tracking_uri: Annotated[Optional[str], typer.Option(
-        help="MLflow store for the run (default: tracking.uri, $MLFLOW_TRACKING_URI, sqlite:///mlruns/mlflow.db).")
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Train data-parallel in N local processes (127.0.0.1); each process also honours TF_CONFIG."),
+    ] = 1,
+    tracking_uri: Annotated[
+        Optional[str],
+        typer.Option(help="MLflow store for the run (default: tracking.uri, $MLFLOW_TRACKING_URI, sqlite:///mlruns/mlflow.db)."),
     ] = None,
 ) -> None:
     """Run a pipeline in one MLflow run; print the run id, the test per-class table and the model path."""
@@ -80,13 +89,14 @@ def run(
             set_ = [*(set_ or []), f"tracking.uri={tracking_uri}"]
         cfg = full_run_ids(load_config(config, set_ or []))
         if (workers > 1 or cluster()) and (cfg.split.folds or resume or cfg.training.unfreeze_after):
-            raise ConfigError("--workers / TF_CONFIG: several workers train one split from the start; not with "
-                              "split.folds, --resume or training.unfreeze_after")
+            raise ConfigError(
+                "--workers / TF_CONFIG: several workers train one split from the start; not with "
+                "split.folds, --resume or training.unfreeze_after"
+            )
         if workers > 1:
             check(cfg)  # bad input: exit 2 here, before any worker starts
             sets = [arg for item in set_ or [] for arg in ("--set", item)]
-            raise typer.Exit(run_local_workers(workers, [sys.executable, "-m", "ecgvgg.cli.main", "run", str(config),
-                                                         *sets]))
+            raise typer.Exit(run_local_workers(workers, [sys.executable, "-m", "ecgvgg.cli.main", "run", str(config), *sets]))
         if not is_chief():
             planned = check(cfg)
             load_tensorflow(inv)
@@ -95,8 +105,7 @@ def run(
         if cfg.split.folds and resume:
             raise ConfigError("--resume: cross-validated runs (split.folds) cannot be resumed; start them again")
         if cfg.training.unfreeze_after and resume:
-            raise ConfigError("--resume: two-phase fine-tuning (training.unfreeze_after) cannot be resumed; "
-                              "start again")
+            raise ConfigError("--resume: two-phase fine-tuning (training.unfreeze_after) cannot be resumed; start again")
         if resume:
             from ecgvgg.tracking.store import resolve_run_id
 
@@ -106,8 +115,15 @@ def run(
             inv.resume_hint = "ecgvgg run " + " ".join([str(config), *(f"--set {item}" for item in set_ or [])])
         load_tensorflow(inv)
         result, tracker = run_observed(cfg, planned, resume_run_id=resume, on_run=inv.run_opened)
-    print_run(result, tracker.run_id, tracker.run_name, cfg.tracking.experiment, cfg.tracking.resolved_uri(),
-              tracker.model_uri, tracker.model_path)
+    print_run(
+        result,
+        tracker.run_id,
+        tracker.run_name,
+        cfg.tracking.experiment,
+        cfg.tracking.resolved_uri(),
+        tracker.model_uri,
+        tracker.model_path,
+    )
     if result.collapsed:
         collapse_box(result.reason or "collapsed")
         raise typer.Exit(EXIT_COLLAPSED)
@@ -170,14 +186,21 @@ def tune(
     space: Annotated[Path, typer.Option("--space", help="Search space YAML: key: {low, high[, log|step]} or [choices].")],
     trials: Annotated[int, typer.Option("--trials", min=1, help="Trials for this process to run.")] = 20,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (shared by processes that use it).")] = None,
-    storage: Annotated[Optional[str], typer.Option(
-        "--storage", help="Optuna storage: a database URL, or a journal file (default mlruns/optuna/STUDY.log).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Best configuration YAML (default beside the store).")
-                   ] = None,
+    storage: Annotated[
+        Optional[str],
+        typer.Option("--storage", help="Optuna storage: a database URL, or a journal file (default mlruns/optuna/STUDY.log)."),
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Best configuration YAML (default beside the store).")
+    ] = None,
     set_: SetOption = None,
-    seed: Annotated[Optional[int], typer.Option(
-        help="Sampler seed, for a reproducible single-worker search (default: training.seed mixed with the process "
-             "id, so that workers sharing a study explore differently).")] = None,
+    seed: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Sampler seed, for a reproducible single-worker search (default: training.seed mixed with the process "
+            "id, so that workers sharing a study explore differently)."
+        ),
+    ] = None,
 ) -> None:
     """Search hyperparameters with Optuna (TPE, median pruning on validation macro-F1), one child run per trial.
 
@@ -200,8 +223,9 @@ def tune(
         out = out or Path(default_storage(uri, name)).with_name(f"{name}-best.yaml")
         check_out(out.with_suffix(".csv"))
         load_tensorflow(inv)
-        best = run_tune(cfg, dims, planned, trials, name, where, out, sampler_seed(cfg.training.seed, seed), space,
-                        on_run=inv.run_opened)
+        best = run_tune(
+            cfg, dims, planned, trials, name, where, out, sampler_seed(cfg.training.seed, seed), space, on_run=inv.run_opened
+        )
     console.print(best)
 
 
@@ -212,8 +236,9 @@ def runs(
     sort: Annotated[Optional[str], typer.Option(help="Sort by this column, best first (e.g. macro_f1, seconds).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the table (.md or .csv).")] = None,
     stale: Annotated[bool, typer.Option("--stale", help="Only runs left RUNNING by a process that is gone.")] = False,
-    close_stale: Annotated[bool, typer.Option("--close-stale",
-                                              help="End the stale runs as KILLED (then --resume can continue them).")] = False,
+    close_stale: Annotated[
+        bool, typer.Option("--close-stale", help="End the stale runs as KILLED (then --resume can continue them).")
+    ] = False,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: as for run).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 100,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw macro-F1 with its interval against time (.png).")] = None,
@@ -237,8 +262,7 @@ def runs(
 
             write_figure(runs_figure(frame, f"experiment {experiment}" if experiment else uri), plot)
     if (stale or close_stale) and not len(frame):
-        console.print(f"no stale runs in {escape(uri)}: every run marked RUNNING is held by a live process",
-                      soft_wrap=True)
+        console.print(f"no stale runs in {escape(uri)}: every run marked RUNNING is held by a live process", soft_wrap=True)
         return
     _print_runs(frame, uri, close_stale, out, plot)
 
@@ -253,11 +277,15 @@ def _print_runs(frame: Any, uri: str, closed: bool, out: Optional[Path], plot: O
     else:  # piped or redirected: a Markdown table, one line per run, never wrapped
         print(to_markdown(frame), end="", flush=True)
     if (frame["status"] == "STALE").any():
-        console.print("STALE: MLflow shows the run as RUNNING but no live process holds it (killed, crashed); "
-                      "ecgvgg runs --close-stale ends such runs as KILLED, and --resume continues one", soft_wrap=True)
+        console.print(
+            "STALE: MLflow shows the run as RUNNING but no live process holds it (killed, crashed); "
+            "ecgvgg runs --close-stale ends such runs as KILLED, and --resume continues one",
+            soft_wrap=True,
+        )
     if closed and len(frame):
-        console.print(f"marked {len(frame)} stale run(s) KILLED; continue one with ecgvgg run CONFIG --resume RUN_ID",
-                      soft_wrap=True)
+        console.print(
+            f"marked {len(frame)} stale run(s) KILLED; continue one with ecgvgg run CONFIG --resume RUN_ID", soft_wrap=True
+        )
     for path in (out, plot):
         if path is not None:
             console.print(f"wrote {len(frame)} runs to {escape(str(path))}", soft_wrap=True)

@@ -17,8 +17,10 @@ from ecgvgg.cli.exits import Invocation, guard, load_tensorflow
 from ecgvgg.cli.report import console
 
 TrackingUri = Annotated[Optional[str], typer.Option(help="MLflow store for --run.")]
-GroupColumn = Annotated[Optional[str], typer.Option(
-    help="Group column to ignore (default: the one the model was trained with, when the table has it).")]
+GroupColumn = Annotated[
+    Optional[str],
+    typer.Option(help="Group column to ignore (default: the one the model was trained with, when the table has it)."),
+]
 
 
 def evaluate(
@@ -26,8 +28,9 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Labelled beats (CSV or Parquet).")],
     run_id: Annotated[Optional[str], typer.Option("--run", help="Score the model logged by this MLflow run.")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Score this .keras model file.")] = None,
-    label_column: Annotated[Optional[str], typer.Option(
-        help="Label column of a table with a header (default: the one the model was trained with).")] = None,
+    label_column: Annotated[
+        Optional[str], typer.Option(help="Label column of a table with a header (default: the one the model was trained with).")
+    ] = None,
     group_column: GroupColumn = None,
     tracking_uri: TrackingUri = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print scores as JSON.")] = False,
@@ -44,19 +47,31 @@ def evaluate(
         data = _data_file(data)
         loaded = _load(inv, run_id, model, tracking_uri)
         label, group, header = table_settings(loaded, data, label_column, group_column)
-        X, y, groups = load_xy(data, label_column=label, group_column=group, header=header, classes=loaded.classes,
-                               label_option="--label-column")
+        X, y, groups = load_xy(
+            data, label_column=label, group_column=group, header=header, classes=loaded.classes, label_option="--label-column"
+        )
         warn_seen_groups(loaded, data, groups)
         scores = loaded.score(X, y)
     names = loaded.class_names
     if as_json:
         from ecgvgg.core.metrics import aami_scores
 
-        by_class = {m: {names[i]: scores[m][c] for i, c in enumerate(loaded.classes)}
-                    for m in ("precision", "recall", "f1", "support")}
-        print(json.dumps({"macro_f1": scores["macro_f1"], "accuracy": scores["accuracy"], **by_class,
-                          "aami_ec57": aami_scores(scores["confusion_matrix"], names),
-                          "confusion_matrix": scores["confusion_matrix"], "class_names": names}, indent=2))
+        by_class = {
+            m: {names[i]: scores[m][c] for i, c in enumerate(loaded.classes)} for m in ("precision", "recall", "f1", "support")
+        }
+        print(
+            json.dumps(
+                {
+                    "macro_f1": scores["macro_f1"],
+                    "accuracy": scores["accuracy"],
+                    **by_class,
+                    "aami_ec57": aami_scores(scores["confusion_matrix"], names),
+                    "confusion_matrix": scores["confusion_matrix"],
+                    "class_names": names,
+                },
+                indent=2,
+            )
+        )
     else:
         from ecgvgg.cli.report import scores_table
 
@@ -89,8 +104,10 @@ def _load(inv: Invocation, run_id: Optional[str], model: Optional[Path], trackin
     uri = TrackingConfig(uri=tracking_uri).resolved_uri()
     db = store.sqlite_path(uri)
     if db is not None and not db.is_file():  # never create a store for a read
-        raise ConfigError(f"--run {run_id}: no MLflow store at {db.resolve()} (from {uri}); "
-                          "pass --tracking-uri or run from the folder that holds mlruns/")
+        raise ConfigError(
+            f"--run {run_id}: no MLflow store at {db.resolve()} (from {uri}); "
+            "pass --tracking-uri or run from the folder that holds mlruns/"
+        )
     run_id = store.resolve_run_id(uri, run_id)  # before TensorFlow: an unknown or ambiguous id is reported at once
     load_tensorflow(inv)
     return store.load_run_model(uri, run_id)
@@ -102,8 +119,9 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
     model: Annotated[Optional[Path], typer.Option("--model", help=".keras model file.")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run", help="Use the model logged by this MLflow run.")] = None,
-    label_column: Annotated[Optional[str], typer.Option(
-        help="Label column to ignore if present (default: the one the model was trained with).")] = None,
+    label_column: Annotated[
+        Optional[str], typer.Option(help="Label column to ignore if present (default: the one the model was trained with).")
+    ] = None,
     group_column: GroupColumn = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
@@ -119,12 +137,19 @@ def predict(
         check_out(out, data)
         loaded = _load(inv, run_id, model, tracking_uri)
         label, group, header = table_settings(loaded, data, label_column, group_column)
-        X, kept, _ = load_beats(data, length=loaded.length, label_column=label, group_column=group, header=header,
-                                features=loaded.contract.features or None)
+        X, kept, _ = load_beats(
+            data,
+            length=loaded.length,
+            label_column=label,
+            group_column=group,
+            header=header,
+            features=loaded.contract.features or None,
+        )
         if group and group in kept:
             warn_seen_groups(loaded, data, kept[group], scored=False)
-        frame = pd.concat([kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]),
-                           loaded.predict_frame(X)], axis=1)
+        frame = pd.concat(
+            [kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]), loaded.predict_frame(X)], axis=1
+        )
         write_table(frame, out)
     console.print(f"wrote {len(frame)} predictions to {escape(str(out))}")
 
@@ -136,13 +161,18 @@ def explain(
     run_id: Annotated[Optional[str], typer.Option("--run", help="Explain the model logged by this MLflow run.")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Explain this .keras model file.")] = None,
     rows: Annotated[Optional[str], typer.Option(help="Only these rows, by position: e.g. 0,5,10-20.")] = None,
-    per_class: Annotated[Optional[int], typer.Option(
-        min=1, help="At most N beats of each class (by label when the table has labels, else by prediction).")] = None,
-    layer: Annotated[Optional[str], typer.Option(
-        help="Convolution to explain (default: the deepest with at least 16 positions, e.g. block4_conv3).")] = None,
+    per_class: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="At most N beats of each class (by label when the table has labels, else by prediction)."),
+    ] = None,
+    layer: Annotated[
+        Optional[str],
+        typer.Option(help="Convolution to explain (default: the deepest with at least 16 positions, e.g. block4_conv3)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for --per-class's draw.")] = 0,
-    label_column: Annotated[Optional[str], typer.Option(
-        help="Label column (default: the one the model was trained with).")] = None,
+    label_column: Annotated[
+        Optional[str], typer.Option(help="Label column (default: the one the model was trained with).")
+    ] = None,
     group_column: Annotated[Optional[str], typer.Option(help="Group column to ignore.")] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
@@ -165,8 +195,11 @@ def explain(
             raise ConfigError(f"--layer {layer}: {exc}") from None
         written = _write_explanation(loaded, X[picked], None if y is None else y[picked], picked, explained, out)
     used = layer or target_layer(members(loaded.model)[0])
-    console.print(f"explained {len(picked)} beats with Grad-CAM on {used}: wrote {escape(str(written[0]))} and "
-                  f"{len(written) - 1} class picture(s) in {escape(str(out))}", soft_wrap=True)
+    console.print(
+        f"explained {len(picked)} beats with Grad-CAM on {used}: wrote {escape(str(written[0]))} and "
+        f"{len(written) - 1} class picture(s) in {escape(str(out))}",
+        soft_wrap=True,
+    )
 
 
 def _parse_rows(text: str) -> list[int]:
@@ -187,8 +220,15 @@ def _beats_and_labels(loaded: Any, data: Path, label_column: Optional[str], grou
     from ecgvgg.core.inference import table_settings
 
     label, group, header = table_settings(loaded, data, label_column, group_column)
-    X, _, y = load_beats(data, length=loaded.length, label_column=label, group_column=group, header=header,
-                         features=loaded.contract.features or None, classes=loaded.classes)
+    X, _, y = load_beats(
+        data,
+        length=loaded.length,
+        label_column=label,
+        group_column=group,
+        header=header,
+        features=loaded.contract.features or None,
+        classes=loaded.classes,
+    )
     return loaded.rows(X), y
 
 
@@ -219,9 +259,15 @@ def _write_explanation(loaded: Any, X: Any, y: Any, picked: Any, explained: Any,
     from ecgvgg.core.files import write_table
 
     names, classes, idx = loaded.class_names, np.asarray(loaded.classes), explained.class_index
-    frame = pd.DataFrame({"row": picked, **({"label": y} if y is not None else {}), "prediction": classes[idx],
-                          "class_name": np.asarray(names, dtype=object)[idx],
-                          "probability": explained.probs[np.arange(len(idx)), idx].astype(np.float64)})
+    frame = pd.DataFrame(
+        {
+            "row": picked,
+            **({"label": y} if y is not None else {}),
+            "prediction": classes[idx],
+            "class_name": np.asarray(names, dtype=object)[idx],
+            "probability": explained.probs[np.arange(len(idx)), idx].astype(np.float64),
+        }
+    )
     values = pd.DataFrame(explained.saliency, columns=[f"saliency_{i}" for i in range(explained.saliency.shape[1])])
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "saliency.parquet"]
@@ -239,8 +285,9 @@ def export(
     run_id: Annotated[Optional[str], typer.Option("--run", help="Export the model logged by this MLflow run.")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="Export this .keras model file.")] = None,
     tracking_uri: TrackingUri = None,
-    tolerance: Annotated[float, typer.Option(
-        min=0, help="Largest accepted difference from the Keras model's probabilities.")] = 1e-4,
+    tolerance: Annotated[
+        float, typer.Option(min=0, help="Largest accepted difference from the Keras model's probabilities.")
+    ] = 1e-4,
 ) -> None:
     """Export a model (dynamic batch, contract as JSON beside it); refused unless it answers as Keras does within 1e-4."""
     from ecgvgg.core.export import check_request, check_rows, export_model
@@ -250,6 +297,9 @@ def export(
         loaded = _load(inv, run_id, model, tracking_uri)
         rows, what = check_rows(loaded.contract)
         done = export_model(loaded.model, loaded.contract, loaded.prepare(rows), fmt, out, tolerance)
-    console.print(f"wrote {fmt} model {escape(str(done.path))} and its input contract "
-                  f"{escape(str(done.contract_path))}; on {what} its probabilities are within "
-                  f"{done.max_abs_diff:.2g} of the Keras model's (tolerance {tolerance:g})", soft_wrap=True)
+    console.print(
+        f"wrote {fmt} model {escape(str(done.path))} and its input contract "
+        f"{escape(str(done.contract_path))}; on {what} its probabilities are within "
+        f"{done.max_abs_diff:.2g} of the Keras model's (tolerance {tolerance:g})",
+        soft_wrap=True,
+    )

@@ -17,8 +17,14 @@ class TerminalObserver(Observer):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.epochs = epochs
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err_console, transient=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
         self._callback: Any = None
 
     def __enter__(self) -> TerminalObserver:
@@ -59,12 +65,19 @@ def _progress_callback(progress: Any, epochs: int) -> Any:
 
         def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
             f1 = (logs or {}).get("val_macro_f1")
-            progress.update(self.epoch_task, completed=epoch + 1,
-                            description=f"epochs (val macro-F1 {f1:.3f})" if f1 is not None else "epochs")
+            progress.update(
+                self.epoch_task,
+                completed=epoch + 1,
+                description=f"epochs (val macro-F1 {f1:.3f})" if f1 is not None else "epochs",
+            )
             if not err_console.is_terminal:  # CI logs, nohup: the bars vanish, so leave one line per epoch
                 loss = (logs or {}).get("loss")
-                print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, val macro-F1 {f1:.3f}"
-                      if loss is not None and f1 is not None else f"epoch {epoch + 1}/{epochs}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, val macro-F1 {f1:.3f}"
+                    if loss is not None and f1 is not None
+                    else f"epoch {epoch + 1}/{epochs}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     return RichProgress()

@@ -32,8 +32,14 @@ def scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) ->
         table.add_column(col, justify="left" if col == "class" else "right")
     for i, name in enumerate(names):
         label = f"[bold]{name} ({AAMI_HIGHLIGHT[name]})[/]" if name in AAMI_HIGHLIGHT else name
-        table.add_row(label, f"{scores['precision'][i]:.3f}", f"{scores['recall'][i]:.3f}",
-                      f"{scores['f1'][i]:.3f}", f"{aami[name]['FPR']:.3f}", str(scores["support"][i]))
+        table.add_row(
+            label,
+            f"{scores['precision'][i]:.3f}",
+            f"{scores['recall'][i]:.3f}",
+            f"{scores['f1'][i]:.3f}",
+            f"{aami[name]['FPR']:.3f}",
+            str(scores["support"][i]),
+        )
     table.add_section()
     table.add_row("macro F1", "", "", f"{scores['macro_f1']:.3f}", "")
     table.add_row("accuracy", "", "", f"{scores['accuracy']:.3f}", "")
@@ -49,8 +55,7 @@ def scores_table(scores: Mapping[str, Any], names: Sequence[str], title: str) ->
 def cv_table(result: Any) -> Table:
     """Per-class recall and F1 as mean +- sd over the folds, beside the pooled out-of-fold scores."""
     cv, scores, names = result.cv, result.scores, result.class_names
-    table = Table(title=f"{cv['folds']}-fold cross-validation (mean ± sd over folds; out-of-fold pooled)",
-                  title_justify="left")
+    table = Table(title=f"{cv['folds']}-fold cross-validation (mean ± sd over folds; out-of-fold pooled)", title_justify="left")
     for col in ("class", "recall", "F1", "out-of-fold recall", "out-of-fold F1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
 
@@ -60,8 +65,14 @@ def cv_table(result: Any) -> Table:
 
     for i, name in enumerate(names):
         label = f"[bold]{escape(name)} ({AAMI_HIGHLIGHT[name]})[/]" if name in AAMI_HIGHLIGHT else escape(name)
-        table.add_row(label, pm("recall", name), pm("f1", name), f"{scores['recall'][i]:.3f}",
-                      f"{scores['f1'][i]:.3f}", str(scores["support"][i]))
+        table.add_row(
+            label,
+            pm("recall", name),
+            pm("f1", name),
+            f"{scores['recall'][i]:.3f}",
+            f"{scores['f1'][i]:.3f}",
+            str(scores["support"][i]),
+        )
     table.add_section()
     mean, sd = cv["macro_f1"]
     table.add_row("macro F1", "", f"{mean:.3f}±{sd:.3f}", "", f"{scores['macro_f1']:.3f}", "")
@@ -74,12 +85,16 @@ def print_summary(result: Any) -> None:
     f1 = result.scores["macro_f1"]
     if result.ci is not None:
         by = "groups" if result.kind.startswith(("grouped", "inter-patient")) else "beats"
-        console.print(f"{what} {f1:.3f}, 95% bootstrap interval {result.ci[0]:.3f}-{result.ci[1]:.3f} "
-                      f"(resampling test {by}: it covers the sampling of these test rows, not the choice of "
-                      "split or the training run)")
+        console.print(
+            f"{what} {f1:.3f}, 95% bootstrap interval {result.ci[0]:.3f}-{result.ci[1]:.3f} "
+            f"(resampling test {by}: it covers the sampling of these test rows, not the choice of "
+            "split or the training run)"
+        )
     if not result.cv:
-        console.print("one split: another split or seed can move this score by more than its interval; for a "
-                      "number to report, cross-validate: --set split.folds=5")
+        console.print(
+            "one split: another split or seed can move this score by more than its interval; for a "
+            "number to report, cross-validate: --set split.folds=5"
+        )
     if result.baseline_macro_f1 is not None:
         b = result.baseline_macro_f1
         from ecgvgg.core.baselines import BASELINE_NAMES
@@ -88,21 +103,43 @@ def print_summary(result: Any) -> None:
         console.print(f"VGG16 vs {name}: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
     console.print(f"split: {escape(result.kind)}")
     for name, where in result.missed.items():
-        err_console.print(f"[yellow]warning:[/] no beat of class {escape(name)} in {escape(where)} was called "
-                          f"{escape(name)} (recall 0 there); the model does call other beats {escape(name)}, so it "
-                          "has not collapsed")
+        err_console.print(
+            f"[yellow]warning:[/] no beat of class {escape(name)} in {escape(where)} was called "
+            f"{escape(name)} (recall 0 there); the model does call other beats {escape(name)}, so it "
+            "has not collapsed"
+        )
 
 
 def collapse_box(reason: str) -> None:
     """The red box that says the model collapsed and why its accuracy means nothing."""
-    err_console.print(Panel(f"[bold]The model collapsed:[/] {escape(reason)}.\n"
-                            "Its accuracy means nothing: check class weights, the sampler, the learning rate.",
-                            title="[bold red]COLLAPSED MODEL[/]", border_style="red"))
+    err_console.print(
+        Panel(
+            f"[bold]The model collapsed:[/] {escape(reason)}.\n"
+            "Its accuracy means nothing: check class weights, the sampler, the learning rate.",
+            title="[bold red]COLLAPSED MODEL[/]",
+            border_style="red",
+        )
+    )
 
 
 #: Columns of the terminal's runs table, the first ones kept longest when the terminal is narrow.
-RUN_COLUMNS = ("id", "macro-F1 [95%]", "status", "baseline", "model", "collapsed", "name", "CV mean±sd", "recall",
-               "epochs", "time", "val F1", "params", "trainable", "non-trainable")
+RUN_COLUMNS = (
+    "id",
+    "macro-F1 [95%]",
+    "status",
+    "baseline",
+    "model",
+    "collapsed",
+    "name",
+    "CV mean±sd",
+    "recall",
+    "epochs",
+    "time",
+    "val F1",
+    "params",
+    "trainable",
+    "non-trainable",
+)
 
 
 def runs_table(frame: Any, uri: str, width: int | None = None) -> Table:
@@ -113,16 +150,24 @@ def runs_table(frame: Any, uri: str, width: int | None = None) -> Table:
     for row in frame.to_dict(orient="records"):
         f1, low, high = row["macro_f1"], row["macro_f1_ci_low"], row["macro_f1_ci_high"]
         values = {
-            "id": row["id"], "name": escape(str(row["name"])), "status": row["status"],
+            "id": row["id"],
+            "name": escape(str(row["name"])),
+            "status": row["status"],
             "collapsed": "[red]yes[/]" if row["collapsed"] == "true" else "no" if row["collapsed"] == "false" else "",
-            "model": escape(f"{row['sampler']} {row['input']}"), "params": _fmt_int(row["params_total"]),
-            "trainable": _fmt_int(row["params_trainable"]), "non-trainable": _fmt_int(row["params_non_trainable"]),
-            "time": f"{row['seconds']}s", "epochs": _fmt_int(row["epochs"]), "val F1": _fmt(row["val_macro_f1"]),
+            "model": escape(f"{row['sampler']} {row['input']}"),
+            "params": _fmt_int(row["params_total"]),
+            "trainable": _fmt_int(row["params_trainable"]),
+            "non-trainable": _fmt_int(row["params_non_trainable"]),
+            "time": f"{row['seconds']}s",
+            "epochs": _fmt_int(row["epochs"]),
+            "val F1": _fmt(row["val_macro_f1"]),
             "macro-F1 [95%]": f"{_fmt(f1)} [{_fmt(low)}-{_fmt(high)}]" if not _missing(low) else _fmt(f1),
-            "CV mean±sd": "" if _missing(row["cv_macro_f1_mean"]) else
-            f"{row['cv_macro_f1_mean']:.3f}±{row['cv_macro_f1_std']:.3f}",
+            "CV mean±sd": ""
+            if _missing(row["cv_macro_f1_mean"])
+            else f"{row['cv_macro_f1_mean']:.3f}±{row['cv_macro_f1_std']:.3f}",
             "recall": "/".join(f"{row[c]:.2f}" for c in recall_cols if not _missing(row.get(c))),
-            "baseline": f"{row['baseline']} {_fmt(row['baseline_macro_f1'])}" if row["baseline"] else ""}
+            "baseline": f"{row['baseline']} {_fmt(row['baseline_macro_f1'])}" if row["baseline"] else "",
+        }
         for col in RUN_COLUMNS:
             cells[col].append(values[col])
     heads = {c: f"recall {'/'.join(r[7:] for r in recall_cols)}" if c == "recall" else c for c in RUN_COLUMNS}
@@ -135,8 +180,12 @@ def runs_table(frame: Any, uri: str, width: int | None = None) -> Table:
                 shown.append(c)
                 used += size[c]
     hidden = [c for c in RUN_COLUMNS if c not in shown]
-    caption = (f"{len(hidden)} column(s) left out to fit the terminal ({', '.join(hidden)}): widen it, or write every "
-               "column with --out runs.csv" if hidden else None)
+    caption = (
+        f"{len(hidden)} column(s) left out to fit the terminal ({', '.join(hidden)}): widen it, or write every "
+        "column with --out runs.csv"
+        if hidden
+        else None
+    )
     table = Table(title=f"runs in {escape(uri)}", title_justify="left", caption=caption, caption_justify="left")
     for col in shown:
         table.add_column(heads[col], no_wrap=True, overflow="ignore")
@@ -159,8 +208,9 @@ def _fmt_int(value: Any) -> str:
     return "" if _missing(value) else f"{int(value):,}"
 
 
-def print_run(result: Any, run_id: str | None, run_name: str | None, experiment: str, uri: str, model_uri: str,
-              model_path: Any) -> None:
+def print_run(
+    result: Any, run_id: str | None, run_name: str | None, experiment: str, uri: str, model_uri: str, model_path: Any
+) -> None:
     """What ``ecgvgg run`` prints after a study: its run, the per-class tables, the summary and the model."""
     console.print(f"run id: [bold]{run_id}[/] {escape(run_name or '')} (experiment {escape(experiment)}, store {escape(uri)})")
     if result.cv:
@@ -170,8 +220,10 @@ def print_run(result: Any, run_id: str | None, run_name: str | None, experiment:
         console.print(scores_table(result.scores, result.class_names, "test split"))
     print_summary(result)
     if not result.cfg.training.deterministic:
-        console.print("training is not deterministic: the same command can end at another epoch and score; set "
-                      "training.deterministic: true for repeatable runs (slower)")
+        console.print(
+            "training is not deterministic: the same command can end at another epoch and score; set "
+            "training.deterministic: true for repeatable runs (slower)"
+        )
     console.print(f"model: {escape(model_uri)}  (local copy: {escape(str(model_path))})")
 
 
@@ -180,8 +232,10 @@ def print_trained(result: Any, run_name: str) -> None:
     if result.cv is None and result.folds:
         fold = result.folds[-1]
         best = f", best epoch {fold.fit.best_epoch}" if fold.fit.best_epoch else ""
-        console.print(f"{escape(run_name)}: trained {fold.fit.epochs_run} epochs{best} "
-                      f"(val macro-F1 {fold.val_scores.get('macro_f1', 0.0):.3f})")
+        console.print(
+            f"{escape(run_name)}: trained {fold.fit.epochs_run} epochs{best} "
+            f"(val macro-F1 {fold.val_scores.get('macro_f1', 0.0):.3f})"
+        )
 
 
 def sweep_table(rows: Sequence[tuple[Mapping[str, Any], Any, str | None]], title: str) -> Table:
@@ -190,18 +244,29 @@ def sweep_table(rows: Sequence[tuple[Mapping[str, Any], Any, str | None]], title
     for col in ("run", *(rows[0][0] if rows else ()), "val macro-F1", "test macro-F1", "collapsed"):
         table.add_column(col)
     for combo, r, run_id in rows:
-        table.add_row((run_id or "")[:8], *(str(v) for v in combo.values()), f"{r.val_macro_f1:.3f}",
-                      f"{r.scores.get('macro_f1', 0.0):.3f}", "[red]yes[/]" if r.collapsed else "no")
+        table.add_row(
+            (run_id or "")[:8],
+            *(str(v) for v in combo.values()),
+            f"{r.val_macro_f1:.3f}",
+            f"{r.scores.get('macro_f1', 0.0):.3f}",
+            "[red]yes[/]" if r.collapsed else "no",
+        )
     return table
 
 
 def trials_table(done: Sequence[Any], total: int, name: str, out: Any, keys: Sequence[str]) -> Table:
     """The five best trials of a tuning study."""
-    table = Table(title=f"study {escape(name)}: best trials ({len(done)} complete of {total}; "
-                        f"best configuration in {escape(str(out))})", title_justify="left")
+    table = Table(
+        title=f"study {escape(name)}: best trials ({len(done)} complete of {total}; best configuration in {escape(str(out))})",
+        title_justify="left",
+    )
     for col in ("trial", "objective", "run", *(k.split(".")[-1] for k in keys)):
         table.add_column(col)
     for t in sorted(done, key=lambda t: t.value, reverse=True)[:5]:
-        table.add_row(str(t.number), f"{t.value:.3f}", str(t.user_attrs.get("run_id", ""))[:8],
-                      *(escape(f"{v:.3g}" if isinstance(v := t.params.get(k, ""), float) else str(v)) for k in keys))
+        table.add_row(
+            str(t.number),
+            f"{t.value:.3f}",
+            str(t.user_attrs.get("run_id", ""))[:8],
+            *(escape(f"{v:.3g}" if isinstance(v := t.params.get(k, ""), float) else str(v)) for k in keys),
+        )
     return table

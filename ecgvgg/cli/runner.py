@@ -30,7 +30,7 @@ def source_run(cfg: PipelineConfig) -> tuple[Path, InputContract] | None:
         return None
     from ecgvgg.tracking import store
 
-    uri, run_id = cfg.tracking.resolved_uri(), weights[len(RUN_PREFIX):]
+    uri, run_id = cfg.tracking.resolved_uri(), weights[len(RUN_PREFIX) :]
     try:
         return store.run_model_path(uri, run_id), store.run_contract(uri, run_id)
     except DataError as exc:
@@ -44,7 +44,7 @@ def full_run_ids(cfg: PipelineConfig) -> PipelineConfig:
         return cfg
     from ecgvgg.tracking.store import resolve_run_id
 
-    full = resolve_run_id(cfg.tracking.resolved_uri(), weights[len(RUN_PREFIX):], "model.weights: run:")
+    full = resolve_run_id(cfg.tracking.resolved_uri(), weights[len(RUN_PREFIX) :], "model.weights: run:")
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"weights": RUN_PREFIX + full})})
 
 
@@ -63,10 +63,16 @@ def check(cfg: PipelineConfig, data: StudyData | None = None) -> Planned:
     return Planned(data, folds, source[0] if source else None)
 
 
-def run_observed(cfg: PipelineConfig, planned: Planned, *, nested: bool = False,
-                 resume_run_id: str | None = None, tags: Mapping[str, str] | None = None,
-                 observers: Sequence[Observer] = (), on_run: Callable[[str], None] | None = None,
-                 ) -> tuple[StudyResult, MlflowObserver]:
+def run_observed(
+    cfg: PipelineConfig,
+    planned: Planned,
+    *,
+    nested: bool = False,
+    resume_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    observers: Sequence[Observer] = (),
+    on_run: Callable[[str], None] | None = None,
+) -> tuple[StudyResult, MlflowObserver]:
     """Run the study logged to MLflow with terminal progress; return the result and the MLflow observer
     (its ``run_id``, ``run_name``, ``model_uri`` and ``model_path``). ``on_run`` hears each run id opened."""
     from ecgvgg.cli.exits import StepInterrupts
@@ -75,10 +81,18 @@ def run_observed(cfg: PipelineConfig, planned: Planned, *, nested: bool = False,
     from ecgvgg.core.study import run_study
     from ecgvgg.tracking.log import MlflowObserver
 
-    with MlflowObserver(cfg, nested=nested, resume_run_id=resume_run_id, tags=tags, on_run=on_run) as tracker, \
-            TerminalObserver(cfg.training.epochs) as terminal:
-        result = run_study(cfg, planned.data, planned.folds, [tracker, terminal, StepInterrupts(), *observers],
-                           source=planned.source, resume=tracker.resume)
+    with (
+        MlflowObserver(cfg, nested=nested, resume_run_id=resume_run_id, tags=tags, on_run=on_run) as tracker,
+        TerminalObserver(cfg.training.epochs) as terminal,
+    ):
+        result = run_study(
+            cfg,
+            planned.data,
+            planned.folds,
+            [tracker, terminal, StepInterrupts(), *observers],
+            source=planned.source,
+            resume=tracker.resume,
+        )
     if not result.pruned:
         print_trained(result, tracker.run_name)
     return result, tracker
@@ -121,5 +135,4 @@ def run_worker(cfg: PipelineConfig, planned: Planned) -> StudyResult:
 
     kept = os.environ.get(WORKER_DIR)
     with nullcontext(kept) if kept else tempfile.TemporaryDirectory(prefix="ecgvgg-worker-") as scratch:
-        return run_study(cfg, planned.data, planned.folds, [_Mirror(Path(scratch)), StepInterrupts()],
-                         source=planned.source)
+        return run_study(cfg, planned.data, planned.folds, [_Mirror(Path(scratch)), StepInterrupts()], source=planned.source)

@@ -34,8 +34,9 @@ def grid_configs(cfg: PipelineConfig, grid: Mapping[str, Sequence[Any]]) -> list
     return out
 
 
-def check_grid(combos: Sequence[tuple[dict[str, Any], PipelineConfig]],
-               check: Callable[[PipelineConfig, StudyData | None], Planned]) -> list[Planned]:
+def check_grid(
+    combos: Sequence[tuple[dict[str, Any], PipelineConfig]], check: Callable[[PipelineConfig, StudyData | None], Planned]
+) -> list[Planned]:
     """Every combination's data and settings checked (each distinct data section loaded once), before any run."""
     loaded: dict[str, StudyData] = {}
     out = []
@@ -50,9 +51,13 @@ def check_grid(combos: Sequence[tuple[dict[str, Any], PipelineConfig]],
     return out
 
 
-def sweep(cfg: PipelineConfig, grid: Mapping[str, Sequence[Any]], combos: Sequence[tuple[dict[str, Any], PipelineConfig]],
-          planned: Sequence[Planned], on_run: Callable[[str], None] | None = None,
-          ) -> tuple[str, list[tuple[dict[str, Any], StudyResult, str | None]]]:
+def sweep(
+    cfg: PipelineConfig,
+    grid: Mapping[str, Sequence[Any]],
+    combos: Sequence[tuple[dict[str, Any], PipelineConfig]],
+    planned: Sequence[Planned],
+    on_run: Callable[[str], None] | None = None,
+) -> tuple[str, list[tuple[dict[str, Any], StudyResult, str | None]]]:
     """Run every combination as a child of one parent run; return its id and the rows, best validation first."""
     from ecgvgg.cli.report import console
     from ecgvgg.cli.runner import run_observed
@@ -96,8 +101,18 @@ class Pruner(Observer):
         return f"pruned after fold {k}" if self.trial.should_prune() else None
 
 
-def tune(cfg: PipelineConfig, dims: Mapping[str, Any], planned: Planned, trials: int, name: str, storage: str,
-         out: Path, seed: int, space_path: Path, on_run: Callable[[str], None] | None = None) -> Any:
+def tune(
+    cfg: PipelineConfig,
+    dims: Mapping[str, Any],
+    planned: Planned,
+    trials: int,
+    name: str,
+    storage: str,
+    out: Path,
+    seed: int,
+    space_path: Path,
+    on_run: Callable[[str], None] | None = None,
+) -> Any:
     """Run this process's trials of the study inside one parent run; return the table of the best trials."""
     import optuna
 
@@ -120,9 +135,14 @@ def tune(cfg: PipelineConfig, dims: Mapping[str, Any], planned: Planned, trials:
             console.print(f"[bold]trial {trial.number}[/] {escape(str(values))}")
             trial_cfg = override(cfg, values, source=f"trial {trial.number}")
             ready = check(trial_cfg, planned.data if trial_cfg.data == cfg.data else None)
-            result, tracker = run_observed(trial_cfg, ready, nested=True, on_run=on_run,
-                                           tags={"study": name, "trial": str(trial.number)},
-                                           observers=[Pruner(trial, trial_cfg.split.folds)])
+            result, tracker = run_observed(
+                trial_cfg,
+                ready,
+                nested=True,
+                on_run=on_run,
+                tags={"study": name, "trial": str(trial.number)},
+                observers=[Pruner(trial, trial_cfg.split.folds)],
+            )
             if result.pruned:
                 console.print(f"trial {trial.number} {result.pruned}")
                 raise optuna.TrialPruned(result.pruned)
@@ -147,8 +167,13 @@ def _log_outcome(study: Any, parent: Any, name: str) -> list[Any]:
 
     states = [t.state for t in study.trials]
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    parent.log_metrics({"trials_complete": len(done), "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
-                        "trials_failed": states.count(optuna.trial.TrialState.FAIL)})
+    parent.log_metrics(
+        {
+            "trials_complete": len(done),
+            "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
+            "trials_failed": states.count(optuna.trial.TrialState.FAIL),
+        }
+    )
     if not done:
         raise ConfigError(f"study {name}: no trial completed (see the child runs)")
     parent.log_metrics({"best_value": study.best_value})
@@ -162,8 +187,10 @@ def study_figures(study: Any) -> list[tuple[str, Any]]:
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-        for name, plot in (("optimization_history.png", plots.plot_optimization_history),
-                           ("param_importances.png", plots.plot_param_importances)):
+        for name, plot in (
+            ("optimization_history.png", plots.plot_optimization_history),
+            ("param_importances.png", plots.plot_param_importances),
+        ):
             try:
                 axes: Any = plot(study)  # one Axes, or an array of them
             except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials for importances

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ecgvgg.core.errors import ConfigError, DataError
-from ecgvgg.core.records import (AAMI_SYMBOLS, beat_columns, cut_beats, pick_leads, reference_beats, rhythm_features)
+from ecgvgg.core.records import AAMI_SYMBOLS, beat_columns, cut_beats, pick_leads, reference_beats, rhythm_features
 
 #: Seconds of signal classified at a time (a multiple of the 10 s over which ``--scale window`` scales).
 CHUNK_S = 600.0
@@ -78,8 +78,9 @@ def open_recordings(inputs: Sequence[Path], fs: float | None = None) -> list[Rec
         elif path.with_suffix(".hea").is_file() or Path(f"{path}.hea").is_file():
             out.append(_wfdb(path.with_suffix("") if path.suffix in (".hea", ".dat") else path))
         else:
-            raise DataError(f"{path}: no such recording (a WFDB record path without extension, a folder of "
-                            "records, an .edf or a .csv file)")
+            raise DataError(
+                f"{path}: no such recording (a WFDB record path without extension, a folder of records, an .edf or a .csv file)"
+            )
     if fs is not None and any(r.source.suffix.lower() not in (".csv", ".txt") for r in out):
         raise ConfigError("--fs: only for CSV input (WFDB and EDF files carry their sampling rate)")
     named = [r.name for r in out]
@@ -105,8 +106,10 @@ def _wfdb(path: Path) -> Recording:
         fmt = {"212": 1.5, "16": 2, "80": 1, "61": 2, "24": 3, "32": 4, "310": 4 / 3, "311": 4 / 3}
         per_sample = sum(fmt.get(str(f), 2) for f, n in zip(header.fmt, header.file_name) if n == name)
         if dat.stat().st_size + 2 < int(length * per_sample):
-            raise DataError(f"{dat}: truncated ({dat.stat().st_size} bytes; {path.name}.hea promises "
-                            f"{length} samples, about {int(length * per_sample)} bytes)")
+            raise DataError(
+                f"{dat}: truncated ({dat.stat().st_size} bytes; {path.name}.hea promises "
+                f"{length} samples, about {int(length * per_sample)} bytes)"
+            )
 
     def read(start: int, stop: int) -> np.ndarray:
         rec = wfdb.rdrecord(str(path), sampfrom=start, sampto=stop, physical=True)
@@ -143,8 +146,7 @@ def _csv(path: Path, fs: float | None) -> Recording:
         i, j = (int(v) for v in np.argwhere(bad.to_numpy())[0])
         raise DataError(f"{path}: column '{table.columns[j]}' is not numeric at line {i + 2}: {table.iat[i, j]!r}")
     signal = numeric.to_numpy(dtype=np.float32)
-    return Recording(path.stem, float(fs), len(signal), [str(c) for c in table.columns],
-                     lambda a, b: signal[a:b], path)
+    return Recording(path.stem, float(fs), len(signal), [str(c) for c in table.columns], lambda a, b: signal[a:b], path)
 
 
 @dataclass
@@ -165,8 +167,10 @@ def plan_for(rec: Recording, contract: Any, lead: str | None = None) -> Plan:
         raise DataError(f"{rec.source}: {rec.seconds:.1f} s long; annotate needs at least {2 * MARGIN_S:g} s")
     made = contract.prepare
     if not made:
-        raise ConfigError("the model does not say how its beats were cut (it was trained on a table not made by "
-                          "ecgvgg prepare); annotate needs a model trained on prepare's beats")
+        raise ConfigError(
+            "the model does not say how its beats were cut (it was trained on a table not made by "
+            "ecgvgg prepare); annotate needs a model trained on prepare's beats"
+        )
     wanted = list(made.get("leads") or ["MLII"])
     if lead is not None:
         wanted[0] = lead
@@ -175,8 +179,10 @@ def plan_for(rec: Recording, contract: Any, lead: str | None = None) -> Plan:
     try:
         picked = pick_leads(rec.leads, wanted)
     except ValueError:
-        raise DataError(f"{rec.source}: {len(rec.leads)} lead(s) ({', '.join(rec.leads)}), the model reads "
-                        f"{len(wanted)} ({', '.join(wanted)})") from None
+        raise DataError(
+            f"{rec.source}: {len(rec.leads)} lead(s) ({', '.join(rec.leads)}), the model reads "
+            f"{len(wanted)} ({', '.join(wanted)})"
+        ) from None
     return Plan(picked, made, contract.channels, contract.rhythm_columns)
 
 
@@ -195,14 +201,17 @@ def _checked(rec: Recording, signal: np.ndarray, leads: Sequence[int], start: in
     for k, j in enumerate(leads):
         nan = ~np.isfinite(x[:, k])
         if nan.sum() > 5 * rec.fs:
-            raise DataError(f"{rec.source}: lead {rec.leads[j]} has {nan.sum() / rec.fs:.0f} s without values "
-                            f"(NaN) from {start / rec.fs:.0f} s on")
+            raise DataError(
+                f"{rec.source}: lead {rec.leads[j]} has {nan.sum() / rec.fs:.0f} s without values "
+                f"(NaN) from {start / rec.fs:.0f} s on"
+            )
         x[nan, k] = 0.0
     return x
 
 
-def detect_beats(rec: Recording, plan: Plan, chunk_s: float = CHUNK_S,
-                 progress: Callable[[float], None] | None = None) -> np.ndarray:
+def detect_beats(
+    rec: Recording, plan: Plan, chunk_s: float = CHUNK_S, progress: Callable[[float], None] | None = None
+) -> np.ndarray:
     """R-peak samples of the whole recording, found chunk by chunk in the first lead with ``sleepecg``."""
     from sleepecg import detect_heartbeats
 
@@ -231,8 +240,7 @@ def _cut(rec: Recording, plan: Plan, x: np.ndarray, peaks: np.ndarray) -> list[n
     return [cut_beats(x[:, k], rec.fs, peaks, **options) for k in range(x.shape[1])]
 
 
-def _chunk_beats(rec: Recording, plan: Plan, peaks: np.ndarray, chunk_s: float
-                 ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+def _chunk_beats(rec: Recording, plan: Plan, peaks: np.ndarray, chunk_s: float) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """``(positions, beats per lead)`` of the peaks, chunk by chunk."""
     for start, stop, a, b in chunks(rec, chunk_s):
         inside = np.flatnonzero((peaks >= start) & (peaks < stop))
@@ -263,8 +271,9 @@ class Labelled:
     class_names: list[str]
 
 
-def label(rec: Recording, loaded: Any, plan: Plan, chunk_s: float = CHUNK_S,
-          progress: Callable[[float], None] | None = None) -> Labelled:
+def label(
+    rec: Recording, loaded: Any, plan: Plan, chunk_s: float = CHUNK_S, progress: Callable[[float], None] | None = None
+) -> Labelled:
     """Detect, cut and classify every beat of a recording, chunk by chunk."""
     peaks = detect_beats(rec, plan, chunk_s, progress)
     rhythm = rhythm_features(peaks, rec.fs)
@@ -283,7 +292,7 @@ def label(rec: Recording, loaded: Any, plan: Plan, chunk_s: float = CHUNK_S,
                 keep = np.concatenate([*past, peaks[inside]])
                 for k, b in enumerate(beats):
                     both = np.concatenate([*history[k], b]) if history[k] else b
-                    refs.append(reference_beats(both, keep, rec.fs, "causal", window)[-len(b):])
+                    refs.append(reference_beats(both, keep, rec.fs, "causal", window)[-len(b) :])
                     history[k] = [both[keep >= peaks[inside][-1] - window * rec.fs]]
                 past = [keep[keep >= peaks[inside][-1] - window * rec.fs]]
         rows = _rows(plan, beats, refs, rhythm.iloc[inside])
@@ -291,8 +300,9 @@ def label(rec: Recording, loaded: Any, plan: Plan, chunk_s: float = CHUNK_S,
         if progress is not None:
             progress(len(inside) / len(peaks) * 2 / 3)
     names = list(loaded.class_names)
-    frame = pd.DataFrame({"sample": peaks, "time_s": peaks / rec.fs,
-                          "label": np.asarray(names, dtype=object)[probs.argmax(axis=1)]})
+    frame = pd.DataFrame(
+        {"sample": peaks, "time_s": peaks / rec.fs, "label": np.asarray(names, dtype=object)[probs.argmax(axis=1)]}
+    )
     for i, n in enumerate(names):
         frame[f"p_{n}"] = probs[:, i]
     return Labelled(rec, frame, names)
@@ -330,12 +340,21 @@ def compare(labelled: Labelled, samples: np.ndarray, symbols: Sequence[str]) -> 
         ri, di = np.array(pairs).T
         m = confusion(ref_class[ri], det_class[di], range(len(names)))
         a = aami_scores(m, names)
-        table = {n: {"Se": a[n]["Se"], "+P": a[n]["+P"], "F1": a[n]["F1"], "reference_beats": int(m[i].sum())}
-                 for i, n in enumerate(names)}
-    return {"record": labelled.recording.name, "reference_beats": int(len(ref)), "detected_beats": int(len(det)),
-            "matched_beats": matched, "match_window_s": MATCH_S,
-            "detection": {"Se": matched / len(ref) if len(ref) else 0.0, "+P": matched / len(det) if len(det) else 0.0},
-            "classes": table, "confusion": m.tolist(), "confusion_rows": "reference class; columns: predicted"}
+        table = {
+            n: {"Se": a[n]["Se"], "+P": a[n]["+P"], "F1": a[n]["F1"], "reference_beats": int(m[i].sum())}
+            for i, n in enumerate(names)
+        }
+    return {
+        "record": labelled.recording.name,
+        "reference_beats": int(len(ref)),
+        "detected_beats": int(len(det)),
+        "matched_beats": matched,
+        "match_window_s": MATCH_S,
+        "detection": {"Se": matched / len(ref) if len(ref) else 0.0, "+P": matched / len(det) if len(det) else 0.0},
+        "classes": table,
+        "confusion": m.tolist(),
+        "confusion_rows": "reference class; columns: predicted",
+    }
 
 
 def match_beats(ref: np.ndarray, det: np.ndarray, window: float) -> list[tuple[int, int]]:

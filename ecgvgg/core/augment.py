@@ -86,7 +86,7 @@ def augment_batch(x: tf.Tensor, y: tf.Tensor, spec: Augment) -> tuple[tf.Tensor,
     """Augment one training batch ``x`` with labels ``y`` (one-hot when ``spec.mixup``)."""
     rank = len(x.shape)
     if spec.rhythm:  # beat samples are augmented, rhythm values are left as they are
-        beat, rhythm = x[:, :-spec.rhythm], x[:, -spec.rhythm:]
+        beat, rhythm = x[:, : -spec.rhythm], x[:, -spec.rhythm :]
         x = tf.concat([_augment_samples(beat, spec, rank), rhythm], axis=1)
     else:
         x = _augment_samples(x, spec, rank)

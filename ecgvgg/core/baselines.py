@@ -22,14 +22,20 @@ HGB_ITERATIONS = 200
 BASELINE_NAMES = {"rf": "random forest", "hgb": "gradient-boosted tree"}
 
 
-def random_forest_predict(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, *, seed: int = 0,
-                          trees: int = RF_TREES) -> np.ndarray:
+def random_forest_predict(
+    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, *, seed: int = 0, trees: int = RF_TREES
+) -> np.ndarray:
     """Fit a random forest (balanced class weights) on raw training beats and predict the test beats."""
     return random_forest(X_train, y_train, seed=seed, trees=trees).predict(np.asarray(X_test))
 
 
-def random_forest(X_train: np.ndarray, y_train: np.ndarray, *, seed: int = 0, trees: int = RF_TREES,
-                  ) -> RandomForestClassifier:
+def random_forest(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    seed: int = 0,
+    trees: int = RF_TREES,
+) -> RandomForestClassifier:
     """A random forest (balanced class weights) fitted on raw training beats."""
     forest = RandomForestClassifier(n_estimators=trees, class_weight="balanced", n_jobs=-1, random_state=seed)
     return forest.fit(np.asarray(X_train), np.asarray(y_train))
@@ -42,25 +48,23 @@ def reference_features(X: np.ndarray, channels: int = 1, references: int = 0, rh
     beats, r = (X[:, :-rhythm], X[:, -rhythm:]) if rhythm else (X, X[:, :0])
     length = beats.shape[1] // max(1, channels)
     signal = beats.reshape(len(X), max(1, channels), length)
-    own = signal[:, :channels - references] if references else signal
+    own = signal[:, : channels - references] if references else signal
     parts = [r, own.reshape(len(X), -1)]
     if references:
-        parts.append((signal[:, :references] - signal[:, channels - references:]).reshape(len(X), -1))
+        parts.append((signal[:, :references] - signal[:, channels - references :]).reshape(len(X), -1))
     return np.hstack(parts)
 
 
 class ReferenceBoostedTree(ClassifierMixin, BaseEstimator):
     """scikit-learn's HistGradientBoostingClassifier (balanced class weights) on :func:`reference_features`."""
 
-    def __init__(self, channels: int = 1, references: int = 0, rhythm: int = 0, max_iter: int = HGB_ITERATIONS,
-                 seed: int = 0):
+    def __init__(self, channels: int = 1, references: int = 0, rhythm: int = 0, max_iter: int = HGB_ITERATIONS, seed: int = 0):
         self.channels, self.references, self.rhythm = channels, references, rhythm
         self.max_iter, self.seed = max_iter, seed
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> ReferenceBoostedTree:
         """Fit the tree on the rows' rhythm, beats and beats minus references."""
-        self.model_ = HistGradientBoostingClassifier(max_iter=self.max_iter, class_weight="balanced",
-                                                     random_state=self.seed)
+        self.model_ = HistGradientBoostingClassifier(max_iter=self.max_iter, class_weight="balanced", random_state=self.seed)
         self.model_.fit(self._features(X), np.asarray(y))
         self.classes_ = self.model_.classes_
         return self
@@ -73,8 +77,16 @@ class ReferenceBoostedTree(ClassifierMixin, BaseEstimator):
         return reference_features(X, self.channels, self.references, self.rhythm)
 
 
-def baseline_model(kind: str, X_train: np.ndarray, y_train: np.ndarray, *, seed: int = 0, channels: int = 1,
-                   references: int = 0, rhythm: Sequence[str] | int = 0) -> ClassifierMixin:
+def baseline_model(
+    kind: str,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    seed: int = 0,
+    channels: int = 1,
+    references: int = 0,
+    rhythm: Sequence[str] | int = 0,
+) -> ClassifierMixin:
     """The ``rf`` or ``hgb`` baseline fitted on raw training rows."""
     if kind == "rf":
         return random_forest(X_train, y_train, seed=seed)

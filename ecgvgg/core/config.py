@@ -27,7 +27,7 @@ def data_path(value: str) -> Path:
     if value.startswith(SAMPLE_PREFIX):
         from ecgvgg import sample_path
 
-        return sample_path(value[len(SAMPLE_PREFIX):])
+        return sample_path(value[len(SAMPLE_PREFIX) :])
     return Path(value).expanduser()
 
 
@@ -89,8 +89,10 @@ class DataConfig(_Section):
         if not beats:
             raise ValueError(f"channels {names}: no beat channel (prefixes not starting with ref)")
         if names != beats + refs or len(refs) > len(beats):
-            raise ValueError(f"channels {names}: list the beat channels first, then at most one reference "
-                             "channel (ref...) per beat channel, in the same order, e.g. [x, x2_, ref, ref2_]")
+            raise ValueError(
+                f"channels {names}: list the beat channels first, then at most one reference "
+                "channel (ref...) per beat channel, in the same order, e.g. [x, x2_, ref, ref2_]"
+            )
         return names
 
     @property
@@ -200,7 +202,7 @@ class ModelConfig(_Section):
     @classmethod
     def _weights_file(cls, value: str | None) -> str | None:
         if value is not None and value.startswith(RUN_PREFIX):
-            if not value[len(RUN_PREFIX):].strip():
+            if not value[len(RUN_PREFIX) :].strip():
                 raise ValueError("run: needs a run id, e.g. run:0123abcd...")
             return value
         if value is not None and not Path(value).expanduser().is_file():
@@ -352,8 +354,10 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _steps_fit(self) -> PipelineConfig:
         if self.training.steps_per_epoch is not None and self.resampling.sampler != "balanced":
-            raise ValueError("training.steps_per_epoch: needs resampling.sampler: balanced, which draws batches "
-                             "without end (other epochs are one pass over the training rows)")
+            raise ValueError(
+                "training.steps_per_epoch: needs resampling.sampler: balanced, which draws batches "
+                "without end (other epochs are one pass over the training rows)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -362,15 +366,23 @@ class PipelineConfig(_Section):
             return self
         r = self.resampling.sampler
         if r not in ("none", "balanced"):
-            raise ValueError(f"resampling.sampler: {r} needs the whole training table in memory; with data.stream "
-                             "use resampling.sampler: balanced (class-balanced batches drawn from per-class streams)")
-        refused = {"split.folds": self.split.folds is not None, "data.extra_train": bool(self.data.extra_train),
-                   "data.y_path": self.data.y_path is not None, "data.format": self.data.format == "csv",
-                   "resampling.max_per_class": self.resampling.max_per_class is not None}
+            raise ValueError(
+                f"resampling.sampler: {r} needs the whole training table in memory; with data.stream "
+                "use resampling.sampler: balanced (class-balanced batches drawn from per-class streams)"
+            )
+        refused = {
+            "split.folds": self.split.folds is not None,
+            "data.extra_train": bool(self.data.extra_train),
+            "data.y_path": self.data.y_path is not None,
+            "data.format": self.data.format == "csv",
+            "resampling.max_per_class": self.resampling.max_per_class is not None,
+        }
         for key, bad in refused.items():
             if bad:
-                raise ValueError(f"{key}: not available with data.stream (streamed data is one Parquet table, "
-                                 "a file or shards, with one split); set data.stream: false")
+                raise ValueError(
+                    f"{key}: not available with data.stream (streamed data is one Parquet table, "
+                    "a file or shards, with one split); set data.stream: false"
+                )
         return self
 
     @model_validator(mode="after")
@@ -405,8 +417,10 @@ class PipelineConfig(_Section):
                 unknown, missing = sorted(set(weights) - classes), sorted(classes - set(weights))
                 raise ValueError(
                     f"training.class_weight: the keys must be the classes 0..{len(classes) - 1} "
-                    f"({', '.join(self.data.class_names)})" + (f"; {unknown} are not classes" if unknown else "")
-                    + (f"; {missing} have no weight" if missing else ""))
+                    f"({', '.join(self.data.class_names)})"
+                    + (f"; {unknown} are not classes" if unknown else "")
+                    + (f"; {missing} have no weight" if missing else "")
+                )
             bad = {c: w for c, w in weights.items() if not w > 0}
             if bad:
                 raise ValueError(f"training.class_weight: weights must be > 0, got {bad}")
@@ -438,8 +452,11 @@ def override(base: PipelineConfig, values: Mapping[str, Any], source: str = "<ov
     return validate_config(raw, source=source)
 
 
-def validate_config(raw: dict[str, Any], source: str = "<config>", overrides: Mapping[str, str] | None = None,
-                    ) -> PipelineConfig:
+def validate_config(
+    raw: dict[str, Any],
+    source: str = "<config>",
+    overrides: Mapping[str, str] | None = None,
+) -> PipelineConfig:
     """Validate a plain dict as a :class:`PipelineConfig`, raising ConfigError with YAML paths; an error in a key
     that ``overrides`` set (key path -> the ``--set`` item) names that ``--set`` instead of the file."""
     try:
@@ -448,8 +465,7 @@ def validate_config(raw: dict[str, Any], source: str = "<config>", overrides: Ma
         problems, from_file = [], False
         for e in exc.errors():
             loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "literal[", "dict[")))
-            item = next((v for k, v in (overrides or {}).items() if loc and (loc == k or loc.startswith(k + "."))),
-                        None)
+            item = next((v for k, v in (overrides or {}).items() if loc and (loc == k or loc.startswith(k + "."))), None)
             problems.append(f"--set {item}: {_describe(e)}" if item else _describe(e))
             from_file = from_file or item is None
         raise ConfigError((f"{source}: " if from_file else "") + "; ".join(problems)) from None
@@ -513,11 +529,13 @@ def _extends_path(path: Path, piece: str) -> Path:
         return candidate
     parts = Path(piece).parts
     if "configs" in parts:
-        shipped = SHIPPED_CONFIGS.joinpath(*parts[parts.index("configs") + 1:])
+        shipped = SHIPPED_CONFIGS.joinpath(*parts[parts.index("configs") + 1 :])
         if shipped.is_file():
             return shipped
-    raise ConfigError(f"{path}: extends: {piece}: no such file (extends paths are relative to the YAML file's "
-                      f"folder, {path.parent}; pieces under configs/ are also found in {SHIPPED_CONFIGS})")
+    raise ConfigError(
+        f"{path}: extends: {piece}: no such file (extends paths are relative to the YAML file's "
+        f"folder, {path.parent}; pieces under configs/ are also found in {SHIPPED_CONFIGS})"
+    )
 
 
 def parse_yaml(text: str, where: str) -> Any:

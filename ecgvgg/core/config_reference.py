@@ -50,23 +50,34 @@ def type_text(annotation: Any) -> str:
 
 def reference_markdown() -> str:
     """The whole reference as Markdown: one table per section of a pipeline YAML."""
-    lines = ["# Configuration reference", "",
-             "Every key of a pipeline YAML file, generated from ecgvgg's configuration models. Unknown keys "
-             "and values of the wrong type are refused in one line naming the key. Set any of them on the "
-             "command line with `--set section.key=value`.", ""]
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every key of a pipeline YAML file, generated from ecgvgg's configuration models. Unknown keys "
+        "and values of the wrong type are refused in one line naming the key. Set any of them on the "
+        "command line with `--set section.key=value`.",
+        "",
+    ]
     top = field_comments(PipelineConfig)
     for name, info in PipelineConfig.model_fields.items():
         section = info.annotation
         if not (isinstance(section, type) and issubclass(section, BaseModel)):
             lines += [f"## `{name}`", "", f"{type_text(section)}, default `{info.default!r}`. {top.get(name, '')}", ""]
             continue
-        lines += [f"## `{name}`", "", (inspect.getdoc(section) or "").splitlines()[0], "",
-                  "| key | type | default | meaning |", "|---|---|---|---|"]
+        lines += [
+            f"## `{name}`",
+            "",
+            (inspect.getdoc(section) or "").splitlines()[0],
+            "",
+            "| key | type | default | meaning |",
+            "|---|---|---|---|",
+        ]
         comments = field_comments(section)
         for key, field in section.model_fields.items():
-            factory = field.default_factory
-            default = "required" if field.is_required() else (
-                f"`{factory()!r}`" if factory is not None else f"`{field.default!r}`")  # type: ignore[call-arg]
+            factory: Any = field.default_factory  # takes no argument for these models
+            default = (
+                "required" if field.is_required() else (f"`{factory()!r}`" if factory is not None else f"`{field.default!r}`")
+            )
             text = comments.get(key, "").replace("|", "\\|")
             lines.append(f"| `{name}.{key}` | {type_text(field.annotation)} | {default} | {text} |")
         lines.append("")

@@ -47,13 +47,24 @@ class InputContract:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> InputContract:
         """Read a stored contract (``ecgvgg.json``)."""
-        return cls([int(c) for c in raw["classes"]], list(raw["class_names"]), dict(raw["input"]),
-                   raw.get("length"), dict(raw.get("data") or {}), bool(raw.get("ensemble", False)))
+        return cls(
+            [int(c) for c in raw["classes"]],
+            list(raw["class_names"]),
+            dict(raw["input"]),
+            raw.get("length"),
+            dict(raw.get("data") or {}),
+            bool(raw.get("ensemble", False)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form (``ecgvgg.json``)."""
-        out = {"classes": list(self.classes), "class_names": list(self.class_names), "input": dict(self.input),
-               "length": self.length, "data": dict(self.data)}
+        out = {
+            "classes": list(self.classes),
+            "class_names": list(self.class_names),
+            "input": dict(self.input),
+            "length": self.length,
+            "data": dict(self.data),
+        }
         return {**out, "ensemble": True} if self.ensemble else out
 
     @property
@@ -95,8 +106,14 @@ class InputContract:
         stats = self.data.get("beat_format")
         rows = np.asarray(rows, dtype=np.float64)
         length = self.beat_length
-        if (not stats or len(stats["mean"]) != len(FORMAT_SUMMARIES) or rows.ndim != 2 or len(rows) < DRIFT_MIN_ROWS
-                or not length or rows.shape[1] != self.length):
+        if (
+            not stats
+            or len(stats["mean"]) != len(FORMAT_SUMMARIES)
+            or rows.ndim != 2
+            or len(rows) < DRIFT_MIN_ROWS
+            or not length
+            or rows.shape[1] != self.length
+        ):
             return None
         mean, sd = np.asarray(stats["mean"]), np.maximum(np.asarray(stats["std"]), 1e-6)
         here = beat_format(rows[:, :length]).mean(axis=0)
@@ -104,10 +121,12 @@ class InputContract:
         j = int(np.argmax(z))
         if z[j] <= DRIFT_LIMIT:
             return None
-        return (f"these {len(rows)} beats look cut or scaled unlike the model's training beats: their "
-                f"{FORMAT_SUMMARIES[j]} averages {here[j]:.3g}, the training beats' {mean[j]:.3g} ({z[j]:.0f} "
-                "training standard deviations away). Were they made another way (another ecgvgg prepare --method "
-                "or --scale, another sampling rate or unit)? Its predictions on them are unreliable")
+        return (
+            f"these {len(rows)} beats look cut or scaled unlike the model's training beats: their "
+            f"{FORMAT_SUMMARIES[j]} averages {here[j]:.3g}, the training beats' {mean[j]:.3g} ({z[j]:.0f} "
+            "training standard deviations away). Were they made another way (another ecgvgg prepare --method "
+            "or --scale, another sampling rate or unit)? Its predictions on them are unreliable"
+        )
 
     def mismatches(self, other: InputContract, *, new_head: bool = False, source: bool = False) -> list[str]:
         """How ``other`` (this config and data) differs from this contract, in words; empty when it fits.
@@ -123,27 +142,43 @@ class InputContract:
         kind, mine = self.input.get("kind"), other.input.get("kind")
         if kind != mine:
             differs.append(f"input.kind {kind} there, {mine} here")
-        elif mine == "2d" and (self.input.get("method"), self.input.get("size")) != \
-                (other.input.get("method"), other.input.get("size")):
-            differs.append(f"input.method/size {self.input.get('method')}/{self.input.get('size')} there, "
-                           f"{other.input.get('method')}/{other.input.get('size')} here")
+        elif mine == "2d" and (self.input.get("method"), self.input.get("size")) != (
+            other.input.get("method"),
+            other.input.get("size"),
+        ):
+            differs.append(
+                f"input.method/size {self.input.get('method')}/{self.input.get('size')} there, "
+                f"{other.input.get('method')}/{other.input.get('size')} here"
+            )
         if not new_head and self.class_names != other.class_names:
-            differs.append(f"classes {self.class_names} there, {other.class_names} here "
-                           "(set model.new_head: true for a new class list)")
+            differs.append(
+                f"classes {self.class_names} there, {other.class_names} here (set model.new_head: true for a new class list)"
+            )
         if source and self.ensemble:
             differs.append("it is a fold ensemble; start from one of its fold runs")
         return differs
 
 
-def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] | np.ndarray | None = None,
-                 ensemble: bool = False, rows: Any = None, made: dict[str, Any] | None = None) -> InputContract:
+def contract_for(
+    cfg: Any,
+    features: Sequence[Any],
+    seen_groups: Sequence[Any] | np.ndarray | None = None,
+    ensemble: bool = False,
+    rows: Any = None,
+    made: dict[str, Any] | None = None,
+) -> InputContract:
     """The contract of a model trained with ``cfg`` on a table with these feature columns, the groups its
     training and validation rows came from (to warn when it is scored on them), and the :func:`beat_format` of
     (a sample of) its training ``rows`` (to warn when new beats were made another way), and how ``prepare``
     ``made`` the training table (so that ``annotate`` cuts new recordings the same way)."""
     d = cfg.data
-    data = {"label_column": d.label_column, "group_column": d.group_column, "header": d.header,
-            "features": [str(f) for f in features], "rhythm_columns": list(d.rhythm_columns)}
+    data = {
+        "label_column": d.label_column,
+        "group_column": d.group_column,
+        "header": d.header,
+        "features": [str(f) for f in features],
+        "rhythm_columns": list(d.rhythm_columns),
+    }
     if d.channels:
         data["channels"] = list(d.channels)
     if made:
@@ -153,7 +188,8 @@ def contract_for(cfg: Any, features: Sequence[Any], seen_groups: Sequence[Any] |
     if rows is not None and len(rows):
         length = samples_per_channel(len(features), len(d.rhythm_columns), len(d.channels))
         summary = beat_format(np.asarray(rows)[:, :length])
-        data["beat_format"] = {"mean": [round(float(v), 6) for v in summary.mean(axis=0)],
-                               "std": [round(float(v), 6) for v in summary.std(axis=0)]}
-    return InputContract(d.classes, list(d.class_names), cfg.input.model_dump(),
-                         len(features), data, ensemble)
+        data["beat_format"] = {
+            "mean": [round(float(v), 6) for v in summary.mean(axis=0)],
+            "std": [round(float(v), 6) for v in summary.std(axis=0)],
+        }
+    return InputContract(d.classes, list(d.class_names), cfg.input.model_dump(), len(features), data, ensemble)

@@ -73,8 +73,9 @@ def load_xy(
     text_columns = {group_column} if group_column else set()
     table, src = _read_table(path, header, text_columns, format)
     if y_path is None:
-        X, y, groups = _split_columns(table, src, label_column, group_column, label_last=src.header_lines == 0,
-                                      label_option=label_option)
+        X, y, groups = _split_columns(
+            table, src, label_column, group_column, label_last=src.header_lines == 0, label_option=label_option
+        )
         y_src = src
     else:
         y_table, y_src = _read_table(y_path, header, set(), format)
@@ -103,19 +104,28 @@ def channel_columns(names: Sequence[str], channels: Sequence[str], path: str | P
         index = sorted(int(m.group(1)) for n in names if (m := pattern.fullmatch(n)))
         if not index:
             what = "reference beat" if prefix.startswith("ref") else "beat"
-            raise DataError(f"{path}: no columns {prefix}0, {prefix}1, ... for the {what} channel '{prefix}' "
-                            "(data.channels); ecgvgg prepare --leads ... --reference ... writes them")
+            raise DataError(
+                f"{path}: no columns {prefix}0, {prefix}1, ... for the {what} channel '{prefix}' "
+                "(data.channels); ecgvgg prepare --leads ... --reference ... writes them"
+            )
         if index != list(range(len(index))) or (length is not None and len(index) != length):
-            raise DataError(f"{path}: channel '{prefix}' has columns {prefix}{index[0]}..{prefix}{index[-1]} "
-                            f"({len(index)}), expected {prefix}0..{prefix}{(length or len(index)) - 1} "
-                            "like the first channel (data.channels)")
+            raise DataError(
+                f"{path}: channel '{prefix}' has columns {prefix}{index[0]}..{prefix}{index[-1]} "
+                f"({len(index)}), expected {prefix}0..{prefix}{(length or len(index)) - 1} "
+                "like the first channel (data.channels)"
+            )
         length = len(index)
         out += [f"{prefix}{i}" for i in index]
     return out
 
 
-def select_columns(X: pd.DataFrame, path: str | Path, rhythm_columns: Sequence[str] = (),
-                   ignore_columns: Sequence[str] = (), channels: Sequence[str] = ()) -> pd.DataFrame:
+def select_columns(
+    X: pd.DataFrame,
+    path: str | Path,
+    rhythm_columns: Sequence[str] = (),
+    ignore_columns: Sequence[str] = (),
+    channels: Sequence[str] = (),
+) -> pd.DataFrame:
     """Beat-sample columns (those of ``channels`` when given) then ``rhythm_columns``, without the
     columns matching ``ignore_columns``."""
     from fnmatch import fnmatchcase
@@ -123,18 +133,20 @@ def select_columns(X: pd.DataFrame, path: str | Path, rhythm_columns: Sequence[s
     names = [str(c) for c in X.columns]
     missing = [c for c in rhythm_columns if c not in names]
     if missing:
-        raise DataError(f"{path}: no rhythm column(s) {', '.join(missing)} (data.rhythm_columns); "
-                        "ecgvgg prepare writes rr_* columns, or drop data.rhythm_columns")
+        raise DataError(
+            f"{path}: no rhythm column(s) {', '.join(missing)} (data.rhythm_columns); "
+            "ecgvgg prepare writes rr_* columns, or drop data.rhythm_columns"
+        )
     unmatched = [p for p in ignore_columns if not any(fnmatchcase(n, p) for n in names)]
     if unmatched:
-        raise DataError(f"{path}: data.ignore_columns {', '.join(unmatched)} match(es) no column "
-                        f"(columns: {_preview(X.columns)})")
+        raise DataError(
+            f"{path}: data.ignore_columns {', '.join(unmatched)} match(es) no column (columns: {_preview(X.columns)})"
+        )
     rhythm = set(rhythm_columns)
     if channels:
         wanted = channel_columns(names, channels, path) + list(rhythm_columns)
         return X[[X.columns[names.index(c)] for c in wanted]]
-    beats = [c for c, n in zip(X.columns, names)
-             if n not in rhythm and not any(fnmatchcase(n, p) for p in ignore_columns)]
+    beats = [c for c, n in zip(X.columns, names) if n not in rhythm and not any(fnmatchcase(n, p) for p in ignore_columns)]
     if not beats:
         raise DataError(f"{path}: no beat-sample columns left besides the rhythm and ignored columns")
     if not rhythm and not ignore_columns:
@@ -142,8 +154,7 @@ def select_columns(X: pd.DataFrame, path: str | Path, rhythm_columns: Sequence[s
     return X[beats + [X.columns[names.index(c)] for c in rhythm_columns]]
 
 
-def _read_table(path: str | Path, header: bool | None, text_columns: set[str],
-                fmt: str = "auto") -> tuple[pd.DataFrame, Source]:
+def _read_table(path: str | Path, header: bool | None, text_columns: set[str], fmt: str = "auto") -> tuple[pd.DataFrame, Source]:
     """Read a CSV or Parquet file into a DataFrame, failing with a DataError that names it."""
     try:
         return _read_table_unguarded(path, header, text_columns, fmt)
@@ -151,8 +162,9 @@ def _read_table(path: str | Path, header: bool | None, text_columns: set[str],
         raise DataError(f"{path}: cannot read ({exc.strerror or first_line(exc)})") from None
 
 
-def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: set[str],
-                          fmt: str = "auto") -> tuple[pd.DataFrame, Source]:
+def _read_table_unguarded(
+    path: str | Path, header: bool | None, text_columns: set[str], fmt: str = "auto"
+) -> tuple[pd.DataFrame, Source]:
     p = Path(path)
     if is_shards(p):
         table = _read_shards(p)
@@ -176,8 +188,9 @@ def _read_table_unguarded(path: str | Path, header: bool | None, text_columns: s
         try:
             table, src = _read_csv(p, header, text_columns)
         except UnicodeDecodeError as exc:
-            raise DataError(f"{p}: not UTF-8 text (byte {exc.start}); expected a CSV file, not a compressed "
-                            "or binary one") from None
+            raise DataError(
+                f"{p}: not UTF-8 text (byte {exc.start}); expected a CSV file, not a compressed or binary one"
+            ) from None
     else:
         raise DataError(f"{p}: unknown file type '{suffix}' (expected .csv or .parquet)")
     if table.shape[0] == 0:
@@ -204,8 +217,10 @@ def _read_shards(path: Path) -> pd.DataFrame:
 
     files = shard_files(path)
     if not files:
-        raise DataError(f"{path}: is a directory with no Parquet files, or a pattern that matches none "
-                        "(expected a CSV or Parquet file, or a folder of Parquet shards)")
+        raise DataError(
+            f"{path}: is a directory with no Parquet files, or a pattern that matches none "
+            "(expected a CSV or Parquet file, or a folder of Parquet shards)"
+        )
     tables, first = [], None
     for f in files:
         try:
@@ -215,13 +230,14 @@ def _read_shards(path: Path) -> pd.DataFrame:
         if first is None:
             first = table.schema
         elif table.schema.names != first.names:
-            raise DataError(f"{f}: its columns ({_preview(pd.Index(table.schema.names))}) differ from those of "
-                            f"{files[0].name} ({_preview(pd.Index(first.names))}); shards need the same columns")
+            raise DataError(
+                f"{f}: its columns ({_preview(pd.Index(table.schema.names))}) differ from those of "
+                f"{files[0].name} ({_preview(pd.Index(first.names))}); shards need the same columns"
+            )
         try:
             tables.append(table.cast(first) if table.schema != first else table)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            raise DataError(f"{f}: its column types differ from those of {files[0].name} "
-                            f"({first_line(exc)})") from None
+            raise DataError(f"{f}: its column types differ from those of {files[0].name} ({first_line(exc)})") from None
     return pa.concat_tables(tables).to_pandas()
 
 
@@ -246,8 +262,7 @@ def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.
     if not first:
         raise DataError(f"{p}: file is empty")
     # column numbers 0, 1, 2, ... as pandas writes them are a header too
-    numeric_first = all(_is_number(f) for f in first) and not (
-        len(first) > 2 and first == [str(i) for i in range(len(first))])
+    numeric_first = all(_is_number(f) for f in first) and not (len(first) > 2 and first == [str(i) for i in range(len(first))])
     if header is False and not numeric_first:
         bad = next((f for f in first if not _is_number(f)), ",".join(first[:3]) + ",...")
         raise DataError(
@@ -261,9 +276,7 @@ def _read_csv(p: Path, header: bool | None, text_columns: set[str]) -> tuple[pd.
     try:
         with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # overflow to inf is reported below, with the value
-            table = pd.read_csv(
-                p, header=0 if has_header else None, engine="pyarrow", dtype=dtypes if has_header else np.float32
-            )
+            table = pd.read_csv(p, header=0 if has_header else None, engine="pyarrow", dtype=dtypes if has_header else np.float32)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{p}: file is empty") from exc
     except Exception:  # noqa: BLE001 - diagnose the exact line below
@@ -282,17 +295,15 @@ def _diagnose_csv(p: Path, src: Source, width: int, numeric: set | None, names: 
             next(reader)
         for i, row in enumerate(reader):
             if len(row) != width:
-                raise DataError(
-                    f"{p}: {src.where(i)} has {len(row)} columns, expected {width} (ragged row)"
-                )
+                raise DataError(f"{p}: {src.where(i)} has {len(row)} columns, expected {width} (ragged row)")
             for j, cell in enumerate(row):
                 if (numeric is None or names[j] in numeric) and cell.strip() and not _is_number(cell):
-                    raise DataError(
-                        f"{p}: column {_colname(names[j])} is not numeric at {src.where(i)}: {cell!r}"
-                    )
+                    raise DataError(f"{p}: column {_colname(names[j])} is not numeric at {src.where(i)}: {cell!r}")
                 if (numeric is None or names[j] in numeric) and cell.strip() and _FLOAT32_MAX < abs(float(cell)) < np.inf:
-                    raise DataError(f"{p}: column {_colname(names[j])} has {cell.strip()} at {src.where(i)}, "
-                                    "beyond the float32 range (about 3.4e38); rescale the beats")
+                    raise DataError(
+                        f"{p}: column {_colname(names[j])} has {cell.strip()} at {src.where(i)}, "
+                        "beyond the float32 range (about 3.4e38); rescale the beats"
+                    )
     raise DataError(f"{p}: cannot parse as CSV")
 
 
@@ -315,9 +326,11 @@ def _pop_group(table: pd.DataFrame, src: Source, group_column: str | None) -> pd
     if group_column is None:
         return None
     if group_column not in table.columns:
-        raise DataError(f"{src.path}: no group column '{group_column}' (columns: {_preview(table.columns)}); "
-                        "set data.group_column to the column naming each beat's recording, or to null to split "
-                        "by beat (scores are then optimistic)")
+        raise DataError(
+            f"{src.path}: no group column '{group_column}' (columns: {_preview(table.columns)}); "
+            "set data.group_column to the column naming each beat's recording, or to null to split "
+            "by beat (scores are then optimistic)"
+        )
     groups = table.pop(group_column)
     if groups.isna().any():
         i = int(np.flatnonzero(groups.isna().to_numpy())[0])
@@ -334,7 +347,12 @@ def _pick_label(table: pd.DataFrame, src: Source, label_column: str) -> pd.Serie
 
 
 def _split_columns(
-    table: pd.DataFrame, src: Source, label_column: str, group_column: str | None, *, label_last: bool,
+    table: pd.DataFrame,
+    src: Source,
+    label_column: str,
+    group_column: str | None,
+    *,
+    label_last: bool,
     label_option: str = "data.label_column",
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
     """Separate features, labels and groups of a single table."""
@@ -344,8 +362,7 @@ def _split_columns(
     else:
         if label_column not in table.columns:
             raise DataError(
-                f"{src.path}: no label column '{label_column}' (columns: {_preview(table.columns)}); "
-                f"set {label_option}"
+                f"{src.path}: no label column '{label_column}' (columns: {_preview(table.columns)}); set {label_option}"
             )
         y = table.pop(label_column)
     if table.shape[1] == 0:
@@ -366,9 +383,7 @@ def _validate_features(X: pd.DataFrame, src: Source) -> pd.DataFrame:
             bad = coerced.isna() & X[col].notna()
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
-                raise DataError(
-                    f"{src.path}: column {_colname(col)} is not numeric at {src.where(i)}: {X[col].iloc[i]!r}"
-                )
+                raise DataError(f"{src.path}: column {_colname(col)} is not numeric at {src.where(i)}: {X[col].iloc[i]!r}")
             X[col] = coerced
     with np.errstate(over="ignore", invalid="ignore"):
         values = X.to_numpy(dtype=np.float32, copy=False)
@@ -383,11 +398,12 @@ def _validate_features(X: pd.DataFrame, src: Source) -> pd.DataFrame:
         except ValueError:
             overflow = False
         if overflow:
-            raise DataError(f"{src.path}: column {_colname(X.columns[j])} has {shown} at {src.where(i)}, "
-                            "beyond the float32 range (about 3.4e38); rescale the beats")
+            raise DataError(
+                f"{src.path}: column {_colname(X.columns[j])} has {shown} at {src.where(i)}, "
+                "beyond the float32 range (about 3.4e38); rescale the beats"
+            )
         raise DataError(
-            f"{src.path}: column {_colname(X.columns[j])} has {shown} at {src.where(i)}; "
-            "beats must be finite numbers"
+            f"{src.path}: column {_colname(X.columns[j])} has {shown} at {src.where(i)}; beats must be finite numbers"
         )
     if values is X.to_numpy(copy=False) and all(X.dtypes == np.float32):
         return X
@@ -406,9 +422,7 @@ def validate_labels(y: pd.Series, src: Source, classes: Sequence[int], min_class
     not_int = ~np.isfinite(values) | (values != np.round(values))
     if not_int.any():
         i = int(np.flatnonzero(not_int)[0])
-        raise DataError(
-            f"{src.path}: label column {_colname(name)} has {values[i]:g} at {src.where(i)}; labels must be integers"
-        )
+        raise DataError(f"{src.path}: label column {_colname(name)} has {values[i]:g} at {src.where(i)}; labels must be integers")
     allowed = set(int(c) for c in classes)
     outside = ~np.isin(values, list(allowed))
     if outside.any():
@@ -421,8 +435,7 @@ def validate_labels(y: pd.Series, src: Source, classes: Sequence[int], min_class
     present = np.unique(labels.to_numpy())
     if len(present) < min_classes:
         raise DataError(
-            f"{src.path}: all {len(labels)} rows have label {int(present[0])}; "
-            "a classifier needs at least two classes"
+            f"{src.path}: all {len(labels)} rows have label {int(present[0])}; a classifier needs at least two classes"
         )
     return labels
 
@@ -431,10 +444,7 @@ def class_counts(y: np.ndarray | pd.Series, classes: Sequence[int] = DEFAULT_CLA
     """Count rows per class, including classes with no rows."""
     values, counts = np.unique(np.asarray(y), return_counts=True)
     found = dict(zip(values.tolist(), counts.tolist()))
-    return {int(c): int(found.get(c, 0)) for c in classes} | {
-        int(v): int(n) for v, n in found.items() if v not in set(classes)
-    }
-
+    return {int(c): int(found.get(c, 0)) for c in classes} | {int(v): int(n) for v, n in found.items() if v not in set(classes)}
 
 
 def has_column(path: str | Path, column: str) -> bool:
@@ -480,8 +490,11 @@ def load_beats(
     else:
         label = label_column if label_column in table.columns else None
         wanted = set(map(str, features)) if features else None
-        keep = [c for c in table.columns if str(c) not in wanted] if wanted is not None else \
-            [c for c in table.columns if c in (label_column, group_column)]
+        keep = (
+            [c for c in table.columns if str(c) not in wanted]
+            if wanted is not None
+            else [c for c in table.columns if c in (label_column, group_column)]
+        )
         others = table[keep].reset_index(drop=True)
     y = None
     if classes is not None and label is not None:
@@ -490,5 +503,3 @@ def load_beats(
         _pop_group(table, src, group_column)
     X = _validate_features(table.drop(columns=[label]) if label is not None else table, src)
     return X, others, y
-
-

@@ -44,13 +44,13 @@ class StudyData:
     group_names: np.ndarray | None = None
 
     @classmethod
-    def from_arrays(cls, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
-                    columns: list[str] | None = None, train_only: int = 0) -> StudyData:
+    def from_arrays(
+        cls, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, columns: list[str] | None = None, train_only: int = 0
+    ) -> StudyData:
         """Data given as arrays (rows of beat samples, then any rhythm columns): for library use."""
         X = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
         table = pd.DataFrame(X, columns=columns or [f"x{i}" for i in range(X.shape[1])])
-        return cls(table, X, np.asarray(y).astype(np.int64), None if groups is None else np.asarray(groups),
-                   train_only)
+        return cls(table, X, np.asarray(y).astype(np.int64), None if groups is None else np.asarray(groups), train_only)
 
     @property
     def features(self) -> list[Any]:
@@ -108,30 +108,54 @@ def load(cfg: PipelineConfig) -> StudyData:
     if d.stream:
         from ecgvgg.core.stream import open_shards
 
-        shards, y, groups = open_shards(d.resolved_path(), label_column=d.label_column, group_column=d.group_column,
-                                        classes=range(len(d.class_names)), rhythm_columns=d.rhythm_columns,
-                                        ignore_columns=d.ignore_columns, channels=d.channels)
-        return StudyData(pd.DataFrame(columns=list(shards.columns)), shards, y, None if groups is None else groups.codes,
-                         group_names=None if groups is None else groups.names)
+        shards, y, groups = open_shards(
+            d.resolved_path(),
+            label_column=d.label_column,
+            group_column=d.group_column,
+            classes=range(len(d.class_names)),
+            rhythm_columns=d.rhythm_columns,
+            ignore_columns=d.ignore_columns,
+            channels=d.channels,
+        )
+        return StudyData(
+            pd.DataFrame(columns=list(shards.columns)),
+            shards,
+            y,
+            None if groups is None else groups.codes,
+            group_names=None if groups is None else groups.names,
+        )
     header = None if d.header == "auto" else d.header
     y_path = d.resolved_path("y_path") if d.y_path else None
-    options: dict[str, Any] = dict(label_column=d.label_column, group_column=d.group_column, header=header,
-                   classes=range(len(d.class_names)), format=d.format, rhythm_columns=d.rhythm_columns,
-                   ignore_columns=d.ignore_columns, channels=d.channels)
+    options: dict[str, Any] = dict(
+        label_column=d.label_column,
+        group_column=d.group_column,
+        header=header,
+        classes=range(len(d.class_names)),
+        format=d.format,
+        rhythm_columns=d.rhythm_columns,
+        ignore_columns=d.ignore_columns,
+        channels=d.channels,
+    )
     X, y, groups = load_xy(d.resolved_path(), y_path, **options)
     extras = [_extra_table(path, options) for path in d.extra_train]
     for path, (Xe, _, _) in zip(d.extra_train, extras):
         if list(map(str, Xe.columns)) != list(map(str, X.columns)):
-            raise DataError(f"{path}: data.extra_train table has columns {list(Xe.columns)[:3]}... ({Xe.shape[1]}), "
-                            f"{d.path} has {list(X.columns)[:3]}... ({X.shape[1]}); make both the same way")
+            raise DataError(
+                f"{path}: data.extra_train table has columns {list(Xe.columns)[:3]}... ({Xe.shape[1]}), "
+                f"{d.path} has {list(X.columns)[:3]}... ({X.shape[1]}); make both the same way"
+            )
     if extras:
         X = pd.concat([X, *(e[0].set_axis(X.columns, axis=1) for e in extras)], ignore_index=True)
         y = pd.concat([y, *(e[1] for e in extras)], ignore_index=True)
         if groups is not None:
-            groups = pd.concat([groups.astype(str), *(e[2].astype(str) for e in extras if e[2] is not None)],
-                               ignore_index=True)
-    return StudyData(X, X.to_numpy(dtype=np.float32), y.to_numpy().astype(np.int64),
-                     None if groups is None else groups.to_numpy(), sum(len(e[1]) for e in extras))
+            groups = pd.concat([groups.astype(str), *(e[2].astype(str) for e in extras if e[2] is not None)], ignore_index=True)
+    return StudyData(
+        X,
+        X.to_numpy(dtype=np.float32),
+        y.to_numpy().astype(np.int64),
+        None if groups is None else groups.to_numpy(),
+        sum(len(e[1]) for e in extras),
+    )
 
 
 def _extra_table(path: str, options: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
@@ -142,8 +166,9 @@ def _extra_table(path: str, options: Mapping[str, Any]) -> tuple[pd.DataFrame, p
         raise DataError(f"data.extra_train: {exc}") from None
 
 
-def prepare(cfg: PipelineConfig, data: StudyData | None = None,
-            source: InputContract | None = None) -> tuple[StudyData, list[Fold]]:
+def prepare(
+    cfg: PipelineConfig, data: StudyData | None = None, source: InputContract | None = None
+) -> tuple[StudyData, list[Fold]]:
     """Load the data (unless given), check every data-dependent setting and plan the folds.
 
     ``source`` is the contract of the ``model.weights: run:ID`` network, checked against this
@@ -165,23 +190,32 @@ def _check_settings(cfg: PipelineConfig, data: StudyData, source: InputContract 
     counts = np.bincount(data.y, minlength=len(names))
     empty = [f"{n} ({c})" for c, n in enumerate(names) if counts[c] == 0]
     if empty:
-        raise DataError(f"{cfg.data.resolved_path()}: data.class_names has class(es) {', '.join(empty)} with no rows; "
-                        "drop them from data.class_names and relabel, or add rows")
+        raise DataError(
+            f"{cfg.data.resolved_path()}: data.class_names has class(es) {', '.join(empty)} with no rows; "
+            "drop them from data.class_names and relabel, or add rows"
+        )
     if source is not None:
         check_source(cfg, source, data.X.shape[1])
     length, i = beat_length(cfg, data.X.shape[1]), cfg.input
     if i.kind == "2d" and i.method == "fold" and i.size is not None and i.size < fold_side(length):
-        raise ConfigError(f"input.size: {i.size} is too small to fold {length} samples (need at least "
-                          f"{fold_side(length)}, or leave it unset)")
+        raise ConfigError(
+            f"input.size: {i.size} is too small to fold {length} samples (need at least {fold_side(length)}, or leave it unset)"
+        )
     if i.kind == "2d" and i.method == "gaf" and i.size is not None and not 2 <= i.size <= length:
-        raise ConfigError(f"input.size: {i.size} does not fit a Gramian angular field of {length}-sample beats "
-                          f"(choose 2 to {length})")
+        raise ConfigError(
+            f"input.size: {i.size} does not fit a Gramian angular field of {length}-sample beats (choose 2 to {length})"
+        )
     if cfg.input.kind != "1d" and cfg.time_axis_augmentation():
-        warnings.warn(f"{', '.join(cfg.time_axis_augmentation())} act on 1D beats only: not applied to "
-                      f"input.kind {cfg.input.kind} (set them to 0 to silence this)", stacklevel=3)
+        warnings.warn(
+            f"{', '.join(cfg.time_axis_augmentation())} act on 1D beats only: not applied to "
+            f"input.kind {cfg.input.kind} (set them to 0 to silence this)",
+            stacklevel=3,
+        )
     if cfg.training.augment_shift >= length // 2:
-        raise ConfigError(f"training.augment_shift: {cfg.training.augment_shift} samples is half or more of a "
-                          f"{length}-sample beat (use a few samples)")
+        raise ConfigError(
+            f"training.augment_shift: {cfg.training.augment_shift} samples is half or more of a "
+            f"{length}-sample beat (use a few samples)"
+        )
     strategy = cfg.resampling.params.get("sampling_strategy")
     if strategy is not None and cfg.resampling.sampler != "none":
         from imblearn.utils import check_sampling_strategy
@@ -189,8 +223,9 @@ def _check_settings(cfg: PipelineConfig, data: StudyData, source: InputContract 
         try:
             check_sampling_strategy(strategy, data.y, "over-sampling")
         except ValueError as exc:
-            raise ConfigError(f"resampling.params.sampling_strategy: {strategy!r} does not fit the data "
-                              f"({str(exc).splitlines()[0]})") from None
+            raise ConfigError(
+                f"resampling.params.sampling_strategy: {strategy!r} does not fit the data ({str(exc).splitlines()[0]})"
+            ) from None
 
 
 def check_source(cfg: PipelineConfig, source: InputContract, width: int) -> None:
@@ -198,10 +233,9 @@ def check_source(cfg: PipelineConfig, source: InputContract, width: int) -> None
     from ecgvgg.core.config import RUN_PREFIX
     from ecgvgg.core.contract import contract_for
 
-    run_id = (cfg.model.weights or "")[len(RUN_PREFIX):]
+    run_id = (cfg.model.weights or "")[len(RUN_PREFIX) :]
     mine = contract_for(cfg, [""] * width)
     differs = source.mismatches(mine, new_head=cfg.model.new_head, source=True)
     if differs:
         raise ConfigError(f"model.weights: run {run_id}'s model does not fit this config: " + "; ".join(differs))
-    log.info("starting from run %s's network (%d classes there, %d here)", run_id, len(source.classes),
-             len(cfg.data.class_names))
+    log.info("starting from run %s's network (%d classes there, %d here)", run_id, len(source.classes), len(cfg.data.class_names))

@@ -115,8 +115,8 @@ def fit_workaround(model: Any, sample_batch: Callable[[], Any]) -> Iterator[None
     def reduce_scalars(values: Any, strategy: Any, reduction: str) -> Any:
         if trainer._collective_all_reduce_multi_worker(strategy) and reduction in ("auto", "mean"):
             return tf.nest.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None) if trainer._is_per_replica_instance(v) else v,
-                values)
+                lambda v: strategy.reduce("MEAN", v, axis=None) if trainer._is_per_replica_instance(v) else v, values
+            )
         return original(values, strategy, reduction)
 
     trainer.reduce_per_replica = reduce_scalars
@@ -178,8 +178,7 @@ def run_local_workers(n: int, command: list[str]) -> int:
             if shared:
                 env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
         out = None if i == 0 else subprocess.PIPE
-        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if i else None,
-                                      text=True))
+        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if i else None, text=True))
     try:
         outputs = [p.communicate()[0] for p in procs]
     except KeyboardInterrupt as exc:  # pass it on: each worker ends its part (the chief marks the run KILLED)

@@ -46,12 +46,17 @@ class ClassSaliency:
         """Group explained beats by the class explained."""
         c, length = len(names), explained.saliency.shape[1]
         onehot = np.eye(c, dtype=np.float64)[explained.class_index]
-        return cls(list(names), onehot.sum(axis=0), onehot.T @ np.asarray(beats, np.float64)[:, :length],
-                   onehot.T @ explained.saliency.astype(np.float64))
+        return cls(
+            list(names),
+            onehot.sum(axis=0),
+            onehot.T @ np.asarray(beats, np.float64)[:, :length],
+            onehot.T @ explained.saliency.astype(np.float64),
+        )
 
     def __add__(self, other: ClassSaliency) -> ClassSaliency:
-        return ClassSaliency(self.names, self.counts + other.counts, self.beat_sum + other.beat_sum,
-                             self.saliency_sum + other.saliency_sum)
+        return ClassSaliency(
+            self.names, self.counts + other.counts, self.beat_sum + other.beat_sum, self.saliency_sum + other.saliency_sum
+        )
 
     def mean(self, c: int) -> tuple[np.ndarray, np.ndarray]:
         """The mean beat and mean saliency of class ``c`` (zeros without beats)."""
@@ -67,8 +72,14 @@ def target_layer(model: Any) -> str:
     convs = [layer for layer in model.layers if isinstance(layer, (layers.Conv1D, layers.Conv2D))]
     if not convs:
         raise ValueError(f"model {model.name} has no convolution layer to explain")
-    chosen = next((c for c in reversed(convs) if _cells(c.output.shape[1:-1]) >= 16
-                   and all(d is None or d >= 4 for d in c.output.shape[1:-1])), convs[0])
+    chosen = next(
+        (
+            c
+            for c in reversed(convs)
+            if _cells(c.output.shape[1:-1]) >= 16 and all(d is None or d >= 4 for d in c.output.shape[1:-1])
+        ),
+        convs[0],
+    )
     names = {layer.name for layer in model.layers}
     return f"{chosen.name}_relu" if f"{chosen.name}_relu" in names else chosen.name
 
@@ -86,8 +97,15 @@ def members(model: Any) -> list[Any]:
     return inner or [model]
 
 
-def gradcam(model: Any, X: np.ndarray, contract: InputContract, *, class_index: np.ndarray | None = None,
-            layer: str | None = None, batch_size: int = 256) -> Explanation:
+def gradcam(
+    model: Any,
+    X: np.ndarray,
+    contract: InputContract,
+    *,
+    class_index: np.ndarray | None = None,
+    layer: str | None = None,
+    batch_size: int = 256,
+) -> Explanation:
     """Grad-CAM of raw rows ``X`` (beat samples, then rhythm values) for the predicted class (or ``class_index``,
     then without predicting), on ``layer`` (default :func:`target_layer`) of each network; one value per
     sample of a beat (the channels of a several-channel beat share its time axis)."""
@@ -117,8 +135,7 @@ def _cam_function(net: Any, layer: str | None) -> Any:
     try:
         maps_layer = net.get_layer(layer or target_layer(net))
     except ValueError:
-        raise ValueError(f"the model has no layer {layer!r} to explain (its convolutions are named "
-                         f"blockB_convI)") from None
+        raise ValueError(f"the model has no layer {layer!r} to explain (its convolutions are named blockB_convI)") from None
     head = net.get_layer("predictions")
     dense = isinstance(head, keras.layers.Dense)
     probe = keras.Model(net.inputs, [maps_layer.output, head.input if dense else head.output])
@@ -173,6 +190,8 @@ def _scaled(values: np.ndarray) -> np.ndarray:
 def pick_rows(classes: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
     """Up to ``per_class`` rows of each class, drawn at random (seeded), in table order."""
     rng = np.random.default_rng(seed)
-    chosen = [rng.choice(np.flatnonzero(classes == c), min(per_class, int(np.sum(classes == c))), replace=False)
-              for c in np.unique(classes)]
+    chosen = [
+        rng.choice(np.flatnonzero(classes == c), min(per_class, int(np.sum(classes == c))), replace=False)
+        for c in np.unique(classes)
+    ]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)

@@ -27,8 +27,11 @@ import numpy as np
 from ecgvgg.core.errors import ConfigError
 
 #: Our format names, Keras' names for them, and the file suffix each takes ("" for a folder).
-FORMATS: dict[str, tuple[str, str]] = {"onnx": ("onnx", ".onnx"), "savedmodel": ("tf_saved_model", ""),
-                                       "litert": ("litert", ".tflite")}
+FORMATS: dict[str, tuple[str, str]] = {
+    "onnx": ("onnx", ".onnx"),
+    "savedmodel": ("tf_saved_model", ""),
+    "litert": ("litert", ".tflite"),
+}
 #: Largest absolute difference in any class probability, exported against Keras, that is accepted.
 TOLERANCE = 1e-4
 #: The first Keras whose ``Model.export`` writes all three formats (LiteRT came last).
@@ -61,11 +64,13 @@ def check_request(fmt: str, out: Path) -> None:
 
     keras = version("keras")
     if tuple(int(p) for p in keras.split(".")[:2] if p.isdigit()) < KERAS_EXPORT:
-        raise ConfigError(f"--format {fmt} needs Keras >= {'.'.join(map(str, KERAS_EXPORT))} (Model.export to ONNX "
-                          f"and LiteRT), not {keras}: pip install -e \".[export]\"")
+        raise ConfigError(
+            f"--format {fmt} needs Keras >= {'.'.join(map(str, KERAS_EXPORT))} (Model.export to ONNX "
+            f'and LiteRT), not {keras}: pip install -e ".[export]"'
+        )
     missing = [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
     if missing:
-        raise ConfigError(f"--format {fmt} needs {', '.join(missing)}: pip install -e \".[export]\"")
+        raise ConfigError(f'--format {fmt} needs {", ".join(missing)}: pip install -e ".[export]"')
     suffix = FORMATS[fmt][1]
     if suffix and out.suffix.lower() != suffix:
         raise ConfigError(f"-o {out}: a {fmt} export is one file ending in {suffix}")
@@ -82,8 +87,7 @@ def contract_path(out: Path) -> Path:
     return out.with_suffix(".json") if out.suffix else out.with_name(out.name + ".json")
 
 
-def export_model(model: Any, contract: Any, shaped: np.ndarray, fmt: str, out: Path,
-                 tolerance: float = TOLERANCE) -> Exported:
+def export_model(model: Any, contract: Any, shaped: np.ndarray, fmt: str, out: Path, tolerance: float = TOLERANCE) -> Exported:
     """Export ``model`` as ``fmt`` to ``out``, check it on ``shaped`` (rows reshaped for the model), write the contract.
 
     Raises :class:`ExportMismatch` (and removes what it wrote) when the answers differ by more
@@ -101,14 +105,23 @@ def export_model(model: Any, contract: Any, shaped: np.ndarray, fmt: str, out: P
         got = RUNNERS[fmt](partial)(shaped)
         diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
         if not diff <= tolerance:
-            raise ExportMismatch(f"the {fmt} export's probabilities differ from the Keras model's by {diff:.3g} "
-                                 f"(more than {tolerance:g}) on {len(shaped)} rows; nothing was written")
+            raise ExportMismatch(
+                f"the {fmt} export's probabilities differ from the Keras model's by {diff:.3g} "
+                f"(more than {tolerance:g}) on {len(shaped)} rows; nothing was written"
+            )
         partial.rename(out)
     finally:
         _remove(partial)
-    described = {**contract.to_dict(), "export": {
-        "format": fmt, "input_shape": [None, *shaped.shape[1:]], "output": "class probabilities, in class_names order",
-        "checked_rows": len(shaped), "max_abs_diff_from_keras": diff}}
+    described = {
+        **contract.to_dict(),
+        "export": {
+            "format": fmt,
+            "input_shape": [None, *shaped.shape[1:]],
+            "output": "class probabilities, in class_names order",
+            "checked_rows": len(shaped),
+            "max_abs_diff_from_keras": diff,
+        },
+    }
     contract_path(out).write_text(json.dumps(described, indent=2))
     return Exported(out, contract_path(out), diff, len(shaped))
 
@@ -169,7 +182,10 @@ def litert_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 RUNNERS: dict[str, Callable[[Path], Callable[[np.ndarray], np.ndarray]]] = {
-    "onnx": onnx_runner, "savedmodel": savedmodel_runner, "litert": litert_runner}
+    "onnx": onnx_runner,
+    "savedmodel": savedmodel_runner,
+    "litert": litert_runner,
+}
 
 
 def check_rows(contract: Any, n: int = 256, seed: int = 0) -> tuple[np.ndarray, str]:

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 
-def training_curves_figure(history: Mapping[str, Sequence[float]], names: Sequence[str], title: str,
-                           first_epoch: int = 1) -> Any:
+def training_curves_figure(history: Mapping[str, Sequence[float]], names: Sequence[str], title: str, first_epoch: int = 1) -> Any:
     """Loss, validation macro-F1 and per-class validation recall per epoch, as one matplotlib figure."""
     import matplotlib
 
@@ -39,7 +38,6 @@ def training_curves_figure(history: Mapping[str, Sequence[float]], names: Sequen
     return fig
 
 
-
 def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str = "confusion matrix") -> Any:
     """A matplotlib figure of the confusion matrix with counts in the cells."""
     import matplotlib
@@ -54,8 +52,6 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str = "con
     fig.tight_layout()
     plt.close(fig)
     return fig
-
-
 
 
 def runs_figure(frame: Any, title: str = "runs") -> Any:
@@ -77,8 +73,7 @@ def runs_figure(frame: Any, title: str = "runs") -> Any:
         err = [[f1 - low], [high - f1]] if low is not None and high is not None else None
         ax.errorbar([seconds], [f1], yerr=err, fmt="o", capsize=3)
         ax.annotate(str(row["name"]), (seconds, f1), textcoords="offset points", xytext=(5, 5), fontsize="small")
-    ax.set(xlabel="training time (s)", ylabel="macro-F1 (test, or out-of-fold) with 95% interval", title=title,
-           ylim=(0, 1.02))
+    ax.set(xlabel="training time (s)", ylabel="macro-F1 (test, or out-of-fold) with 95% interval", title=title, ylim=(0, 1.02))
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -95,8 +90,16 @@ def gradcam_figure(beat: np.ndarray, saliency: np.ndarray, title: str, rate: flo
     t = np.arange(len(beat)) / rate if rate else np.arange(len(beat))
     low, high = float(np.min(beat)), float(np.max(beat))
     pad = 0.05 * (high - low or 1.0)
-    band = ax.imshow(np.asarray(saliency)[None, :], aspect="auto", cmap="magma", vmin=0, vmax=1, alpha=0.85,
-                     extent=(float(t[0]), float(t[-1]), low - pad, high + pad), origin="lower")
+    band = ax.imshow(
+        np.asarray(saliency)[None, :],
+        aspect="auto",
+        cmap="magma",
+        vmin=0,
+        vmax=1,
+        alpha=0.85,
+        extent=(float(t[0]), float(t[-1]), low - pad, high + pad),
+        origin="lower",
+    )
     ax.plot(t, beat, color="white", linewidth=3.0)
     ax.plot(t, beat, color="black", linewidth=1.4)
     ax.set(title=title, xlabel="seconds" if rate else "sample", ylabel="mean beat")
@@ -112,8 +115,7 @@ def class_saliency_figures(saliency: Any, title: str, beats: str = "beats") -> l
     for c, name in enumerate(saliency.names):
         if saliency.counts[c]:
             beat, band = saliency.mean(c)
-            figures.append((name, gradcam_figure(beat, band, f"{title}: {int(saliency.counts[c])} {beats} "
-                                                             f"predicted {name}")))
+            figures.append((name, gradcam_figure(beat, band, f"{title}: {int(saliency.counts[c])} {beats} predicted {name}")))
     return figures
 
 
@@ -149,7 +151,7 @@ def recording_figure(signal: np.ndarray, fs: float, start: int, beats: Any, titl
     strip.set(xlabel="time (s)", ylabel="signal", title=title)
     rr = np.diff(beats["time_s"].to_numpy())
     for name, colour in CLASS_COLOURS.items():
-        mine = (beats["label"].to_numpy()[1:] == name)
+        mine = beats["label"].to_numpy()[1:] == name
         if mine.any():
             tacho.scatter(beats["time_s"].to_numpy()[1:][mine] / 60, rr[mine], s=4, color=colour, label=name)
     tacho.set(xlabel="time (min)", ylabel="RR interval (s)", ylim=(0, min(3.0, float(np.max(rr, initial=1)) * 1.1)))
@@ -162,11 +164,11 @@ def recording_figure(signal: np.ndarray, fs: float, start: int, beats: Any, titl
     bottom = np.zeros(len(counts))
     for name, colour in CLASS_COLOURS.items():
         if name in counts.columns:
-            hourly.bar(counts.index, counts[name], width=0.9 * step / unit, align="edge", bottom=bottom,
-                       color=colour, label=name)
+            hourly.bar(counts.index, counts[name], width=0.9 * step / unit, align="edge", bottom=bottom, color=colour, label=name)
             bottom += counts[name].to_numpy()
-    hourly.set(xlabel="time (h)" if unit == 3600 else "time (min)",
-               ylabel="beats per hour" if step == 3600 else "beats per 5 minutes")
+    hourly.set(
+        xlabel="time (h)" if unit == 3600 else "time (min)", ylabel="beats per hour" if step == 3600 else "beats per 5 minutes"
+    )
     hourly.legend(loc="upper right", fontsize="small", ncol=5)
     fig.tight_layout()
     plt.close(fig)

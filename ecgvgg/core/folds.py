@@ -34,8 +34,9 @@ class Fold(NamedTuple):
     test: np.ndarray
 
 
-def plan(cfg: PipelineConfig, y: pd.Series | np.ndarray, groups: pd.Series | np.ndarray | None,
-         train_only: int = 0) -> list[Fold]:
+def plan(
+    cfg: PipelineConfig, y: pd.Series | np.ndarray, groups: pd.Series | np.ndarray | None, train_only: int = 0
+) -> list[Fold]:
     """The configured study's folds: one for a single split (random, grouped or de Chazal's), K with ``split.folds``.
 
     Raises DataError or ConfigError when the classes and groups cannot fill the split.
@@ -48,12 +49,23 @@ def plan(cfg: PipelineConfig, y: pd.Series | np.ndarray, groups: pd.Series | np.
             raise ConfigError("split.protocol: de_chazal needs data.group_column naming the record column")
     grouping = groups if cfg.grouped_split else None
     if s.folds:
-        folds = cv_folds(y, folds=s.folds, groups=grouping, val_size=s.val_size, seed=s.seed, classes=classes,
-                         train_only=train_only)
+        folds = cv_folds(
+            y, folds=s.folds, groups=grouping, val_size=s.val_size, seed=s.seed, classes=classes, train_only=train_only
+        )
     else:
         protocol = {"test_groups": DS2, "train_groups": DS1} if s.protocol == "de_chazal" else {}
-        folds = [split_indices(y, groups=grouping, test_size=s.test_size, val_size=s.val_size, seed=s.seed,
-                               classes=classes, train_only=train_only, **protocol)]
+        folds = [
+            split_indices(
+                y,
+                groups=grouping,
+                test_size=s.test_size,
+                val_size=s.val_size,
+                seed=s.seed,
+                classes=classes,
+                train_only=train_only,
+                **protocol,
+            )
+        ]
     small = np.int32 if len(y) < 2**31 else np.int64  # the folds live as long as the study: 4 bytes a row each
     return [Fold(*(part.astype(small) for part in fold)) for fold in folds]
 
@@ -68,8 +80,7 @@ def materialise(cfg: PipelineConfig, X: np.ndarray, y: np.ndarray, fold: Fold) -
     if not isinstance(X, np.ndarray):
         in_order = Fold(*(X[part].positions for part in fold))  # sorted as the views read them, copied only if not
         return _streamed_fold(X, np.asarray(y), in_order, r.sampler, cfg.data.classes)
-    return oversample_fold(X, y, *fold, sampler=r.sampler, sampler_params=r.params, seed=cfg.split.seed,
-                           classes=cfg.data.classes)
+    return oversample_fold(X, y, *fold, sampler=r.sampler, sampler_params=r.params, seed=cfg.split.seed, classes=cfg.data.classes)
 
 
 def split_then_oversample(
@@ -101,16 +112,31 @@ def split_then_oversample(
     if len(Xa) != len(ya):
         raise DataError(f"X has {len(Xa)} rows, y {len(ya)}")
     classes = tuple(int(c) for c in (classes if classes is not None else np.unique(ya)))
-    fold = split_indices(ya, groups=groups, test_size=test_size, val_size=val_size, seed=seed, classes=classes,
-                         test_groups=test_groups, train_groups=train_groups, train_only=train_only)
-    return oversample_fold(Xa, ya, *fold, sampler=sampler, sampler_params=sampler_params, seed=seed,
-                           classes=classes)
+    fold = split_indices(
+        ya,
+        groups=groups,
+        test_size=test_size,
+        val_size=val_size,
+        seed=seed,
+        classes=classes,
+        test_groups=test_groups,
+        train_groups=train_groups,
+        train_only=train_only,
+    )
+    return oversample_fold(Xa, ya, *fold, sampler=sampler, sampler_params=sampler_params, seed=seed, classes=classes)
 
 
 def split_indices(
-    y: pd.Series | np.ndarray, *, groups: pd.Series | np.ndarray | None = None, test_size: float = 0.2,
-    val_size: float = 0.1, seed: int = 0, classes: Sequence[int] | None = None,
-    test_groups: Collection[str] | None = None, train_groups: Collection[str] | None = None, train_only: int = 0,
+    y: pd.Series | np.ndarray,
+    *,
+    groups: pd.Series | np.ndarray | None = None,
+    test_size: float = 0.2,
+    val_size: float = 0.1,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+    test_groups: Collection[str] | None = None,
+    train_groups: Collection[str] | None = None,
+    train_only: int = 0,
 ) -> Fold:
     """Row positions of a stratified (grouped when ``groups`` is given) train/validation/test split.
 
@@ -138,14 +164,19 @@ def split_indices(
     if missing and test_groups is None:
         raise DataError(f"class(es) {missing} have no rows in the training split; add data or reduce test_size/val_size")
     if missing:
-        warnings.warn(f"class(es) {missing} have no training rows under these groups; the model cannot learn them",
-                      stacklevel=2)
+        warnings.warn(f"class(es) {missing} have no training rows under these groups; the model cannot learn them", stacklevel=2)
     return Fold(train, val, test)
 
 
-def _split_by_groups(rows: np.ndarray, y: np.ndarray, groups: np.ndarray | None, test_groups: Collection[str],
-                     train_groups: Collection[str] | None, val_size: float, seed: int,
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split_by_groups(
+    rows: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    test_groups: Collection[str],
+    train_groups: Collection[str] | None,
+    val_size: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Test = the rows of ``test_groups``; validation carved by group from the ``train_groups`` rows."""
     if groups is None:
         raise DataError("test_groups needs groups (e.g. the record column)")
@@ -158,8 +189,7 @@ def _split_by_groups(rows: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
         raise DataError(f"the data have {len(pool)} training-side and {len(test)} test-side rows for these groups")
     left_out = len(rows) - len(test) - len(pool)
     if left_out:
-        warnings.warn(f"{left_out} rows belong to groups in neither the training nor the test set and are left out",
-                      stacklevel=3)
+        warnings.warn(f"{left_out} rows belong to groups in neither the training nor the test set and are left out", stacklevel=3)
     train, val = _split(pool, y, gs, val_size, seed + 1)
     # a class seen in too few training-side groups stays wholly in training
     for c in np.unique(y[pool]):
@@ -170,8 +200,15 @@ def _split_by_groups(rows: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
 
 
 def oversample_fold(
-    X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, test: np.ndarray, *,
-    sampler: str | Sampler = "adasyn", sampler_params: Mapping[str, Any] | None = None, seed: int = 0,
+    X: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    test: np.ndarray,
+    *,
+    sampler: str | Sampler = "adasyn",
+    sampler_params: Mapping[str, Any] | None = None,
+    seed: int = 0,
     classes: Sequence[int],
 ) -> Splits:
     """Oversample the ``train`` rows of ``X``/``y`` only and return the three parts as :class:`Splits`."""
@@ -181,27 +218,63 @@ def oversample_fold(
     X_tr, y_tr = Xa[train], ya[train]
     name = sampler if isinstance(sampler, str) else type(sampler).__name__
     X_res, y_res = oversample(X_tr, y_tr, sampler, dict(sampler_params or {}), seed)
-    return Splits(X_res, y_res, Xa[val], ya[val], Xa[test], ya[test], train, val, test, classes, name.lower(),
-                  _part_counts(ya, Fold(train, val, test), y_res, classes))
+    return Splits(
+        X_res,
+        y_res,
+        Xa[val],
+        ya[val],
+        Xa[test],
+        ya[test],
+        train,
+        val,
+        test,
+        classes,
+        name.lower(),
+        _part_counts(ya, Fold(train, val, test), y_res, classes),
+    )
 
 
-def _part_counts(y: np.ndarray, fold: Fold, y_train_after: np.ndarray, classes: Sequence[int],
-                 ) -> dict[str, dict[int, int]]:
+def _part_counts(
+    y: np.ndarray,
+    fold: Fold,
+    y_train_after: np.ndarray,
+    classes: Sequence[int],
+) -> dict[str, dict[int, int]]:
     """Class counts of all rows, of the training part before and after resampling, of validation and of test."""
-    return {"all": class_counts(y, classes), "train_before": class_counts(y[fold.train], classes),
-            "train_after": class_counts(y_train_after, classes), "val": class_counts(y[fold.val], classes),
-            "test": class_counts(y[fold.test], classes)}
+    return {
+        "all": class_counts(y, classes),
+        "train_before": class_counts(y[fold.train], classes),
+        "train_after": class_counts(y_train_after, classes),
+        "val": class_counts(y[fold.val], classes),
+        "test": class_counts(y[fold.test], classes),
+    }
 
 
 def _streamed_fold(X: Any, y: np.ndarray, fold: Fold, sampler: str, classes: Sequence[int]) -> Splits:
     """:class:`Splits` of lazy row views (``X[part]``) with the class counts of each part."""
-    return Splits(X[fold.train], y[fold.train], X[fold.val], y[fold.val], X[fold.test], y[fold.test], *fold,
-                  tuple(int(c) for c in classes), sampler, _part_counts(y, fold, y[fold.train], classes))
+    return Splits(
+        X[fold.train],
+        y[fold.train],
+        X[fold.val],
+        y[fold.val],
+        X[fold.test],
+        y[fold.test],
+        *fold,
+        tuple(int(c) for c in classes),
+        sampler,
+        _part_counts(y, fold, y[fold.train], classes),
+    )
 
 
 def cv_folds(
-    y: pd.Series | np.ndarray, *, folds: int, groups: pd.Series | np.ndarray | None = None, val_size: float = 0.1,
-    seed: int = 0, classes: Sequence[int] | None = None, train_only: int = 0,
+    y: pd.Series | np.ndarray,
+    *,
+    folds: int,
+    groups: pd.Series | np.ndarray | None = None,
+    val_size: float = 0.1,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+    train_only: int = 0,
 ) -> list[Fold]:
     """The folds of a stratified (grouped) K-fold cross-validation.
 
@@ -212,8 +285,8 @@ def cv_folds(
     """
     ya_all = np.asarray(y).astype(np.int64)
     extra = np.arange(len(ya_all) - train_only, len(ya_all))
-    ya = ya_all[:len(ya_all) - train_only]
-    ga = None if groups is None else np.asarray(groups).astype(str)[:len(ya)]
+    ya = ya_all[: len(ya_all) - train_only]
+    ga = None if groups is None else np.asarray(groups).astype(str)[: len(ya)]
     classes = tuple(int(c) for c in (classes if classes is not None else np.unique(ya)))
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
@@ -236,8 +309,7 @@ def cv_folds(
         train = np.r_[train, extra]
         missing = [c for c in classes if np.any(ya == c) and not np.any(ya_all[train] == c)]
         if missing:
-            raise DataError(f"fold {k}: class(es) {missing} have no rows in its training part; "
-                            "use fewer folds or add data")
+            raise DataError(f"fold {k}: class(es) {missing} have no rows in its training part; use fewer folds or add data")
         out.append(Fold(np.sort(train), np.sort(val), np.sort(test)))
     return out
 
@@ -253,13 +325,16 @@ def _check_splittable(y: np.ndarray, groups: np.ndarray | None, classes: Sequenc
         else:
             n, what = len(np.unique(groups[y == c])), "groups"
         if n < 3:
-            raise DataError(
-                f"class {int(c)} has only {n} {what}; a stratified train/validation/test split needs at least 3"
-            )
+            raise DataError(f"class {int(c)} has only {n} {what}; a stratified train/validation/test split needs at least 3")
 
 
-def _split(rows: np.ndarray, y: np.ndarray, groups: np.ndarray | None, size: float, seed: int,
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _split(
+    rows: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    size: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Split ``rows`` in two, stratified by ``y`` and grouped by ``groups`` when given."""
     if groups is None:
         k = len(np.unique(y[rows]))

@@ -62,15 +62,15 @@ class LoadedModel:
         elif rhythm and isinstance(X, pd.DataFrame):
             missing = [c for c in rhythm if c not in set(map(str, X.columns))]
             if missing:
-                raise DataError(f"the model from {self.source} also reads rhythm column(s) {', '.join(missing)}, "
-                                "which the table lacks (ecgvgg prepare writes them)")
+                raise DataError(
+                    f"the model from {self.source} also reads rhythm column(s) {', '.join(missing)}, "
+                    "which the table lacks (ecgvgg prepare writes them)"
+                )
         a = np.asarray(X, dtype=np.float32)
         if a.ndim != 2:
             raise DataError(f"expected beats as rows of samples, got an array of shape {a.shape}")
         if self.length is not None and a.shape[1] != self.length:
-            raise DataError(
-                f"the data has {a.shape[1]} samples per beat but the model from {self.source} expects {self.length}"
-            )
+            raise DataError(f"the data has {a.shape[1]} samples per beat but the model from {self.source} expects {self.length}")
         return a
 
     def prepare(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -92,8 +92,12 @@ class LoadedModel:
         """One row per beat: ``prediction`` (class label), ``class_name`` and ``p_<class name>``."""
         probs = self.predict_proba(X, batch_size)
         idx = np.argmax(probs, axis=1)
-        frame = pd.DataFrame({"prediction": np.asarray(self.classes, dtype=np.int64)[idx],
-                              "class_name": np.asarray(self.class_names, dtype=object)[idx]})
+        frame = pd.DataFrame(
+            {
+                "prediction": np.asarray(self.classes, dtype=np.int64)[idx],
+                "class_name": np.asarray(self.class_names, dtype=object)[idx],
+            }
+        )
         for i, name in enumerate(self.class_names):
             frame[f"p_{name}"] = probs[:, i].astype(np.float64)
         return frame
@@ -152,7 +156,7 @@ def run_model_file(tracking_uri: str, run_id: str) -> Path | None:
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix):
         return None
-    path = Path(tracking_uri[len(prefix):]).parent / "runs" / run_id / "model.keras"
+    path = Path(tracking_uri[len(prefix) :]).parent / "runs" / run_id / "model.keras"
     return path if path.is_file() else None
 
 
@@ -180,8 +184,10 @@ def load_model(path: str | Path, *, source: str | None = None) -> LoadedModel:
         if contract is None and beside.is_file():
             contract = read_contract(beside)
     if contract is None:
-        raise DataError(f"{path}: no ecgvgg input contract in or beside this model (classes, beat length, "
-                        "reshaping); use a model saved by ecgvgg")
+        raise DataError(
+            f"{path}: no ecgvgg input contract in or beside this model (classes, beat length, "
+            "reshaping); use a model saved by ecgvgg"
+        )
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a damaged file
@@ -189,8 +195,9 @@ def load_model(path: str | Path, *, source: str | None = None) -> LoadedModel:
     return LoadedModel(model, contract, source)
 
 
-def table_settings(loaded: LoadedModel, data: Path, label_column: str | None = None,
-                   group_column: str | None = None) -> tuple[str, str | None, bool | None]:
+def table_settings(
+    loaded: LoadedModel, data: Path, label_column: str | None = None, group_column: str | None = None
+) -> tuple[str, str | None, bool | None]:
     """Label column, group column and header for reading ``data``: those given, else the model's training table's."""
     trained = loaded.data or {}
     label = label_column or trained.get("label_column") or "label"
@@ -214,8 +221,10 @@ def warn_seen_groups(loaded: LoadedModel, data: Path, groups: Any, scored: bool 
     mine = {str(g) for g in groups}
     overlap = sorted(mine & seen)
     if overlap:
-        warnings.warn(f"{data}: {len(overlap)} of its {len(mine)} {loaded.data.get('group_column') or 'group'} "
-                      f"values ({', '.join(overlap[:5])}{', ...' if len(overlap) > 5 else ''}) were in the model's "
-                      "training or validation split: " + ("its scores on them are optimistic" if scored else
-                                                            "it will do better on them than on new recordings"),
-                      stacklevel=2)
+        warnings.warn(
+            f"{data}: {len(overlap)} of its {len(mine)} {loaded.data.get('group_column') or 'group'} "
+            f"values ({', '.join(overlap[:5])}{', ...' if len(overlap) > 5 else ''}) were in the model's "
+            "training or validation split: "
+            + ("its scores on them are optimistic" if scored else "it will do better on them than on new recordings"),
+            stacklevel=2,
+        )

@@ -14,15 +14,25 @@ from ecgvgg.core.augment import Augment, augment_batch
 
 log = logging.getLogger("ecgvgg")
 
+
 def epoch_counts(counts: Mapping[int, int], max_per_class: int | None) -> dict[int, int]:
     """Rows of each class that one epoch draws: all of them, or at most ``max_per_class`` (class-balanced epochs)."""
     return {int(c): min(int(n), max_per_class) if max_per_class else int(n) for c, n in counts.items()}
 
 
-def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 augment: Augment | None = None, num_classes: int | None = None,
-                 max_per_class: int | None = None,
-                 proportions: Mapping[int, float] | None = None, steps: int | None = None) -> tf.data.Dataset:
+def make_dataset(
+    X: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    augment: Augment | None = None,
+    num_classes: int | None = None,
+    max_per_class: int | None = None,
+    proportions: Mapping[int, float] | None = None,
+    steps: int | None = None,
+) -> tf.data.Dataset:
     """A prefetched tf.data pipeline over in-memory arrays; shuffling permutes indices, not rows.
 
     ``augment`` (training data only) is applied per batch, see :mod:`ecgvgg.core.augment`. With
@@ -38,8 +48,9 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
     if spec.mixup and not num_classes:
         raise ValueError("mixup needs one-hot labels: pass num_classes")
     if not isinstance(X, np.ndarray):
-        return _finish(streamed_batches(X, np.asarray(y), batch_size, seed=seed, proportions=proportions, steps=steps),
-                       spec, num_classes)
+        return _finish(
+            streamed_batches(X, np.asarray(y), batch_size, seed=seed, proportions=proportions, steps=steps), spec, num_classes
+        )
     X_t, y_t = tf.constant(X), tf.constant(y)
     if proportions:
         idx = _balanced_rows(np.asarray(y), proportions, seed, steps * batch_size if steps else len(y))
@@ -58,8 +69,7 @@ def make_dataset(X: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
         idx = tf.data.Dataset.range(len(X))
         if shuffle:
             idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-    gathered = idx.batch(batch_size).map(lambda i: (tf.gather(X_t, i), tf.gather(y_t, i)),
-                                         num_parallel_calls=tf.data.AUTOTUNE)
+    gathered = idx.batch(batch_size).map(lambda i: (tf.gather(X_t, i), tf.gather(y_t, i)), num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(gathered, spec, num_classes)
 
 
@@ -79,9 +89,16 @@ def _finish(batches: tf.data.Dataset, spec: Augment, num_classes: int | None) ->
 STREAM_CACHE_BYTES = 128 * 2**20
 
 
-def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
-                     proportions: Mapping[int, float] | None = None, steps: int | None = None,
-                     cache_bytes: int = STREAM_CACHE_BYTES) -> tf.data.Dataset:
+def streamed_batches(
+    X: Any,
+    y: np.ndarray,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    proportions: Mapping[int, float] | None = None,
+    steps: int | None = None,
+    cache_bytes: int = STREAM_CACHE_BYTES,
+) -> tf.data.Dataset:
     """``(x, label)`` training batches read from Parquet (``X`` an :class:`ecgvgg.core.stream.Rows`), ``steps`` an epoch
     (default ``len(X)`` rows' worth).
 
@@ -101,8 +118,14 @@ def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
     mine = [_for_worker(part, rank, count) for part in parts]
     if count > 1:
         files = sorted({f for part in mine for f in part.files_read()})
-        log.info("worker %d of %d streams its training rows from %d of %d files: %s", rank, count, len(files),
-                 len(X.files_read()), ", ".join(f.name for f in files))
+        log.info(
+            "worker %d of %d streams its training rows from %d of %d files: %s",
+            rank,
+            count,
+            len(files),
+            len(X.files_read()),
+            ", ".join(f.name for f in files),
+        )
     sizes = [len(part) * 4 * int(np.prod(X.row_shape)) for part in mine]
     cached, room = set(), cache_bytes
     for k in np.argsort(sizes, kind="stable"):
@@ -110,8 +133,13 @@ def streamed_batches(X: Any, y: np.ndarray, batch_size: int, *, seed: int = 0,
             cached.add(int(k))
             room -= sizes[k]
     streams = [_row_stream(part, X, y, seed + 1000 * rank + k, batch_size, k in cached) for k, part in enumerate(mine)]
-    rows = streams[0] if not proportions else tf.data.Dataset.sample_from_datasets(
-        streams, weights=[float(proportions[c]) for c in sorted(proportions)], seed=seed + rank)
+    rows = (
+        streams[0]
+        if not proportions
+        else tf.data.Dataset.sample_from_datasets(
+            streams, weights=[float(proportions[c]) for c in sorted(proportions)], seed=seed + rank
+        )
+    )
     steps = steps or -(-len(X) // batch_size)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # shared by file
@@ -133,8 +161,8 @@ def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int, ca
         x = np.empty((len(mine), *X.row_shape), dtype=np.float32)
         labels, start = np.empty(len(mine), dtype=np.int64), 0
         for chunk, positions in mine.chunks():
-            x[start:start + len(chunk)] = chunk
-            labels[start:start + len(chunk)] = y[np.searchsorted(X.positions, positions)]
+            x[start : start + len(chunk)] = chunk
+            labels[start : start + len(chunk)] = y[np.searchsorted(X.positions, positions)]
             start += len(chunk)
         x_t, y_t = tf.constant(x), tf.constant(labels)
         del x
@@ -142,7 +170,7 @@ def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int, ca
         return order.repeat().map(lambda i: (tf.gather(x_t, i), tf.gather(y_t, i)))
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for x, positions in mine.chunks(rng=rng):
+        for x, positions in mine.chunks(4 * batch_size, rng=rng):  # small reads: little held per stream
             yield x, y[np.searchsorted(X.positions, positions)].astype(np.int64)  # X.positions are sorted: y is in their order
 
     spec = (tf.TensorSpec((None, *X.row_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
@@ -153,9 +181,12 @@ def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int, ca
 def _balanced_rows(y: np.ndarray, proportions: Mapping[int, float], seed: int, rows: int) -> tf.data.Dataset:
     """Row positions, ``rows`` an epoch, each drawn from its class's endless shuffled stream with these shares."""
     classes = sorted(proportions)
-    streams = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(y == c).astype(np.int64))
-               .shuffle(int(np.sum(y == c)), seed=seed + k, reshuffle_each_iteration=True).repeat()
-               for k, c in enumerate(classes)]
+    streams = [
+        tf.data.Dataset.from_tensor_slices(np.flatnonzero(y == c).astype(np.int64))
+        .shuffle(int(np.sum(y == c)), seed=seed + k, reshuffle_each_iteration=True)
+        .repeat()
+        for k, c in enumerate(classes)
+    ]
     shares = [float(proportions[c]) for c in classes]
     return tf.data.Dataset.sample_from_datasets(streams, weights=shares, seed=seed).take(rows)
 

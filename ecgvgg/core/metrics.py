@@ -41,8 +41,10 @@ def report_text(scores: Mapping[str, Any], names: Sequence[str], digits: int = 3
     support = np.array([scores["support"][c] for c in classes], dtype=float)
     rows = [head, ""]
     for c, name in zip(classes, names):
-        rows.append(f"{name:>{width}} {scores['precision'][c]:>9.{digits}f} {scores['recall'][c]:>9.{digits}f} "
-                    f"{scores['f1'][c]:>9.{digits}f} {scores['support'][c]:>9d}")
+        rows.append(
+            f"{name:>{width}} {scores['precision'][c]:>9.{digits}f} {scores['recall'][c]:>9.{digits}f} "
+            f"{scores['f1'][c]:>9.{digits}f} {scores['support'][c]:>9d}"
+        )
     total = int(support.sum())
     rows += ["", f"{'accuracy':>{width}} {'':>9} {'':>9} {scores['accuracy']:>9.{digits}f} {total:>9d}"]
     for label, weights in (("macro avg", np.ones_like(support)), ("weighted avg", support)):
@@ -67,16 +69,27 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int]) ->
 
 
 def collapse_reason(
-    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], names: Sequence[str] | None = None,
-    dominance: float = 0.98, check_recall: bool = True, min_rows: int = 1,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: Sequence[int],
+    names: Sequence[str] | None = None,
+    dominance: float = 0.98,
+    check_recall: bool = True,
+    min_rows: int = 1,
 ) -> str | None:
     """Say why predictions look collapsed, or None (see :func:`collapse_from_confusion`)."""
-    return collapse_from_confusion(confusion(y_true, y_pred, classes), names or [str(c) for c in classes],
-                                   dominance=dominance, check_recall=check_recall, min_rows=min_rows)
+    return collapse_from_confusion(
+        confusion(y_true, y_pred, classes),
+        names or [str(c) for c in classes],
+        dominance=dominance,
+        check_recall=check_recall,
+        min_rows=min_rows,
+    )
 
 
-def collapse_from_confusion(matrix: np.ndarray, names: Sequence[str], *, dominance: float = 0.98,
-                            check_recall: bool = True, min_rows: int = 1) -> str | None:
+def collapse_from_confusion(
+    matrix: np.ndarray, names: Sequence[str], *, dominance: float = 0.98, check_recall: bool = True, min_rows: int = 1
+) -> str | None:
     """Say why the predictions of a confusion matrix (true classes in rows) look collapsed, or None.
 
     Collapsed means one class is predicted for at least ``dominance`` of the rows, or a class
@@ -91,8 +104,9 @@ def collapse_from_confusion(matrix: np.ndarray, names: Sequence[str], *, dominan
     top = int(np.argmax(predicted))
     if predicted[top] / total >= dominance:
         return f"predicts class {names[top]} for {predicted[top] / total:.1%} of {total} rows"
-    never = [f"{names[i]} ({int(support[i])} rows)" for i in range(len(names))
-             if support[i] >= max(min_rows, 1) and predicted[i] == 0]
+    never = [
+        f"{names[i]} ({int(support[i])} rows)" for i in range(len(names)) if support[i] >= max(min_rows, 1) and predicted[i] == 0
+    ]
     if never:
         return f"never predicts class(es) {', '.join(never)}"
     dead = [names[i] for i in range(len(names)) if support[i] and not m[i, i]] if check_recall else []
@@ -101,8 +115,9 @@ def collapse_from_confusion(matrix: np.ndarray, names: Sequence[str], *, dominan
     return None
 
 
-def dominant_class(y_pred: np.ndarray, classes: Sequence[int], names: Sequence[str] | None = None,
-                   dominance: float = 0.98) -> str | None:
+def dominant_class(
+    y_pred: np.ndarray, classes: Sequence[int], names: Sequence[str] | None = None, dominance: float = 0.98
+) -> str | None:
     """``"predicts class N for 99.0% of 300 rows"`` when one class takes ``dominance`` of the predictions, else None."""
     y_pred = np.asarray(y_pred)
     if len(y_pred) == 0:
@@ -118,8 +133,11 @@ def dominant_class(y_pred: np.ndarray, classes: Sequence[int], names: Sequence[s
 
 
 def held_out_verdict(
-    parts: Mapping[str, tuple[np.ndarray, np.ndarray] | np.ndarray], classes: Sequence[int],
-    names: Sequence[str] | None = None, dominance: float = 0.98, min_rows: int = 1,
+    parts: Mapping[str, tuple[np.ndarray, np.ndarray] | np.ndarray],
+    classes: Sequence[int],
+    names: Sequence[str] | None = None,
+    dominance: float = 0.98,
+    min_rows: int = 1,
 ) -> tuple[str | None, dict[str, str]]:
     """The collapse verdict on all held-out rows pooled, and the classes missed on some part of them.
 
@@ -131,10 +149,12 @@ def held_out_verdict(
     the reason says it all).
     """
     names = list(names) if names is not None else [str(c) for c in classes]
-    matrices = {where: confusion(*part, classes) if isinstance(part, tuple) else np.asarray(part)
-                for where, part in parts.items()}
-    reason = collapse_from_confusion(np.sum(list(matrices.values()), axis=0), names, dominance=dominance, check_recall=False,
-                                     min_rows=min_rows)
+    matrices = {
+        where: confusion(*part, classes) if isinstance(part, tuple) else np.asarray(part) for where, part in parts.items()
+    }
+    reason = collapse_from_confusion(
+        np.sum(list(matrices.values()), axis=0), names, dominance=dominance, check_recall=False, min_rows=min_rows
+    )
     if reason:
         return reason, {}
     missed: dict[str, list[str]] = {}
@@ -157,8 +177,14 @@ def macro_f1_from_confusion(matrix: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_macro_f1(
-    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], groups: np.ndarray | None = None,
-    *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: Sequence[int],
+    groups: np.ndarray | None = None,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the macro-F1; resamples whole groups (e.g. recordings) when given.
 
@@ -168,8 +194,7 @@ def bootstrap_macro_f1(
     if len(y_true) == 0:
         return 0.0, 0.0
     keys = np.arange(len(y_true)) if groups is None else np.asarray(groups)
-    return bootstrap_from_confusions(group_confusions(y_true, y_pred, classes, keys), n_boot=n_boot, level=level,
-                                     seed=seed)
+    return bootstrap_from_confusions(group_confusions(y_true, y_pred, classes, keys), n_boot=n_boot, level=level, seed=seed)
 
 
 def group_keys(groups: np.ndarray) -> np.ndarray:
@@ -184,8 +209,12 @@ def class_positions(y: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     return np.array([index[int(v)] for v in np.asarray(y)], dtype=np.int64)
 
 
-def group_confusions(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], groups: np.ndarray,
-                     ) -> np.ndarray:
+def group_confusions(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: Sequence[int],
+    groups: np.ndarray,
+) -> np.ndarray:
     """One confusion matrix per group, ``(groups, k, k)``, in the order of :func:`group_keys`."""
     keys = group_keys(groups)
     out = np.zeros((int(keys.max()) + 1 if len(keys) else 0, len(classes), len(classes)), dtype=np.int64)
@@ -193,8 +222,9 @@ def group_confusions(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[i
     return out
 
 
-def bootstrap_from_confusions(per_group: np.ndarray, *, by_beat: bool = False, n_boot: int = 1000,
-                              level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_from_confusions(
+    per_group: np.ndarray, *, by_beat: bool = False, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the macro-F1 from per-group confusion matrices, groups drawn with replacement.
 
     With ``by_beat`` beats are drawn instead, from the pooled matrix (a multinomial draw of its
@@ -221,13 +251,11 @@ def bootstrap_from_confusions(per_group: np.ndarray, *, by_beat: bool = False, n
     return float(low), float(high)
 
 
-def zero_recall(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int],
-                names: Sequence[str] | None = None) -> list[str]:
+def zero_recall(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int], names: Sequence[str] | None = None) -> list[str]:
     """Names of the classes that have rows but are never predicted correctly."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     names = list(names) if names is not None else [str(c) for c in classes]
-    return [names[i] for i, c in enumerate(classes)
-            if np.any(y_true == c) and not np.any((y_pred == c) & (y_true == c))]
+    return [names[i] for i, c in enumerate(classes) if np.any(y_true == c) and not np.any((y_pred == c) & (y_true == c))]
 
 
 def aami_scores(matrix: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -245,8 +273,12 @@ def aami_scores(matrix: np.ndarray, names: Sequence[str]) -> dict[str, dict[str,
         tn = total - tp - fn - fp
         se = tp / (tp + fn) if tp + fn else 0.0
         pp = tp / (tp + fp) if tp + fp else 0.0
-        out[name] = {"Se": se, "+P": pp, "FPR": fp / (fp + tn) if fp + tn else 0.0,
-                     "F1": 2 * se * pp / (se + pp) if se + pp else 0.0}
+        out[name] = {
+            "Se": se,
+            "+P": pp,
+            "FPR": fp / (fp + tn) if fp + tn else 0.0,
+            "F1": 2 * se * pp / (se + pp) if se + pp else 0.0,
+        }
     return out
 
 

@@ -66,8 +66,12 @@ def vgg16(
     if include_top:
         x = _top(x, r, classes, dense_units, dropout, classifier_activation)
     elif pooling is not None:
-        glob = {("avg", 1): layers.GlobalAveragePooling1D, ("max", 1): layers.GlobalMaxPooling1D,
-                ("avg", 2): layers.GlobalAveragePooling2D, ("max", 2): layers.GlobalMaxPooling2D}
+        glob = {
+            ("avg", 1): layers.GlobalAveragePooling1D,
+            ("max", 1): layers.GlobalMaxPooling1D,
+            ("avg", 2): layers.GlobalAveragePooling2D,
+            ("max", 2): layers.GlobalMaxPooling2D,
+        }
         x = glob[(pooling, dims)](name=f"global_{pooling}_pool")(x)
     model = keras.Model(inputs, x, name=f"vgg16_{dims}d")
     if weights is not None:
@@ -78,8 +82,15 @@ def vgg16(
     return model
 
 
-def _check_knobs(input_shape: tuple[int, ...], width: float, pooling: str | None, rhythm: int, channels: int,
-                 references: int, include_top: bool) -> None:
+def _check_knobs(
+    input_shape: tuple[int, ...],
+    width: float,
+    pooling: str | None,
+    rhythm: int,
+    channels: int,
+    references: int,
+    include_top: bool,
+) -> None:
     """Refuse knobs that do not fit together, with what to change."""
     dims = len(input_shape) - 1
     if dims not in (1, 2):
@@ -102,8 +113,12 @@ def _check_knobs(input_shape: tuple[int, ...], width: float, pooling: str | None
 RHYTHM_UNITS = 32
 
 
-def _rhythm_branch(inputs: Any, rhythm: int, mean: Sequence[float] | None, variance: Sequence[float] | None,
-                   ) -> tuple[Any, Any]:
+def _rhythm_branch(
+    inputs: Any,
+    rhythm: int,
+    mean: Sequence[float] | None,
+    variance: Sequence[float] | None,
+) -> tuple[Any, Any]:
     """Split rows into beat samples and ``rhythm`` values; standardise the values and pass them through ``rhythm_fc``."""
     length = inputs.shape[1]
     if length <= rhythm:
@@ -130,7 +145,8 @@ def _channels(x: Any, channels: int, references: int) -> Any:
         beats = layers.Cropping1D((0, channels - references), name="referenced_beats")(x)
         refs = layers.Cropping1D((channels - references, 0), name="reference_beats")(x)
         x = layers.Concatenate(axis=1, name="beats_and_differences")(
-            [x, layers.Subtract(name="beat_minus_reference")([beats, refs])])
+            [x, layers.Subtract(name="beat_minus_reference")([beats, refs])]
+        )
     return layers.Permute((2, 1), name="samples_by_channel")(x)
 
 

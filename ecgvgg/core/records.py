@@ -25,17 +25,64 @@ import numpy as np
 import pandas as pd
 
 AAMI_SYMBOLS: dict[str, int] = {
-    **dict.fromkeys("NLRej", 0), **dict.fromkeys("AaJS", 1), **dict.fromkeys("VE", 2), "F": 3,
+    **dict.fromkeys("NLRej", 0),
+    **dict.fromkeys("AaJS", 1),
+    **dict.fromkeys("VE", 2),
+    "F": 3,
     **dict.fromkeys("/fQ", 4),
 }
 #: Symbols that mark beats but have no AAMI class (counted, not kept).
 UNCLASSIFIED_BEATS = {"?", "r", "n", "B"}
 
 #: de Chazal et al. 2004: training records (DS1), test records (DS2); paced records are excluded.
-DS1 = ("101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124", "201", "203", "205",
-       "207", "208", "209", "215", "220", "223", "230")
-DS2 = ("100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210", "212", "213", "214", "219",
-       "221", "222", "228", "231", "232", "233", "234")
+DS1 = (
+    "101",
+    "106",
+    "108",
+    "109",
+    "112",
+    "114",
+    "115",
+    "116",
+    "118",
+    "119",
+    "122",
+    "124",
+    "201",
+    "203",
+    "205",
+    "207",
+    "208",
+    "209",
+    "215",
+    "220",
+    "223",
+    "230",
+)
+DS2 = (
+    "100",
+    "103",
+    "105",
+    "111",
+    "113",
+    "117",
+    "121",
+    "123",
+    "200",
+    "202",
+    "210",
+    "212",
+    "213",
+    "214",
+    "219",
+    "221",
+    "222",
+    "228",
+    "231",
+    "232",
+    "233",
+    "234",
+)
 PACED = ("102", "104", "107", "217")
 
 #: Leads tried in order when ``channel`` is not in a record: MIT-BIH's MLII, then SVDB's ECG1.
@@ -53,8 +100,7 @@ LEAD_STAND_INS: dict[str, tuple[str, ...]] = {
 #: (the running median of the beats before it, see :func:`reference_beats`), or ``none``.
 REFERENCE_MODES = ("none", "record", "causal")
 #: Rhythm columns written by ``prepare`` (see :func:`rhythm_features`).
-RHYTHM_COLUMNS = ("rr_pre", "rr_post", "rr_local", "rr_record", "rr_pre_rel", "rr_post_rel", "rr_local_rel",
-                  "rr_pre_local")
+RHYTHM_COLUMNS = ("rr_pre", "rr_post", "rr_local", "rr_record", "rr_pre_rel", "rr_post_rel", "rr_local_rel", "rr_pre_local")
 
 
 @dataclass
@@ -69,9 +115,11 @@ class PrepareReport:
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
-        text = (f"{sum(self.beats.values())} beats from {len(self.beats)} records; "
-                f"{self.non_beat_annotations} non-beat annotations and {self.unclassified_beats} beats "
-                "without an AAMI class not kept")
+        text = (
+            f"{sum(self.beats.values())} beats from {len(self.beats)} records; "
+            f"{self.non_beat_annotations} non-beat annotations and {self.unclassified_beats} beats "
+            "without an AAMI class not kept"
+        )
         if self.leads:
             from collections import Counter
 
@@ -98,8 +146,7 @@ def rhythm_features(peaks: np.ndarray, fs: float, local: int = 10) -> pd.DataFra
     n = len(t)
     if n < 2:  # no interval to measure: neutral values
         zeros, ones = np.zeros(n), np.ones(n)
-        return pd.DataFrame(dict(zip(RHYTHM_COLUMNS, (zeros, zeros, zeros, zeros, ones, ones, ones, ones))),
-                            dtype=np.float32)
+        return pd.DataFrame(dict(zip(RHYTHM_COLUMNS, (zeros, zeros, zeros, zeros, ones, ones, ones, ones))), dtype=np.float32)
     rr = np.diff(t)
     pre = np.concatenate([rr[:1], rr])
     post = np.concatenate([rr, rr[-1:]])
@@ -118,8 +165,9 @@ def beat_columns(length: int, lead: int = 0, reference: bool = False) -> list[st
     return [f"{prefix}{i}" for i in range(length)]
 
 
-def reference_beats(beats: np.ndarray, peaks: np.ndarray, fs: float, mode: str = "record",
-                    window_s: float = 300.0, update_s: float = 10.0) -> np.ndarray:
+def reference_beats(
+    beats: np.ndarray, peaks: np.ndarray, fs: float, mode: str = "record", window_s: float = 300.0, update_s: float = 10.0
+) -> np.ndarray:
     """Each beat's reference: the median beat of its record (``record``), or a running median that uses
     no beat later than it (``causal``).
 
@@ -154,9 +202,9 @@ def scale_windows(signal: np.ndarray, fs: float, window_s: float = 10.0) -> np.n
     x = np.asarray(signal, dtype=np.float32).copy()
     step = max(1, int(round(window_s * fs)))
     for start in range(0, len(x), step):
-        seg = x[start:start + step]
+        seg = x[start : start + step]
         lo, span = seg.min(), seg.max() - seg.min()
-        x[start:start + step] = (seg - lo) / span if span > 0 else 0.0
+        x[start : start + step] = (seg - lo) / span if span > 0 else 0.0
     return x
 
 
@@ -187,8 +235,9 @@ def resample(signal: np.ndarray, fs: float, target_fs: float) -> np.ndarray:
     return np.interp(t_new, np.arange(len(signal)) / fs, signal).astype(np.float32)
 
 
-def cut_kachuee(signal: np.ndarray, fs: float, peaks: np.ndarray, length: int = 187,
-                target_fs: float = 125.0, window_s: float = 10.0) -> np.ndarray:
+def cut_kachuee(
+    signal: np.ndarray, fs: float, peaks: np.ndarray, length: int = 187, target_fs: float = 125.0, window_s: float = 10.0
+) -> np.ndarray:
     """Cut beats as Kachuee et al. 2018: per 10 s window, 1.2 x median RR from each R peak."""
     x = resample(signal, fs, target_fs)
     r = np.round(np.asarray(peaks) * target_fs / fs).astype(int)
@@ -198,20 +247,21 @@ def cut_kachuee(signal: np.ndarray, fs: float, peaks: np.ndarray, length: int = 
         in_win = np.flatnonzero((r >= start) & (r < start + win))
         if not len(in_win):
             continue
-        seg = x[start:start + win]
+        seg = x[start : start + win]
         lo, span = seg.min(), seg.max() - seg.min()
         seg = (seg - lo) / span if span > 0 else np.zeros_like(seg)
         rr = np.diff(r[in_win])
         beat_len = int(1.2 * np.median(rr)) if len(rr) else length
         beat_len = max(1, min(beat_len, length))
         for i in in_win:
-            piece = seg[r[i] - start:r[i] - start + beat_len]
-            out[i, :len(piece)] = piece
+            piece = seg[r[i] - start : r[i] - start + beat_len]
+            out[i, : len(piece)] = piece
     return out
 
 
-def cut_window(signal: np.ndarray, fs: float, peaks: np.ndarray, before: float = 0.25, after: float = 0.45,
-               target_fs: float = 125.0) -> np.ndarray:
+def cut_window(
+    signal: np.ndarray, fs: float, peaks: np.ndarray, before: float = 0.25, after: float = 0.45, target_fs: float = 125.0
+) -> np.ndarray:
     """Cut a fixed window around each R peak, resampled to ``target_fs``; zero-padded at the edges."""
     x = resample(signal, fs, target_fs)
     r = np.round(np.asarray(peaks) * target_fs / fs).astype(int)
@@ -221,10 +271,19 @@ def cut_window(signal: np.ndarray, fs: float, peaks: np.ndarray, before: float =
     return padded[idx]
 
 
-def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbols: Iterable[str], *,
-                      method: str = "kachuee", filter_band: tuple[float, float] | None = None,
-                      before: float = 0.25, after: float = 0.45, rate: float = 125.0, scale: str = "none",
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, int, int]:
+def beats_from_signal(
+    signal: np.ndarray,
+    fs: float,
+    samples: np.ndarray,
+    symbols: Iterable[str],
+    *,
+    method: str = "kachuee",
+    filter_band: tuple[float, float] | None = None,
+    before: float = 0.25,
+    after: float = 0.45,
+    rate: float = 125.0,
+    scale: str = "none",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame, int, int]:
     """Beats, AAMI labels, R-peak samples and rhythm columns of one signal, plus the counts of annotations not kept.
 
     The RR sequence runs over every beat annotation, those without an AAMI class included;
@@ -239,14 +298,24 @@ def beats_from_signal(signal: np.ndarray, fs: float, samples: np.ndarray, symbol
     rhythm = rhythm_features(samples[any_beat], fs)[is_beat[any_beat]].reset_index(drop=True)
     peaks = samples[is_beat]
     labels = np.array([AAMI_SYMBOLS[s] for s, keep in zip(symbols, is_beat) if keep], dtype=np.int64)
-    beats = cut_beats(signal, fs, peaks, method=method, filter_band=filter_band, before=before, after=after,
-                      rate=rate, scale=scale)
+    beats = cut_beats(
+        signal, fs, peaks, method=method, filter_band=filter_band, before=before, after=after, rate=rate, scale=scale
+    )
     return beats, labels, peaks, rhythm, non_beat, unclassified
 
 
-def cut_beats(signal: np.ndarray, fs: float, peaks: np.ndarray, *, method: str = "kachuee",
-              filter_band: tuple[float, float] | None = None, before: float = 0.25, after: float = 0.45,
-              rate: float = 125.0, scale: str = "none") -> np.ndarray:
+def cut_beats(
+    signal: np.ndarray,
+    fs: float,
+    peaks: np.ndarray,
+    *,
+    method: str = "kachuee",
+    filter_band: tuple[float, float] | None = None,
+    before: float = 0.25,
+    after: float = 0.45,
+    rate: float = 125.0,
+    scale: str = "none",
+) -> np.ndarray:
     """One row per R peak of a 1-D signal: filtered, scaled and cut as ``prepare`` does (see the module).
 
     ``scale="record"`` centres the signal on its median and divides it by the median height of its R
@@ -311,12 +380,15 @@ def prepare_records(
         if on_record is not None:
             on_record(name)
         if not (root / f"{name}.{annotator}").is_file():
-            report.skipped_records[name] = (f"{name}.{annotator} not found: prepare needs the record's beat annotations "
-                                            "(--annotator names another annotation file)")
+            report.skipped_records[name] = (
+                f"{name}.{annotator} not found: prepare needs the record's beat annotations "
+                "(--annotator names another annotation file)"
+            )
             continue
         try:
-            frame, picked, non_beat, unclassified = _record_frame(root / name, annotator, leads, channel, cut,
-                                                                  reference, reference_window)
+            frame, picked, non_beat, unclassified = _record_frame(
+                root / name, annotator, leads, channel, cut, reference, reference_window
+            )
         except Exception as exc:  # noqa: BLE001 - any damage skips the record, and says so
             report.skipped_records[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue
@@ -325,9 +397,13 @@ def prepare_records(
         report.leads[name] = picked
         report.non_beat_annotations += non_beat
         report.unclassified_beats += unclassified
-    made = {**cut, "filter_band": list(filter_band) if filter_band else None,
-            "leads": list(leads) if leads else [channel if isinstance(channel, str) else "MLII"],
-            "reference": reference, "reference_window": reference_window}
+    made = {
+        **cut,
+        "filter_band": list(filter_band) if filter_band else None,
+        "leads": list(leads) if leads else [channel if isinstance(channel, str) else "MLII"],
+        "reference": reference,
+        "reference_window": reference_window,
+    }
     return _joined(frames, report, f"{root}: no readable WFDB records ({len(names)} .hea files)", made), report
 
 
@@ -345,8 +421,15 @@ def _joined(frames: list[pd.DataFrame], report: PrepareReport, nothing: str, mad
     return table
 
 
-def _record_frame(path: Path, annotator: str, leads: Sequence[str] | None, channel: str | int, cut: dict,
-                  reference: str, reference_window: float) -> tuple[pd.DataFrame, list[str], int, int]:
+def _record_frame(
+    path: Path,
+    annotator: str,
+    leads: Sequence[str] | None,
+    channel: str | int,
+    cut: dict,
+    reference: str,
+    reference_window: float,
+) -> tuple[pd.DataFrame, list[str], int, int]:
     """One record's beat rows (every lead, their references, rhythm, label, record, sample), the leads it gave,
     and its counts of annotations not kept."""
     import wfdb
@@ -357,7 +440,8 @@ def _record_frame(path: Path, annotator: str, leads: Sequence[str] | None, chann
     channels, refs = [], []
     for col in cols:
         beats, labels, peaks, rhythm, non_beat, unclassified = beats_from_signal(
-            rec.p_signal[:, col], rec.fs, ann.sample, ann.symbol, **cut)
+            rec.p_signal[:, col], rec.fs, ann.sample, ann.symbol, **cut
+        )
         channels.append(beats)
         if reference != "none":
             refs.append(reference_beats(beats, peaks, rec.fs, reference, reference_window))

@@ -63,8 +63,19 @@ class Splits:
             return fn(X) if isinstance(X, np.ndarray) else X.map(fn)
 
         return Splits(
-            apply(self.X_train), self.y_train, apply(self.X_val), self.y_val, apply(self.X_test), self.y_test,
-            self.train_index, self.val_index, self.test_index, self.classes, self.sampler, self.counts, self.records,
+            apply(self.X_train),
+            self.y_train,
+            apply(self.X_val),
+            self.y_val,
+            apply(self.X_test),
+            self.y_test,
+            self.train_index,
+            self.val_index,
+            self.test_index,
+            self.classes,
+            self.sampler,
+            self.counts,
+            self.records,
         )
 
 
@@ -104,8 +115,7 @@ def check_proportions(params: dict[str, Any]) -> None:
     if not isinstance(wanted, dict) or not wanted:
         raise ValueError("sampler 'balanced': proportions must map class labels to weights, e.g. {0: 1, 1: 1}")
     for c, w in wanted.items():
-        if isinstance(c, bool) or not isinstance(c, int) or isinstance(w, bool) or not isinstance(w, (int, float)) \
-                or not w >= 0:
+        if isinstance(c, bool) or not isinstance(c, int) or isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
             raise ValueError(f"sampler 'balanced': proportions[{c!r}] = {w!r}; expected a class label and a weight >= 0")
     if not sum(wanted.values()) > 0:
         raise ValueError("sampler 'balanced': the proportions sum to 0")
@@ -120,8 +130,7 @@ def balanced_proportions(y: np.ndarray, params: dict[str, Any]) -> dict[int, flo
     wanted = {int(c): float(w) for c, w in (params.get("proportions") or {c: 1.0 for c in present}).items()}
     absent = sorted(c for c, w in wanted.items() if w > 0 and c not in present)
     if absent:
-        warnings.warn(f"sampler 'balanced': classes {absent} have no training rows; their share goes to the others",
-                      stacklevel=2)
+        warnings.warn(f"sampler 'balanced': classes {absent} have no training rows; their share goes to the others", stacklevel=2)
     kept = {c: wanted.get(c, 0.0) for c in present if wanted.get(c, 0.0) > 0}
     if not kept:
         raise ValueError("sampler 'balanced': none of the asked classes has training rows")
@@ -134,8 +143,10 @@ def cap_per_class(rows: np.ndarray, y: np.ndarray, cap: int | None, rng: np.rand
     if cap is None:
         return rows
     train = np.asarray(rows)
-    keep = [rows if len(rows) <= cap else rng.choice(rows, cap, replace=False)
-            for rows in (train[y[train] == c] for c in np.unique(y[train]))]
+    keep = [
+        rows if len(rows) <= cap else rng.choice(rows, cap, replace=False)
+        for rows in (train[y[train] == c] for c in np.unique(y[train]))
+    ]
     return np.sort(np.concatenate(keep)) if keep else train
 
 
@@ -194,7 +205,7 @@ def _per_class(X: np.ndarray, y: np.ndarray, name: str, params: dict[str, Any], 
                     primary = make_sampler(name, seed=seed, sampling_strategy=strategy, **{key: k}, **extra)
                     assert primary is not None  # only "none" makes no sampler, and it has no neighbours
                     Xr, _ = primary.fit_resample(X, y)
-                new_X.append(np.asarray(Xr[len(X):], dtype=np.float32))
+                new_X.append(np.asarray(Xr[len(X) :], dtype=np.float32))
                 new_y.append(np.full(len(Xr) - len(X), c, dtype=np.int64))
                 continue
             except (RuntimeError, ValueError, UserWarning) as exc:
@@ -213,6 +224,6 @@ def _per_class(X: np.ndarray, y: np.ndarray, name: str, params: dict[str, Any], 
             )
             fallback = RandomOverSampler(sampling_strategy=strategy, random_state=seed)
         Xr, _ = fallback.fit_resample(X, y)
-        new_X.append(np.asarray(Xr[len(X):], dtype=np.float32))
+        new_X.append(np.asarray(Xr[len(X) :], dtype=np.float32))
         new_y.append(np.full(len(Xr) - len(X), c, dtype=np.int64))
     return np.concatenate(new_X).astype(np.float32, copy=False), np.concatenate(new_y)

@@ -100,8 +100,11 @@ class Rows:
         """Where each file's rows begin in ``positions`` (and where the last file's end)."""
         return np.searchsorted(self.positions, self.shards.starts)
 
-    def chunks(self, size: int = BATCH_ROWS, rng: np.random.Generator | None = None,
-               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def chunks(
+        self,
+        size: int = BATCH_ROWS,
+        rng: np.random.Generator | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(x, positions)`` chunks of at most ``size`` rows, in row order; with ``rng``, files in random order
         and rows shuffled within each chunk. ``x`` is float32, after ``transform``."""
         columns = list(self.columns or self.shards.columns)
@@ -110,7 +113,7 @@ class Rows:
         for i in order:
             if edges[i + 1] == edges[i]:
                 continue
-            local = self.positions[edges[i]:edges[i + 1]] - self.shards.starts[i]  # one file's positions at a time
+            local = self.positions[edges[i] : edges[i + 1]] - self.shards.starts[i]  # one file's positions at a time
             for x, rows in _read_rows(self.shards.files[i], local, columns, size):
                 if rng is not None:
                     shuffled = rng.permutation(len(rows))
@@ -131,8 +134,12 @@ def label_dtype(classes: Sequence[int]) -> np.dtype:
     return np.dtype(np.int8 if small else np.int64)
 
 
-def _read_rows(path: Path, local: np.ndarray, columns: list[str], size: int,
-               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _read_rows(
+    path: Path,
+    local: np.ndarray,
+    columns: list[str],
+    size: int,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Rows ``local`` (sorted, within the file) of ``columns``: record batch by batch, skipping row groups without any."""
     import pyarrow.parquet as pq
 
@@ -152,13 +159,19 @@ def _read_rows(path: Path, local: np.ndarray, columns: list[str], size: int,
 
 def _matrix(batch: object) -> np.ndarray:
     """A record batch's columns as one float32 ``(rows, columns)`` array."""
-    return np.column_stack([np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.float32)
-                            for c in batch.columns])  # type: ignore[attr-defined]
+    return np.column_stack([np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.float32) for c in batch.columns])  # type: ignore[attr-defined]
 
 
-def open_shards(path: Path, *, label_column: str, group_column: str | None, classes: Sequence[int],
-                rhythm_columns: Sequence[str] = (), ignore_columns: Sequence[str] = (),
-                channels: Sequence[str] = ()) -> tuple[Shards, np.ndarray, GroupCodes | None]:
+def open_shards(
+    path: Path,
+    *,
+    label_column: str,
+    group_column: str | None,
+    classes: Sequence[int],
+    rhythm_columns: Sequence[str] = (),
+    ignore_columns: Sequence[str] = (),
+    channels: Sequence[str] = (),
+) -> tuple[Shards, np.ndarray, GroupCodes | None]:
     """Open Parquet shards (a file, a folder or a glob) for streaming: ``(shards, y, groups)``.
 
     Reads the label and group columns whole, and every feature value once, batch by batch, to
@@ -266,5 +279,7 @@ def _check_values(shards: Shards) -> None:
             if bad.any():
                 i, j = (int(v) for v in np.argwhere(bad)[0])
                 k = int(np.searchsorted(shards.starts, rows[i], side="right")) - 1
-                raise DataError(f"{shards.files[k]}: column '{shards.columns[j]}' has {x[i, j]} at row "
-                                f"{int(rows[i] - shards.starts[k])}; beats must be finite numbers")
+                raise DataError(
+                    f"{shards.files[k]}: column '{shards.columns[j]}' has {x[i, j]} at row "
+                    f"{int(rows[i] - shards.starts[k])}; beats must be finite numbers"
+                )

@@ -23,9 +23,18 @@ from ecgvgg.core.config import PipelineConfig
 from ecgvgg.core.contract import contract_for
 from ecgvgg.core.dataset import StudyData, grouping, split_kind
 from ecgvgg.core.folds import Fold, materialise
-from ecgvgg.core.metrics import (bootstrap_macro_f1, bootstrap_from_confusions, class_positions, confusion,
-                            group_confusions, group_keys, held_out_verdict, macro_f1_from_confusion,
-                            per_class_scores, scores_from_confusion)
+from ecgvgg.core.metrics import (
+    bootstrap_macro_f1,
+    bootstrap_from_confusions,
+    class_positions,
+    confusion,
+    group_confusions,
+    group_keys,
+    held_out_verdict,
+    macro_f1_from_confusion,
+    per_class_scores,
+    scores_from_confusion,
+)
 from ecgvgg.core.events import Observer
 from ecgvgg.core.results import FoldResult, ResumePoint, StudyResult, macro_f1
 from ecgvgg.core.resampling import Splits, balanced_proportions
@@ -33,16 +42,25 @@ from ecgvgg.core.resampling import Splits, balanced_proportions
 log = logging.getLogger("ecgvgg")
 
 
-def run_study(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], observers: Sequence[Observer] = (), *,
-              source: Path | None = None, resume: ResumePoint | None = None) -> StudyResult:
+def run_study(
+    cfg: PipelineConfig,
+    data: StudyData,
+    folds: Sequence[Fold],
+    observers: Sequence[Observer] = (),
+    *,
+    source: Path | None = None,
+    resume: ResumePoint | None = None,
+) -> StudyResult:
     """Run every planned fold and pool them; a single split is one fold.
 
     ``source`` is the local ``.keras`` file of a ``model.weights: run:ID`` network; ``resume``
     (a :class:`ecgvgg.core.training.ResumePoint`) continues a single split's interrupted training.
     """
     if split_kind(cfg) == "ungrouped beats":
-        log.warning("the split is by beat: beats of one recording can sit in both training and test, so the "
-                    "score is optimistic; set data.group_column (record, patient or segment) to split by group")
+        log.warning(
+            "the split is by beat: beats of one recording can sit in both training and test, so the "
+            "score is optimistic; set data.group_column (record, patient or segment) to split by group"
+        )
     started = time.perf_counter()
     for o in observers:
         o.study_started(cfg, data, folds)
@@ -50,8 +68,14 @@ def run_study(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], obser
     stop = None
     for k, fold in enumerate(folds, start=1):
         if len(folds) > 1:
-            log.info("fold %d of %d: %d training, %d validation, %d test rows", k, len(folds), len(fold.train),
-                     len(fold.val), len(fold.test))
+            log.info(
+                "fold %d of %d: %d training, %d validation, %d test rows",
+                k,
+                len(folds),
+                len(fold.train),
+                len(fold.val),
+                len(fold.test),
+            )
         out = run_fold(cfg, data, fold, observers, number=k, source=source, resume=resume)
         results.append(out)
         answers = [o.fold_ended(k, out) for o in observers]  # every observer hears every fold
@@ -65,8 +89,16 @@ def run_study(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], obser
     return result
 
 
-def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequence[Observer] = (), *,
-             number: int = 1, source: Path | None = None, resume: ResumePoint | None = None) -> FoldResult:
+def run_fold(
+    cfg: PipelineConfig,
+    data: StudyData,
+    fold: Fold,
+    observers: Sequence[Observer] = (),
+    *,
+    number: int = 1,
+    source: Path | None = None,
+    resume: ResumePoint | None = None,
+) -> FoldResult:
     """Oversample this fold's training part, train, then score validation, test, the baseline and the verdict."""
     from ecgvgg.core.shapes import reshape
     from ecgvgg.core.training import setup_device
@@ -82,16 +114,26 @@ def run_fold(cfg: PipelineConfig, data: StudyData, fold: Fold, observers: Sequen
     t = cfg.training
     strategy = setup_device(mixed_precision=t.mixed_precision, deterministic=t.deterministic, seed=t.seed)
     with strategy.scope():  # the model, and the optimizer that compiling it makes, belong to the strategy
-        model = build_model(cfg, data.X.shape[1], _rhythm_rows(cfg, data, fold.train), source) if resume is None \
+        model = (
+            build_model(cfg, data.X.shape[1], _rhythm_rows(cfg, data, fold.train), source)
+            if resume is None
             else _load_checkpoint(resume.checkpoint)
+        )
         started = time.perf_counter()
         fit, unfrozen = _train(cfg, model, shaped, observers, folder / "best.keras" if folder else None, resume)
     seen = None if grouping(cfg, data) is None else data.named_groups(np.r_[fold.train, fold.val])
-    out = FoldResult(fold, splits.counts, model, fit,
-                     contract_for(cfg, data.features, seen,
-                                  rows=_sample_rows(data, fold.train, cfg.training.seed), made=_made(cfg)),
-                     seconds=time.perf_counter() - started, first_epoch=(resume.epoch if resume else 0) + 1,
-                     unfrozen_at=unfrozen, y_val=shaped.y_val, y_test=shaped.y_test)
+    out = FoldResult(
+        fold,
+        splits.counts,
+        model,
+        fit,
+        contract_for(cfg, data.features, seen, rows=_sample_rows(data, fold.train, cfg.training.seed), made=_made(cfg)),
+        seconds=time.perf_counter() - started,
+        first_epoch=(resume.epoch if resume else 0) + 1,
+        unfrozen_at=unfrozen,
+        y_val=shaped.y_val,
+        y_test=shaped.y_test,
+    )
     if out.pruned:
         return out
     return _score(cfg, data, out, shaped)
@@ -109,8 +151,9 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
     forest = _baseline(cfg, data, out.fold.train)
     if data.streamed:
         test_rows: Any = shaped.X_test  # a lazy stream.Rows view: its transform reshapes each chunk
-        per_group, base = _streamed_confusions(out.model, forest, data.X[shaped.test_index], test_rows.transform,
-                                               shaped.y_test, test_groups, classes, t.batch_size)
+        per_group, base = _streamed_confusions(
+            out.model, forest, data.X[shaped.test_index], test_rows.transform, shaped.y_test, test_groups, classes, t.batch_size
+        )
         out.baseline_score = None if base is None else float(macro_f1_from_confusion(base))
     else:
         out.probs = np.asarray(out.model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
@@ -123,8 +166,9 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
     out.scores["confusion_matrix"] = matrix.tolist()
     out.ci = bootstrap_from_confusions(per_group, by_beat=data.streamed and test_groups is None, seed=cfg.split.seed)
     held_out = {"validation": (shaped.y_val, out.val_pred), "test": matrix}
-    out.reason, out.missed = held_out_verdict(held_out, classes, names, dominance=t.collapse_dominance,
-                                              min_rows=t.collapse_min_rows)
+    out.reason, out.missed = held_out_verdict(
+        held_out, classes, names, dominance=t.collapse_dominance, min_rows=t.collapse_min_rows
+    )
     if out.reason is None and out.fit.stopped_on_collapse:
         out.reason, out.missed = out.fit.collapse_reason, {}
     if cfg.tracking.gradcam_per_class:
@@ -132,8 +176,16 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
     return out
 
 
-def _streamed_confusions(model: Any, forest: Any, rows: Any, shape: Any, y: np.ndarray, groups: np.ndarray | None,
-                         classes: Sequence[int], batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _streamed_confusions(
+    model: Any,
+    forest: Any,
+    rows: Any,
+    shape: Any,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    classes: Sequence[int],
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-group confusion matrices of ``model`` (and the pooled one of ``forest``) on streamed rows, chunk by chunk."""
     import tensorflow as tf
 
@@ -171,13 +223,13 @@ def _saliency(cfg: PipelineConfig, data: StudyData, out: FoldResult) -> Any:
     predicted = np.argmax(probs, axis=1)
     rows = pick_rows(predicted, per_class, cfg.split.seed)
     beats = data.rows(test[rows])
-    explained = gradcam(out.model, beats, out.contract, class_index=predicted[rows],
-                        batch_size=cfg.training.batch_size)
+    explained = gradcam(out.model, beats, out.contract, class_index=predicted[rows], batch_size=cfg.training.batch_size)
     return ClassSaliency.of(beats, explained, cfg.data.class_names)
 
 
-def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[Observer], checkpoint: Path | None,
-           resume: Any) -> tuple[Any, int | None]:
+def _train(
+    cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[Observer], checkpoint: Path | None, resume: Any
+) -> tuple[Any, int | None]:
     """Fit as ``training`` says (in two phases with ``unfreeze_after``); return the fit and the unfreezing epoch."""
     from ecgvgg.core.training import fit
 
@@ -188,15 +240,27 @@ def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[
 
     r = cfg.resampling
     proportions = balanced_proportions(shaped.y_train, r.params) if r.sampler == "balanced" else None
-    common = dict(class_names=list(cfg.data.class_names), max_per_class=r.max_per_class, proportions=proportions,
-                  augment=augment_spec(cfg), checkpoint_path=checkpoint, on_epoch=on_epoch,
-                  callbacks=[c for o in observers for c in o.keras_callbacks()])
+    common = dict(
+        class_names=list(cfg.data.class_names),
+        max_per_class=r.max_per_class,
+        proportions=proportions,
+        augment=augment_spec(cfg),
+        checkpoint_path=checkpoint,
+        on_epoch=on_epoch,
+        callbacks=[c for o in observers for c in o.keras_callbacks()],
+    )
     phased = t.unfreeze_after is not None and resume is None
     # the prior shift applies once, to the model returned at the end
-    first = fit(model, shaped, t.model_copy(update={"epochs": t.unfreeze_after, "prior_shift": 0.0}) if phased else t,
-                compile_model=resume is None, initial_epoch=resume.epoch if resume else 0,
-                initial_best=resume.best if resume else None,
-                initial_best_epoch=resume.best_epoch if resume else None, **common)
+    first = fit(
+        model,
+        shaped,
+        t.model_copy(update={"epochs": t.unfreeze_after, "prior_shift": 0.0}) if phased else t,
+        compile_model=resume is None,
+        initial_epoch=resume.epoch if resume else 0,
+        initial_best=resume.best if resume else None,
+        initial_best_epoch=resume.best_epoch if resume else None,
+        **common,
+    )
     if not phased or t.unfreeze_after is None or first.epochs_run < t.unfreeze_after or first.stopped_by:
         return first, None
     rate = t.fine_tune_learning_rate or t.learning_rate / 10  # phase two: everything trains, at a lower rate
@@ -205,8 +269,15 @@ def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[
     scores = first.history.get(t.monitor, [])
     best = (min(scores) if t.monitor.endswith("loss") else max(scores)) if scores else None
     log.info("epoch %d: all blocks unfrozen; fine-tuning at learning rate %g", first.epochs_run, rate)
-    second = fit(model, shaped, t.model_copy(update={"learning_rate": rate}), initial_epoch=first.epochs_run,
-                 initial_best=best, initial_best_epoch=first.best_epoch, **common)
+    second = fit(
+        model,
+        shaped,
+        t.model_copy(update={"learning_rate": rate}),
+        initial_epoch=first.epochs_run,
+        initial_best=best,
+        initial_best_epoch=first.best_epoch,
+        **common,
+    )
     second.history = {k: first.history.get(k, []) + second.history.get(k, []) for k in {*first.history, *second.history}}
     second.epochs_run += first.epochs_run
     return second, first.epochs_run
@@ -214,8 +285,17 @@ def _train(cfg: PipelineConfig, model: Any, shaped: Splits, observers: Sequence[
 
 def _single(cfg: PipelineConfig, fold: FoldResult) -> StudyResult:
     """A single split's study: its one fold's test scores."""
-    return StudyResult(cfg, [fold], fold.scores, fold.ci, fold.reason, fold.missed, fold.baseline_macro_f1,
-                       split_kind(cfg), saliency=fold.saliency)
+    return StudyResult(
+        cfg,
+        [fold],
+        fold.scores,
+        fold.ci,
+        fold.reason,
+        fold.missed,
+        fold.baseline_macro_f1,
+        split_kind(cfg),
+        saliency=fold.saliency,
+    )
 
 
 def _pool(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], results: Sequence[FoldResult]) -> StudyResult:
@@ -235,16 +315,36 @@ def _pool(cfg: PipelineConfig, data: StudyData, folds: Sequence[Fold], results: 
     pred = np.asarray(classes)[np.argmax(probs, axis=1)]
     scores = per_class_scores(y, pred, classes)
     scores["confusion_matrix"] = confusion(y, pred, classes).tolist()
-    reason, missed = held_out_verdict({"out-of-fold": (y, pred)}, classes, names,
-                                      dominance=cfg.training.collapse_dominance, min_rows=cfg.training.collapse_min_rows)
+    reason, missed = held_out_verdict(
+        {"out-of-fold": (y, pred)},
+        classes,
+        names,
+        dominance=cfg.training.collapse_dominance,
+        min_rows=cfg.training.collapse_min_rows,
+    )
     oof = {"label": y, "prediction": pred, "probs": probs, "fold": fold_of, "groups": groups}
-    return StudyResult(cfg, list(results), scores, bootstrap_macro_f1(y, pred, classes, groups, seed=cfg.split.seed),
-                       reason, missed, macro_f1(y, baseline, len(classes)), split_kind(cfg),
-                       cv_summary([r.scores for r in results], names), oof, fold_ensemble([r.model for r in results]),
-                       contract_for(cfg, data.features, groups, ensemble=True,
-                                    rows=_sample_rows(data, np.arange(len(data.y)), cfg.training.seed),
-                                    made=_made(cfg)),
-                       saliency=None if results[0].saliency is None else reduce(add, (r.saliency for r in results)))
+    return StudyResult(
+        cfg,
+        list(results),
+        scores,
+        bootstrap_macro_f1(y, pred, classes, groups, seed=cfg.split.seed),
+        reason,
+        missed,
+        macro_f1(y, baseline, len(classes)),
+        split_kind(cfg),
+        cv_summary([r.scores for r in results], names),
+        oof,
+        fold_ensemble([r.model for r in results]),
+        contract_for(
+            cfg,
+            data.features,
+            groups,
+            ensemble=True,
+            rows=_sample_rows(data, np.arange(len(data.y)), cfg.training.seed),
+            made=_made(cfg),
+        ),
+        saliency=None if results[0].saliency is None else reduce(add, (r.saliency for r in results)),
+    )
 
 
 def cv_summary(fold_scores: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
@@ -291,11 +391,20 @@ def build_model(cfg: PipelineConfig, width: int, rhythm: np.ndarray | None = Non
         stats: dict[str, Any] = {"channels": max(1, len(cfg.data.channels)), "references": cfg.data.references}
         if n_rhythm:
             r = np.zeros((1, n_rhythm), np.float32) if rhythm is None else np.asarray(rhythm, np.float64)
-            stats.update(rhythm=n_rhythm, rhythm_mean=r.mean(axis=0).tolist(),
-                         rhythm_variance=np.maximum(r.var(axis=0), 1e-12).tolist())
+            stats.update(
+                rhythm=n_rhythm, rhythm_mean=r.mean(axis=0).tolist(), rhythm_variance=np.maximum(r.var(axis=0), 1e-12).tolist()
+            )
             shape = (shape[0] + n_rhythm, 1)
-        model = vgg16(shape, len(cfg.data.class_names), width=m.width, dense_units=m.dense_units,
-                      dropout=m.dropout, batch_norm=m.batch_norm, weights=m.weights, **stats)
+        model = vgg16(
+            shape,
+            len(cfg.data.class_names),
+            width=m.width,
+            dense_units=m.dense_units,
+            dropout=m.dropout,
+            batch_norm=m.batch_norm,
+            weights=m.weights,
+            **stats,
+        )
     return freeze_blocks(model, m.frozen_blocks) if m.frozen_blocks else model
 
 
@@ -305,9 +414,16 @@ def augment_spec(cfg: PipelineConfig) -> Any:
 
     t = cfg.training
     time_axis = cfg.input.kind == "1d"  # shift, stretch and wander act on (samples, 1) beats
-    return Augment(scale=t.augment_scale, noise=t.augment_noise, shift=t.augment_shift if time_axis else 0,
-                   stretch=t.augment_stretch if time_axis else 0.0, wander=t.augment_wander if time_axis else 0.0,
-                   mixup=t.mixup, rhythm=len(cfg.data.rhythm_columns), channels=max(1, len(cfg.data.channels)))
+    return Augment(
+        scale=t.augment_scale,
+        noise=t.augment_noise,
+        shift=t.augment_shift if time_axis else 0,
+        stretch=t.augment_stretch if time_axis else 0.0,
+        wander=t.augment_wander if time_axis else 0.0,
+        mixup=t.mixup,
+        rhythm=len(cfg.data.rhythm_columns),
+        channels=max(1, len(cfg.data.channels)),
+    )
 
 
 def _rhythm_rows(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> np.ndarray | None:
@@ -351,9 +467,15 @@ def _baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any:
 
     cap = STREAMED_BASELINE_ROWS if data.streamed else cfg.resampling.max_per_class
     rows = cap_per_class(train, data.y, cap, np.random.default_rng(cfg.training.seed))
-    return baseline_model(kind, data.rows(rows), data.y[rows], seed=cfg.training.seed,
-                          channels=max(1, len(cfg.data.channels)), references=cfg.data.references,
-                          rhythm=cfg.data.rhythm_columns)
+    return baseline_model(
+        kind,
+        data.rows(rows),
+        data.y[rows],
+        seed=cfg.training.seed,
+        channels=max(1, len(cfg.data.channels)),
+        references=cfg.data.references,
+        rhythm=cfg.data.rhythm_columns,
+    )
 
 
 def _load_checkpoint(path: Path) -> Any:

@@ -135,8 +135,9 @@ def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int |
     raise ValueError(f"class_weight must be 'auto', 'balanced', 'records', 'none' or a dict, got {spec!r}")
 
 
-def make_loss(name: str = "cross_entropy", *, label_smoothing: float = 0.0, focal_gamma: float = 2.0,
-              one_hot: bool = False) -> Any:
+def make_loss(
+    name: str = "cross_entropy", *, label_smoothing: float = 0.0, focal_gamma: float = 2.0, one_hot: bool = False
+) -> Any:
     """The training loss, ``cross_entropy`` or ``focal``, for one-hot targets or (``one_hot=False``,
     plain cross-entropy only) class indices."""
     if name == "focal":
@@ -148,16 +149,27 @@ def make_loss(name: str = "cross_entropy", *, label_smoothing: float = 0.0, foca
     return keras.losses.SparseCategoricalCrossentropy()
 
 
-def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, weight_decay: float = 1e-4,
-                   schedule: str = "plateau", epochs: int = 30, warmup_epochs: int = 0,
-                   steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    name: str = "adam",
+    learning_rate: float = 1e-3,
+    *,
+    weight_decay: float = 1e-4,
+    schedule: str = "plateau",
+    epochs: int = 30,
+    warmup_epochs: int = 0,
+    steps_per_epoch: int = 1,
+) -> keras.optimizers.Optimizer:
     """Adam or AdamW; ``schedule="cosine"`` decays the rate over ``epochs`` after a linear warm-up."""
     rate: Any = learning_rate
     if schedule == "cosine":
         warmup = warmup_epochs * steps_per_epoch
         rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate / 100 if warmup else learning_rate, decay_steps=max(1, (epochs - warmup_epochs) * steps_per_epoch),
-            alpha=0.01, warmup_target=learning_rate if warmup else None, warmup_steps=warmup)
+            learning_rate / 100 if warmup else learning_rate,
+            decay_steps=max(1, (epochs - warmup_epochs) * steps_per_epoch),
+            alpha=0.01,
+            warmup_target=learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
     elif schedule != "plateau":
         raise ValueError(f"unknown schedule {schedule!r}: use plateau or cosine")
     if name == "adamw":
@@ -174,8 +186,15 @@ class ValidationMetrics(keras.callbacks.Callback):
     so that early stopping and checkpoints can monitor ``val_macro_f1``.
     """
 
-    def __init__(self, X_val: np.ndarray, y_val: np.ndarray, classes: Sequence[int], names: Sequence[str],
-                 batch_size: int = 256, on_epoch: Callable[[int, dict[str, float]], str | None] | None = None):
+    def __init__(
+        self,
+        X_val: np.ndarray,
+        y_val: np.ndarray,
+        classes: Sequence[int],
+        names: Sequence[str],
+        batch_size: int = 256,
+        on_epoch: Callable[[int, dict[str, float]], str | None] | None = None,
+    ):
         super().__init__()
         self.y_val = np.asarray(y_val)
         self.classes, self.names = list(classes), list(names)
@@ -216,8 +235,9 @@ class CollapseMonitor(keras.callbacks.Callback):
     all held-out rows). With ``stop`` training stops then.
     """
 
-    def __init__(self, metrics: ValidationMetrics, *, patience: int = 3, dominance: float = 0.98, stop: bool = False,
-                 warmup: int = 0):
+    def __init__(
+        self, metrics: ValidationMetrics, *, patience: int = 3, dominance: float = 0.98, stop: bool = False, warmup: int = 0
+    ):
         super().__init__()
         self.metrics, self.patience, self.dominance, self.stop = metrics, patience, dominance, stop
         self.warmup = warmup
@@ -301,29 +321,70 @@ def fit(
     if compile_model:
         _compile(model, t, splits, max_per_class, initial_epoch, one_hot)
     metrics_cb = ValidationMetrics(splits.X_val, splits.y_val, splits.classes, names, t.batch_size, on_epoch)
-    collapse_cb = CollapseMonitor(metrics_cb, patience=t.collapse_patience, dominance=t.collapse_dominance,
-                                  stop=t.stop_on_collapse, warmup=max(0, t.collapse_warmup - initial_epoch))
+    collapse_cb = CollapseMonitor(
+        metrics_cb,
+        patience=t.collapse_patience,
+        dominance=t.collapse_dominance,
+        stop=t.stop_on_collapse,
+        warmup=max(0, t.collapse_warmup - initial_epoch),
+    )
     early, cbs = _callbacks(t, checkpoint_path, initial_best)
-    train = make_dataset(splits.X_train, splits.y_train, t.batch_size, shuffle=True, seed=t.seed, augment=augment,
-                         num_classes=int(model.output_shape[-1]) if one_hot else None, max_per_class=max_per_class,
-                         proportions=proportions, steps=t.steps_per_epoch)
+    train = make_dataset(
+        splits.X_train,
+        splits.y_train,
+        t.batch_size,
+        shuffle=True,
+        seed=t.seed,
+        augment=augment,
+        num_classes=int(model.output_shape[-1]) if one_hot else None,
+        max_per_class=max_per_class,
+        proportions=proportions,
+        steps=t.steps_per_epoch,
+    )
     with fit_workaround(model, lambda: next(iter(train))):
-        hist = model.fit(train, epochs=t.epochs, initial_epoch=initial_epoch, class_weight=weights,
-                         callbacks=[metrics_cb, collapse_cb, *cbs, *callbacks], verbose=verbose, shuffle=False)
+        hist = model.fit(
+            train,
+            epochs=t.epochs,
+            initial_epoch=initial_epoch,
+            class_weight=weights,
+            callbacks=[metrics_cb, collapse_cb, *cbs, *callbacks],
+            verbose=verbose,
+            shuffle=False,
+        )
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
-    best_epoch = _returned_weights(model, history.get(t.monitor, []), t.monitor, early, checkpoint_path,
-                                   initial_epoch, initial_best, initial_best_epoch)
+    best_epoch = _returned_weights(
+        model, history.get(t.monitor, []), t.monitor, early, checkpoint_path, initial_epoch, initial_best, initial_best_epoch
+    )
     shift_to_prior(model, splits.counts_before, t.prior_shift, splits.classes)  # nothing at 0
+    reason = _verdict(t, splits, names, metrics_cb, collapse_cb)
+    return FitResult(
+        model,
+        history,
+        len(history.get(t.monitor, [])),
+        best_epoch,
+        weights,
+        reason is not None,
+        reason,
+        Path(checkpoint_path) if checkpoint_path else None,
+        metrics_cb.last_scores,
+        metrics_cb.last_pred,
+        collapse_cb.stopped,
+        metrics_cb.stop_reason,
+    )
+
+
+def _verdict(
+    t: TrainingConfig, splits: Splits, names: Sequence[str], metrics_cb: ValidationMetrics, collapse_cb: CollapseMonitor
+) -> str | None:
+    """Why the returned weights collapsed on the validation rows, or None (ecgvgg.core.study pools them with test)."""
     metrics_cb.score()  # validation predictions of the weights we return
     assert metrics_cb.last_pred is not None
-    # the verdict on the weights returned, on the validation rows; ecgvgg.core.study pools them with test
-    reason = collapse_reason(splits.y_val, metrics_cb.last_pred, splits.classes, names,
-                             dominance=t.collapse_dominance, check_recall=False)
+    reason = collapse_reason(
+        splits.y_val, metrics_cb.last_pred, splits.classes, names, dominance=t.collapse_dominance, check_recall=False
+    )
     if collapse_cb.stopped and reason is None:
         reason = f"training stopped on collapse ({collapse_cb.reason})"
-    return FitResult(model, history, len(history.get(t.monitor, [])), best_epoch, weights, reason is not None,
-                     reason, Path(checkpoint_path) if checkpoint_path else None, metrics_cb.last_scores,
-                     metrics_cb.last_pred, collapse_cb.stopped, metrics_cb.stop_reason)
+    return reason
 
 
 def _capped_class_weight(t: TrainingConfig, splits: Splits, max_per_class: int | None) -> dict[int, float] | None:
@@ -344,27 +405,38 @@ def _class_names(splits: Splits, class_names: Sequence[str] | None) -> list[str]
     return names
 
 
-def _compile(model: keras.Model, t: TrainingConfig, splits: Splits, max_per_class: int | None, initial_epoch: int,
-             one_hot: bool) -> None:
+def _compile(
+    model: keras.Model, t: TrainingConfig, splits: Splits, max_per_class: int | None, initial_epoch: int, one_hot: bool
+) -> None:
     """Compile with the configured optimizer (its schedule over the epochs left) and loss."""
     rows = sum(epoch_counts(splits.counts_after, max_per_class).values()) if max_per_class else len(splits.X_train)
     rows = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else rows
-    opt = make_optimizer(t.optimizer, t.learning_rate, weight_decay=t.weight_decay, schedule=t.schedule,
-                         epochs=t.epochs - initial_epoch, warmup_epochs=t.warmup_epochs,
-                         steps_per_epoch=-(-rows // t.batch_size))
+    opt = make_optimizer(
+        t.optimizer,
+        t.learning_rate,
+        weight_decay=t.weight_decay,
+        schedule=t.schedule,
+        epochs=t.epochs - initial_epoch,
+        warmup_epochs=t.warmup_epochs,
+        steps_per_epoch=-(-rows // t.batch_size),
+    )
     objective = make_loss(t.loss, label_smoothing=t.label_smoothing, focal_gamma=t.focal_gamma, one_hot=one_hot)
     model.compile(opt, loss=objective, metrics=["accuracy"])
 
 
-def _callbacks(t: TrainingConfig, checkpoint_path: str | Path | None, initial_best: float | None,
-               ) -> tuple[keras.callbacks.EarlyStopping | None, list[keras.callbacks.Callback]]:
+def _callbacks(
+    t: TrainingConfig,
+    checkpoint_path: str | Path | None,
+    initial_best: float | None,
+) -> tuple[keras.callbacks.EarlyStopping | None, list[keras.callbacks.Callback]]:
     """Early stopping (returned first, when on), the best-model checkpoint and the plateau schedule."""
     mode = "min" if t.monitor.endswith("loss") else "max"
     cbs: list[keras.callbacks.Callback] = []
     early = None
     if t.early_stopping_patience:
-        early = keras.callbacks.EarlyStopping(monitor=t.monitor, mode=mode, patience=t.early_stopping_patience,
-                                              restore_best_weights=True)
+        early = keras.callbacks.EarlyStopping(
+            monitor=t.monitor, mode=mode, patience=t.early_stopping_patience, restore_best_weights=True
+        )
         cbs.append(early)
     if checkpoint_path is not None:
         checkpoint_path = Path(checkpoint_path)
@@ -373,14 +445,24 @@ def _callbacks(t: TrainingConfig, checkpoint_path: str | Path | None, initial_be
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         cbs.append(BestCheckpoint(checkpoint_path, monitor=t.monitor, mode=mode, initial_best=initial_best))
     if t.reduce_lr_patience and t.schedule == "plateau":
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=t.monitor, mode=mode, factor=0.5,
-                                                     patience=t.reduce_lr_patience, min_lr=1e-6))
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=t.monitor, mode=mode, factor=0.5, patience=t.reduce_lr_patience, min_lr=1e-6
+            )
+        )
     return early, cbs
 
 
-def _returned_weights(model: keras.Model, scores: Sequence[float], monitor: str,
-                      early: keras.callbacks.EarlyStopping | None, checkpoint_path: str | Path | None,
-                      initial_epoch: int, initial_best: float | None, initial_best_epoch: int | None) -> int | None:
+def _returned_weights(
+    model: keras.Model,
+    scores: Sequence[float],
+    monitor: str,
+    early: keras.callbacks.EarlyStopping | None,
+    checkpoint_path: str | Path | None,
+    initial_epoch: int,
+    initial_best: float | None,
+    initial_best_epoch: int | None,
+) -> int | None:
     """Give ``model`` the weights to return (best, or last without early stopping); return that epoch (1-based)."""
     mode = "min" if monitor.endswith("loss") else "max"
     best_epoch = initial_epoch + int(np.argmax(scores) if mode == "max" else np.argmin(scores)) + 1 if scores else None

@@ -30,8 +30,10 @@ def package(source: str | Path, dest: str | Path = MODEL) -> Path:
     size = Path(dest).stat().st_size
     if size > MAX_BYTES:
         Path(dest).unlink()
-        raise ValueError(f"{dest}: {size / 2**20:.1f} MB, more than the {MAX_BYTES / 2**20:.0f} MB a packaged model "
-                         "may take; train a smaller network (model.width, model.dense_units)")
+        raise ValueError(
+            f"{dest}: {size / 2**20:.1f} MB, more than the {MAX_BYTES / 2**20:.0f} MB a packaged model "
+            "may take; train a smaller network (model.width, model.dense_units)"
+        )
     return Path(dest)
 
 

@@ -39,8 +39,14 @@ log = logging.getLogger("ecgvgg")
 
 
 @contextmanager
-def _run(experiment_id: str, run_name: str | None = None, run_id: str | None = None, nested: bool = False,
-         lock: bool = True, uri: str = "") -> Iterator[Any]:
+def _run(
+    experiment_id: str,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    nested: bool = False,
+    lock: bool = True,
+    uri: str = "",
+) -> Iterator[Any]:
     """An MLflow run that ends FINISHED only when the block completes; FAILED on any error, KILLED on an interrupt.
 
     With ``lock`` the run's lock (see :func:`ecgvgg.tracking.store.run_lock`) is held while the block runs,
@@ -90,8 +96,15 @@ class MlflowObserver(Observer):
     (top) run; ``on_run`` hears the id of each run as it opens.
     """
 
-    def __init__(self, cfg: PipelineConfig, *, nested: bool = False, resume_run_id: str | None = None,
-                 tags: Mapping[str, str] | None = None, on_run: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        *,
+        nested: bool = False,
+        resume_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        on_run: Callable[[str], None] | None = None,
+    ):
         self.cfg, self.nested, self.resume_run_id, self.tags = cfg, nested, resume_run_id, dict(tags or {})
         self.on_run = on_run
         self.uri = cfg.tracking.resolved_uri()
@@ -112,8 +125,7 @@ class MlflowObserver(Observer):
                 if not store.run_exists(self.uri, self.resume_run_id):
                     raise ConfigError(f"--resume {self.resume_run_id}: no such run in {self.uri}")
                 opening.enter_context(store.run_lock(self.uri, self.resume_run_id))
-                self.resume = store.resume_point(self.uri, self.resume_run_id, self.cfg.flat(),
-                                                 self.cfg.training.monitor)
+                self.resume = store.resume_point(self.uri, self.resume_run_id, self.cfg.flat(), self.cfg.training.monitor)
             self._stack = opening.pop_all()
         return self
 
@@ -126,13 +138,11 @@ class MlflowObserver(Observer):
             raise
         self._stack.__exit__(*exc)
 
-
     def _open(self, name: str | None, *, parent: bool = False, run_id: str | None = None, lock: bool = True) -> Any:
         """Open a run: the parent (held until the study ends) or a fold's (held until the fold ends)."""
         nested = self.nested or (self._parent is not None and not parent)
         holder = self._stack if parent else self._fold
-        run = holder.enter_context(_run(self.experiment_id, name, run_id=run_id, nested=nested, lock=lock,
-                                        uri=self.uri))
+        run = holder.enter_context(_run(self.experiment_id, name, run_id=run_id, nested=nested, lock=lock, uri=self.uri))
         if self.on_run is not None:
             self.on_run(run.info.run_id)
         if self.run_id is None:
@@ -144,10 +154,13 @@ class MlflowObserver(Observer):
         self._dataset, self._data = _dataset_frame(data, cfg), data
         if len(folds) > 1:
             self._parent = self._open(run_name(cfg, nested=self.nested), parent=True)
-            log.info("MLflow run %s (%s) started (%d-fold cross-validation)", self._parent.info.run_id,
-                     self._parent.info.run_name, len(folds))
-            _log_setup(cfg, {"all": class_counts(data.y, cfg.data.classes)}, self._dataset,
-                       cv="true", **self.tags)
+            log.info(
+                "MLflow run %s (%s) started (%d-fold cross-validation)",
+                self._parent.info.run_id,
+                self._parent.info.run_name,
+                len(folds),
+            )
+            _log_setup(cfg, {"all": class_counts(data.y, cfg.data.classes)}, self._dataset, cv="true", **self.tags)
 
     def fold_started(self, k: int, cfg: PipelineConfig, data: StudyData, splits: Splits) -> Path:
         """Open the fold's run (or reopen the resumed one), log its setup; its folder holds the checkpoint."""
@@ -161,8 +174,7 @@ class MlflowObserver(Observer):
             run = self._open(run_name(cfg, nested=self.nested))
             _log_setup(cfg, splits.counts, self._dataset, **self.tags)
         if self._parent is None:
-            log.info("MLflow run %s (%s) %s", run.info.run_id, run.info.run_name,
-                     "resumed" if self.resume else "started")
+            log.info("MLflow run %s (%s) %s", run.info.run_id, run.info.run_name, "resumed" if self.resume else "started")
         return store.local_run_dir(self.uri, run.info.run_id)
 
     def epoch_ended(self, epoch: int, logs: Mapping[str, float]) -> None:
@@ -196,12 +208,21 @@ def _dataset_frame(data: StudyData, cfg: PipelineConfig) -> pd.DataFrame:
     return frame
 
 
-def _log_setup(cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], dataset: pd.DataFrame | None = None,
-               **tags: str) -> None:
+def _log_setup(
+    cfg: PipelineConfig, counts: Mapping[str, Mapping[int, int]], dataset: pd.DataFrame | None = None, **tags: str
+) -> None:
     """Tags, params, class counts, the dataset input and provenance of a new run."""
-    mlflow.set_tags({"baseline": cfg.baseline_kind, "sampler": cfg.resampling.sampler, "model": f"vgg16_{cfg.input.kind}",
-                     "input": cfg.input.kind if cfg.input.kind == "1d" else f"2d-{cfg.input.method}",
-                     "split_kind": split_kind(cfg), "collapsed": "unknown", **tags})
+    mlflow.set_tags(
+        {
+            "baseline": cfg.baseline_kind,
+            "sampler": cfg.resampling.sampler,
+            "model": f"vgg16_{cfg.input.kind}",
+            "input": cfg.input.kind if cfg.input.kind == "1d" else f"2d-{cfg.input.method}",
+            "split_kind": split_kind(cfg),
+            "collapsed": "unknown",
+            **tags,
+        }
+    )
     log_params({**cfg.flat(), "workers": worker_count()})
     log_counts(counts, list(cfg.data.class_names))
     if dataset is not None:
@@ -221,12 +242,20 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: Stud
     if fit.class_weight:
         mlflow.log_params({f"class_weight_{names[c]}": round(w, 6) for c, w in fit.class_weight.items()})
     trainable = trainable_count(r.model)  # what trained last: after a second phase, everything
-    mlflow.log_metrics({"epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch or 0,
-                        "training_seconds": round(r.seconds, 2), "params_total": r.model.count_params(),
-                        "params_trainable": trainable, "params_non_trainable": r.model.count_params() - trainable})
+    mlflow.log_metrics(
+        {
+            "epochs_run": fit.epochs_run,
+            "best_epoch": fit.best_epoch or 0,
+            "training_seconds": round(r.seconds, 2),
+            "params_total": r.model.count_params(),
+            "params_trainable": trainable,
+            "params_non_trainable": r.model.count_params() - trainable,
+        }
+    )
     title = run.info.run_name
-    mlflow.log_figure(training_curves_figure(fit.history, names, f"{title}: training", first_epoch=r.first_epoch),
-                      "training_curves.png")
+    mlflow.log_figure(
+        training_curves_figure(fit.history, names, f"{title}: training", first_epoch=r.first_epoch), "training_curves.png"
+    )
     log_confusion(confusion(r.y_val, r.val_pred, classes), names, "val", f"{title}: validation")
     # the returned model's validation scores (the per-epoch val_* history ends at the last epoch)
     mlflow.log_metrics(flat_scores(r.val_scores, names, "model_val"))
@@ -236,19 +265,31 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: Stud
         mlflow.log_metric(f"baseline_{cfg.baseline_kind}_macro_f1", r.baseline_macro_f1)
     _log_verdict(r.reason, r.missed)
     log_saliency(r.saliency, title)
-    describe_run(r.scores, names, r.reason, r.missed, r.ci, r.baseline_macro_f1, split_kind(cfg),
-                 baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind))
+    describe_run(
+        r.scores,
+        names,
+        r.reason,
+        r.missed,
+        r.ci,
+        r.baseline_macro_f1,
+        split_kind(cfg),
+        baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind),
+    )
     return _log_model(r.model, r.contract, store.local_run_dir(uri, run.info.run_id), data.rows(r.fold.test[:5]))
 
 
-def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str, data: StudyData,
-                ) -> tuple[str, Path]:
+def _log_pooled(
+    cfg: PipelineConfig,
+    result: StudyResult,
+    uri: str,
+    run_id: str,
+    data: StudyData,
+) -> tuple[str, Path]:
     """The parent run of a cross-validation: out-of-fold scores and predictions, the verdict, the fold ensemble."""
     names, oof, parent = result.class_names, result.oof, mlflow.active_run()
     assert result.ci is not None and result.cv is not None and oof is not None and parent is not None
     _log_scores(result.scores, names, "oof")
-    mlflow.log_metrics({"oof_macro_f1_ci_low": result.ci[0], "oof_macro_f1_ci_high": result.ci[1],
-                        **result.cv["metrics"]})
+    mlflow.log_metrics({"oof_macro_f1_ci_low": result.ci[0], "oof_macro_f1_ci_high": result.ci[1], **result.cv["metrics"]})
     if result.baseline_macro_f1 is not None:
         mlflow.log_metric(f"baseline_{cfg.baseline_kind}_macro_f1", result.baseline_macro_f1)
     _log_oof_predictions(oof, cfg)
@@ -259,13 +300,27 @@ def _log_pooled(cfg: PipelineConfig, result: StudyResult, uri: str, run_id: str,
     # one fold's network, as a single run would report it; the epochs a fold trained, on average
     net = result.folds[0].model
     trainable = sum(int(np.prod(w.shape)) for w in net.trainable_weights)
-    mlflow.log_metrics({"params_total": net.count_params(), "params_trainable": trainable,
-                        "params_non_trainable": net.count_params() - trainable,
-                        "training_seconds": round(result.seconds, 2),
-                        "epochs_run": round(float(np.mean([f.fit.epochs_run for f in result.folds])), 1),
-                        "folds": len(result.folds)})
-    describe_run(result.scores, names, result.reason, result.missed, result.ci, result.baseline_macro_f1,
-                 result.kind, result.cv, baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind))
+    mlflow.log_metrics(
+        {
+            "params_total": net.count_params(),
+            "params_trainable": trainable,
+            "params_non_trainable": net.count_params() - trainable,
+            "training_seconds": round(result.seconds, 2),
+            "epochs_run": round(float(np.mean([f.fit.epochs_run for f in result.folds])), 1),
+            "folds": len(result.folds),
+        }
+    )
+    describe_run(
+        result.scores,
+        names,
+        result.reason,
+        result.missed,
+        result.ci,
+        result.baseline_macro_f1,
+        result.kind,
+        result.cv,
+        baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind),
+    )
     return logged
 
 
@@ -284,20 +339,21 @@ def _log_scores(scores: Mapping[str, Any], names: Sequence[str], prefix: str, ti
     """Final scores, AAMI EC57 metrics, the confusion matrix and the classification report with ``prefix``."""
     from ecgvgg.core.metrics import report_text
 
-    log_evaluation(scores, np.asarray(scores["confusion_matrix"]), report_text(scores, names), names, prefix=prefix,
-                   title=title)
+    log_evaluation(scores, np.asarray(scores["confusion_matrix"]), report_text(scores, names), names, prefix=prefix, title=title)
 
 
 def _log_verdict(reason: str | None, missed: Mapping[str, str]) -> None:
     """Tags ``collapsed``, ``collapse_reason`` and ``missed_classes`` (empty when none)."""
-    mlflow.set_tags({"collapsed": "true" if reason else "false", "collapse_reason": reason or "",
-                     "missed_classes": ",".join(missed)})
+    mlflow.set_tags(
+        {"collapsed": "true" if reason else "false", "collapse_reason": reason or "", "missed_classes": ",".join(missed)}
+    )
 
 
 def _log_oof_predictions(oof: Mapping[str, Any], cfg: PipelineConfig) -> None:
     """Log ``oof_predictions.parquet``: row, fold, label, prediction, the group and one probability per class."""
-    frame = pd.DataFrame({"row": np.arange(len(oof["label"])), "fold": oof["fold"], "label": oof["label"],
-                          "prediction": oof["prediction"]})
+    frame = pd.DataFrame(
+        {"row": np.arange(len(oof["label"])), "fold": oof["fold"], "label": oof["label"], "prediction": oof["prediction"]}
+    )
     if oof["groups"] is not None:
         frame[cfg.data.group_column or "group"] = oof["groups"]
     for i, name in enumerate(cfg.data.class_names):
@@ -308,20 +364,32 @@ def _log_oof_predictions(oof: Mapping[str, Any], cfg: PipelineConfig) -> None:
         mlflow.log_artifact(str(path))
 
 
-def describe_run(scores: Mapping[str, Any], names: Sequence[str], reason: str | None, missed: Mapping[str, str],
-                 ci: tuple[float, float] | None, baseline: float | None, kind: str,
-                 cv: Mapping[str, Any] | None = None, baseline_name: str = "random forest") -> str:
+def describe_run(
+    scores: Mapping[str, Any],
+    names: Sequence[str],
+    reason: str | None,
+    missed: Mapping[str, str],
+    ci: tuple[float, float] | None,
+    baseline: float | None,
+    kind: str,
+    cv: Mapping[str, Any] | None = None,
+    baseline_name: str = "random forest",
+) -> str:
     """Write the run's description (MLflow's note): verdict, macro-F1 with interval, recall per class, baseline."""
     what = "Out-of-fold" if cv else "Test"
-    lines = [f"**Collapsed: {reason}.**" if reason else "**Not collapsed.**",
-             f"{what} macro-F1 **{scores['macro_f1']:.3f}**"
-             + (f" (95% bootstrap interval {ci[0]:.3f}-{ci[1]:.3f})" if ci else "") + f"; split: {kind}."]
+    lines = [
+        f"**Collapsed: {reason}.**" if reason else "**Not collapsed.**",
+        f"{what} macro-F1 **{scores['macro_f1']:.3f}**"
+        + (f" (95% bootstrap interval {ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+        + f"; split: {kind}.",
+    ]
     if cv:
         lines.append(f"Cross-validated macro-F1 {cv['macro_f1'][0]:.3f} ± {cv['macro_f1'][1]:.3f} over {cv['folds']} folds.")
     lines.append("Recall: " + ", ".join(f"{n} {scores['recall'][i]:.3f}" for i, n in enumerate(names)) + ".")
     if baseline is not None:
-        lines.append(f"VGG16 vs {baseline_name}: {scores['macro_f1']:.3f} vs {baseline:.3f} "
-                     f"({scores['macro_f1'] - baseline:+.3f}).")
+        lines.append(
+            f"VGG16 vs {baseline_name}: {scores['macro_f1']:.3f} vs {baseline:.3f} ({scores['macro_f1'] - baseline:+.3f})."
+        )
     if missed:
         lines.append("Missed (recall 0): " + "; ".join(f"{n} on {where}" for n, where in missed.items()) + ".")
     text = "\n\n".join(lines)
@@ -349,8 +417,12 @@ class SearchRun:
 
 
 @contextmanager
-def search_run(cfg: PipelineConfig, name: str, tags: Mapping[str, str], params: Mapping[str, Any] | None = None,
-               ) -> Iterator[SearchRun]:
+def search_run(
+    cfg: PipelineConfig,
+    name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any] | None = None,
+) -> Iterator[SearchRun]:
     """A parent run for a sweep or tuning study; the studies inside it log child runs (``nested=True``)."""
     uri = cfg.tracking.resolved_uri()
     with store.using(uri):
@@ -369,10 +441,10 @@ def log_params(params: Mapping[str, Any]) -> None:
 
 def log_counts(counts: Mapping[str, Mapping[int, int]], names: Sequence[str]) -> None:
     """Log class counts per split (``count_train_before_N`` ...) as params and as a JSON artifact."""
-    mlflow.log_params({f"count_{split}_{names[c]}": n for split, by in counts.items() for c, n in by.items()
-                       if c < len(names)})
-    mlflow.log_dict({split: {names[c]: n for c, n in by.items() if c < len(names)} for split, by in counts.items()},
-                    "class_counts.json")
+    mlflow.log_params({f"count_{split}_{names[c]}": n for split, by in counts.items() for c, n in by.items() if c < len(names)})
+    mlflow.log_dict(
+        {split: {names[c]: n for c, n in by.items() if c < len(names)} for split, by in counts.items()}, "class_counts.json"
+    )
 
 
 def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
@@ -380,15 +452,26 @@ def log_epoch(epoch: int, logs: Mapping[str, float]) -> None:
     mlflow.log_metrics({k: float(v) for k, v in logs.items() if np.isscalar(v)}, step=epoch + 1)  # type: ignore[arg-type]
 
 
-def log_evaluation(scores: Mapping[str, Any], matrix: np.ndarray, report: str, names: Sequence[str],
-                   prefix: str = "test", title: str | None = None) -> None:
+def log_evaluation(
+    scores: Mapping[str, Any],
+    matrix: np.ndarray,
+    report: str,
+    names: Sequence[str],
+    prefix: str = "test",
+    title: str | None = None,
+) -> None:
     """Log final scores, AAMI EC57 metrics, the confusion matrix (PNG and JSON) and the classification report."""
     from ecgvgg.core.metrics import aami_scores, flat_scores
 
     aami = aami_scores(matrix, names)
     mlflow.log_metrics(flat_scores(scores, names, prefix))
-    mlflow.log_metrics({f"{prefix}_{key}_{name}": v for name, by in aami.items()
-                        for key, v in (("se", by["Se"]), ("ppv", by["+P"]), ("fpr", by["FPR"]))})
+    mlflow.log_metrics(
+        {
+            f"{prefix}_{key}_{name}": v
+            for name, by in aami.items()
+            for key, v in (("se", by["Se"]), ("ppv", by["+P"]), ("fpr", by["FPR"]))
+        }
+    )
     mlflow.log_dict(aami, f"{prefix}_aami_ec57.json")
     if "S" in names and "V" in names:
         from ecgvgg.core.metrics import jk_index
@@ -408,9 +491,13 @@ def log_provenance(dataset_frame: Any, source: Path, context: str = "training") 
 
     with warnings.catch_warnings():  # MLflow's notices: a local path's source type, integer columns, pandas 4
         warnings.simplefilter("ignore")
-        dataset = mlflow.data.from_pandas(dataset_frame,  # type: ignore[attr-defined]
-                                           source=str(Path(source).resolve()), name=Path(source).name,
-                                          targets="label")
+        datasets: Any = mlflow.data  # from_pandas is not in its stubs
+        dataset = datasets.from_pandas(
+            dataset_frame,
+            source=str(Path(source).resolve()),
+            name=Path(source).name,
+            targets="label",
+        )
         mlflow.log_input(dataset, context=context)
     tags = {}
     for package, tag in (("ecgvgg", "ecgvgg.version"), ("tensorflow", "tensorflow.version"), ("keras", "keras.version")):
@@ -432,8 +519,9 @@ def git_commit() -> str | None:
     if not any((parent / ".git").exists() for parent in (here, *here.parents)):
         return None
     try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -451,8 +539,10 @@ def log_saliency(saliency: Any, title: str) -> None:
 
 def log_confusion(matrix: np.ndarray, names: Sequence[str], prefix: str, title: str) -> None:
     """Log a confusion matrix as ``{prefix}_confusion_matrix.png`` and ``.json``."""
-    mlflow.log_dict({"labels": list(names), "rows": "true", "columns": "predicted", "matrix": np.asarray(matrix).tolist()},
-                    f"{prefix}_confusion_matrix.json")
+    mlflow.log_dict(
+        {"labels": list(names), "rows": "true", "columns": "predicted", "matrix": np.asarray(matrix).tolist()},
+        f"{prefix}_confusion_matrix.json",
+    )
     from ecgvgg.core.figures import confusion_figure
 
     mlflow.log_figure(confusion_figure(matrix, names, title=title), f"{prefix}_confusion_matrix.png")

@@ -8,18 +8,43 @@ from typing import Any
 import pandas as pd
 
 #: Columns of :func:`runs_frame`, in order (``recall_<class>`` columns follow them).
-COLUMNS = ("name", "id", "run_id", "experiment", "status", "collapsed", "sampler", "model", "input", "params_total",
-           "params_trainable", "params_non_trainable", "seconds", "epochs", "val_macro_f1", "macro_f1",
-           "macro_f1_ci_low", "macro_f1_ci_high", "cv_macro_f1_mean",
-           "cv_macro_f1_std",
-           "baseline", "baseline_macro_f1")
+COLUMNS = (
+    "name",
+    "id",
+    "run_id",
+    "experiment",
+    "status",
+    "collapsed",
+    "sampler",
+    "model",
+    "input",
+    "params_total",
+    "params_trainable",
+    "params_non_trainable",
+    "seconds",
+    "epochs",
+    "val_macro_f1",
+    "macro_f1",
+    "macro_f1_ci_low",
+    "macro_f1_ci_high",
+    "cv_macro_f1_mean",
+    "cv_macro_f1_std",
+    "baseline",
+    "baseline_macro_f1",
+)
 
 
-def runs_frame(client: Any, experiment_ids: list[str], *, stale: Collection[str] = frozenset(), limit: int = 50,
-               ) -> pd.DataFrame:
+def runs_frame(
+    client: Any,
+    experiment_ids: list[str],
+    *,
+    stale: Collection[str] = frozenset(),
+    limit: int = 50,
+) -> pd.DataFrame:
     """One row per run, newest first: verdict, settings, size, time and scores (test, or out-of-fold for CV)."""
-    runs = client.search_runs(experiment_ids, max_results=limit, order_by=["attributes.start_time DESC"]) \
-        if experiment_ids else []
+    runs = (
+        client.search_runs(experiment_ids, max_results=limit, order_by=["attributes.start_time DESC"]) if experiment_ids else []
+    )
     names = {e: client.get_experiment(e).name for e in experiment_ids}
     rows = []
     for r in runs:
@@ -28,22 +53,30 @@ def runs_frame(client: Any, experiment_ids: list[str], *, stale: Collection[str]
         low, high = m.get(f"{kind}_macro_f1_ci_low"), m.get(f"{kind}_macro_f1_ci_high")
         end = r.info.end_time or r.info.start_time
         row = {
-            "name": r.info.run_name, "id": r.info.run_id[:8], "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "id": r.info.run_id[:8],
+            "run_id": r.info.run_id,
             "experiment": names.get(r.info.experiment_id, ""),
             "status": "STALE" if r.info.run_id in stale else r.info.status,
-            "collapsed": t.get("collapsed", ""), "sampler": t.get("sampler", ""), "model": t.get("model", ""),
-            "input": t.get("input", ""), "params_total": _int(m.get("params_total")),
+            "collapsed": t.get("collapsed", ""),
+            "sampler": t.get("sampler", ""),
+            "model": t.get("model", ""),
+            "input": t.get("input", ""),
+            "params_total": _int(m.get("params_total")),
             "params_trainable": _int(m.get("params_trainable")),
             "params_non_trainable": _int(m.get("params_non_trainable")),
             "seconds": round(m["training_seconds"]) if "training_seconds" in m else round((end - r.info.start_time) / 1000),
-            "epochs": _int(m.get("epochs_run")), "val_macro_f1": m.get("model_val_macro_f1", m.get("val_macro_f1")),
+            "epochs": _int(m.get("epochs_run")),
+            "val_macro_f1": m.get("model_val_macro_f1", m.get("val_macro_f1")),
             "macro_f1": m.get(f"{kind}_macro_f1"),
-            "macro_f1_ci_low": low, "macro_f1_ci_high": high,
-            "cv_macro_f1_mean": m.get("cv_macro_f1_mean"), "cv_macro_f1_std": m.get("cv_macro_f1_std"),
+            "macro_f1_ci_low": low,
+            "macro_f1_ci_high": high,
+            "cv_macro_f1_mean": m.get("cv_macro_f1_mean"),
+            "cv_macro_f1_std": m.get("cv_macro_f1_std"),
             **_baseline(m),
         }
         order = _class_order(r.data.params.get("data.class_names"))
-        recalls = {k[len(f"{kind}_recall_"):]: v for k, v in m.items() if k.startswith(f"{kind}_recall_")}
+        recalls = {k[len(f"{kind}_recall_") :]: v for k, v in m.items() if k.startswith(f"{kind}_recall_")}
         row.update({f"recall_{c}": recalls[c] for c in sorted(recalls, key=lambda c: order.get(c, len(order)))})
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -57,7 +90,7 @@ def _baseline(metrics: dict[str, float]) -> dict[str, Any]:
     """The run's baseline (``rf``, ``hgb``; empty without one) and its macro-F1, from ``baseline_<kind>_macro_f1``."""
     for key, value in metrics.items():
         if key.startswith("baseline_") and key.endswith("_macro_f1"):
-            return {"baseline": key[len("baseline_"):-len("_macro_f1")], "baseline_macro_f1": value}
+            return {"baseline": key[len("baseline_") : -len("_macro_f1")], "baseline_macro_f1": value}
     return {"baseline": "", "baseline_macro_f1": None}
 
 
@@ -77,6 +110,7 @@ def _int(value: float | None) -> int | None:
 
 def to_markdown(frame: pd.DataFrame) -> str:
     """A Markdown table of ``frame`` (numbers to three decimals), without extra dependencies."""
+
     def cell(v: Any) -> str:
         if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
             return ""
@@ -91,8 +125,15 @@ def to_markdown(frame: pd.DataFrame) -> str:
 ASCENDING = ("seconds", "params_total", "params_trainable", "params_non_trainable")
 
 
-def collect_runs(uri: str, experiment: str | None = None, *, stale_only: bool = False, close_stale: bool = False,
-                 sort: str | None = None, limit: int = 100) -> pd.DataFrame:
+def collect_runs(
+    uri: str,
+    experiment: str | None = None,
+    *,
+    stale_only: bool = False,
+    close_stale: bool = False,
+    sort: str | None = None,
+    limit: int = 100,
+) -> pd.DataFrame:
     """The runs table of the store at ``uri`` (one experiment, or all), optionally only its stale runs,
     which ``close_stale`` ends as KILLED; sorted by ``sort``. Refuses a missing store or experiment."""
     from ecgvgg.tracking import store
@@ -105,8 +146,7 @@ def collect_runs(uri: str, experiment: str | None = None, *, stale_only: bool = 
     experiments = [e.experiment_id for e in client.search_experiments() if experiment is None or e.name == experiment]
     if experiment is not None and not experiments:
         names = sorted(e.name for e in client.search_experiments())
-        raise ConfigError(f"--experiment {experiment}: no such experiment in {uri} (experiments: "
-                          f"{', '.join(names) or 'none'})")
+        raise ConfigError(f"--experiment {experiment}: no such experiment in {uri} (experiments: {', '.join(names) or 'none'})")
     dead = {r.info.run_id for r in store.stale_runs(uri)}
     frame = runs_frame(client, experiments, stale=dead, limit=limit)
     if stale_only or close_stale:

@@ -23,8 +23,7 @@ for _noisy in ("mlflow.pyfunc", "mlflow.models.model", "mlflow.models.signature"
     logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 #: Installed versions of these are pinned in the logged model's requirements.
-PINNED = ("tensorflow", "keras", "mlflow", "numpy", "pandas", "pyarrow", "scikit-learn", "imbalanced-learn",
-          "pydantic", "pyyaml")
+PINNED = ("tensorflow", "keras", "mlflow", "numpy", "pandas", "pyarrow", "scikit-learn", "imbalanced-learn", "pydantic", "pyyaml")
 
 
 class BeatClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
@@ -66,8 +65,13 @@ def log_beat_model(model_path: Path, example: pd.DataFrame, contract: Any) -> st
         code = Path(tmp) / "ecgvgg"
         shutil.copytree(package, code, ignore=shutil.ignore_patterns("sample_data", "__pycache__", "*.keras"))
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=BeatClassifier(), artifacts={"keras_model": str(model_path)},
-            signature=signature, input_example=example, pip_requirements=pinned_requirements(),
-            metadata=contract.to_dict(), code_paths=[str(code)],
+            name="model",
+            python_model=BeatClassifier(),
+            artifacts={"keras_model": str(model_path)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=pinned_requirements(),
+            metadata=contract.to_dict(),
+            code_paths=[str(code)],
         )
     return info.model_uri

@@ -29,7 +29,7 @@ for _noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "ml
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, else None."""
     prefix = "sqlite:///"
-    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
 
 
 def experiment_id(uri: str, experiment: str) -> str:
@@ -112,8 +112,10 @@ def run_lock(uri: str, run_id: str) -> Iterator[None]:
         except BlockingIOError:
             fh.seek(0)
             pid = fh.read().strip() or "?"
-            raise ConfigError(f"run {run_id} is still being trained by live process {pid}; "
-                              "wait for it, or stop it (Ctrl-C or kill) and resume it then") from None
+            raise ConfigError(
+                f"run {run_id} is still being trained by live process {pid}; "
+                "wait for it, or stop it (Ctrl-C or kill) and resume it then"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -181,8 +183,7 @@ def resume_point(uri: str, run_id: str, params: Mapping[str, Any], monitor: str)
     if run.data.tags.get("cv") == "true" or run.data.tags.get("sweep") == "true":
         raise ConfigError(f"--resume {run_id}: a cross-validation or sweep parent cannot be resumed")
     logged = run.data.params
-    changed = [k for k, v in params.items()
-               if k in logged and k not in RESUMABLE_CHANGES and logged[k] != param_text(v)]
+    changed = [k for k, v in params.items() if k in logged and k not in RESUMABLE_CHANGES and logged[k] != param_text(v)]
     if changed:
         raise ConfigError(f"--resume {run_id}: the config differs from the run's in {', '.join(changed)}")
     checkpoint = local_run_dir(uri, run_id) / "best.keras"
@@ -194,8 +195,10 @@ def resume_point(uri: str, run_id: str, params: Mapping[str, Any], monitor: str)
         keras.saving.load_model(checkpoint)
     except Exception as exc:  # noqa: BLE001 - Keras and h5py raise many kinds for a damaged file
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise ConfigError(f"--resume {run_id}: the checkpoint {checkpoint} is damaged and cannot be loaded "
-                          f"({type(exc).__name__}: {first[:200]})") from None
+        raise ConfigError(
+            f"--resume {run_id}: the checkpoint {checkpoint} is damaged and cannot be loaded "
+            f"({type(exc).__name__}: {first[:200]})"
+        ) from None
     history = client.get_metric_history(run_id, monitor)
     epoch = max((h.step for h in history), default=0)
     best_h = (min if monitor.endswith("loss") else max)(history, key=lambda h: h.value) if history else None
@@ -258,8 +261,10 @@ def resolve_run_id(uri: str, given: str, option: str = "--run") -> str:
         ids = [e.experiment_id for e in c.search_experiments()]
         found = {r.info.run_id for r in c.search_runs(ids, max_results=50000) if r.info.run_id.startswith(given)}
     if len(found) > 1:
-        raise ConfigError(f"{option} {given}: ambiguous, it starts {len(found)} run ids ({', '.join(sorted(found)[:4])}"
-                          f"{', ...' if len(found) > 4 else ''}); give more characters")
+        raise ConfigError(
+            f"{option} {given}: ambiguous, it starts {len(found)} run ids ({', '.join(sorted(found)[:4])}"
+            f"{', ...' if len(found) > 4 else ''}); give more characters"
+        )
     if not found:
         raise ConfigError(f"{option} {given}: no run with that id (or id prefix) in {uri}")
     return found.pop()

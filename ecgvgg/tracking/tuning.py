@@ -85,14 +85,19 @@ def parse_space(raw: Any, base: PipelineConfig, source: str = "<space>") -> dict
             dim: Dimension = list(spec)
             probes = spec
         elif isinstance(spec, dict):
-            is_int = isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int) \
-                and not isinstance(spec.get("low"), bool)
+            is_int = (
+                isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int) and not isinstance(spec.get("low"), bool)
+            )
             try:
                 dim = IntRange.model_validate(spec) if is_int or "step" in spec else FloatRange.model_validate(spec)
             except ValidationError as exc:
-                raise ConfigError(f"{where}: " + "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or 'range'}: {e['msg'].replace('Value error, ', '')}"
-                    for e in exc.errors())) from None
+                raise ConfigError(
+                    f"{where}: "
+                    + "; ".join(
+                        f"{'.'.join(map(str, e['loc'])) or 'range'}: {e['msg'].replace('Value error, ', '')}"
+                        for e in exc.errors()
+                    )
+                ) from None
             probes = [dim.low, dim.high]
         else:
             raise ConfigError(f"{where}: expected {{low, high[, log|step]}} or a list of choices, got {spec!r}")
@@ -157,8 +162,10 @@ def open_study(study: str, storage: str, *, seed: int, warmup: int, direction: s
         backend = JournalStorage(JournalFileBackend(str(storage)))
     sampler = optuna.samplers.TPESampler(seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup)
-    return optuna.create_study(study_name=study, storage=backend, sampler=sampler, pruner=pruner,
-                               direction=direction, load_if_exists=True)  # type: ignore[arg-type]
+    goal: Any = direction  # "maximize" or "minimize", checked by the config
+    return optuna.create_study(
+        study_name=study, storage=backend, sampler=sampler, pruner=pruner, direction=goal, load_if_exists=True
+    )
 
 
 def best_config_yaml(base: PipelineConfig, params: Mapping[str, Any]) -> str:
