@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ecgvgg.core.errors import DataError
@@ -134,6 +134,7 @@ def test_sampler_by_name_and_params():
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(counts=[10, 10, 10], grouped=True, sampler="adasyn", seed=10)  # once asked for more folds than a class's rows
 @given(
     counts=st.lists(st.integers(min_value=3, max_value=60), min_size=2, max_size=5),
     grouped=st.booleans(),

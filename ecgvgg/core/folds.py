@@ -344,7 +344,8 @@ def _split(
         a, b = train_test_split(rows, test_size=n_b, stratify=y[rows], random_state=seed)
         return np.sort(a), np.sort(b)
     g = groups[rows]
-    n_splits = max(2, min(round(1 / size), len(np.unique(g))))
+    smallest = int(np.unique(y[rows], return_counts=True)[1].min())  # scikit-learn: no more folds than a class has rows
+    n_splits = max(2, min(round(1 / size), len(np.unique(g)), smallest))
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
