@@ -29,6 +29,20 @@ TINY = [
     "tracking.gradcam_per_class=0",
 ]
 
+#: pipelines/interpatient_cv.yaml shrunk to a tiny network for the two 3-minute real records of
+#: tests/data (a single ungrouped split); each test adds its epochs and channels.
+TINY_RECORDS = [
+    "training.warmup_epochs=1",
+    "model.width=0.0625",
+    "model.dense_units=16",
+    "training.batch_size=64",
+    "training.learning_rate=0.003",
+    "split.grouped=false",
+    "split.folds=null",
+    "data.class_names=[N,S,V,F]",
+    "baseline=none",
+]
+
 
 #: Exit statuses of a run that trained to its end: 0, or 3 when its tiny network collapsed. Tests
 #: of wiring (what is logged, saved, refused or resumed) accept both; tests of learning assert 0 or

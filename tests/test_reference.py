@@ -11,31 +11,19 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATA, RAN, ROOT, assert_served_as_keras, invoke_in_new_store, runs_in
+from conftest import DATA, RAN, ROOT, TINY_RECORDS, assert_served_as_keras, invoke_in_new_store, runs_in, sets
 from ecgvgg.cli.main import app
 from ecgvgg.core.records import pick_leads, prepare_records, reference_beats
 
 wfdb = pytest.importorskip("wfdb")
 CV = str(ROOT / "pipelines" / "interpatient_cv.yaml")
 CHANNELS = "data.channels=[x,x2_,ref,ref2_]"
-TINY = [
-    "training.epochs=5",
-    "training.warmup_epochs=1",
-    "model.width=0.0625",
-    "model.dense_units=16",
-    "training.batch_size=64",
-    "training.learning_rate=0.003",
-    "split.grouped=false",
-    "split.folds=null",
-    "data.class_names=[N,S,V,F]",
-    "baseline=none",
-    "tracking.gradcam_per_class=4",
-]
+TINY = ["training.epochs=5", *TINY_RECORDS, "tracking.gradcam_per_class=4"]
 WINDOW = dict(method="window", before=0.25, after=0.4, scale="window")
 
 
 def _sets(*items: str) -> list[str]:
-    return [a for item in (*TINY, *items) for a in ("--set", item)]
+    return sets(*TINY, *items)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATA, assert_served_as_keras, invoke_in_new_store, RAN, ROOT, runs_in
+from conftest import DATA, RAN, ROOT, TINY_RECORDS, assert_served_as_keras, invoke_in_new_store, runs_in, sets
 from ecgvgg.cli.main import app
 from ecgvgg.core.metrics import jk_index
 from ecgvgg.core.records import RHYTHM_COLUMNS, beats_from_signal, prepare_records, rhythm_features
@@ -22,23 +22,11 @@ wfdb = pytest.importorskip("wfdb")
 CV = str(ROOT / "pipelines" / "interpatient_cv.yaml")
 RHYTHM = ["rr_pre_rel", "rr_post_rel", "rr_local_rel", "rr_pre_local"]
 #: Two real records cut to 3 minutes (MIT-BIH 208 from 0:00, 209 from 8:00): N, S, V and F beats.
-TINY = [
-    "training.epochs=8",
-    "training.warmup_epochs=1",
-    "model.width=0.0625",
-    "model.dense_units=16",
-    "training.batch_size=64",
-    "training.learning_rate=0.003",
-    "split.grouped=false",
-    "split.folds=null",
-    "data.class_names=[N,S,V,F]",
-    "baseline=none",
-    "data.channels=[]",
-]
+TINY = ["training.epochs=8", *TINY_RECORDS, "data.channels=[]"]
 
 
 def _sets(*items: str) -> list[str]:
-    return [a for item in (*TINY, *items) for a in ("--set", item)]
+    return sets(*TINY, *items)
 
 
 @pytest.fixture(scope="module")

@@ -128,23 +128,14 @@ def predict(
     """Write predicted classes and class probabilities, one row per beat."""
     import pandas as pd
 
-    from ecgvgg.core.data import load_beats
     from ecgvgg.core.files import check_out, write_table
-    from ecgvgg.core.inference import table_settings, warn_seen_groups
+    from ecgvgg.core.inference import read_beats, warn_seen_groups
 
     with guard(ctx.obj) as inv:
         data = _data_file(data)
         check_out(out, data)
         loaded = _load(inv, run_id, model, tracking_uri)
-        label, group, header = table_settings(loaded, data, label_column, group_column)
-        X, kept, _ = load_beats(
-            data,
-            length=loaded.length,
-            label_column=label,
-            group_column=group,
-            header=header,
-            features=loaded.contract.features or None,
-        )
+        X, kept, _, group = read_beats(loaded, data, label_column, group_column)
         if group and group in kept:
             warn_seen_groups(loaded, data, kept[group], scored=False)
         frame = pd.concat(
@@ -216,19 +207,9 @@ def _parse_rows(text: str) -> list[int]:
 
 def _beats_and_labels(loaded: Any, data: Path, label_column: Optional[str], group_column: Optional[str]) -> Any:
     """The table's rows in the model's column order, and its labels when it has them (else None)."""
-    from ecgvgg.core.data import load_beats
-    from ecgvgg.core.inference import table_settings
+    from ecgvgg.core.inference import read_beats
 
-    label, group, header = table_settings(loaded, data, label_column, group_column)
-    X, _, y = load_beats(
-        data,
-        length=loaded.length,
-        label_column=label,
-        group_column=group,
-        header=header,
-        features=loaded.contract.features or None,
-        classes=loaded.classes,
-    )
+    X, _, y, _ = read_beats(loaded, data, label_column, group_column, labelled=True)
     return loaded.rows(X), y
 
 

@@ -67,7 +67,7 @@ def plan(
             )
         ]
     small = np.int32 if len(y) < 2**31 else np.int64  # the folds live as long as the study: 4 bytes a row each
-    return [Fold(*(part.astype(small) for part in fold)) for fold in folds]
+    return [Fold(*(part.astype(small, copy=False) for part in fold)) for fold in folds]
 
 
 def materialise(cfg: PipelineConfig, X: np.ndarray, y: np.ndarray, fold: Fold) -> Splits:

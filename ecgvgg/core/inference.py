@@ -210,6 +210,26 @@ def table_settings(
     return label, group, header if isinstance(header, bool) else None
 
 
+def read_beats(
+    loaded: LoadedModel, data: Path, label_column: str | None = None, group_column: str | None = None, *, labelled: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None, str | None]:
+    """The beats of ``data`` read as the model's training table was (see :func:`table_settings`):
+    ``(X, others, y, group column)``, ``y`` only when ``labelled`` (see :func:`ecgvgg.core.data.load_beats`)."""
+    from ecgvgg.core.data import load_beats
+
+    label, group, header = table_settings(loaded, data, label_column, group_column)
+    X, others, y = load_beats(
+        data,
+        length=loaded.length,
+        label_column=label,
+        group_column=group,
+        header=header,
+        features=loaded.contract.features or None,
+        classes=loaded.classes if labelled else None,
+    )
+    return X, others, y, group
+
+
 def warn_seen_groups(loaded: LoadedModel, data: Path, groups: Any, scored: bool = True) -> None:
     """Warn when the table holds groups (records, segments) that the model was trained or validated on
     (``scored``: the command scores the predictions)."""

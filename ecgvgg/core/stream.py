@@ -238,9 +238,6 @@ class GroupCodes:
     codes: np.ndarray
     names: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.codes)
-
 
 def _schemas(files: Sequence[Path]) -> list[Any]:
     """Each file's schema, read once; a file that is not Parquet, or whose columns differ, is refused by name."""
