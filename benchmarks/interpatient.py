@@ -66,6 +66,8 @@ LEVERS: dict[str, tuple[str, list[str]]] = {
     ),
     # pipelines/interpatient_vgg.yaml as shipped: records_weight with training.prior_shift 0.2
     "shipped": ("", []),
+    # the shipped pipeline with a record head behind gradient reversal (training.subject_adversary)
+    "subject_invariant": ("", ["training.subject_adversary=0.1"]),
 }
 ESTIMATES = ("cv", "ds1_svdb", "svdb_ds1")
 
@@ -110,7 +112,7 @@ def lever_config(lever: str, main: Path, extra: Path, sets: list[str]):
     overrides, on ``main`` with ``extra`` as training-only rows, scored against the boosted tree."""
     from ecgvgg.core.config import load_config
 
-    pipeline = SHIPPED if lever == "shipped" else CV_PIPELINE
+    pipeline = SHIPPED if not LEVERS[lever][0] else CV_PIPELINE  # no prepare options of its own: the shipped ones
     overrides = [
         *LEVERS[lever][1],
         *sets,

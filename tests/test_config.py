@@ -111,3 +111,18 @@ def test_the_configuration_reference_covers_every_key_with_its_meaning():
                 assert row.rstrip().rstrip("|").split("|")[-1].strip(), f"{section}.{key} has no meaning"
     assert '| `training.class_weight` | `"auto"` \\| `"balanced"` \\| `"records"`' in text
     assert rows["data.path"].split("|")[3].strip() == "required"
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        (["data.group_column=null", "training.class_weight=balanced"], "data.group_column"),
+        (["data.stream=true", "resampling.sampler=balanced", "split.folds=null", "resampling.max_per_class=null"], "data.stream"),
+        (["training.mixup=0.2"], "training.mixup"),
+    ],
+)
+def test_a_record_head_needs_records_in_memory_and_no_mixup(extra, key):
+    from ecgvgg.core.config import load_config
+
+    with pytest.raises(ValueError, match=rf"training.subject_adversary: .*{key}"):
+        load_config(ROOT / "pipelines" / "interpatient_cv.yaml", ["training.subject_adversary=0.1", *extra])

@@ -91,11 +91,16 @@ def test_a_record_without_the_lead_takes_its_stand_in(tmp_path):
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, two_leads):
-    """A tiny four-channel network (two leads, two references) trained on the two real record cuts."""
+    """A tiny four-channel network (two leads, two references) trained on the two real record cuts, beside a
+    record head behind gradient reversal (which the saved model leaves out)."""
     tmp, uri, res = invoke_in_new_store(
         tmp_path_factory,
         "reference_run",
-        ["run", CV, *_sets(f"data.path={two_leads}", CHANNELS, "training.class_weight=records")],
+        [
+            "run",
+            CV,
+            *_sets(f"data.path={two_leads}", CHANNELS, "training.class_weight=records", "training.subject_adversary=0.1"),
+        ],
     )
     assert res.exit_code in RAN, res.output  # a few epochs: the wiring is what counts here
     return tmp, uri, runs_in(uri)[0], res.output

@@ -264,6 +264,10 @@ class TrainingConfig(_Section):
     #: epochs then calls a beat abnormal only with more evidence, as the classes' real frequencies ask
     #: (0: none; 1: the full Bayes correction to the real frequencies).
     prior_shift: float = Field(0.0, ge=0, le=1)
+    #: Subject-invariant training: weight of the loss of a head that tells a training beat's record from
+    #: the network's ``fc2`` features, behind a gradient-reversal layer, so that the network learns
+    #: features that do not tell patients apart (training only; needs ``data.group_column``; 0: off).
+    subject_adversary: float = Field(0.0, ge=0)
     #: ``cross_entropy`` or ``focal`` (focusing parameter ``focal_gamma``), with optional label smoothing.
     loss: Literal["cross_entropy", "focal"] = "cross_entropy"
     #: Label smoothing of the loss.
@@ -389,6 +393,12 @@ class PipelineConfig(_Section):
     def _records_known(self) -> PipelineConfig:
         if self.training.class_weight == "records" and not self.data.group_column:
             raise ValueError("training.class_weight: records needs data.group_column (the record of each row)")
+        if self.training.subject_adversary:
+            if not self.data.group_column:
+                raise ValueError("training.subject_adversary: needs data.group_column (the record of each row)")
+            if self.data.stream or self.training.mixup:
+                key = "data.stream" if self.data.stream else "training.mixup"
+                raise ValueError(f"training.subject_adversary: not available with {key} (set one of them to 0/false)")
         return self
 
     @property

@@ -32,6 +32,7 @@ def make_dataset(
     max_per_class: int | None = None,
     proportions: Mapping[int, float] | None = None,
     steps: int | None = None,
+    groups: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """A prefetched tf.data pipeline over in-memory arrays; shuffling permutes indices, not rows.
 
@@ -42,11 +43,14 @@ def make_dataset(
     rows is drawn from one endless shuffled stream per class, each row's class chosen with those
     shares (``tf.data.Dataset.sample_from_datasets``): class-balanced batches without copies, and
     ``steps`` batches an epoch instead of ``len(X)`` rows. Streamed rows (:class:`ecgvgg.core.stream.Rows`)
-    go through :func:`streamed_batches`.
+    go through :func:`streamed_batches`. With ``groups`` (a code per row) the batches are
+    ``((x, codes), label)``, for :class:`ecgvgg.core.adversary.SubjectInvariant`.
     """
     spec = augment or Augment()
     if spec.mixup and not num_classes:
         raise ValueError("mixup needs one-hot labels: pass num_classes")
+    if groups is not None and (spec.mixup or not isinstance(X, np.ndarray)):
+        raise ValueError("row groups go with in-memory rows without mixup")
     if not isinstance(X, np.ndarray):
         return _finish(
             streamed_batches(X, np.asarray(y), batch_size, seed=seed, proportions=proportions, steps=steps), spec, num_classes
@@ -69,17 +73,20 @@ def make_dataset(
         idx = tf.data.Dataset.range(len(X))
         if shuffle:
             idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-    gathered = idx.batch(batch_size).map(lambda i: (tf.gather(X_t, i), tf.gather(y_t, i)), num_parallel_calls=tf.data.AUTOTUNE)
+    tensors = (X_t, y_t) if groups is None else (X_t, y_t, tf.constant(np.asarray(groups, dtype=np.int32)))
+    gathered = idx.batch(batch_size).map(lambda i: tuple(tf.gather(t, i) for t in tensors), num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(gathered, spec, num_classes)
 
 
 def _finish(batches: tf.data.Dataset, spec: Augment, num_classes: int | None) -> tf.data.Dataset:
-    """One-hot labels (with ``num_classes``) and augmentation of ``(x, label)`` batches, prefetched."""
+    """One-hot labels (with ``num_classes``) and augmentation of ``(x, label[, codes])`` batches, prefetched;
+    codes come out beside the beats, ``((x, codes), label)``."""
 
-    def finish(x: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def finish(x: tf.Tensor, labels: tf.Tensor, *codes: tf.Tensor) -> Any:
         if num_classes:
             labels = tf.one_hot(labels, num_classes, dtype=x.dtype)
-        return augment_batch(x, labels, spec) if spec else (x, labels)
+        x, labels = augment_batch(x, labels, spec) if spec else (x, labels)
+        return ((x, codes[0]), labels) if codes else (x, labels)
 
     return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
@@ -44,6 +44,9 @@ class Splits:
     #: Effective number of records each class's training rows come from (see
     #: :func:`ecgvgg.core.training.effective_records`); empty when the rows have no groups.
     records: dict[int, float] = field(default_factory=dict)
+    #: A record code per training row (0..records-1; -1 for a synthetic row), for subject-invariant
+    #: training (:mod:`ecgvgg.core.adversary`); None otherwise.
+    train_groups: np.ndarray | None = None
 
     @property
     def counts_before(self) -> dict[int, int]:
@@ -62,21 +65,7 @@ class Splits:
         def apply(X: Any) -> Any:
             return fn(X) if isinstance(X, np.ndarray) else X.map(fn)
 
-        return Splits(
-            apply(self.X_train),
-            self.y_train,
-            apply(self.X_val),
-            self.y_val,
-            apply(self.X_test),
-            self.y_test,
-            self.train_index,
-            self.val_index,
-            self.test_index,
-            self.classes,
-            self.sampler,
-            self.counts,
-            self.records,
-        )
+        return replace(self, X_train=apply(self.X_train), X_val=apply(self.X_val), X_test=apply(self.X_test))
 
 
 def make_sampler(name: str, *, seed: int = 0, **params: Any) -> Sampler | None:

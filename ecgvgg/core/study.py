@@ -109,6 +109,10 @@ def run_fold(
 
         assert data.groups is not None  # the config check asks for data.group_column
         splits.records = effective_records(data.y[fold.train], data.groups[fold.train], cfg.data.classes)
+    if cfg.training.subject_adversary:
+        assert data.groups is not None  # the config check asks for data.group_column
+        codes = np.unique(data.groups[fold.train], return_inverse=True)[1].astype(np.int32)
+        splits.train_groups = np.r_[codes, np.full(len(splits.y_train) - len(codes), -1, dtype=np.int32)]  # synthetic: -1
     folder = next((f for o in observers if (f := o.fold_started(number, cfg, data, splits)) is not None), None)
     shaped = splits.map_x(lambda a: reshape(a, cfg.input.kind, cfg.input.method, cfg.input.size))
     t = cfg.training

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ecgvgg.core.adversary import served
 from ecgvgg.core.augment import Augment
 from ecgvgg.core.distributed import fit_workaround
 from ecgvgg.core.inputs import epoch_counts, feature_batches, make_dataset
@@ -281,7 +282,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         from ecgvgg.core.files import atomic
 
         with atomic(self.path) as partial:
-            self.model.save(partial)
+            served(self.model).save(partial)
 
 
 def fit(
@@ -318,7 +319,8 @@ def fit(
     names = _class_names(splits, class_names)
     weights = _capped_class_weight(t, splits, max_per_class)
     one_hot = t.loss != "cross_entropy" or bool(t.label_smoothing) or bool(augment and augment.mixup)
-    if compile_model:
+    net, model = model, _trained(model, t, splits)
+    if compile_model or model is not net:
         _compile(model, t, splits, max_per_class, initial_epoch, one_hot)
     metrics_cb = ValidationMetrics(splits.X_val, splits.y_val, splits.classes, names, t.batch_size, on_epoch)
     collapse_cb = CollapseMonitor(
@@ -336,10 +338,11 @@ def fit(
         shuffle=True,
         seed=t.seed,
         augment=augment,
-        num_classes=int(model.output_shape[-1]) if one_hot else None,
+        num_classes=int(net.output_shape[-1]) if one_hot else None,
         max_per_class=max_per_class,
         proportions=proportions,
         steps=t.steps_per_epoch,
+        groups=splits.train_groups if model is not net else None,
     )
     with fit_workaround(model, lambda: next(iter(train))):
         hist = model.fit(
@@ -355,10 +358,10 @@ def fit(
     best_epoch = _returned_weights(
         model, history.get(t.monitor, []), t.monitor, early, checkpoint_path, initial_epoch, initial_best, initial_best_epoch
     )
-    shift_to_prior(model, splits.counts_before, t.prior_shift, splits.classes)  # nothing at 0
+    shift_to_prior(net, splits.counts_before, t.prior_shift, splits.classes)  # nothing at 0
     reason = _verdict(t, splits, names, metrics_cb, collapse_cb)
     return FitResult(
-        model,
+        net,
         history,
         len(history.get(t.monitor, [])),
         best_epoch,
@@ -371,6 +374,17 @@ def fit(
         collapse_cb.stopped,
         metrics_cb.stop_reason,
     )
+
+
+def _trained(net: keras.Model, t: TrainingConfig, splits: Splits) -> keras.Model:
+    """The model that ``fit`` trains: ``net`` beside a record head (``training.subject_adversary``), else ``net``."""
+    if not t.subject_adversary:
+        return net
+    if splits.train_groups is None:
+        raise ValueError("training.subject_adversary needs the record of every training row (Splits.train_groups)")
+    from ecgvgg.core.adversary import SubjectInvariant
+
+    return SubjectInvariant(net, int(splits.train_groups.max()) + 1, t.subject_adversary)
 
 
 def _verdict(
@@ -474,7 +488,7 @@ def _returned_weights(
             # nothing after the interruption beat the best before it: that model is in the checkpoint
             best_epoch = initial_best_epoch
             if early is not None and checkpoint_path is not None and Path(checkpoint_path).is_file():
-                model.load_weights(checkpoint_path)
+                served(model).load_weights(checkpoint_path)
     if early is None and scores:  # without early stopping the last epoch's model is the one returned
         best_epoch = initial_epoch + len(scores)
     return best_epoch
