@@ -247,3 +247,13 @@ def test_terminal_runs_table_shows_whole_cells_and_says_which_columns_it_left_ou
             assert "--out runs.csv" in text and "non-trainable" in left_out
         else:
             assert not left_out and "left out" not in text and "2,914,985" in text
+
+
+def test_the_dataset_digest_is_mlflows_own(sample_frame):
+    from mlflow.data.digest_utils import compute_pandas_digest
+
+    from ecgvgg.tracking.log import pandas_digest
+
+    frame = sample_frame.assign(record=sample_frame["segment"].astype(str))
+    assert pandas_digest(frame) == compute_pandas_digest(frame)
+    assert pandas_digest(frame.head(100)) != pandas_digest(frame)

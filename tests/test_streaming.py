@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import SEED, runner, runs_in, sets
@@ -147,3 +148,15 @@ def test_a_bad_value_in_one_shard_is_refused_naming_the_shard_column_and_row(sha
     bad.assign(x3="a").to_parquet(folder / "part-02.parquet", index=False)
     with pytest.raises(DataError, match=r"part-02\.parquet: column 'x3' is (large_)?string, not numeric"):
         open_shards(folder, label_column="label", group_column="segment", classes=range(5))
+
+
+def test_the_groups_seen_by_a_model_are_named_without_a_name_per_row():
+    from ecgvgg.core.dataset import StudyData
+
+    names = np.array(["100", "101", "102"])
+    codes = np.array([2, 0, 2, 1, 0, 2], dtype=np.int32)
+    streamed = StudyData(pd.DataFrame(), np.zeros((6, 1)), np.zeros(6), codes, group_names=names)
+    in_memory = StudyData(pd.DataFrame(), np.zeros((6, 1)), np.zeros(6), names[codes])
+    for data in (streamed, in_memory):
+        assert data.distinct_groups(np.array([0, 2]), np.array([3])).tolist() == ["101", "102"]
+        assert data.distinct_groups(np.arange(6)).tolist() == ["100", "101", "102"]

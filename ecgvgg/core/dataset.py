@@ -77,6 +77,18 @@ class StudyData:
         groups = self.groups if positions is None else self.groups[positions]
         return groups if self.group_names is None else self.group_names[groups]
 
+    def distinct_groups(self, *parts: np.ndarray) -> np.ndarray | None:
+        """The distinct group names of the rows at the positions ``parts``, sorted; None without groups."""
+        if self.groups is None:
+            return None
+        if self.group_names is None:
+            return np.unique(np.concatenate([np.unique(self.groups[p]) for p in parts]))
+        seen, step = np.zeros(len(self.group_names), dtype=bool), 1 << 20
+        for p in parts:  # codes a million rows at a time: nothing the size of the table
+            for lo in range(0, len(p), step):
+                seen[self.groups[p[lo : lo + step]]] = True
+        return self.group_names[seen]
+
     @property
     def scored(self) -> int:
         """Rows that may be validation or test rows (all but the ``train_only`` ones)."""

@@ -55,7 +55,6 @@ def make_dataset(
         return _finish(
             streamed_batches(X, np.asarray(y), batch_size, seed=seed, proportions=proportions, steps=steps), spec, num_classes
         )
-    X_t, y_t = tf.constant(X), tf.constant(y)
     if proportions:
         idx = _balanced_rows(np.asarray(y), proportions, seed, steps * batch_size if steps else len(y))
     elif max_per_class is not None:
@@ -73,9 +72,23 @@ def make_dataset(
         idx = tf.data.Dataset.range(len(X))
         if shuffle:
             idx = idx.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-    tensors = (X_t, y_t) if groups is None else (X_t, y_t, tf.constant(np.asarray(groups, dtype=np.int32)))
-    gathered = idx.batch(batch_size).map(lambda i: tuple(tf.gather(t, i) for t in tensors), num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(gathered, spec, num_classes)
+    arrays = (X, np.asarray(y)) if groups is None else (X, np.asarray(y), np.asarray(groups, dtype=np.int32))
+    return _finish(idx.batch(batch_size).map(_gather(arrays), num_parallel_calls=tf.data.AUTOTUNE), spec, num_classes)
+
+
+def _gather(arrays: tuple[np.ndarray, ...]) -> Any:
+    """A function from a batch of row numbers to those rows of each of ``arrays``, gathered by NumPy: the arrays
+    stay where they are (a tensor captured by a tf.data function would be copied, and again when the pipeline
+    is optimised, about three times the table in all)."""
+    dtypes = tuple(tf.as_dtype(a.dtype) for a in arrays)
+
+    def gather(rows: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        parts = tf.numpy_function(lambda i: tuple(a[i] for a in arrays), [rows], dtypes, stateful=False)
+        for part, a in zip(parts, arrays):
+            part.set_shape((None, *a.shape[1:]))
+        return tuple(parts)
+
+    return gather
 
 
 def _finish(batches: tf.data.Dataset, spec: Augment, num_classes: int | None) -> tf.data.Dataset:
@@ -164,23 +177,28 @@ def _row_stream(mine: Any, X: Any, y: np.ndarray, seed: int, batch_size: int, ca
     """Endless shuffled ``(x, label)`` rows of ``mine``, some of the rows ``X`` whose labels are ``y``: read once and
     cycled in memory with ``cache``, else read from their files pass after pass."""
     rng = np.random.default_rng(seed)
-    if cache:  # one copy, as a tensor; the shuffle buffer holds row numbers only
+    spec = (tf.TensorSpec((None, *X.row_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
+    if cache:  # one copy, in NumPy: a tensor captured by a tf.data function is copied again when the pipeline is optimised
         x = np.empty((len(mine), *X.row_shape), dtype=np.float32)
         labels, start = np.empty(len(mine), dtype=np.int64), 0
         for chunk, positions in mine.chunks():
             x[start : start + len(chunk)] = chunk
             labels[start : start + len(chunk)] = y[np.searchsorted(X.positions, positions)]
             start += len(chunk)
-        x_t, y_t = tf.constant(x), tf.constant(labels)
-        del x
-        order = tf.data.Dataset.range(len(labels)).shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        return order.repeat().map(lambda i: (tf.gather(x_t, i), tf.gather(y_t, i)))
+
+        def cycled() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            while True:  # a fresh order each pass, served in small gathers
+                order = rng.permutation(len(labels))
+                for lo in range(0, len(order), 4 * batch_size):
+                    part = order[lo : lo + 4 * batch_size]
+                    yield x[part], labels[part]
+
+        return tf.data.Dataset.from_generator(cycled, output_signature=spec).unbatch()
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for x, positions in mine.chunks(4 * batch_size, rng=rng):  # small reads: little held per stream
             yield x, y[np.searchsorted(X.positions, positions)].astype(np.int64)  # X.positions are sorted: y is in their order
 
-    spec = (tf.TensorSpec((None, *X.row_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
     stream = tf.data.Dataset.from_generator(chunks, output_signature=spec).unbatch()
     return stream.shuffle(4 * batch_size, seed=seed).repeat()
 

@@ -125,7 +125,7 @@ def run_fold(
         )
         started = time.perf_counter()
         fit, unfrozen = _train(cfg, model, shaped, observers, folder / "best.keras" if folder else None, resume)
-    seen = None if grouping(cfg, data) is None else data.named_groups(np.r_[fold.train, fold.val])
+    seen = None if grouping(cfg, data) is None else data.distinct_groups(fold.train, fold.val)
     out = FoldResult(
         fold,
         splits.counts,

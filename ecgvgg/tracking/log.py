@@ -201,10 +201,12 @@ class MlflowObserver(Observer):
 
 
 def _dataset_frame(data: StudyData, cfg: PipelineConfig) -> pd.DataFrame:
-    """The table as MLflow's dataset input sees it: features, ``label`` and the group column."""
+    """The table as MLflow's dataset input sees it: features, ``label`` and the group column; of streamed data,
+    ``label`` and the groups' codes (the positions of their names, sorted), since MLflow reads every value of a
+    text column into a Python object to infer its type."""
     frame = pd.DataFrame({"label": data.y}) if data.streamed else data.table.rename(columns=str).assign(label=data.y)
     if data.groups is not None and cfg.data.group_column:
-        frame[cfg.data.group_column] = data.named_groups()
+        frame[cfg.data.group_column] = data.groups if data.streamed else data.named_groups()
     return frame
 
 
@@ -497,6 +499,7 @@ def log_provenance(dataset_frame: Any, source: Path, context: str = "training") 
             source=str(Path(source).resolve()),
             name=Path(source).name,
             targets="label",
+            digest=pandas_digest(dataset_frame),
         )
         mlflow.log_input(dataset, context=context)
     tags = {}
@@ -509,6 +512,18 @@ def log_provenance(dataset_frame: Any, source: Path, context: str = "training") 
     if commit:
         tags["mlflow.source.git.commit"] = commit
     mlflow.set_tags(tags)
+
+
+def pandas_digest(frame: pd.DataFrame) -> str:
+    """MLflow's digest of a pandas dataset (hashes of its first rows, its row count and column names), without
+    the pass that MLflow makes over every cell of the table to find its text columns (a Python object per cell)."""
+    from mlflow.data.digest_utils import MAX_ROWS, get_normalized_md5_digest
+
+    head = frame.head(MAX_ROWS)
+    text = head.columns[head.map(lambda v: type(v) is str).all(0)]
+    kept = head[text.union(head.select_dtypes(include=[np.number]).columns)]
+    parts = [pd.util.hash_pandas_object(kept).values, np.int64(len(frame)), *(str(c).encode() for c in frame.columns)]
+    return get_normalized_md5_digest(parts)
 
 
 def git_commit() -> str | None:
