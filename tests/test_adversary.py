@@ -65,3 +65,20 @@ def test_rows_of_no_record_add_nothing_to_the_record_loss(segment_splits):
     assert logs["record_loss"] == 0.0
     logs = model.train_on_batch((x, np.zeros(32, dtype=np.int32)), y, return_dict=True)
     assert logs["record_loss"] > 0.0
+
+
+def test_a_record_head_trains_under_mixed_precision(segment_splits):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        net = vgg16(width=0.0625, dense_units=8)
+        model = SubjectInvariant(net, records=3, weight=1.0)
+        model.compile(keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")  # loss-scaled by Keras
+        before = [w.numpy().copy() for w in net.trainable_weights]
+        x, y = segment_splits.X_train[:64], segment_splits.y_train[:64]
+        for _ in range(3):  # a first step may be skipped while the loss scale settles
+            logs = model.train_on_batch((x, np.arange(64, dtype=np.int32) % 3), y, return_dict=True)
+        moved = max(float(np.abs(b - w.numpy()).max()) for b, w in zip(before, net.trainable_weights))
+        assert np.isfinite(logs["loss"]) and np.isfinite(logs["record_loss"])
+        assert moved > 1e-4  # the gradients were unscaled once, not divided by the loss scale
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -35,7 +35,8 @@ class SubjectInvariant(keras.Model):
         features = net.get_layer(FEATURE_LAYER).output
         self.features = keras.Model(net.inputs, [net.output, features], name="net_and_features")
         self.head = keras.Sequential(
-            [keras.layers.Dense(units, activation="relu"), keras.layers.Dense(records)], name="record_head"
+            [keras.layers.Dense(units, activation="relu", dtype="float32"), keras.layers.Dense(records, dtype="float32")],
+            name="record_head",
         )
         self.head.build((None, int(features.shape[-1])))
         self.record_loss = keras.metrics.Mean(name="record_loss")
@@ -61,7 +62,7 @@ class SubjectInvariant(keras.Model):
                 ),
                 tf.reduce_sum(tf.cast(known, tf.float32)),
             )
-            total = loss + self.weight * record_loss
+            total = self.optimizer.scale_loss(loss + self.weight * record_loss)  # mixed precision scales the loss
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         self.record_loss.update_state(record_loss)
