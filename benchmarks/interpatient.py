@@ -64,10 +64,12 @@ LEVERS: dict[str, tuple[str, list[str]]] = {
         f"{REFERENCE.replace('record', 'causal')} --leads MLII,V1",
         ["data.channels=[x,x2_,ref,ref2_]", "training.class_weight=records", "training.prior_shift=0"],
     ),
-    # pipelines/interpatient_vgg.yaml as shipped: records_weight with training.prior_shift 0.2
-    "shipped": ("", []),
-    # the shipped pipeline with a record head behind gradient reversal (training.subject_adversary)
+    # pipelines/interpatient_vgg.yaml without its record head: records_weight with training.prior_shift 0.2
+    "prior_shift": ("", ["training.subject_adversary=0"]),
+    # the same with a record head behind gradient reversal (training.subject_adversary 0.1), as shipped
     "subject_invariant": ("", ["training.subject_adversary=0.1"]),
+    # pipelines/interpatient_vgg.yaml as shipped
+    "shipped": ("", []),
 }
 ESTIMATES = ("cv", "ds1_svdb", "svdb_ds1")
 
