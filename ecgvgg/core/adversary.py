@@ -52,16 +52,9 @@ class SubjectInvariant(keras.Model):
             probs, features = self.features(beats, training=True)
             loss = self.compute_loss(x=beats, y=y, y_pred=probs, sample_weight=sample_weight, training=True)
             logits = self.head(reverse_gradient(tf.cast(features, tf.float32)), training=True)
-            known = records >= 0
-            record_loss = tf.math.divide_no_nan(
-                tf.reduce_sum(
-                    tf.boolean_mask(
-                        keras.losses.sparse_categorical_crossentropy(tf.maximum(records, 0), logits, from_logits=True),
-                        known,
-                    )
-                ),
-                tf.reduce_sum(tf.cast(known, tf.float32)),
-            )
+            known = tf.cast(records >= 0, tf.float32)
+            per_row = keras.losses.sparse_categorical_crossentropy(tf.maximum(records, 0), logits, from_logits=True)
+            record_loss = tf.math.divide_no_nan(tf.reduce_sum(per_row * known), tf.reduce_sum(known))
             total = self.optimizer.scale_loss(loss + self.weight * record_loss)  # mixed precision scales the loss
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
