@@ -126,3 +126,16 @@ def test_a_record_head_needs_records_in_memory_and_no_mixup(extra, key):
 
     with pytest.raises(ValueError, match=rf"training.subject_adversary: .*{key}"):
         load_config(ROOT / "pipelines" / "interpatient_cv.yaml", ["training.subject_adversary=0.1", *extra])
+
+
+@pytest.mark.parametrize(
+    ("item", "says"),
+    [
+        ("data.channels=[x,x]", "data.channels: channels must be unique"),
+        ("data.class_names=[N,N,V,F,Q]", "data.class_names: class names must be unique"),
+        ("data.rhythm_columns=[a,a]", "data.rhythm_columns: rhythm columns must be unique"),
+    ],
+)
+def test_a_list_that_names_something_twice_is_refused_by_its_key(item, says):
+    with pytest.raises(ValueError, match=says):
+        load_config(ROOT / "pipelines" / "interpatient_cv.yaml", [item])

@@ -35,6 +35,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
 
+def _unique(names: list[str], what: str) -> list[str]:
+    """``names`` when none repeats, else a ValueError naming ``what``."""
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} must be unique, got {names}")
+    return names
+
+
 class DataConfig(_Section):
     """Where the beats are and how to read them."""
 
@@ -73,17 +80,13 @@ class DataConfig(_Section):
     @field_validator("rhythm_columns")
     @classmethod
     def _unique_rhythm(cls, names: list[str]) -> list[str]:
-        if len(set(names)) != len(names):
-            raise ValueError(f"rhythm columns must be unique, got {names}")
-        return names
+        return _unique(names, "rhythm columns")
 
     @field_validator("channels")
     @classmethod
     def _channel_order(cls, names: list[str]) -> list[str]:
-        if not names:
+        if not _unique(names, "channels"):
             return names
-        if len(set(names)) != len(names):
-            raise ValueError(f"channels must be unique, got {names}")
         refs = [n for n in names if n.startswith("ref")]
         beats = [n for n in names if not n.startswith("ref")]
         if not beats:
@@ -103,9 +106,7 @@ class DataConfig(_Section):
     @field_validator("class_names")
     @classmethod
     def _unique_names(cls, names: list[str]) -> list[str]:
-        if len(set(names)) != len(names):
-            raise ValueError(f"class names must be unique, got {names}")
-        return names
+        return _unique(names, "class names")
 
     @property
     def classes(self) -> list[int]:
