@@ -76,6 +76,16 @@ def sample_xyg():
     return load_xy(sample_path(), group_column="segment")
 
 
+@pytest.fixture(scope="session")
+def real_splits(sample_xyg):
+    """The bundled sample split by segment, ADASYN on the training part only, as 1D beats (shared: do not modify)."""
+    from ecgvgg.core.folds import split_then_oversample
+    from ecgvgg.core.shapes import to_1d
+
+    X, y, g = sample_xyg
+    return split_then_oversample(X, y, groups=g, sampler="adasyn", seed=0).map_x(to_1d)
+
+
 @pytest.fixture()
 def store(tmp_path, monkeypatch) -> str:
     """A real MLflow SQLite store in a temporary folder, used through MLFLOW_TRACKING_URI."""

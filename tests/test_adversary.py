@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -9,9 +11,7 @@ import tensorflow as tf
 
 from ecgvgg.core.adversary import SubjectInvariant, reverse_gradient
 from ecgvgg.core.config import TrainingConfig
-from ecgvgg.core.folds import split_then_oversample
 from ecgvgg.core.models import vgg16
-from ecgvgg.core.shapes import to_1d
 from ecgvgg.core.training import fit, setup_device
 
 
@@ -26,15 +26,13 @@ def test_the_reversal_layer_passes_values_and_negates_gradients():
 
 
 @pytest.fixture(scope="module")
-def segment_splits(sample_xyg):
-    """The bundled beats split by segment, ADASYN on training, each training row with its segment's code."""
-    X, y, g = sample_xyg
-    splits = split_then_oversample(X, y, groups=g, sampler="adasyn", seed=0).map_x(to_1d)
-    codes = np.unique(np.asarray(g)[splits.train_index], return_inverse=True)[1]
-    synthetic = len(splits.y_train) - len(codes)
+def segment_splits(real_splits, sample_xyg):
+    """The shared real splits with each training row's segment code (-1 for ADASYN's rows)."""
+    g = sample_xyg[2]
+    codes = np.unique(np.asarray(g)[real_splits.train_index], return_inverse=True)[1]
+    synthetic = len(real_splits.y_train) - len(codes)
     assert synthetic > 0  # ADASYN made rows that belong to no segment
-    splits.train_groups = np.r_[codes, np.full(synthetic, -1)].astype(np.int32)
-    return splits
+    return replace(real_splits, train_groups=np.r_[codes, np.full(synthetic, -1)].astype(np.int32))
 
 
 def test_training_with_a_record_head_returns_and_saves_the_network_alone(segment_splits, tmp_path):

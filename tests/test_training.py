@@ -8,15 +8,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from ecgvgg.core.config import TrainingConfig
 from ecgvgg.core.models import vgg16
-from ecgvgg.core.folds import split_then_oversample
-from ecgvgg.core.shapes import to_1d
 from ecgvgg.core.training import balanced_class_weight, fit, resolve_class_weight, setup_device
-
-
-@pytest.fixture(scope="module")
-def real_splits(sample_xyg):
-    X, y, g = sample_xyg
-    return split_then_oversample(X, y, groups=g, sampler="adasyn", seed=0).map_x(to_1d)
 
 
 def test_short_real_training_beats_chance(real_splits, tmp_path):
