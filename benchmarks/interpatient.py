@@ -66,9 +66,8 @@ LEVERS: dict[str, tuple[str, list[str]]] = {
     ),
     # pipelines/interpatient_vgg.yaml without its record head: records_weight with training.prior_shift 0.2
     "prior_shift": ("", ["training.subject_adversary=0"]),
-    # the same with a record head behind gradient reversal (training.subject_adversary 0.1), as shipped
-    "subject_invariant": ("", ["training.subject_adversary=0.1"]),
-    # pipelines/interpatient_vgg.yaml as shipped
+    # pipelines/interpatient_vgg.yaml as shipped: prior_shift with a record head behind gradient reversal
+    # (training.subject_adversary 0.1)
     "shipped": ("", []),
 }
 ESTIMATES = ("cv", "ds1_svdb", "svdb_ds1")
