@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sqlite3
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -86,11 +90,33 @@ def real_splits(sample_xyg):
     return split_then_oversample(X, y, groups=g, sampler="adasyn", seed=0).map_x(to_1d)
 
 
+_EMPTY_STORE: list[Path] = []
+
+
+def new_store(folder: Path) -> str:
+    """The URI of a new, empty MLflow SQLite store at ``folder/mlruns/mlflow.db``: a copy of one store made
+    once per session by MLflow itself (creating MLflow's tables takes seconds; copying them, milliseconds)."""
+    if not _EMPTY_STORE:
+        from mlflow.tracking import MlflowClient
+
+        made = Path(tempfile.mkdtemp(prefix="ecgvgg-empty-store-"))
+        atexit.register(shutil.rmtree, made, ignore_errors=True)
+        MlflowClient(f"sqlite:///{made / 'mlflow.db'}").search_experiments()
+        _EMPTY_STORE.append(made / "mlflow.db")
+    db = folder / "mlruns" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_EMPTY_STORE[0], db)
+    with sqlite3.connect(db) as con:  # MLflow's default experiment keeps its artifacts beside this copy
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(db.parent / "0"),))
+    con.close()
+    return f"sqlite:///{db}"
+
+
 @pytest.fixture()
 def store(tmp_path, monkeypatch) -> str:
     """A real MLflow SQLite store in a temporary folder, used through MLFLOW_TRACKING_URI."""
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    uri = new_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 
@@ -110,7 +136,7 @@ def invoke_in_new_store(tmp_path_factory, name: str, args: list[str]):
     from ecgvgg.cli.main import app
 
     tmp = tmp_path_factory.mktemp(name)
-    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
+    uri = new_store(tmp)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
         mp.setenv("MLFLOW_TRACKING_URI", uri)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import invoke_in_new_store, RAN, ROOT, runner as make_runner, runs_in, SAMPLE, SEED, sets, TINY
+from conftest import invoke_in_new_store, new_store, RAN, ROOT, runner as make_runner, runs_in, SAMPLE, SEED, sets, TINY
 from ecgvgg.cli.main import app
 
 LOCAL = [*TINY, "baseline=none"]
@@ -286,7 +286,7 @@ def _cmd(*extra: str) -> list[str]:
 
 
 def test_a_live_run_cannot_be_resumed_and_a_killed_one_is_found_closed_and_resumed(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    uri = new_store(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(
         _cmd("training.epochs=500"), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from conftest import RAN, SEED, sets, TINY
+from conftest import new_store, RAN, SEED, sets, TINY
 from ecgvgg.cli.main import app
 
 
@@ -33,7 +33,7 @@ def _runs(uri: str) -> list:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGINT takes the same path: the next test
 def test_interrupt_marks_run_killed_and_keeps_its_checkpoint(tmp_path, sig):
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    uri = new_store(tmp_path)
     proc = subprocess.Popen(
         _cmd(epochs=200), cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -60,7 +60,7 @@ def test_interrupt_marks_run_killed_and_keeps_its_checkpoint(tmp_path, sig):
 
 def test_resume_refuses_a_finished_run_or_a_changed_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    uri = new_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     runner = CliRunner()
     args = sets(*TINY, "training.epochs=1")
@@ -75,7 +75,7 @@ def test_resume_refuses_a_finished_run_or_a_changed_config(tmp_path, monkeypatch
 
 def test_deterministic_cpu_runs_give_identical_metrics(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    uri = new_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     runner = CliRunner()
     args = sets(*TINY, "training.epochs=2", "training.deterministic=true")
@@ -163,7 +163,7 @@ def test_two_workers_on_loopback_train_one_model_on_disjoint_shards_in_one_run(t
     import keras
     import numpy as np
 
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    uri = new_store(tmp_path)
     env = {**_env(uri), "ECGVGG_WORKER_DIR": str(tmp_path / "worker")}
     streamed = sets(f"data.path={shard_folder}", "data.stream=true", "resampling.sampler=balanced", "baseline=none")
     res = subprocess.run(

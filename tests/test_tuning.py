@@ -9,7 +9,7 @@ import sys
 import optuna
 import pytest
 
-from conftest import RAN, ROOT, runner as make_runner, runs_in, SEED, sets, TINY
+from conftest import new_store, RAN, ROOT, runner as make_runner, runs_in, SEED, sets, TINY
 from ecgvgg.cli.main import app
 from ecgvgg.core.config import load_config
 from ecgvgg.core.errors import ConfigError
@@ -62,7 +62,7 @@ def test_a_bad_space_file_exits_2_before_any_run(store, tmp_path):
 
 
 def test_two_processes_share_one_study_and_the_best_config_runs(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    uri = new_store(tmp_path)
     (tmp_path / "space.yaml").write_text(SPACE)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [
