@@ -186,6 +186,9 @@ def test_the_boosted_tree_reads_rhythm_beats_and_differences():
     y = (X[:, 0] - X[:, 2] > 0).astype(int)  # the class is the beat minus its reference
     tree = ReferenceBoostedTree(channels=2, references=1, rhythm=1).fit(X[:150], y[:150])
     assert (tree.predict(X[150:]) == y[150:]).mean() > 0.85
+    probs = tree.predict_proba(X[150:])
+    assert probs.shape == (50, 2) and probs.sum(axis=1) == pytest.approx(np.ones(50))
+    np.testing.assert_array_equal(tree.classes_[probs.argmax(axis=1)], tree.predict(X[150:]))
 
 
 def test_the_prior_shift_weighs_each_class_by_its_share():

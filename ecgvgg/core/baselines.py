@@ -73,6 +73,10 @@ class ReferenceBoostedTree(ClassifierMixin, BaseEstimator):
         """Predicted classes of raw rows."""
         return self.model_.predict(self._features(X))
 
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities of raw rows, in the order of ``classes_``."""
+        return self.model_.predict_proba(self._features(X))
+
     def _features(self, X: np.ndarray) -> np.ndarray:
         return reference_features(X, self.channels, self.references, self.rhythm)
 
