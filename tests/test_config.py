@@ -128,6 +128,37 @@ def test_a_record_head_needs_records_in_memory_and_no_mixup(extra, key):
         load_config(ROOT / "pipelines" / "interpatient_cv.yaml", ["training.subject_adversary=0.1", *extra])
 
 
+#: The shipped pipelines (tune_space.yaml is a search space for ``ecgvgg tune``, not a pipeline).
+PIPELINES = sorted(p for p in (ROOT / "pipelines").glob("*.yaml") if p.name != "tune_space.yaml")
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
+def test_every_shipped_pipeline_is_a_valid_configuration(pipeline):
+    from ecgvgg.core.config import load_config
+
+    cfg = load_config(pipeline)
+    assert cfg.data.path and cfg.training.epochs >= 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["baseline=none"], r"baseline_blend: needs a baseline to blend \(baseline is none\)"),
+        (["split.folds=5"], "baseline_blend: not available with split.folds"),
+        (
+            ["data.stream=true", "resampling.sampler=balanced", "split.folds=null", "resampling.max_per_class=null"],
+            "baseline_blend: not available with data.stream",
+        ),
+        (["baseline_blend=1"], "baseline_blend"),
+    ],
+)
+def test_a_blend_needs_one_saved_baseline(extra, says):
+    from ecgvgg.core.config import load_config
+
+    with pytest.raises(ValueError, match=says):
+        load_config(ROOT / "pipelines" / "interpatient_cv.yaml", ["baseline_blend=0.5", "training.subject_adversary=0", *extra])
+
+
 @pytest.mark.parametrize(
     ("item", "says"),
     [

@@ -135,8 +135,9 @@ def test_class_balanced_epochs_draw_capped_rows_afresh():
 
 @pytest.fixture(scope="module")
 def rhythm_run(tmp_path_factory, table):
-    """A tiny network with the rhythm branch trained on the two real record cuts."""
-    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "rhythm_run", ["run", CV, *_sets(f"data.path={table}")])
+    """A tiny network with the rhythm branch trained on the two real record cuts, blended with its boosted tree."""
+    blend = ("baseline=hgb", "baseline_blend=0.5")
+    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "rhythm_run", ["run", CV, *_sets(f"data.path={table}", *blend)])
     assert res.exit_code == 0, res.output
     run = runs_in(uri)[0]
     return tmp, uri, run, res.output
@@ -186,6 +187,29 @@ def test_evaluate_predict_and_pyfunc_read_beat_and_rhythm_columns(rhythm_run, ta
     pd.read_parquet(table).drop(columns=["rr_pre_local"]).to_parquet(bare)
     res = runner.invoke(app, ["evaluate", "--run", run.info.run_id, str(bare)])
     assert res.exit_code == 2 and "rr_pre_local" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_the_blended_model_answers_as_its_network_and_tree_together_and_is_not_exported(rhythm_run, table, tmp_path):
+    from ecgvgg.core.inference import BASELINE_FILE, load_model
+
+    tmp, uri, run, output = rhythm_run
+    assert "VGG16 + gradient-boosted tree (blend 0.5) vs gradient-boosted tree:" in output
+    assert "baseline_hgb_macro_f1" in run.data.metrics
+    path = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
+    with zipfile.ZipFile(path) as z:
+        assert BASELINE_FILE in z.namelist() and json.loads(z.read("ecgvgg.json"))["blend"] == 0.5
+    loaded = load_model(path)
+    beats = pd.read_parquet(table).sample(64, random_state=0)
+    network = loaded.model.predict(loaded.prepare(beats), verbose=0)
+    tree = np.zeros_like(network)
+    for i, c in enumerate(loaded.baseline.classes_):  # a class the tree never saw keeps probability 0
+        tree[:, loaded.classes.index(c)] = loaded.baseline.predict_proba(loaded.rows(beats))[:, i]
+    by_hand = 0.5 * network + 0.5 * tree
+    np.testing.assert_allclose(loaded.predict_proba(beats), by_hand, atol=1e-6)
+    assert not np.allclose(by_hand, network, atol=1e-3)  # the tree changes the answer
+    res = CliRunner().invoke(app, ["export", "--model", str(path), "-o", str(tmp_path / "m.onnx")])
+    assert res.exit_code == 2 and "baseline_blend 0.5" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_the_rhythm_model_fine_tunes_from_its_run(rhythm_run, table, monkeypatch):

@@ -271,11 +271,12 @@ def export(
     ] = 1e-4,
 ) -> None:
     """Export a model (dynamic batch, contract as JSON beside it); refused unless it answers as Keras does within 1e-4."""
-    from ecgvgg.core.export import check_request, check_rows, export_model
+    from ecgvgg.core.export import check_exportable, check_request, check_rows, export_model
 
     with guard(ctx.obj) as inv:
         check_request(fmt, out)
         loaded = _load(inv, run_id, model, tracking_uri)
+        check_exportable(loaded.contract, fmt)
         rows, what = check_rows(loaded.contract)
         done = export_model(loaded.model, loaded.contract, loaded.prepare(rows), fmt, out, tolerance)
     console.print(

@@ -97,10 +97,11 @@ def print_summary(result: Any) -> None:
         )
     if result.baseline_macro_f1 is not None:
         b = result.baseline_macro_f1
-        from ecgvgg.core.baselines import BASELINE_NAMES
+        from ecgvgg.core.baselines import BASELINE_NAMES, model_name
 
-        name = BASELINE_NAMES.get(result.cfg.baseline_kind, result.cfg.baseline_kind)
-        console.print(f"VGG16 vs {name}: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
+        kind = result.cfg.baseline_kind
+        ours = model_name(kind, result.cfg.baseline_blend)
+        console.print(f"{ours} vs {BASELINE_NAMES.get(kind, kind)}: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
     console.print(f"split: {escape(result.kind)}")
     for name, where in result.missed.items():
         err_console.print(

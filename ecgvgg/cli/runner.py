@@ -116,7 +116,7 @@ class _Mirror(Observer):
         from ecgvgg.core.inference import save_model
 
         if not result.pruned:
-            save_model(result.model, self.scratch / f"fold{k}" / "model.keras", result.contract)
+            save_model(result.model, self.scratch / f"fold{k}" / "model.keras", result.contract, result.baseline)
 
 
 #: A folder where non-chief workers keep their checkpoints and final model (to compare with the chief's).

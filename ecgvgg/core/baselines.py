@@ -22,6 +22,11 @@ HGB_ITERATIONS = 200
 BASELINE_NAMES = {"rf": "random forest", "hgb": "gradient-boosted tree"}
 
 
+def model_name(baseline_kind: str, blend: float) -> str:
+    """What a run's model is called beside its baseline: ``VGG16``, or its blend with the baseline."""
+    return f"VGG16 + {BASELINE_NAMES.get(baseline_kind, baseline_kind)} (blend {blend:g})" if blend else "VGG16"
+
+
 def random_forest_predict(
     X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, *, seed: int = 0, trees: int = RF_TREES
 ) -> np.ndarray:
@@ -79,6 +84,13 @@ class ReferenceBoostedTree(ClassifierMixin, BaseEstimator):
 
     def _features(self, X: np.ndarray) -> np.ndarray:
         return reference_features(X, self.channels, self.references, self.rhythm)
+
+
+def blended(probs: np.ndarray, baseline: ClassifierMixin, rows: np.ndarray, classes: Sequence[int], weight: float) -> np.ndarray:
+    """``(1 - weight) x probs + weight x`` the baseline's probabilities of the raw ``rows``, columns in ``classes`` order."""
+    theirs = np.zeros_like(np.asarray(probs, dtype=np.float32))
+    theirs[:, [list(classes).index(c) for c in baseline.classes_]] = baseline.predict_proba(np.asarray(rows))
+    return (1 - weight) * np.asarray(probs, dtype=np.float32) + weight * theirs
 
 
 def baseline_model(

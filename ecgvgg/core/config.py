@@ -330,6 +330,10 @@ class PipelineConfig(_Section):
     #: channels, else ``rf``. ``hgb``: scikit-learn's HistGradientBoostingClassifier (balanced class
     #: weights) on the rhythm columns, the beats and each beat minus its reference.
     baseline: Literal["auto", "rf", "hgb", "none"] = "auto"
+    #: Blend the baseline into the model: it predicts ``(1 - w) x network + w x baseline`` class
+    #: probabilities (0: the network alone). The fitted baseline is saved inside the model file, so
+    #: evaluate, predict, annotate and the served model blend as the run scored.
+    baseline_blend: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _phases(self) -> PipelineConfig:
@@ -400,6 +404,16 @@ class PipelineConfig(_Section):
             if self.data.stream or self.training.mixup:
                 key = "data.stream" if self.data.stream else "training.mixup"
                 raise ValueError(f"training.subject_adversary: not available with {key} (set one of them to 0/false)")
+        return self
+
+    @model_validator(mode="after")
+    def _blend_has_a_baseline(self) -> PipelineConfig:
+        if self.baseline_blend:
+            if self.baseline_kind == "none":
+                raise ValueError("baseline_blend: needs a baseline to blend (baseline is none)")
+            for key, on in (("data.stream", self.data.stream), ("split.folds", self.split.folds)):
+                if on:
+                    raise ValueError(f"baseline_blend: not available with {key} (set baseline_blend to 0)")
         return self
 
     @property

@@ -43,6 +43,8 @@ class InputContract:
     length: int | None
     data: dict[str, Any] = field(default_factory=dict)
     ensemble: bool = False
+    #: The weight of the baseline saved with the network (``baseline_blend``); 0: the network alone.
+    blend: float = 0.0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> InputContract:
@@ -54,6 +56,7 @@ class InputContract:
             raw.get("length"),
             dict(raw.get("data") or {}),
             bool(raw.get("ensemble", False)),
+            float(raw.get("blend", 0.0)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,7 +68,11 @@ class InputContract:
             "length": self.length,
             "data": dict(self.data),
         }
-        return {**out, "ensemble": True} if self.ensemble else out
+        if self.ensemble:
+            out["ensemble"] = True
+        if self.blend:
+            out["blend"] = self.blend
+        return out
 
     @property
     def features(self) -> list[str]:
@@ -192,4 +199,5 @@ def contract_for(
             "mean": [round(float(v), 6) for v in summary.mean(axis=0)],
             "std": [round(float(v), 6) for v in summary.std(axis=0)],
         }
-    return InputContract(d.classes, list(d.class_names), cfg.input.model_dump(), len(features), data, ensemble)
+    blend = float(getattr(cfg, "baseline_blend", 0.0))
+    return InputContract(d.classes, list(d.class_names), cfg.input.model_dump(), len(features), data, ensemble, blend)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgvgg.core.errors import ConfigError
+from ecgvgg.core.errors import ConfigError, DataError
 
 #: Our format names, Keras' names for them, and the file suffix each takes ("" for a folder).
 FORMATS: dict[str, tuple[str, str]] = {
@@ -82,6 +82,15 @@ def check_request(fmt: str, out: Path) -> None:
         raise ConfigError(f"-o {out}: its contract file {contract_path(out)} already exists")
 
 
+def check_exportable(contract: Any, fmt: str) -> None:
+    """Refuse a model blended with its baseline (``baseline_blend``): the exported file would hold the network alone."""
+    if contract.blend:
+        raise DataError(
+            f"the model blends its network with a baseline (baseline_blend {contract.blend:g}), which {fmt} "
+            "cannot hold; export a model trained with baseline_blend: 0"
+        )
+
+
 def contract_path(out: Path) -> Path:
     """Where the input contract of an export at ``out`` is written: beside it, as ``NAME.json``."""
     return out.with_suffix(".json") if out.suffix else out.with_name(out.name + ".json")
@@ -91,8 +100,10 @@ def export_model(model: Any, contract: Any, shaped: np.ndarray, fmt: str, out: P
     """Export ``model`` as ``fmt`` to ``out``, check it on ``shaped`` (rows reshaped for the model), write the contract.
 
     Raises :class:`ExportMismatch` (and removes what it wrote) when the answers differ by more
-    than ``tolerance``.
+    than ``tolerance``. A model blended with its baseline (``baseline_blend``) is refused: the
+    exported file would hold the network alone and answer otherwise.
     """
+    check_exportable(contract, fmt)
     shaped = np.asarray(shaped, dtype=np.float32)
     expected = np.asarray(model(shaped, training=False), dtype=np.float32)  # also marks the model as called
     partial = out.with_name(f".partial-{out.name}")  # Keras checks the suffix

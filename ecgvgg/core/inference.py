@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from ecgvgg.core.errors import DataError
 from ecgvgg.core.metrics import confusion, per_class_scores
 
 METADATA_FILE = "ecgvgg.json"
+#: The fitted baseline of a blended model (``baseline_blend``), pickled inside the ``.keras`` file.
+BASELINE_FILE = "ecgvgg_baseline.pkl"
 
 
 @dataclass
@@ -25,6 +28,8 @@ class LoadedModel:
     model: Any
     contract: InputContract
     source: str
+    #: The baseline that the network's probabilities are blended with (``contract.blend``), or None.
+    baseline: Any = None
 
     @property
     def classes(self) -> list[int]:
@@ -85,8 +90,13 @@ class LoadedModel:
         return self.contract.shape(rows)
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities, one column per class."""
-        return np.asarray(self.model.predict(self.prepare(X), batch_size=batch_size, verbose=0))
+        """Class probabilities, one column per class (blended with the saved baseline's when there is one)."""
+        probs = np.asarray(self.model.predict(self.prepare(X), batch_size=batch_size, verbose=0))
+        if self.baseline is None:
+            return probs
+        from ecgvgg.core.baselines import blended
+
+        return blended(probs, self.baseline, self.rows(X), self.classes, self.contract.blend)
 
     def predict_frame(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> pd.DataFrame:
         """One row per beat: ``prediction`` (class label), ``class_name`` and ``p_<class name>``."""
@@ -114,15 +124,31 @@ class LoadedModel:
         return scores
 
 
-def save_model(model: Any, path: str | Path, contract: InputContract) -> Path:
-    """Save a Keras model with its input contract inside the ``.keras`` file (as ``ecgvgg.json``), atomically."""
+def save_model(model: Any, path: str | Path, contract: InputContract, baseline: Any = None) -> Path:
+    """Save a Keras model with its input contract (``ecgvgg.json``) and, for a blended contract, its fitted
+    baseline (``ecgvgg_baseline.pkl``) inside the ``.keras`` file, atomically."""
     from ecgvgg.core.files import atomic
 
+    if bool(contract.blend) != (baseline is not None):
+        raise ValueError("a blended model is saved with its baseline, and only a blended one")
     with atomic(path) as partial:
         model.save(partial)
         with zipfile.ZipFile(partial, "a") as archive:
             archive.writestr(METADATA_FILE, json.dumps(contract.to_dict(), indent=2))
+            if baseline is not None:
+                archive.writestr(BASELINE_FILE, pickle.dumps(baseline))
     return Path(path)
+
+
+def _read_baseline(path: Path, contract: InputContract) -> Any:
+    """The pickled baseline inside a blended model's ``.keras`` file (None for a network alone)."""
+    if not contract.blend:
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return pickle.loads(archive.read(BASELINE_FILE))  # noqa: S301 - a file ecgvgg saved; load models you trust
+    except (KeyError, zipfile.BadZipFile, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+        raise DataError(f"{path}: blends a baseline into its network but holds no readable baseline ({exc})") from None
 
 
 def read_contract(path: str | Path) -> InputContract | None:
@@ -192,7 +218,7 @@ def load_model(path: str | Path, *, source: str | None = None) -> LoadedModel:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a damaged file
         raise DataError(f"{path}: cannot load as a Keras model ({str(exc).splitlines()[0]})") from None
-    return LoadedModel(model, contract, source)
+    return LoadedModel(model, contract, source, _read_baseline(path, contract))
 
 
 def table_settings(

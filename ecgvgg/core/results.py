@@ -53,6 +53,7 @@ class FoldResult:
     y_test: np.ndarray | None = None
     saliency: Any = None  # ecgvgg.core.explain.ClassSaliency of test beats, per predicted class
     baseline_score: float | None = None  # the baseline's macro-F1 when its predictions are not kept (streamed)
+    baseline: Any = None  # the fitted baseline, saved inside the model when it is blended (contract.blend)
 
     @property
     def pruned(self) -> str | None:

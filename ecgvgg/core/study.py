@@ -161,6 +161,11 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
         out.baseline_score = None if base is None else float(macro_f1_from_confusion(base))
     else:
         out.probs = np.asarray(out.model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
+        if cfg.baseline_blend:  # the model is the network and the baseline: the run scores it as it is saved
+            from ecgvgg.core.baselines import blended
+
+            out.baseline = forest
+            out.probs = blended(out.probs, forest, data.X[shaped.test_index], classes, cfg.baseline_blend)
         out.pred = np.asarray(classes)[np.argmax(out.probs, axis=1)]
         keys = np.arange(len(out.pred)) if test_groups is None else test_groups
         per_group = group_confusions(shaped.y_test, out.pred, classes, keys)

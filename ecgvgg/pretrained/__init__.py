@@ -26,7 +26,7 @@ def package(source: str | Path, dest: str | Path = MODEL) -> Path:
     loaded = load_model(source)
     bare = keras.Model.from_config(loaded.model.get_config())
     bare.set_weights(loaded.model.get_weights())
-    save_model(bare, dest, loaded.contract)
+    save_model(bare, dest, loaded.contract, loaded.baseline)
     size = Path(dest).stat().st_size
     if size > MAX_BYTES:
         Path(dest).unlink()

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ecgvgg.tracking import store
-from ecgvgg.core.baselines import BASELINE_NAMES
+from ecgvgg.core.baselines import BASELINE_NAMES, model_name
 from ecgvgg.core.config import PipelineConfig
 from ecgvgg.core.data import class_counts
 from ecgvgg.core.dataset import StudyData, split_kind
@@ -276,8 +276,10 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: Stud
         r.baseline_macro_f1,
         split_kind(cfg),
         baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind),
+        model_name=model_name(cfg.baseline_kind, cfg.baseline_blend),
     )
-    return _log_model(r.model, r.contract, store.local_run_dir(uri, run.info.run_id), data.rows(r.fold.test[:5]))
+    folder = store.local_run_dir(uri, run.info.run_id)
+    return _log_model(r.model, r.contract, folder, data.rows(r.fold.test[:5]), baseline=r.baseline)
 
 
 def _log_pooled(
@@ -326,13 +328,13 @@ def _log_pooled(
     return logged
 
 
-def _log_model(model: Any, contract: Any, folder: Path, example_rows: np.ndarray) -> tuple[str, Path]:
-    """Save the model with its contract in the run folder and log it as the run's pyfunc model (with 5 rows
-    of the table as its input example)."""
+def _log_model(model: Any, contract: Any, folder: Path, example_rows: np.ndarray, baseline: Any = None) -> tuple[str, Path]:
+    """Save the model with its contract (and a blended model's baseline) in the run folder and log it as the
+    run's pyfunc model (with 5 rows of the table as its input example)."""
     from ecgvgg.core.inference import save_model
     from ecgvgg.tracking.serving import log_beat_model
 
-    path = save_model(model, folder / "model.keras", contract)
+    path = save_model(model, folder / "model.keras", contract, baseline)
     example = pd.DataFrame(example_rows[:5], columns=contract.features)
     return log_beat_model(path, example, contract), path
 
@@ -376,6 +378,7 @@ def describe_run(
     kind: str,
     cv: Mapping[str, Any] | None = None,
     baseline_name: str = "random forest",
+    model_name: str = "VGG16",
 ) -> str:
     """Write the run's description (MLflow's note): verdict, macro-F1 with interval, recall per class, baseline."""
     what = "Out-of-fold" if cv else "Test"
@@ -390,7 +393,7 @@ def describe_run(
     lines.append("Recall: " + ", ".join(f"{n} {scores['recall'][i]:.3f}" for i, n in enumerate(names)) + ".")
     if baseline is not None:
         lines.append(
-            f"VGG16 vs {baseline_name}: {scores['macro_f1']:.3f} vs {baseline:.3f} ({scores['macro_f1'] - baseline:+.3f})."
+            f"{model_name} vs {baseline_name}: {scores['macro_f1']:.3f} vs {baseline:.3f} ({scores['macro_f1'] - baseline:+.3f})."
         )
     if missed:
         lines.append("Missed (recall 0): " + "; ".join(f"{n} on {where}" for n, where in missed.items()) + ".")
