@@ -64,10 +64,14 @@ LEVERS: dict[str, tuple[str, list[str]]] = {
         f"{REFERENCE.replace('record', 'causal')} --leads MLII,V1",
         ["data.channels=[x,x2_,ref,ref2_]", "training.class_weight=records", "training.prior_shift=0"],
     ),
-    # pipelines/interpatient_vgg.yaml without its record head: records_weight with training.prior_shift 0.2
-    "prior_shift": ("", ["training.subject_adversary=0"]),
-    # pipelines/interpatient_vgg.yaml as shipped: prior_shift with a record head behind gradient reversal
-    # (training.subject_adversary 0.1)
+    # pipelines/interpatient_vgg.yaml's network without its record head: records_weight with training.prior_shift 0.2
+    "prior_shift": ("", ["training.subject_adversary=0", "baseline_blend=0"]),
+    # pipelines/interpatient_vgg.yaml's network alone: prior_shift with a record head behind gradient reversal
+    # (training.subject_adversary 0.1); its saved probabilities are what interpatient_posthoc.py blends
+    "network": ("", ["baseline_blend=0"]),
+    # the network on one lead (MLII or its stand-in, and its reference): what the second lead adds
+    "one_lead": (f"{REFERENCE} --leads MLII", ["data.channels=[x,ref]", "split.val_size=0.15"]),
+    # pipelines/interpatient_vgg.yaml as shipped: the network blended with its boosted tree (baseline_blend 0.5)
     "shipped": ("", []),
 }
 ESTIMATES = ("cv", "ds1_svdb", "svdb_ds1")
@@ -109,7 +113,7 @@ def table(records: Path, cache: Path, name: str, options: dict) -> Path:
 
 
 def lever_config(lever: str, main: Path, extra: Path, sets: list[str]):
-    """pipelines/interpatient_cv.yaml (or, for ``shipped``, the shipped pipeline) with the lever's
+    """pipelines/interpatient_cv.yaml (or, for a lever without prepare options, the shipped pipeline) with the lever's
     overrides, on ``main`` with ``extra`` as training-only rows, scored against the boosted tree."""
     from ecgvgg.core.config import load_config
 
@@ -234,6 +238,7 @@ def measure(lever: str, estimate: str, args: argparse.Namespace) -> list[dict]:
         y=np.concatenate([r["y"] for r in rows]),
         probs=np.concatenate([r["probs"] for r in rows]),
         base=np.concatenate([r["base"] for r in rows]),
+        seeds=np.asarray(args.seeds),
     )
     for r in rows:
         r["minutes"] = (time.perf_counter() - started) / 60

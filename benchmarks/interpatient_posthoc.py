@@ -1,0 +1,125 @@
+"""What changing a trained lever's decisions would do: its network blended with the boosted tree, or shifted.
+
+    python benchmarks/interpatient.py --levers network --estimates ds1_svdb svdb_ds1   # first: saves the probabilities
+    python benchmarks/interpatient_posthoc.py --lever network --estimates ds1_svdb svdb_ds1
+
+For each estimate, reads the network's test probabilities that ``benchmarks/interpatient.py`` saved
+(``<cache>/<lever>_<estimate>_probs.npz``), fits the run's gradient-boosted tree again on the same
+training rows (same folds, same seed, same per-class cap as a run) and reports, pooled over the folds:
+
+* ``blend w``: the class with the highest ``(1 - w) x network + w x tree`` probability (w = 0 is the
+  network as trained, w = 1 the tree);
+* ``shift a``: the network's log-probabilities plus ``a x log(class share of the training rows)``,
+  on top of any ``training.prior_shift`` the lever trained with (what a stronger shift would do).
+
+Nothing is trained but the trees; prints a Markdown table and writes it under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from interpatient import ESTIMATES, LEVERS, NAMES, ROOT, SHARED, aami_row, folds_of, lever_config, prepare_options, table
+
+BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
+SHIFTS = (0.1, 0.3, 0.5)
+
+
+def tree_probabilities(lever: str, estimate: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The saved network probabilities, the refitted trees' probabilities and the training class counts."""
+    from ecgvgg.core.baselines import baseline_model
+    from ecgvgg.core.dataset import load
+    from ecgvgg.core.resampling import cap_per_class
+
+    saved = np.load(args.cache / f"{lever}_{estimate}_probs.npz")
+    if "seeds" not in saved or len(saved["seeds"]) != 1:
+        raise SystemExit(f"{lever}_{estimate}_probs.npz does not name one seed: run interpatient.py again with one --seeds")
+    seed = int(saved["seeds"][0])
+    options = prepare_options(LEVERS[lever][0] or None)
+    ds1 = table(args.records, args.cache, "ds1", options)
+    svdb = table(args.svdb, args.cache, "svdb", options)
+    main, extra = (svdb, ds1) if estimate == "svdb_ds1" else (ds1, svdb)
+    cfg = lever_config(lever, main, extra, [])
+    if cfg.baseline_blend:
+        raise SystemExit(f"{lever} blends its tree already (baseline_blend {cfg.baseline_blend:g}): choose a network alone")
+    data = load(cfg)
+    n_main = data.scored
+    if estimate != "cv":
+        data.train_only = 0
+    trees, counts = [], np.zeros(len(NAMES))
+    for fold in folds_of(estimate, data, n_main, args.folds, seed, cfg.split.val_size):
+        rows = cap_per_class(fold.train, data.y, cfg.resampling.max_per_class, np.random.default_rng(seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = baseline_model(
+                "hgb",
+                data.rows(rows),
+                data.y[rows],
+                seed=seed,
+                channels=len(cfg.data.channels),
+                references=cfg.data.references,
+                rhythm=cfg.data.rhythm_columns,
+            )
+        probs = np.zeros((len(fold.test), len(NAMES)))
+        probs[:, tree.classes_] = tree.predict_proba(data.rows(fold.test))
+        trees.append(probs)
+        counts += np.bincount(data.y[fold.train], minlength=len(NAMES))
+    tree_probs = np.concatenate(trees)
+    if len(tree_probs) != len(saved["y"]):
+        raise SystemExit(f"{lever}_{estimate}_probs.npz does not hold these folds' test rows")
+    agree = float((tree_probs.argmax(axis=1) == saved["base"]).mean())
+    print(f"{lever} {estimate} (seed {seed}): refitted trees agree with the run's on {agree:.3f} of the beats", file=sys.stderr)
+    return saved["probs"], tree_probs, counts
+
+
+def row(label: str, estimate: str, y: np.ndarray, pred: np.ndarray) -> str:
+    """One Markdown row of SVEB / VEB Se, +P, F1 and N Se."""
+    a = aami_row(y, pred)
+    return (
+        f"| {label} | {estimate} | {a['sveb_se']:.3f} / {a['sveb_ppv']:.3f} / **{a['sveb_f1']:.3f}** | "
+        f"{a['veb_se']:.3f} / {a['veb_ppv']:.3f} / **{a['veb_f1']:.3f}** | {a['n_se']:.3f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Blend and shift one lever's saved probabilities; print and write the Markdown table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--records", type=Path, default=SHARED / "mitdb_ds1")
+    p.add_argument("--svdb", type=Path, default=SHARED / "svdb")
+    p.add_argument("--lever", choices=list(LEVERS), default="network")
+    p.add_argument("--estimates", nargs="+", choices=ESTIMATES, default=list(ESTIMATES))
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
+    p.add_argument("--out", default="interpatient_posthoc")
+    args = p.parse_args(argv)
+    missing = [e for e in args.estimates if not (args.cache / f"{args.lever}_{e}_probs.npz").is_file()]
+    if missing:
+        names = ", ".join(missing)
+        print(f"error: no saved probabilities of {args.lever} for {names}: run interpatient.py first", file=sys.stderr)
+        return 2
+    lines = [
+        "| decision | estimate | SVEB Se / +P / F1 | VEB Se / +P / F1 | N Se |",
+        "|---|---|---|---|---|",
+    ]
+    for estimate in args.estimates:
+        net, tree, counts = tree_probabilities(args.lever, estimate, args)
+        y = np.load(args.cache / f"{args.lever}_{estimate}_probs.npz")["y"]
+        for w in BLENDS:
+            lines.append(row(f"blend {w:g}", estimate, y, ((1 - w) * net + w * tree).argmax(axis=1)))
+        shares = np.log(np.maximum(counts / counts.sum(), 1e-4))
+        for a in SHIFTS:
+            lines.append(row(f"shift +{a:g}", estimate, y, (np.log(np.maximum(net, 1e-12)) + a * shares).argmax(axis=1)))
+        print("\n".join(lines[-len(BLENDS) - len(SHIFTS) :]), flush=True)
+    out = ROOT / "benchmarks" / "results" / f"{args.out}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
