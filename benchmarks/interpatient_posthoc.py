@@ -1,7 +1,7 @@
 """What changing a trained lever's decisions would do: its network blended with the boosted tree, or shifted.
 
-    python benchmarks/interpatient.py --levers network --estimates ds1_svdb svdb_ds1   # first: saves the probabilities
-    python benchmarks/interpatient_posthoc.py --lever network --estimates ds1_svdb svdb_ds1
+    python benchmarks/interpatient.py --levers one_lead --estimates ds1_svdb svdb_ds1   # first: saves the probabilities
+    python benchmarks/interpatient_posthoc.py --lever one_lead --estimates ds1_svdb svdb_ds1
 
 For each estimate, reads the network's test probabilities that ``benchmarks/interpatient.py`` saved
 (``<cache>/<lever>_<estimate>_probs.npz``), fits the run's gradient-boosted tree again on the same
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=Path, default=SHARED / "mitdb_ds1")
     p.add_argument("--svdb", type=Path, default=SHARED / "svdb")
-    p.add_argument("--lever", choices=list(LEVERS), default="network")
+    p.add_argument("--lever", choices=list(LEVERS), default="one_lead")
     p.add_argument("--estimates", nargs="+", choices=ESTIMATES, default=list(ESTIMATES))
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
