@@ -23,7 +23,7 @@ BAD = DATA / "bad"
 SEED = str(ROOT / "pipelines" / "adasyn_vgg.yaml")
 SAMPLE = ROOT / "ecgvgg" / "sample_data" / "mitbih_beats_imbalanced.parquet"
 #: Settings that train a tiny network in seconds; each test adds its epochs and what it checks.
-#: Grad-CAM pictures are off here; the tests that check them turn them on.
+#: Grad-CAM pictures and the baseline are off here; the tests that check them turn them on.
 TINY = [
     "model.width=0.0625",
     "model.dense_units=16",
@@ -31,6 +31,7 @@ TINY = [
     "training.early_stopping_patience=0",
     "training.reduce_lr_patience=0",
     "tracking.gradcam_per_class=0",
+    "baseline=none",
 ]
 
 #: pipelines/interpatient_cv.yaml shrunk to a tiny network for the two 3-minute real records of

@@ -28,7 +28,7 @@ _runs = runs_in
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One tiny real run of the seed pipeline, shared by the tests that read it."""
-    return invoke_in_new_store(tmp_path_factory, "run", ["run", SEED, *_sets("tracking.gradcam_per_class=20")])
+    return invoke_in_new_store(tmp_path_factory, "run", ["run", SEED, *_sets("tracking.gradcam_per_class=20", "baseline=rf")])
 
 
 def test_run_logs_per_class_metrics_and_artifacts(tiny_run):

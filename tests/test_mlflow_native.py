@@ -28,7 +28,8 @@ runner = make_runner()
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """A tiny sweep over 1D and folded 2D input: one parent, two children with their models."""
-    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "sweep", ["sweep", SEED, "--grid", "input.kind=1d,2d", *sets(*LOCAL)])
+    grid = ["--grid", "input.kind=1d,2d"]
+    tmp, uri, res = invoke_in_new_store(tmp_path_factory, "sweep", ["sweep", SEED, *grid, *sets(*LOCAL, "baseline=rf")])
     assert res.exit_code in RAN, res.output
     runs = runs_in(uri)
     children = {r.data.tags["input"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}

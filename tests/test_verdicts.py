@@ -136,7 +136,8 @@ def test_fold_ensemble_averages_its_members():
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory):
     """One tiny 2-fold cross-validated run of the seed pipeline on the bundled sample."""
-    return invoke_in_new_store(tmp_path_factory, "cv", ["run", SEED, *_sets("split.folds=2", "tracking.gradcam_per_class=20")])
+    settings = _sets("split.folds=2", "tracking.gradcam_per_class=20", "baseline=rf")
+    return invoke_in_new_store(tmp_path_factory, "cv", ["run", SEED, *settings])
 
 
 def test_cross_validated_run_logs_folds_out_of_fold_scores_and_interval(cv_run):
