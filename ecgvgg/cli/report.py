@@ -97,11 +97,9 @@ def print_summary(result: Any) -> None:
         )
     if result.baseline_macro_f1 is not None:
         b = result.baseline_macro_f1
-        from ecgvgg.core.baselines import BASELINE_NAMES, model_name
+        from ecgvgg.core.baselines import comparison
 
-        kind = result.cfg.baseline_kind
-        ours = model_name(kind, result.cfg.baseline_blend)
-        console.print(f"{ours} vs {BASELINE_NAMES.get(kind, kind)}: {f1:.3f} vs {b:.3f} ({f1 - b:+.3f})")
+        console.print(comparison(result.cfg.baseline_kind, result.cfg.baseline_blend, f1, b))
     console.print(f"split: {escape(result.kind)}")
     for name, where in result.missed.items():
         err_console.print(

@@ -22,9 +22,11 @@ HGB_ITERATIONS = 200
 BASELINE_NAMES = {"rf": "random forest", "hgb": "gradient-boosted tree"}
 
 
-def model_name(baseline_kind: str, blend: float) -> str:
-    """What a run's model is called beside its baseline: ``VGG16``, or its blend with the baseline."""
-    return f"VGG16 + {BASELINE_NAMES.get(baseline_kind, baseline_kind)} (blend {blend:g})" if blend else "VGG16"
+def comparison(baseline_kind: str, blend: float, score: float, baseline: float) -> str:
+    """``VGG16 vs random forest: 0.900 vs 0.850 (+0.050)``, naming the blend when the model is one."""
+    name = BASELINE_NAMES.get(baseline_kind, baseline_kind)
+    ours = f"VGG16 + {name} (blend {blend:g})" if blend else "VGG16"
+    return f"{ours} vs {name}: {score:.3f} vs {baseline:.3f} ({score - baseline:+.3f})"
 
 
 def random_forest_predict(
@@ -86,11 +88,16 @@ class ReferenceBoostedTree(ClassifierMixin, BaseEstimator):
         return reference_features(X, self.channels, self.references, self.rhythm)
 
 
+def class_probabilities(baseline: ClassifierMixin, rows: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """The baseline's probabilities of raw ``rows``, one column per class of ``classes`` (0 for a class it never saw)."""
+    out = np.zeros((len(rows), len(classes)), dtype=np.float32)
+    out[:, [list(classes).index(c) for c in baseline.classes_]] = baseline.predict_proba(np.asarray(rows))
+    return out
+
+
 def blended(probs: np.ndarray, baseline: ClassifierMixin, rows: np.ndarray, classes: Sequence[int], weight: float) -> np.ndarray:
     """``(1 - weight) x probs + weight x`` the baseline's probabilities of the raw ``rows``, columns in ``classes`` order."""
-    theirs = np.zeros_like(np.asarray(probs, dtype=np.float32))
-    theirs[:, [list(classes).index(c) for c in baseline.classes_]] = baseline.predict_proba(np.asarray(rows))
-    return (1 - weight) * np.asarray(probs, dtype=np.float32) + weight * theirs
+    return (1 - weight) * np.asarray(probs, dtype=np.float32) + weight * class_probabilities(baseline, rows, classes)
 
 
 def baseline_model(

@@ -199,5 +199,5 @@ def contract_for(
             "mean": [round(float(v), 6) for v in summary.mean(axis=0)],
             "std": [round(float(v), 6) for v in summary.std(axis=0)],
         }
-    blend = float(getattr(cfg, "baseline_blend", 0.0))
+    blend = cfg.baseline_blend
     return InputContract(d.classes, list(d.class_names), cfg.input.model_dump(), len(features), data, ensemble, blend)

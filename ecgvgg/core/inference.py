@@ -81,22 +81,26 @@ class LoadedModel:
     def prepare(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Check that the beats fit the model (see :meth:`rows`), warn when they look unlike its training
         beats (:meth:`InputContract.drift`), and reshape them for it."""
+        return self._shaped(self.rows(X))
+
+    def _shaped(self, rows: np.ndarray) -> np.ndarray:
+        """Checked rows (:meth:`rows`) with the drift warning, reshaped for the network."""
         import warnings
 
-        rows = self.rows(X)
         why = self.contract.drift(rows)
         if why:
-            warnings.warn(f"model from {self.source}: {why}", stacklevel=2)
+            warnings.warn(f"model from {self.source}: {why}", stacklevel=3)
         return self.contract.shape(rows)
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities, one column per class (blended with the saved baseline's when there is one)."""
-        probs = np.asarray(self.model.predict(self.prepare(X), batch_size=batch_size, verbose=0))
+        rows = self.rows(X)
+        probs = np.asarray(self.model.predict(self._shaped(rows), batch_size=batch_size, verbose=0))
         if self.baseline is None:
             return probs
         from ecgvgg.core.baselines import blended
 
-        return blended(probs, self.baseline, self.rows(X), self.classes, self.contract.blend)
+        return blended(probs, self.baseline, rows, self.classes, self.contract.blend)
 
     def predict_frame(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> pd.DataFrame:
         """One row per beat: ``prediction`` (class label), ``class_name`` and ``p_<class name>``."""

@@ -152,7 +152,7 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
     t, names, classes = cfg.training, list(cfg.data.class_names), cfg.data.classes
     groups = grouping(cfg, data)
     test_groups = None if groups is None else groups[shaped.test_index]
-    forest = _baseline(cfg, data, out.fold.train)
+    forest = fit_baseline(cfg, data, out.fold.train)
     if data.streamed:
         test_rows: Any = shaped.X_test  # a lazy stream.Rows view: its transform reshapes each chunk
         per_group, base = _streamed_confusions(
@@ -161,15 +161,17 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
         out.baseline_score = None if base is None else float(macro_f1_from_confusion(base))
     else:
         out.probs = np.asarray(out.model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
+        raw = None if forest is None else data.X[shaped.test_index]
         if cfg.baseline_blend:  # the model is the network and the baseline: the run scores it as it is saved
             from ecgvgg.core.baselines import blended
 
+            assert raw is not None  # the config check asks a blend for a baseline
             out.baseline = forest
-            out.probs = blended(out.probs, forest, data.X[shaped.test_index], classes, cfg.baseline_blend)
+            out.probs = blended(out.probs, forest, raw, classes, cfg.baseline_blend)
         out.pred = np.asarray(classes)[np.argmax(out.probs, axis=1)]
         keys = np.arange(len(out.pred)) if test_groups is None else test_groups
         per_group = group_confusions(shaped.y_test, out.pred, classes, keys)
-        out.baseline_pred = None if forest is None else forest.predict(data.X[shaped.test_index])
+        out.baseline_pred = None if forest is None else forest.predict(raw)
     matrix = per_group.sum(axis=0)
     out.scores = scores_from_confusion(matrix, classes)
     out.scores["confusion_matrix"] = matrix.tolist()
@@ -464,7 +466,7 @@ def _sample_rows(data: StudyData, train: np.ndarray, seed: int) -> np.ndarray | 
 STREAMED_BASELINE_ROWS = 5000
 
 
-def _baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any:
+def fit_baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any:
     """The configured baseline (``cfg.baseline_kind``) fitted on the ``train`` rows before oversampling, or
     None: at most ``resampling.max_per_class`` of each class (one draw, as one epoch sees; for streamed
     data :data:`STREAMED_BASELINE_ROWS`)."""

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ecgvgg.tracking import store
-from ecgvgg.core.baselines import BASELINE_NAMES, model_name
+from ecgvgg.core.baselines import comparison
 from ecgvgg.core.config import PipelineConfig
 from ecgvgg.core.data import class_counts
 from ecgvgg.core.dataset import StudyData, split_kind
@@ -275,8 +275,8 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: Stud
         r.ci,
         r.baseline_macro_f1,
         split_kind(cfg),
-        baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind),
-        model_name=model_name(cfg.baseline_kind, cfg.baseline_blend),
+        baseline_kind=cfg.baseline_kind,
+        blend=cfg.baseline_blend,
     )
     folder = store.local_run_dir(uri, run.info.run_id)
     return _log_model(r.model, r.contract, folder, data.rows(r.fold.test[:5]), baseline=r.baseline)
@@ -323,7 +323,7 @@ def _log_pooled(
         result.baseline_macro_f1,
         result.kind,
         result.cv,
-        baseline_name=BASELINE_NAMES.get(cfg.baseline_kind, cfg.baseline_kind),
+        baseline_kind=cfg.baseline_kind,
     )
     return logged
 
@@ -377,8 +377,8 @@ def describe_run(
     baseline: float | None,
     kind: str,
     cv: Mapping[str, Any] | None = None,
-    baseline_name: str = "random forest",
-    model_name: str = "VGG16",
+    baseline_kind: str = "rf",
+    blend: float = 0.0,
 ) -> str:
     """Write the run's description (MLflow's note): verdict, macro-F1 with interval, recall per class, baseline."""
     what = "Out-of-fold" if cv else "Test"
@@ -392,9 +392,7 @@ def describe_run(
         lines.append(f"Cross-validated macro-F1 {cv['macro_f1'][0]:.3f} ± {cv['macro_f1'][1]:.3f} over {cv['folds']} folds.")
     lines.append("Recall: " + ", ".join(f"{n} {scores['recall'][i]:.3f}" for i, n in enumerate(names)) + ".")
     if baseline is not None:
-        lines.append(
-            f"{model_name} vs {baseline_name}: {scores['macro_f1']:.3f} vs {baseline:.3f} ({scores['macro_f1'] - baseline:+.3f})."
-        )
+        lines.append(comparison(baseline_kind, blend, scores["macro_f1"], baseline) + ".")
     if missed:
         lines.append("Missed (recall 0): " + "; ".join(f"{n} on {where}" for n, where in missed.items()) + ".")
     text = "\n\n".join(lines)
