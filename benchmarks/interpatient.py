@@ -192,19 +192,26 @@ def aami_row(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {**out, "n_se": a["N"]["Se"], "f_ppv": a["F"]["+P"]}
 
 
-def measure(lever: str, estimate: str, args: argparse.Namespace) -> list[dict]:
-    """Every fold of one lever's estimate: pooled network and baseline scores, and the minutes taken."""
+def estimate_data(lever: str, estimate: str, args: argparse.Namespace, sets: list[str]) -> tuple:
+    """One lever's configuration and its tables for one estimate: ``(cfg, data, n_main)``, the first ``n_main`` rows
+    being the database that cross-validation splits (or that trains, across databases)."""
     from ecgvgg.core.dataset import load
 
     options = prepare_options(LEVERS[lever][0] or None)
     ds1 = table(args.records, args.cache, "ds1", options)
     svdb = table(args.svdb, args.cache, "svdb", options)
     main, extra = (svdb, ds1) if estimate == "svdb_ds1" else (ds1, svdb)
-    cfg = lever_config(lever, main, extra, args.sets)
+    cfg = lever_config(lever, main, extra, sets)
     data = load(cfg)
     n_main = data.scored
     if estimate != "cv":  # the other database is the test part here, not extra training
         data.train_only = 0
+    return cfg, data, n_main
+
+
+def measure(lever: str, estimate: str, args: argparse.Namespace) -> list[dict]:
+    """Every fold of one lever's estimate: pooled network and baseline scores, and the minutes taken."""
+    cfg, data, n_main = estimate_data(lever, estimate, args, args.sets)
     started, rows = time.perf_counter(), []
     for seed in args.seeds:
         for k, fold in enumerate(folds_of(estimate, data, n_main, args.folds, seed, cfg.split.val_size), start=1):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interpatient import ESTIMATES, LEVERS, NAMES, ROOT, SHARED, aami_row, folds_of, lever_config, prepare_options, table
+from interpatient import ESTIMATES, LEVERS, NAMES, ROOT, SHARED, aami_row, estimate_data, folds_of
 
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFTS = (0.1, 0.3, 0.5)
@@ -32,42 +32,24 @@ SHIFTS = (0.1, 0.3, 0.5)
 
 def tree_probabilities(lever: str, estimate: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The saved network probabilities, the refitted trees' probabilities and the training class counts."""
-    from ecgvgg.core.baselines import baseline_model
-    from ecgvgg.core.dataset import load
-    from ecgvgg.core.resampling import cap_per_class
+    from ecgvgg.core.baselines import class_probabilities
+    from ecgvgg.core.config import override
+    from ecgvgg.core.study import fit_baseline
 
     saved = np.load(args.cache / f"{lever}_{estimate}_probs.npz")
     if "seeds" not in saved or len(saved["seeds"]) != 1:
         raise SystemExit(f"{lever}_{estimate}_probs.npz does not name one seed: run interpatient.py again with one --seeds")
     seed = int(saved["seeds"][0])
-    options = prepare_options(LEVERS[lever][0] or None)
-    ds1 = table(args.records, args.cache, "ds1", options)
-    svdb = table(args.svdb, args.cache, "svdb", options)
-    main, extra = (svdb, ds1) if estimate == "svdb_ds1" else (ds1, svdb)
-    cfg = lever_config(lever, main, extra, [])
+    cfg, data, n_main = estimate_data(lever, estimate, args, [])
     if cfg.baseline_blend:
         raise SystemExit(f"{lever} blends its tree already (baseline_blend {cfg.baseline_blend:g}): choose a network alone")
-    data = load(cfg)
-    n_main = data.scored
-    if estimate != "cv":
-        data.train_only = 0
+    cfg = override(cfg, {"split.seed": seed, "training.seed": seed})  # as interpatient.py's run_fold trains
     trees, counts = [], np.zeros(len(NAMES))
     for fold in folds_of(estimate, data, n_main, args.folds, seed, cfg.split.val_size):
-        rows = cap_per_class(fold.train, data.y, cfg.resampling.max_per_class, np.random.default_rng(seed))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tree = baseline_model(
-                "hgb",
-                data.rows(rows),
-                data.y[rows],
-                seed=seed,
-                channels=len(cfg.data.channels),
-                references=cfg.data.references,
-                rhythm=cfg.data.rhythm_columns,
-            )
-        probs = np.zeros((len(fold.test), len(NAMES)))
-        probs[:, tree.classes_] = tree.predict_proba(data.rows(fold.test))
-        trees.append(probs)
+            tree = fit_baseline(cfg, data, fold.train)  # the run's own: lever_config asks for baseline hgb
+        trees.append(class_probabilities(tree, data.rows(fold.test), range(len(NAMES))))
         counts += np.bincount(data.y[fold.train], minlength=len(NAMES))
     tree_probs = np.concatenate(trees)
     if len(tree_probs) != len(saved["y"]):
