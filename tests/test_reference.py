@@ -180,7 +180,8 @@ def test_the_boosted_tree_reads_rhythm_beats_and_differences():
     from ecgvgg.core.baselines import ReferenceBoostedTree, reference_features
 
     rows = np.array([[1, 2, 0.5, 0.5, 0.9]], dtype=np.float32)  # beat (2), reference (2), one rhythm value
-    assert reference_features(rows, channels=2, references=1, rhythm=1) == pytest.approx(np.array([[0.9, 1, 2, 0.5, 1.5]]))
+    features = reference_features(rows, channels=2, references=1, rhythm=1)  # rhythm, beat, beat - reference, measures
+    assert features[:, :5] == pytest.approx(np.array([[0.9, 1, 2, 0.5, 1.5]])) and features.shape == (1, 13)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5)).astype(np.float32)
     y = (X[:, 0] - X[:, 2] > 0).astype(int)  # the class is the beat minus its reference
@@ -189,6 +190,20 @@ def test_the_boosted_tree_reads_rhythm_beats_and_differences():
     probs = tree.predict_proba(X[150:])
     assert probs.shape == (50, 2) and probs.sum(axis=1) == pytest.approx(np.ones(50))
     np.testing.assert_array_equal(tree.classes_[probs.argmax(axis=1)], tree.predict(X[150:]))
+
+
+def test_the_template_measures_tell_a_beat_like_its_reference_from_a_wide_inverted_one():
+    from ecgvgg.core.baselines import template_measures
+
+    t = np.linspace(-1, 1, 80)
+    ref = np.exp(-((t / 0.05) ** 2))[None, :]  # a narrow QRS
+    same, wide_inverted = ref.copy(), -np.exp(-((t / 0.2) ** 2))[None, :]
+    m = template_measures(np.vstack([same, wide_inverted]), np.vstack([ref, ref]))
+    corr, corr_qrs, rms, peak, length, length_qrs, amplitude, width = m.T
+    assert corr[0] == pytest.approx(1) and corr_qrs[0] == pytest.approx(1) and corr[1] < 0 and corr_qrs[1] < 0
+    assert rms[0] == pytest.approx(0, abs=1e-5) and peak[0] == pytest.approx(0, abs=1e-5) and rms[1] > 1 and peak[1] > 1
+    assert length[0] == pytest.approx(1, rel=1e-4) and amplitude[0] == pytest.approx(1, rel=1e-4)
+    assert width[1] > 2 * width[0]
 
 
 def test_the_prior_shift_weighs_each_class_by_its_share():
