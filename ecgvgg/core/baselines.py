@@ -75,7 +75,7 @@ def template_measures(beat: np.ndarray, ref: np.ndarray) -> np.ndarray:
     beat-to-template correlation is among the strongest single features for ventricular beats
     (Krasteva et al. 2015, PLOS ONE 10:e0140123)."""
     beat, ref = np.asarray(beat, dtype=np.float32), np.asarray(ref, dtype=np.float32)
-    n, length = beat.shape
+    length = beat.shape[1]
     half = max(2, length // 10)
     centre = np.abs(ref - np.median(ref, axis=1, keepdims=True)).argmax(axis=1)
     around = np.clip(centre[:, None] + np.arange(-half, half + 1), 0, length - 1)
@@ -91,7 +91,7 @@ def template_measures(beat: np.ndarray, ref: np.ndarray) -> np.ndarray:
         _ratio(np.ptp(beat_qrs, axis=1), np.ptp(ref_qrs, axis=1)),
         _ratio(_width(beat), _width(ref) + 1),
     ]
-    return np.stack(out, axis=1).reshape(n, -1).astype(np.float32)
+    return np.stack(out, axis=1).astype(np.float32)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
