@@ -328,7 +328,8 @@ class PipelineConfig(_Section):
     #: rows before oversampling and score it on the same test rows; ``none`` skips it.
     #: ``auto``: a gradient-boosted tree (``hgb``) when the rows have rhythm columns or reference
     #: channels, else ``rf``. ``hgb``: scikit-learn's HistGradientBoostingClassifier (balanced class
-    #: weights) on the rhythm columns, the beats and each beat minus its reference.
+    #: weights) on the rhythm columns, the beats, each beat minus its reference and how each beat
+    #: differs from its reference (``baselines.template_measures``).
     baseline: Literal["auto", "rf", "hgb", "none"] = "auto"
     #: Blend the baseline into the model: it predicts ``(1 - w) x network + w x baseline`` class
     #: probabilities (0: the network alone). The fitted baseline is saved inside the model file, so
