@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Test processes run side by side (pytest-xdist): on a GPU each takes the memory it needs, not all of it.
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 import pandas as pd
 import pytest
