@@ -78,6 +78,8 @@ LEVERS: dict[str, tuple[str, list[str]]] = {
     "one_lead": (f"{REFERENCE} --leads MLII", ["data.channels=[x,ref]", "split.val_size=0.15"]),
     # pipelines/interpatient_vgg.yaml as shipped: one_lead blended with its boosted tree (baseline_blend 0.5)
     "shipped": ("", []),
+    # the shipped recipe with the causal reference (no later beat): pipelines/pretrained_vgg.yaml, the packaged model
+    "pretrained": (f"{REFERENCE.replace('record', 'causal')} --leads MLII", ["split.val_size=0.15", "baseline_blend=0.5"]),
 }
 ESTIMATES = ("cv", "ds1_svdb", "svdb_ds1")
 
