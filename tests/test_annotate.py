@@ -98,8 +98,11 @@ def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
     assert res.exit_code == 0, res.output
     res = _annotate(tmp_path / "e360.edf", "-o", tmp_path / "o")
     assert res.exit_code == 0, res.output
+    _write(tmp_path, "mlii", rec.p_signal[:, :1].astype(np.float64), 360, ("MLII",))  # the packaged model reads one lead
+    res = _annotate(tmp_path / "mlii", "-o", tmp_path / "o")
+    assert res.exit_code == 0, res.output
     t = base["time_s"].to_numpy()
-    for name in ("r250", "r360", "e360"):
+    for name in ("r250", "r360", "e360", "mlii"):
         other = pd.read_csv(tmp_path / "o" / f"{name}.csv")
         pairs = match_beats(t, other["time_s"].to_numpy(), MATCH_S)
         assert len(pairs) >= 0.99 * len(base), name
@@ -112,7 +115,7 @@ def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
     [
         ("missing_dat", "209m8.dat: missing"),
         ("truncated_dat", "209m8.dat: truncated"),
-        ("one_lead", "1 lead(s) (MLII), the model reads 2"),
+        ("no_lead", "no lead 'V9' (leads: MLII, V1)"),
         ("low_rate", "sampled at 90 Hz; annotate needs at least 100 Hz"),
         ("flat", "is flat or holds no detectable beats"),
         ("nan", "s without values (NaN)"),
@@ -134,8 +137,8 @@ def test_bad_input_is_one_line_and_leaves_no_output(tmp_path, case, says):
         (src / "209m8.dat").unlink()
     elif case == "truncated_dat":
         (src / "209m8.dat").write_bytes((src / "209m8.dat").read_bytes()[:5000])
-    elif case == "one_lead":
-        target = _write(src, "one", rec.p_signal[:, :1].astype(np.float64), 360, ("MLII",))
+    elif case == "no_lead":
+        args += ["--lead", "V9"]
     elif case == "low_rate":
         target = _write(src, "slow", rec.p_signal[::4].astype(np.float64), 90)
     elif case == "flat":

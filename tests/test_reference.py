@@ -142,6 +142,13 @@ def test_reference_model_evaluates_predicts_serves_exports_and_explains(referenc
     one.to_parquet(tmp / "one_lead.parquet")
     res = runner.invoke(app, ["evaluate", "--run", run.info.run_id, str(tmp / "one_lead.parquet")])
     assert res.exit_code == 2 and "x2_0" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    # and a recording of one lead given to it to label: one line, nothing written
+    rec = wfdb.rdrecord(str(DATA / "records" / "209m8"))
+    wfdb.wrsamp("one", fs=rec.fs, units=["mV"], sig_name=["MLII"], p_signal=rec.p_signal[:, :1], fmt=["16"], write_dir=str(tmp))
+    model = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
+    res = runner.invoke(app, ["annotate", str(tmp / "one"), "--model", str(model), "-o", str(tmp / "labels")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "1 lead(s) (MLII), the model reads 2 (MLII, V1)" in res.output and not (tmp / "labels").exists()
 
 
 def test_a_table_without_reference_columns_is_refused_before_any_run(tmp_path_factory, two_leads):
