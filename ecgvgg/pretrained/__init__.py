@@ -2,8 +2,8 @@
 
     python -m ecgvgg.pretrained mlruns/runs/RUN_ID/model.keras
 
-writes the run's network, without its optimizer state, with its input contract, as the packaged model
-(see pipelines/pretrained_vgg.yaml and docs/pretrained.md).
+writes the run's network, without its optimizer state, with its input contract (and the baseline it
+blends, if any), as the packaged model (see pipelines/pretrained_vgg.yaml and docs/pretrained.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ MAX_BYTES = 5 * 1024 * 1024
 
 
 def package(source: str | Path, dest: str | Path = MODEL) -> Path:
-    """Save the network of ``source`` (a ``.keras`` file with its contract) without optimizer state at ``dest``."""
+    """Save ``source`` (a ``.keras`` file: network, contract, any blended baseline) without optimizer state at ``dest``."""
     import keras
 
     from ecgvgg.core.inference import load_model, save_model
