@@ -43,6 +43,8 @@ SHARED = ROOT.parent / "shared" / "data"
 NAMES = ["N", "S", "V", "F", "Q"]
 CV_PIPELINE = ROOT / "pipelines" / "interpatient_cv.yaml"
 SHIPPED = ROOT / "pipelines" / "interpatient_vgg.yaml"
+#: The levers that are a pipeline as shipped, with its own ``# prepare-options:`` line (the others: CV_PIPELINE).
+PIPELINES = {"shipped": SHIPPED, "pretrained": ROOT / "pipelines" / "pretrained_vgg.yaml"}
 #: The P-wave window with each record's median beat (each lever names its leads).
 REFERENCE = "--method window --before 0.25 --after 0.4 --scale window --reference record"
 #: The levers measured before the record head existed keep it off.
@@ -78,8 +80,9 @@ LEVERS: dict[str, tuple[str, list[str]]] = {
     "one_lead": (f"{REFERENCE} --leads MLII", ["data.channels=[x,ref]", "split.val_size=0.15"]),
     # pipelines/interpatient_vgg.yaml as shipped: one_lead blended with its boosted tree (baseline_blend 0.5)
     "shipped": ("", []),
-    # the shipped recipe with the causal reference (no later beat): pipelines/pretrained_vgg.yaml, the packaged model
-    "pretrained": (f"{REFERENCE.replace('record', 'causal')} --leads MLII", ["split.val_size=0.15", "baseline_blend=0.5"]),
+    # pipelines/pretrained_vgg.yaml, the packaged model: the shipped recipe with the causal reference (no later beat),
+    # validated on 15 % of the records as the other levers are
+    "pretrained": ("", ["split.val_size=0.15"]),
 }
 ESTIMATES = ("cv", "ds1_svdb", "svdb_ds1")
 
@@ -106,6 +109,11 @@ def prepare_options(line: str | None = None, pipeline: Path = SHIPPED) -> dict:
     return out
 
 
+def lever_pipeline(lever: str) -> Path:
+    """The pipeline a lever overrides: its own for a shipped pipeline, else pipelines/interpatient_cv.yaml."""
+    return PIPELINES.get(lever, CV_PIPELINE)
+
+
 def table(records: Path, cache: Path, name: str, options: dict) -> Path:
     """``prepare`` a folder of records into a cached Parquet file named after the options."""
     from ecgvgg.core.records import prepare_records
@@ -120,11 +128,11 @@ def table(records: Path, cache: Path, name: str, options: dict) -> Path:
 
 
 def lever_config(lever: str, main: Path, extra: Path, sets: list[str]):
-    """pipelines/interpatient_cv.yaml (or, for a lever without prepare options, the shipped pipeline) with the lever's
-    overrides, on ``main`` with ``extra`` as training-only rows, scored against the boosted tree."""
+    """The lever's pipeline (:func:`lever_pipeline`) with its overrides, on ``main`` with ``extra`` as training-only
+    rows, scored against the boosted tree."""
     from ecgvgg.core.config import load_config
 
-    pipeline = SHIPPED if not LEVERS[lever][0] else CV_PIPELINE  # no prepare options of its own: the shipped ones
+    pipeline = lever_pipeline(lever)
     overrides = [
         *LEVERS[lever][1],
         *sets,
@@ -199,7 +207,7 @@ def estimate_data(lever: str, estimate: str, args: argparse.Namespace, sets: lis
     being the database that cross-validation splits (or that trains, across databases)."""
     from ecgvgg.core.dataset import load
 
-    options = prepare_options(LEVERS[lever][0] or None)
+    options = prepare_options(LEVERS[lever][0] or None, lever_pipeline(lever))
     ds1 = table(args.records, args.cache, "ds1", options)
     svdb = table(args.svdb, args.cache, "svdb", options)
     main, extra = (svdb, ds1) if estimate == "svdb_ds1" else (ds1, svdb)
