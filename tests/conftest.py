@@ -62,6 +62,22 @@ def sets(*items: str) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
+def write_record(folder: Path, name: str, signal, fs: float, leads=("MLII", "V1")) -> Path:
+    """A WFDB record of ``signal`` (samples x leads, in mV) named ``name`` in ``folder``; its path without extension."""
+    import wfdb
+
+    wfdb.wrsamp(
+        name,
+        fs=fs,
+        units=["mV"] * signal.shape[1],
+        sig_name=list(leads),
+        p_signal=signal,
+        fmt=["16"] * signal.shape[1],
+        write_dir=str(folder),
+    )
+    return folder / name
+
+
 def runner():
     """A Typer test runner of the ``ecgvgg`` command."""
     from typer.testing import CliRunner

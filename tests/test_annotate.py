@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATA
+from conftest import DATA, write_record
 from ecgvgg.core.annotate import MATCH_S, Labelled, Recording, compare, match_beats
 from ecgvgg.cli.main import app
 
@@ -63,19 +63,6 @@ def test_the_comparison_by_hand_on_a_short_sequence():
     assert out["confusion"][0] == [1, 1, 0, 0, 0] and out["confusion"][2] == [1, 0, 0, 0, 0]
 
 
-def _write(folder: Path, name: str, signal: np.ndarray, fs: float, leads=("MLII", "V1")) -> Path:
-    wfdb.wrsamp(
-        name,
-        fs=fs,
-        units=["mV"] * signal.shape[1],
-        sig_name=list(leads),
-        p_signal=signal,
-        fmt=["16"] * signal.shape[1],
-        write_dir=str(folder),
-    )
-    return folder / name
-
-
 def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
     from ecgvgg.core.records import resample
 
@@ -83,7 +70,7 @@ def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
     base = pd.read_csv(out / "209m8.csv")
     rec = wfdb.rdrecord(str(RECORD))
     at250 = np.column_stack([resample(rec.p_signal[:, k], 360, 250) for k in range(2)]).astype(np.float64)
-    _write(tmp_path, "r250", at250, 250)
+    write_record(tmp_path, "r250", at250, 250)
     pd.DataFrame(rec.p_signal, columns=rec.sig_name).to_csv(tmp_path / "r360.csv", index=False)
     from wfdb.io.convert.edf import wfdb_to_edf
 
@@ -98,7 +85,7 @@ def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
     assert res.exit_code == 0, res.output
     res = _annotate(tmp_path / "e360.edf", "-o", tmp_path / "o")
     assert res.exit_code == 0, res.output
-    _write(tmp_path, "mlii", rec.p_signal[:, :1].astype(np.float64), 360, ("MLII",))  # the packaged model reads one lead
+    write_record(tmp_path, "mlii", rec.p_signal[:, :1].astype(np.float64), 360, ("MLII",))  # the packaged model reads one lead
     res = _annotate(tmp_path / "mlii", "-o", tmp_path / "o")
     assert res.exit_code == 0, res.output
     t = base["time_s"].to_numpy()
@@ -140,13 +127,13 @@ def test_bad_input_is_one_line_and_leaves_no_output(tmp_path, case, says):
     elif case == "no_lead":
         args += ["--lead", "V9"]
     elif case == "low_rate":
-        target = _write(src, "slow", rec.p_signal[::4].astype(np.float64), 90)
+        target = write_record(src, "slow", rec.p_signal[::4].astype(np.float64), 90)
     elif case == "flat":
-        target = _write(src, "flat", np.zeros((360 * 60, 2)), 360)
+        target = write_record(src, "flat", np.zeros((360 * 60, 2)), 360)
     elif case == "nan":
         x = rec.p_signal.astype(np.float64).copy()
         x[3600 : 3600 + 360 * 20, 0] = np.nan
-        target = _write(src, "gap", x, 360)
+        target = write_record(src, "gap", x, 360)
     elif case == "csv_without_fs":
         target = src / "209m8.csv"
         pd.DataFrame(rec.p_signal, columns=rec.sig_name).to_csv(target, index=False)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATA, RAN, ROOT, TINY_RECORDS, assert_served_as_keras, invoke_in_new_store, runs_in, sets
+from conftest import DATA, RAN, ROOT, TINY_RECORDS, assert_served_as_keras, invoke_in_new_store, runs_in, sets, write_record
 from ecgvgg.cli.main import app
 from ecgvgg.core.records import pick_leads, prepare_records, reference_beats
 
@@ -144,9 +144,9 @@ def test_reference_model_evaluates_predicts_serves_exports_and_explains(referenc
     assert res.exit_code == 2 and "x2_0" in res.output and len(res.output.strip().splitlines()) == 1, res.output
     # and a recording of one lead given to it to label: one line, nothing written
     rec = wfdb.rdrecord(str(DATA / "records" / "209m8"))
-    wfdb.wrsamp("one", fs=rec.fs, units=["mV"], sig_name=["MLII"], p_signal=rec.p_signal[:, :1], fmt=["16"], write_dir=str(tmp))
+    one_lead = write_record(tmp, "one", rec.p_signal[:, :1].astype(np.float64), rec.fs, ("MLII",))
     model = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
-    res = runner.invoke(app, ["annotate", str(tmp / "one"), "--model", str(model), "-o", str(tmp / "labels")])
+    res = runner.invoke(app, ["annotate", str(one_lead), "--model", str(model), "-o", str(tmp / "labels")])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
     assert "1 lead(s) (MLII), the model reads 2 (MLII, V1)" in res.output and not (tmp / "labels").exists()
 
