@@ -44,7 +44,12 @@ NAMES = ["N", "S", "V", "F", "Q"]
 CV_PIPELINE = ROOT / "pipelines" / "interpatient_cv.yaml"
 SHIPPED = ROOT / "pipelines" / "interpatient_vgg.yaml"
 #: The levers that are a pipeline as shipped, with its own ``# prepare-options:`` line (the others: CV_PIPELINE).
-PIPELINES = {"shipped": SHIPPED, "pretrained": ROOT / "pipelines" / "pretrained_vgg.yaml"}
+PIPELINES = {
+    "shipped": SHIPPED,
+    "pretrained": ROOT / "pipelines" / "pretrained_vgg.yaml",
+    "bandpass": SHIPPED,
+    "scale_record": SHIPPED,
+}
 #: The P-wave window with each record's median beat (each lever names its leads).
 REFERENCE = "--method window --before 0.25 --after 0.4 --scale window --reference record"
 #: The levers measured before the record head existed keep it off.
@@ -83,16 +88,22 @@ LEVERS: dict[str, tuple[str, list[str]]] = {
     # pipelines/pretrained_vgg.yaml, the packaged model: the shipped recipe with the causal reference (no later beat),
     # validated on 15 % of the records as the other levers are
     "pretrained": ("", ["split.val_size=0.15"]),
+    # the shipped pipeline on records filtered 0.5-40 Hz before cutting (`prepare --bandpass 0.5,40`): no baseline
+    # wander, mains hum or muscle noise, whose share differs between databases and patients
+    "bandpass": ("+ --bandpass 0.5,40", []),
+    # the shipped pipeline with each record divided by its median R-peak height (`prepare --scale record`) instead of
+    # each 10 s scaled to [0, 1], so that a large ectopic beat does not shrink its neighbours and their reference
+    "scale_record": ("+ --scale record", []),
 }
 ESTIMATES = ("cv", "ds1_svdb", "svdb_ds1")
 
 
 def prepare_options(line: str | None = None, pipeline: Path = SHIPPED) -> dict:
     """``prepare_records`` keyword arguments from ``prepare`` options such as ``--method window --leads MLII,V1``
-    (default: the pipeline's ``# prepare-options:`` line)."""
-    if line is None:
-        line = next(ln for ln in pipeline.read_text().splitlines() if ln.startswith("# prepare-options:"))
-        line = line.split(":", 1)[1]
+    (default: the pipeline's ``# prepare-options:`` line; a line starting with ``+`` adds to that line)."""
+    if line is None or line.startswith("+"):
+        own = next(ln for ln in pipeline.read_text().splitlines() if ln.startswith("# prepare-options:"))
+        line = own.split(":", 1)[1] + (line or "+")[1:]
     args = shlex.split(line)
     opts = dict(zip(args[::2], args[1::2]))
     out: dict = {"method": opts.get("--method", "kachuee")}
