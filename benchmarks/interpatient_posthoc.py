@@ -5,7 +5,8 @@
 
 For each estimate, reads the network's test probabilities that ``benchmarks/interpatient.py`` saved
 (``<cache>/<lever>_<estimate>_probs.npz``), fits the run's gradient-boosted tree again on the same
-training rows (same folds, same seed, same per-class cap as a run) and reports, pooled over the folds:
+training rows (same folds, same seed, same per-class cap and class weights as a run; ``--set`` changes
+them) and reports, pooled over the folds:
 
 * ``blend w``: the class with the highest ``(1 - w) x network + w x tree`` probability (w = 0 is the
   network as trained, w = 1 the tree);
@@ -40,7 +41,7 @@ def tree_probabilities(lever: str, estimate: str, args: argparse.Namespace) -> t
     if "seeds" not in saved or len(saved["seeds"]) != 1:
         raise SystemExit(f"{lever}_{estimate}_probs.npz does not name one seed: run interpatient.py again with one --seeds")
     seed = int(saved["seeds"][0])
-    cfg, data, n_main = estimate_data(lever, estimate, args, [])
+    cfg, data, n_main = estimate_data(lever, estimate, args, args.sets)
     if cfg.baseline_blend:
         raise SystemExit(f"{lever} blends its tree already (baseline_blend {cfg.baseline_blend:g}): choose a network alone")
     cfg = override(cfg, {"split.seed": seed, "training.seed": seed})  # as interpatient.py's run_fold trains
@@ -78,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
     p.add_argument("--out", default="interpatient_posthoc")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the configuration the trees are fitted with (repeatable), e.g. training.class_weight=balanced",
+    )
     args = p.parse_args(argv)
     missing = [e for e in args.estimates if not (args.cache / f"{args.lever}_{e}_probs.npz").is_file()]
     if missing:

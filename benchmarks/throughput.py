@@ -31,7 +31,8 @@ def measure(mode: str, width: float, rows: int, epochs: int, mixed: bool, batch:
     from ecgvgg.core.config import TrainingConfig
     from ecgvgg.core.models import vgg16
     from ecgvgg.core.resampling import Splits
-    from ecgvgg.core.training import balanced_class_weight, fit, setup_device
+    from ecgvgg.core.class_weights import balanced_class_weight
+    from ecgvgg.core.training import fit, setup_device
 
     setup_device(mixed_precision=mixed, seed=0)
     X, y = synthetic_beats()

@@ -173,7 +173,7 @@ def test_channels_must_list_beats_then_their_references():
 
 
 def test_weights_by_records_shrink_a_class_seen_in_one_record():
-    from ecgvgg.core.training import effective_records, records_class_weight
+    from ecgvgg.core.class_weights import effective_records, records_class_weight, rows_class_weight
 
     y = np.r_[np.zeros(400, int), np.ones(40, int), np.full(40, 2)]
     groups = np.r_[np.repeat(["a", "b", "c", "d"], 100), np.repeat(["a", "b", "c", "d"], 10), np.full(40, "a")]
@@ -181,6 +181,26 @@ def test_weights_by_records_shrink_a_class_seen_in_one_record():
     assert eff[0] == pytest.approx(4) and eff[1] == pytest.approx(4) and eff[2] == pytest.approx(1)
     w = records_class_weight({0: 400, 1: 40, 2: 40}, eff)
     assert w[1] == pytest.approx(480 / (3 * 40)) and w[2] == pytest.approx(w[1] / 4)
+    tree = rows_class_weight("records", y, groups, [0, 1, 2], cap=2.0)  # the baseline's: the same, capped
+    assert tree == pytest.approx({0: w[0], 1: 2.0, 2: w[2]})
+    assert rows_class_weight("balanced", y, None, [0, 1, 2]) == pytest.approx({0: 0.4, 1: 4.0, 2: 4.0})
+
+
+def test_the_boosted_tree_weighs_the_classes_as_the_network_does(two_leads):
+    from ecgvgg.core.class_weights import balanced_class_weight
+    from ecgvgg.core.config import load_config
+    from ecgvgg.core.dataset import load
+    from ecgvgg.core.study import fit_baseline
+
+    cfg = load_config(CV, [f"data.path={two_leads}", CHANNELS, "training.class_weight=records"])
+    data = load(cfg)
+    tree = fit_baseline(cfg, data, np.arange(len(data.y)))
+    counts = dict(zip(*np.unique(data.y, return_counts=True)))
+    balanced = balanced_class_weight(counts)
+    # F beats come from record 208 alone, normal beats from both records: F loses weight, N keeps it
+    f, n = cfg.data.class_names.index("F"), cfg.data.class_names.index("N")
+    assert tree.class_weight[n] == pytest.approx(balanced[n])
+    assert tree.class_weight[f] < 0.8 * min(balanced[f], cfg.training.max_class_weight)
 
 
 def test_the_boosted_tree_reads_rhythm_beats_and_differences():

@@ -8,7 +8,8 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from ecgvgg.core.config import TrainingConfig
 from ecgvgg.core.models import vgg16
-from ecgvgg.core.training import balanced_class_weight, fit, resolve_class_weight, setup_device
+from ecgvgg.core.class_weights import balanced_class_weight
+from ecgvgg.core.training import fit, resolve_class_weight, setup_device
 
 
 def test_short_real_training_beats_chance(real_splits, tmp_path):

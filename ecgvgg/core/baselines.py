@@ -1,7 +1,7 @@
 """Baselines that a VGG16 has to beat, trained on the same rows (scikit-learn only, no TensorFlow).
 
 * ``rf``: a random forest (balanced class weights) on the raw rows;
-* ``hgb``: a histogram gradient-boosted tree (balanced class weights) on the rhythm columns, the
+* ``hgb``: a histogram gradient-boosted tree (the run's class weights, else balanced) on the rhythm columns, the
   beats, each beat minus its reference beat and a few measures of how the beat differs from its
   reference (:func:`template_measures`): the patient-aware baseline for tables that have rhythm
   columns or reference channels.
@@ -112,13 +112,23 @@ def _width(x: np.ndarray) -> np.ndarray:
 class ReferenceBoostedTree(ClassifierMixin, BaseEstimator):
     """scikit-learn's HistGradientBoostingClassifier (balanced class weights) on :func:`reference_features`."""
 
-    def __init__(self, channels: int = 1, references: int = 0, rhythm: int = 0, max_iter: int = HGB_ITERATIONS, seed: int = 0):
+    def __init__(
+        self,
+        channels: int = 1,
+        references: int = 0,
+        rhythm: int = 0,
+        max_iter: int = HGB_ITERATIONS,
+        seed: int = 0,
+        class_weight: dict[int, float] | str = "balanced",
+    ):
         self.channels, self.references, self.rhythm = channels, references, rhythm
-        self.max_iter, self.seed = max_iter, seed
+        self.max_iter, self.seed, self.class_weight = max_iter, seed, class_weight
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> ReferenceBoostedTree:
         """Fit the tree on the rows' rhythm, beats, beats minus references and template measures."""
-        self.model_ = HistGradientBoostingClassifier(max_iter=self.max_iter, class_weight="balanced", random_state=self.seed)
+        self.model_ = HistGradientBoostingClassifier(
+            max_iter=self.max_iter, class_weight=self.class_weight, random_state=self.seed
+        )
         self.model_.fit(self._features(X), np.asarray(y))
         self.classes_ = self.model_.classes_
         return self
@@ -156,11 +166,13 @@ def baseline_model(
     channels: int = 1,
     references: int = 0,
     rhythm: Sequence[str] | int = 0,
+    class_weight: dict[int, float] | None = None,
 ) -> ClassifierMixin:
-    """The ``rf`` or ``hgb`` baseline fitted on raw training rows."""
+    """The ``rf`` or ``hgb`` baseline fitted on raw training rows (``class_weight``: the tree's, default balanced)."""
     if kind == "rf":
         return random_forest(X_train, y_train, seed=seed)
     if kind == "hgb":
         n_rhythm = rhythm if isinstance(rhythm, int) else len(rhythm)
-        return ReferenceBoostedTree(channels, references, n_rhythm, seed=seed).fit(X_train, y_train)
+        weights = class_weight or "balanced"
+        return ReferenceBoostedTree(channels, references, n_rhythm, seed=seed, class_weight=weights).fit(X_train, y_train)
     raise ValueError(f"unknown baseline {kind!r}; choose rf or hgb")

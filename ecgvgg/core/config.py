@@ -327,9 +327,10 @@ class PipelineConfig(_Section):
     #: ``rf``: also fit a random forest (300 trees, balanced class weights) on the same training
     #: rows before oversampling and score it on the same test rows; ``none`` skips it.
     #: ``auto``: a gradient-boosted tree (``hgb``) when the rows have rhythm columns or reference
-    #: channels, else ``rf``. ``hgb``: scikit-learn's HistGradientBoostingClassifier (balanced class
-    #: weights) on the rhythm columns, the beats, each beat minus its reference and how each beat
-    #: differs from its reference (``baselines.template_measures``).
+    #: channels, else ``rf``. ``hgb``: scikit-learn's HistGradientBoostingClassifier on the rhythm
+    #: columns, the beats, each beat minus its reference and how each beat differs from its reference
+    #: (``baselines.template_measures``), its classes weighted as ``training.class_weight`` and
+    #: ``training.max_class_weight`` weigh them for the network (balanced unless ``records``).
     baseline: Literal["auto", "rf", "hgb", "none"] = "auto"
     #: Blend the baseline into the model: it predicts ``(1 - w) x network + w x baseline`` class
     #: probabilities (0: the network alone). The fitted baseline is saved inside the model file, so

@@ -42,7 +42,7 @@ class Splits:
     sampler: str
     counts: dict[str, dict[int, int]] = field(default_factory=dict)
     #: Effective number of records each class's training rows come from (see
-    #: :func:`ecgvgg.core.training.effective_records`); empty when the rows have no groups.
+    #: :func:`ecgvgg.core.class_weights.effective_records`); empty when the rows have no groups.
     records: dict[int, float] = field(default_factory=dict)
     #: A record code per training row (0..records-1; -1 for a synthetic row), for subject-invariant
     #: training (:mod:`ecgvgg.core.adversary`); None otherwise.

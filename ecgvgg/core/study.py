@@ -105,7 +105,7 @@ def run_fold(
 
     splits = materialise(cfg, data.X, data.y, fold)
     if cfg.training.class_weight == "records":
-        from ecgvgg.core.training import effective_records
+        from ecgvgg.core.class_weights import effective_records
 
         assert data.groups is not None  # the config check asks for data.group_column
         splits.records = effective_records(data.y[fold.train], data.groups[fold.train], cfg.data.classes)
@@ -469,23 +469,27 @@ STREAMED_BASELINE_ROWS = 5000
 def fit_baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any:
     """The configured baseline (``cfg.baseline_kind``) fitted on the ``train`` rows before oversampling, or
     None: at most ``resampling.max_per_class`` of each class (one draw, as one epoch sees; for streamed
-    data :data:`STREAMED_BASELINE_ROWS`)."""
+    data :data:`STREAMED_BASELINE_ROWS`); the boosted tree weighs the classes as ``training.class_weight``
+    and ``training.max_class_weight`` weigh them for the network."""
     kind = cfg.baseline_kind
     if kind == "none":
         return None
     from ecgvgg.core.baselines import baseline_model
+    from ecgvgg.core.class_weights import rows_class_weight
     from ecgvgg.core.resampling import cap_per_class
 
     cap = STREAMED_BASELINE_ROWS if data.streamed else cfg.resampling.max_per_class
     rows = cap_per_class(train, data.y, cap, np.random.default_rng(cfg.training.seed))
+    t, groups = cfg.training, None if data.groups is None else data.groups[rows]
     return baseline_model(
         kind,
         data.rows(rows),
         data.y[rows],
-        seed=cfg.training.seed,
+        seed=t.seed,
         channels=max(1, len(cfg.data.channels)),
         references=cfg.data.references,
         rhythm=cfg.data.rhythm_columns,
+        class_weight=rows_class_weight(t.class_weight, data.y[rows], groups, cfg.data.classes, t.max_class_weight),
     )
 
 

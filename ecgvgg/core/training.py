@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from ecgvgg.core.adversary import served
 from ecgvgg.core.augment import Augment
+from ecgvgg.core.class_weights import balanced_class_weight, capped, records_class_weight
 from ecgvgg.core.distributed import fit_workaround
 from ecgvgg.core.inputs import epoch_counts, feature_batches, make_dataset
 from ecgvgg.core.config import TrainingConfig
@@ -68,13 +69,6 @@ def setup_device(*, mixed_precision: bool | str = "auto", deterministic: bool = 
     return tf.distribute.get_strategy()
 
 
-def balanced_class_weight(counts: Mapping[int, int]) -> dict[int, float]:
-    """``n_rows / (n_classes * n_rows_of_class)`` per class, as scikit-learn's ``"balanced"``."""
-    present = {int(c): int(n) for c, n in counts.items() if n > 0}
-    total, k = sum(present.values()), len(present)
-    return {c: total / (k * n) for c, n in present.items()}
-
-
 def shift_to_prior(model: keras.Model, counts: Mapping[int, int], alpha: float, classes: Sequence[int]) -> None:
     """Add ``alpha * log(class share)`` to the biases of the ``predictions`` layer (shares of ``counts``, at least
     1e-4): the softmax then weighs each class by its share to the power ``alpha``; ``alpha`` 0 changes nothing."""
@@ -85,25 +79,6 @@ def shift_to_prior(model: keras.Model, counts: Mapping[int, int], alpha: float, 
     shares = np.array([counts.get(int(c), 0) for c in classes], dtype=np.float64)
     shares = np.maximum(shares / max(shares.sum(), 1.0), 1e-4)
     layer.set_weights([kernel, (bias + alpha * np.log(shares)).astype(bias.dtype)])
-
-
-def effective_records(y: np.ndarray, groups: np.ndarray, classes: Sequence[int]) -> dict[int, float]:
-    """How many records each class comes from, counted as ``exp`` of the Shannon entropy of its rows over
-    the records (Hill's diversity number): k records with equal shares count k, one dominant record about 1."""
-    out = {}
-    y, groups = np.asarray(y), np.asarray(groups)
-    for c in classes:
-        _, n = np.unique(groups[y == c], return_counts=True)
-        p = n / n.sum() if n.sum() else n
-        out[int(c)] = float(np.exp(-(p * np.log(p)).sum())) if len(n) else 0.0
-    return out
-
-
-def records_class_weight(counts: Mapping[int, int], records: Mapping[int, float]) -> dict[int, float]:
-    """Balanced weights scaled by each class's effective number of records over the largest one's."""
-    balanced = balanced_class_weight(counts)
-    most = max((records.get(c, 0.0) for c in balanced), default=0.0) or 1.0
-    return {c: w * max(records.get(c, 0.0), 1.0) / most for c, w in balanced.items()}
 
 
 def resolve_class_weight(spec: ClassWeight, splits: Splits, max_per_class: int | None = None) -> dict[int, float] | None:
@@ -404,8 +379,8 @@ def _verdict(
 def _capped_class_weight(t: TrainingConfig, splits: Splits, max_per_class: int | None) -> dict[int, float] | None:
     """The class weights in force: ``training.class_weight`` resolved, computed ones capped at ``max_class_weight``."""
     weights = resolve_class_weight(t.class_weight, splits, max_per_class)
-    if weights and t.max_class_weight is not None and not isinstance(t.class_weight, Mapping):
-        weights = {c: min(w, t.max_class_weight) for c, w in weights.items()}
+    if weights and not isinstance(t.class_weight, Mapping):
+        weights = capped(weights, t.max_class_weight)
     return weights
 
 
