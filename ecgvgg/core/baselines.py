@@ -110,7 +110,11 @@ def _width(x: np.ndarray) -> np.ndarray:
 
 
 class ReferenceBoostedTree(ClassifierMixin, BaseEstimator):
-    """scikit-learn's HistGradientBoostingClassifier (balanced class weights) on :func:`reference_features`."""
+    """scikit-learn's HistGradientBoostingClassifier (balanced class weights, or ``class_weight``) on
+    :func:`reference_features`."""
+
+    #: Trees saved before the weights were a parameter were fitted with balanced ones.
+    class_weight: dict[int, float] | str = "balanced"
 
     def __init__(
         self,
