@@ -194,6 +194,8 @@ def test_the_boosted_tree_weighs_the_classes_as_the_network_does(two_leads):
 
     cfg = load_config(CV, [f"data.path={two_leads}", CHANNELS, "training.class_weight=records"])
     data = load(cfg)
+    assert fit_baseline(cfg, data, np.arange(len(data.y))).class_weight == "balanced"  # the default
+    cfg = load_config(CV, [f"data.path={two_leads}", CHANNELS, "training.class_weight=records", "baseline_class_weight=training"])
     tree = fit_baseline(cfg, data, np.arange(len(data.y)))
     counts = dict(zip(*np.unique(data.y, return_counts=True)))
     balanced = balanced_class_weight(counts)

@@ -1,7 +1,7 @@
 """Baselines that a VGG16 has to beat, trained on the same rows (scikit-learn only, no TensorFlow).
 
 * ``rf``: a random forest (balanced class weights) on the raw rows;
-* ``hgb``: a histogram gradient-boosted tree (the run's class weights, else balanced) on the rhythm columns, the
+* ``hgb``: a histogram gradient-boosted tree (balanced class weights, or the run's) on the rhythm columns, the
   beats, each beat minus its reference beat and a few measures of how the beat differs from its
   reference (:func:`template_measures`): the patient-aware baseline for tables that have rhythm
   columns or reference channels.

@@ -329,9 +329,12 @@ class PipelineConfig(_Section):
     #: ``auto``: a gradient-boosted tree (``hgb``) when the rows have rhythm columns or reference
     #: channels, else ``rf``. ``hgb``: scikit-learn's HistGradientBoostingClassifier on the rhythm
     #: columns, the beats, each beat minus its reference and how each beat differs from its reference
-    #: (``baselines.template_measures``), its classes weighted as ``training.class_weight`` and
-    #: ``training.max_class_weight`` weigh them for the network (balanced unless ``records``).
+    #: (``baselines.template_measures``), balanced class weights.
     baseline: Literal["auto", "rf", "hgb", "none"] = "auto"
+    #: ``training``: the boosted tree weighs the classes as ``training.class_weight`` and
+    #: ``training.max_class_weight`` weigh them for the network (by records, capped); ``balanced``
+    #: (default): scikit-learn's balanced weights.
+    baseline_class_weight: Literal["balanced", "training"] = "balanced"
     #: Blend the baseline into the model: it predicts ``(1 - w) x network + w x baseline`` class
     #: probabilities (0: the network alone). The fitted baseline is saved inside the model file, so
     #: evaluate, predict, annotate and the served model blend as the run scored.

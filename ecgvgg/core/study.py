@@ -469,8 +469,8 @@ STREAMED_BASELINE_ROWS = 5000
 def fit_baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any:
     """The configured baseline (``cfg.baseline_kind``) fitted on the ``train`` rows before oversampling, or
     None: at most ``resampling.max_per_class`` of each class (one draw, as one epoch sees; for streamed
-    data :data:`STREAMED_BASELINE_ROWS`); the boosted tree weighs the classes as ``training.class_weight``
-    and ``training.max_class_weight`` weigh them for the network."""
+    data :data:`STREAMED_BASELINE_ROWS`); with ``baseline_class_weight: training`` the boosted tree weighs the
+    classes as ``training.class_weight`` and ``training.max_class_weight`` weigh them for the network."""
     kind = cfg.baseline_kind
     if kind == "none":
         return None
@@ -489,7 +489,9 @@ def fit_baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any
         channels=max(1, len(cfg.data.channels)),
         references=cfg.data.references,
         rhythm=cfg.data.rhythm_columns,
-        class_weight=rows_class_weight(t.class_weight, data.y[rows], groups, cfg.data.classes, t.max_class_weight),
+        class_weight=rows_class_weight(t.class_weight, data.y[rows], groups, cfg.data.classes, t.max_class_weight)
+        if cfg.baseline_class_weight == "training"
+        else None,
     )
 
 
