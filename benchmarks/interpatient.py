@@ -318,6 +318,11 @@ HEAD = (
 )
 
 
+def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option (``args.sets``): configuration overrides."""
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure the levers, print the Markdown table and write it with the per-fold CSV."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -336,14 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ALPHA",
         help="also report each lever with its probabilities shifted to the class shares (prior_shift)",
     )
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override every lever's configuration (repeatable)",
-    )
+    add_set_argument(p, "override every lever's configuration (repeatable)")
     args = p.parse_args(argv)
     for folder in (args.records, args.svdb):
         if not folder.is_dir():

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interpatient import ESTIMATES, LEVERS, NAMES, ROOT, SHARED, aami_row, estimate_data, folds_of
+from interpatient import ESTIMATES, LEVERS, NAMES, ROOT, SHARED, aami_row, add_set_argument, estimate_data, folds_of
 
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFTS = (0.1, 0.3, 0.5)
@@ -79,14 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
     p.add_argument("--out", default="interpatient_posthoc")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the configuration the trees are fitted with (repeatable), e.g. training.class_weight=balanced",
-    )
+    add_set_argument(p, "override the configuration the trees are fitted with (repeatable), e.g. baseline_class_weight=training")
     args = p.parse_args(argv)
     missing = [e for e in args.estimates if not (args.cache / f"{args.lever}_{e}_probs.npz").is_file()]
     if missing:

@@ -480,7 +480,10 @@ def fit_baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any
 
     cap = STREAMED_BASELINE_ROWS if data.streamed else cfg.resampling.max_per_class
     rows = cap_per_class(train, data.y, cap, np.random.default_rng(cfg.training.seed))
-    t, groups = cfg.training, None if data.groups is None else data.groups[rows]
+    t, weights = cfg.training, None
+    if cfg.baseline_class_weight == "training":
+        groups = None if data.groups is None else data.groups[rows]
+        weights = rows_class_weight(t.class_weight, data.y[rows], groups, cfg.data.classes, t.max_class_weight)
     return baseline_model(
         kind,
         data.rows(rows),
@@ -489,9 +492,7 @@ def fit_baseline(cfg: PipelineConfig, data: StudyData, train: np.ndarray) -> Any
         channels=max(1, len(cfg.data.channels)),
         references=cfg.data.references,
         rhythm=cfg.data.rhythm_columns,
-        class_weight=rows_class_weight(t.class_weight, data.y[rows], groups, cfg.data.classes, t.max_class_weight)
-        if cfg.baseline_class_weight == "training"
-        else None,
+        class_weight=weights,
     )
 
 
