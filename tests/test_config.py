@@ -128,6 +128,25 @@ def test_a_record_head_needs_records_in_memory_and_no_mixup(extra, key):
         load_config(ROOT / "pipelines" / "interpatient_cv.yaml", ["training.subject_adversary=0.1", *extra])
 
 
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["data.group_column=null", "training.class_weight=balanced"], "record_consensus: needs data.group_column"),
+        (
+            ["data.stream=true", "resampling.sampler=balanced", "split.folds=null", "resampling.max_per_class=null"],
+            "record_consensus: not available with data.stream",
+        ),
+        (["record_consensus=1"], "record_consensus"),
+        (["record_clusters=1"], "record_clusters"),
+    ],
+)
+def test_record_consensus_needs_the_records_in_memory(extra, says):
+    from ecgvgg.core.config import load_config
+
+    with pytest.raises(ValueError, match=says):
+        load_config(ROOT / "pipelines" / "interpatient_cv.yaml", ["record_consensus=0.5", "training.subject_adversary=0", *extra])
+
+
 #: The shipped pipelines (tune_space.yaml is a search space for ``ecgvgg tune``, not a pipeline).
 PIPELINES = sorted(p for p in (ROOT / "pipelines").glob("*.yaml") if p.name != "tune_space.yaml")
 

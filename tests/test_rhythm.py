@@ -135,8 +135,9 @@ def test_class_balanced_epochs_draw_capped_rows_afresh():
 
 @pytest.fixture(scope="module")
 def rhythm_run(tmp_path_factory, table):
-    """A tiny network with the rhythm branch trained on the two real record cuts, blended with its boosted tree."""
-    blend = ("baseline=hgb", "baseline_blend=0.5")
+    """A tiny network with the rhythm branch trained on the two real record cuts, blended with its boosted tree,
+    each record's beats answering together (record consensus)."""
+    blend = ("baseline=hgb", "baseline_blend=0.5", "record_consensus=0.5", "record_clusters=4")
     tmp, uri, res = invoke_in_new_store(tmp_path_factory, "rhythm_run", ["run", CV, *_sets(f"data.path={table}", *blend)])
     assert res.exit_code == 0, res.output
     run = runs_in(uri)[0]
@@ -210,6 +211,38 @@ def test_the_blended_model_answers_as_its_network_and_tree_together_and_is_not_e
     res = CliRunner().invoke(app, ["export", "--model", str(path), "-o", str(tmp_path / "m.onnx")])
     assert res.exit_code == 2 and "baseline_blend 0.5" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_model_with_record_consensus_answers_per_record_when_given_the_records(rhythm_run, table, tmp_path):
+    from dataclasses import replace
+
+    from ecgvgg.core.annotate import label, open_recordings, plan_for
+    from ecgvgg.core.consensus import record_consensus
+    from ecgvgg.core.inference import load_model
+
+    tmp, uri, run, _ = rhythm_run
+    path = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
+    loaded = load_model(path)
+    assert loaded.contract.consensus == {"weight": 0.5, "clusters": 4}
+    beats = pd.read_parquet(table)
+    records = beats["record"].to_numpy()
+    alone = loaded.predict_proba(beats)  # without the records: each beat alone, network and tree blended
+    together = loaded.predict_proba(beats, groups=records)
+    by_hand = record_consensus(alone, loaded.rows(beats), records, 0.5, 4, rhythm=len(RHYTHM))
+    np.testing.assert_allclose(together, by_hand, atol=1e-6)
+    assert not np.allclose(together, alone, atol=1e-3)
+    # predict reads the table's record column and answers as the run scored
+    res = CliRunner().invoke(app, ["predict", "--model", str(path), str(table), "-o", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output
+    written = pd.read_csv(tmp_path / "p.csv")
+    np.testing.assert_allclose(written[[f"p_{n}" for n in loaded.class_names]].to_numpy(), together, atol=1e-5)
+    # annotate labels a whole recording with its beats together: the record's answers draw closer
+    rec = open_recordings([DATA / "records" / "209m8"])[0]
+    plan = plan_for(rec, loaded.contract)
+    plain = replace(loaded, contract=replace(loaded.contract, data={**loaded.contract.data, "consensus": {}}))
+    p = [f"p_{n}" for n in loaded.class_names]
+    with_consensus, without = label(rec, loaded, plan).beats[p].to_numpy(), label(rec, plain, plan).beats[p].to_numpy()
+    assert with_consensus.var(axis=0).sum() < without.var(axis=0).sum()
 
 
 def test_the_rhythm_model_fine_tunes_from_its_run(rhythm_run, table, monkeypatch):

@@ -51,7 +51,7 @@ def evaluate(
             data, label_column=label, group_column=group, header=header, classes=loaded.classes, label_option="--label-column"
         )
         warn_seen_groups(loaded, data, groups)
-        scores = loaded.score(X, y)
+        scores = loaded.score(X, y, groups)  # the records, for a model with record consensus
     names = loaded.class_names
     if as_json:
         from ecgvgg.core.metrics import aami_scores
@@ -138,9 +138,9 @@ def predict(
         X, kept, _, group = read_beats(loaded, data, label_column, group_column)
         if group and group in kept:
             warn_seen_groups(loaded, data, kept[group], scored=False)
-        frame = pd.concat(
-            [kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]), loaded.predict_frame(X)], axis=1
-        )
+        records = kept[group].to_numpy() if group and group in kept else None  # for a model with record consensus
+        predicted = loaded.predict_frame(X, groups=records)
+        frame = pd.concat([kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]), predicted], axis=1)
         write_table(frame, out)
     console.print(f"wrote {len(frame)} predictions to {escape(str(out))}")
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ecgvgg.core.contract import reference_channels
 from ecgvgg.core.errors import ConfigError
 from ecgvgg.core.resampling import SamplerName
 
@@ -101,7 +102,7 @@ class DataConfig(_Section):
     @property
     def references(self) -> int:
         """How many of ``channels`` are reference beats (the last ones)."""
-        return sum(n.startswith("ref") for n in self.channels)
+        return reference_channels(self.channels)
 
     @field_validator("class_names")
     @classmethod
@@ -339,6 +340,13 @@ class PipelineConfig(_Section):
     #: probabilities (0: the network alone). The fitted baseline is saved inside the model file, so
     #: evaluate, predict, annotate and the served model blend as the run scored.
     baseline_blend: float = Field(0.0, ge=0, lt=1)
+    #: Record consensus (``ecgvgg.core.consensus``): within each record, beats of one shape and rhythm
+    #: (k-means clusters, no labels) move their class probabilities by this weight towards their
+    #: cluster's mean (0: each beat alone). Needs ``data.group_column``; saved with the model, so
+    #: evaluate, predict (given the group column) and annotate answer as the run scored.
+    record_consensus: float = Field(0.0, ge=0, lt=1)
+    #: At most this many clusters per record for ``record_consensus`` (fewer in short records).
+    record_clusters: int = Field(60, ge=2)
 
     @model_validator(mode="after")
     def _phases(self) -> PipelineConfig:
@@ -419,6 +427,15 @@ class PipelineConfig(_Section):
             for key, on in (("data.stream", self.data.stream), ("split.folds", self.split.folds)):
                 if on:
                     raise ValueError(f"baseline_blend: not available with {key} (set baseline_blend to 0)")
+        return self
+
+    @model_validator(mode="after")
+    def _consensus_knows_records(self) -> PipelineConfig:
+        if self.record_consensus:
+            if not self.data.group_column:
+                raise ValueError("record_consensus: needs data.group_column (the record of each row)")
+            if self.data.stream:
+                raise ValueError("record_consensus: not available with data.stream (set record_consensus to 0)")
         return self
 
     @property

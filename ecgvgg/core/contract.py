@@ -21,6 +21,11 @@ DRIFT_MIN_ROWS = 20
 FORMAT_SUMMARIES = ("lowest sample", "highest sample", "mean sample", "share of zero samples")
 
 
+def reference_channels(channels: Sequence[str]) -> int:
+    """How many of the channel prefixes ``channels`` are reference beats (those named ``ref...``, the last ones)."""
+    return sum(str(n).startswith("ref") for n in channels)
+
+
 def samples_per_channel(width: int, rhythm: int, channels: int) -> int:
     """Samples of one channel's beat in rows of ``width`` values that end with ``rhythm`` rhythm values."""
     return (width - rhythm) // max(1, channels)
@@ -96,6 +101,30 @@ class InputContract:
         if self.length is None:
             return None
         return samples_per_channel(self.length, len(self.rhythm_columns), len(self.channels))
+
+    @property
+    def consensus(self) -> dict[str, Any]:
+        """The record consensus the model answers with (``weight``, ``clusters``; empty for none)."""
+        return dict(self.data.get("consensus") or {})
+
+    def with_consensus(self, probs: np.ndarray, rows: np.ndarray, groups: Any) -> np.ndarray:
+        """``probs`` of raw ``rows`` after the model's record consensus over ``groups`` (as they are without one)."""
+        from ecgvgg.core.consensus import record_consensus
+
+        c = self.consensus
+        if not c or groups is None:
+            return probs
+        channels = self.channels
+        return record_consensus(
+            probs,
+            rows,
+            np.asarray(groups),
+            float(c["weight"]),
+            int(c["clusters"]),
+            channels=max(1, len(channels)),
+            references=reference_channels(channels),
+            rhythm=len(self.rhythm_columns),
+        )
 
     @property
     def prepare(self) -> dict[str, Any]:
@@ -190,6 +219,8 @@ def contract_for(
         data["channels"] = list(d.channels)
     if made:
         data["prepare"] = dict(made)
+    if cfg.record_consensus:
+        data["consensus"] = {"weight": cfg.record_consensus, "clusters": cfg.record_clusters}
     if seen_groups is not None:
         data["train_groups"] = sorted({str(g) for g in seen_groups})
     if rows is not None and len(rows):

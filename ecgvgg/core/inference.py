@@ -92,19 +92,20 @@ class LoadedModel:
             warnings.warn(f"model from {self.source}: {why}", stacklevel=3)
         return self.contract.shape(rows)
 
-    def predict_proba(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities, one column per class (blended with the saved baseline's when there is one)."""
+    def predict_proba(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024, groups: Any = None) -> np.ndarray:
+        """Class probabilities, one column per class (blended with the saved baseline's when there is one; with
+        the record of each row, ``groups``, after the model's record consensus when it has one)."""
         rows = self.rows(X)
         probs = np.asarray(self.model.predict(self._shaped(rows), batch_size=batch_size, verbose=0))
-        if self.baseline is None:
-            return probs
-        from ecgvgg.core.baselines import blended
+        if self.baseline is not None:
+            from ecgvgg.core.baselines import blended
 
-        return blended(probs, self.baseline, rows, self.classes, self.contract.blend)
+            probs = blended(probs, self.baseline, rows, self.classes, self.contract.blend)
+        return self.contract.with_consensus(probs, rows, groups)
 
-    def predict_frame(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024) -> pd.DataFrame:
+    def predict_frame(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024, groups: Any = None) -> pd.DataFrame:
         """One row per beat: ``prediction`` (class label), ``class_name`` and ``p_<class name>``."""
-        probs = self.predict_proba(X, batch_size)
+        probs = self.predict_proba(X, batch_size, groups)
         idx = np.argmax(probs, axis=1)
         frame = pd.DataFrame(
             {
@@ -116,13 +117,13 @@ class LoadedModel:
             frame[f"p_{name}"] = probs[:, i].astype(np.float64)
         return frame
 
-    def score(self, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray) -> dict[str, Any]:
+    def score(self, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray, groups: Any = None) -> dict[str, Any]:
         """Per-class scores and the confusion matrix on labelled beats."""
         y = np.asarray(y)
         unknown = sorted(set(np.unique(y).tolist()) - set(self.classes))
         if unknown:
             raise DataError(f"labels {unknown} are not among the model's classes {self.classes} ({self.source})")
-        pred = np.asarray(self.classes)[np.argmax(self.predict_proba(X), axis=1)]
+        pred = np.asarray(self.classes)[np.argmax(self.predict_proba(X, groups=groups), axis=1)]
         scores = per_class_scores(y, pred, self.classes)
         scores["confusion_matrix"] = confusion(y, pred, self.classes).tolist()
         return scores

@@ -168,6 +168,10 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
             assert raw is not None  # the config check asks a blend for a baseline
             out.baseline = forest
             out.probs = blended(out.probs, forest, raw, classes, cfg.baseline_blend)
+        if cfg.record_consensus:  # as the saved model answers when it is given the records
+            assert data.groups is not None  # the config check asks for data.group_column
+            test_rows = data.X[shaped.test_index]
+            out.probs = out.contract.with_consensus(out.probs, test_rows, data.groups[shaped.test_index])
         out.pred = np.asarray(classes)[np.argmax(out.probs, axis=1)]
         keys = np.arange(len(out.pred)) if test_groups is None else test_groups
         per_group = group_confusions(shaped.y_test, out.pred, classes, keys)
