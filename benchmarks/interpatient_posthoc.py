@@ -12,6 +12,9 @@ them) and reports, pooled over the folds:
   network as trained, w = 1 the tree);
 * ``shift a``: the network's log-probabilities plus ``a x log(class share of the training rows)``,
   on top of any ``training.prior_shift`` the lever trained with (what a stronger shift would do).
+* with ``--consensus w``: ``blend 0.5`` (as the shipped pipeline answers) and the tree alone, each after
+  record consensus of weight ``w`` (``record_consensus``: each test record's beats of one shape and
+  rhythm move their probabilities towards their cluster's mean).
 
 Nothing is trained but the trees; prints a Markdown table and writes it under benchmarks/results/.
 """
@@ -22,6 +25,7 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +35,9 @@ BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFTS = (0.1, 0.3, 0.5)
 
 
-def tree_probabilities(lever: str, estimate: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The saved network probabilities, the refitted trees' probabilities and the training class counts."""
+def tree_probabilities(lever: str, estimate: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """The saved network probabilities, the refitted trees' probabilities, the training class counts and a
+    function that applies record consensus of a given weight to test probabilities (as the run would)."""
     from ecgvgg.core.baselines import class_probabilities
     from ecgvgg.core.config import override
     from ecgvgg.core.study import fit_baseline
@@ -45,8 +50,9 @@ def tree_probabilities(lever: str, estimate: str, args: argparse.Namespace) -> t
     if cfg.baseline_blend:
         raise SystemExit(f"{lever} blends its tree already (baseline_blend {cfg.baseline_blend:g}): choose a network alone")
     cfg = override(cfg, {"split.seed": seed, "training.seed": seed})  # as interpatient.py's run_fold trains
-    trees, counts = [], np.zeros(len(NAMES))
+    trees, counts, tests = [], np.zeros(len(NAMES)), []
     for fold in folds_of(estimate, data, n_main, args.folds, seed, cfg.split.val_size):
+        tests.append(fold.test)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tree = fit_baseline(cfg, data, fold.train)  # the run's own: lever_config asks for baseline hgb
@@ -57,7 +63,17 @@ def tree_probabilities(lever: str, estimate: str, args: argparse.Namespace) -> t
         raise SystemExit(f"{lever}_{estimate}_probs.npz does not hold these folds' test rows")
     agree = float((tree_probs.argmax(axis=1) == saved["base"]).mean())
     print(f"{lever} {estimate} (seed {seed}): refitted trees agree with the run's on {agree:.3f} of the beats", file=sys.stderr)
-    return saved["probs"], tree_probs, counts
+    test = np.concatenate(tests)
+
+    def consensus(probs: np.ndarray, weight: float) -> np.ndarray:
+        from ecgvgg.core.consensus import record_consensus
+
+        channels, refs, rhythm = max(1, len(cfg.data.channels)), cfg.data.references, len(cfg.data.rhythm_columns)
+        rows, groups = data.rows(test), data.named_groups(test)
+        clusters = cfg.record_clusters
+        return record_consensus(probs, rows, groups, weight, clusters, channels=channels, references=refs, rhythm=rhythm)
+
+    return saved["probs"], tree_probs, counts, consensus
 
 
 def row(label: str, estimate: str, y: np.ndarray, pred: np.ndarray) -> str:
@@ -79,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
     p.add_argument("--out", default="interpatient_posthoc")
+    p.add_argument("--consensus", type=float, default=0.0, help="also score record consensus of this weight (0: not)")
     add_set_argument(p, "override the configuration the trees are fitted with (repeatable), e.g. baseline_class_weight=training")
     args = p.parse_args(argv)
     missing = [e for e in args.estimates if not (args.cache / f"{args.lever}_{e}_probs.npz").is_file()]
@@ -91,14 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
     ]
     for estimate in args.estimates:
-        net, tree, counts = tree_probabilities(args.lever, estimate, args)
+        net, tree, counts, consensus = tree_probabilities(args.lever, estimate, args)
         y = np.load(args.cache / f"{args.lever}_{estimate}_probs.npz")["y"]
         for w in BLENDS:
             lines.append(row(f"blend {w:g}", estimate, y, ((1 - w) * net + w * tree).argmax(axis=1)))
         shares = np.log(np.maximum(counts / counts.sum(), 1e-4))
         for a in SHIFTS:
             lines.append(row(f"shift +{a:g}", estimate, y, (np.log(np.maximum(net, 1e-12)) + a * shares).argmax(axis=1)))
-        print("\n".join(lines[-len(BLENDS) - len(SHIFTS) :]), flush=True)
+        if args.consensus:
+            w = args.consensus
+            lines.append(row(f"blend 0.5 + consensus {w:g}", estimate, y, consensus(0.5 * net + 0.5 * tree, w).argmax(axis=1)))
+            lines.append(row(f"tree + consensus {w:g}", estimate, y, consensus(tree, w).argmax(axis=1)))
+        print("\n".join(lines[-len(BLENDS) - len(SHIFTS) - 2 * bool(args.consensus) :]), flush=True)
     out = ROOT / "benchmarks" / "results" / f"{args.out}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
