@@ -49,7 +49,6 @@ PIPELINES = {
     "pretrained": ROOT / "pipelines" / "pretrained_vgg.yaml",
     "bandpass": SHIPPED,
     "scale_record": SHIPPED,
-    "consensus": SHIPPED,
 }
 #: The P-wave window with each record's median beat (each lever names its leads).
 REFERENCE = "--method window --before 0.25 --after 0.4 --scale window --reference record"
@@ -95,9 +94,6 @@ LEVERS: dict[str, tuple[str, list[str]]] = {
     # the shipped pipeline with each record divided by its median R-peak height (`prepare --scale record`) instead of
     # each 10 s scaled to [0, 1], so that a large ectopic beat does not shrink its neighbours and their reference
     "scale_record": ("+ --scale record", []),
-    # the shipped pipeline with record consensus: within each test record, beats of one shape and rhythm move
-    # their probabilities by 0.6 towards their cluster's mean (record_consensus; no label read)
-    "consensus": ("", ["record_consensus=0.6"]),
 }
 ESTIMATES = ("cv", "ds1_svdb", "svdb_ds1")
 
