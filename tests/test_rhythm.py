@@ -219,6 +219,7 @@ def test_the_model_with_record_consensus_answers_per_record_when_given_the_recor
     from ecgvgg.core.annotate import label, open_recordings, plan_for
     from ecgvgg.core.consensus import record_consensus
     from ecgvgg.core.inference import load_model
+    from ecgvgg.core.metrics import confusion
 
     tmp, uri, run, _ = rhythm_run
     path = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
@@ -236,6 +237,11 @@ def test_the_model_with_record_consensus_answers_per_record_when_given_the_recor
     assert res.exit_code == 0, res.output
     written = pd.read_csv(tmp_path / "p.csv")
     np.testing.assert_allclose(written[[f"p_{n}" for n in loaded.class_names]].to_numpy(), together, atol=1e-5)
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(path), str(table), "--json"])
+    assert res.exit_code == 0, res.output
+    scored = json.loads(res.output[res.output.index("{") :])["confusion_matrix"]
+    pred = np.asarray(loaded.classes)[together.argmax(axis=1)]
+    assert scored == confusion(beats["label"].to_numpy(), pred, loaded.classes).tolist()  # evaluate scores the same
     # annotate labels a whole recording with its beats together: the record's answers draw closer
     rec = open_recordings([DATA / "records" / "209m8"])[0]
     plan = plan_for(rec, loaded.contract)
