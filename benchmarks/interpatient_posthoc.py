@@ -14,7 +14,9 @@ them) and reports, pooled over the folds:
   on top of any ``training.prior_shift`` the lever trained with (what a stronger shift would do).
 * with ``--consensus w``: ``blend 0.5`` (as the shipped pipeline answers) and the tree alone, each after
   record consensus of weight ``w`` (``record_consensus``: each test record's beats of one shape and
-  rhythm move their probabilities towards their cluster's mean).
+  rhythm move their probabilities towards their cluster's mean). For a lever that blends its tree
+  already (``shipped``, run with ``--set record_consensus=0``), only its answers as run and after
+  consensus.
 
 Nothing is trained but the trees; prints a Markdown table and writes it under benchmarks/results/.
 """
@@ -35,9 +37,12 @@ BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFTS = (0.1, 0.3, 0.5)
 
 
-def tree_probabilities(lever: str, estimate: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-    """The saved network probabilities, the refitted trees' probabilities, the training class counts and a
-    function that applies record consensus of a given weight to test probabilities (as the run would)."""
+def tree_probabilities(
+    lever: str, estimate: str, args: argparse.Namespace
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, Any]:
+    """The saved probabilities, the refitted trees' probabilities (None for a lever that blends its tree already:
+    only ``--consensus`` is scored), the training class counts and a function that applies record consensus of a
+    given weight to test probabilities (as the run would)."""
     from ecgvgg.core.baselines import class_probabilities
     from ecgvgg.core.config import override
     from ecgvgg.core.study import fit_baseline
@@ -47,23 +52,30 @@ def tree_probabilities(lever: str, estimate: str, args: argparse.Namespace) -> t
         raise SystemExit(f"{lever}_{estimate}_probs.npz does not name one seed: run interpatient.py again with one --seeds")
     seed = int(saved["seeds"][0])
     cfg, data, n_main = estimate_data(lever, estimate, args, args.sets)
-    if cfg.baseline_blend:
+    blended = bool(cfg.baseline_blend)
+    if blended and not args.consensus:
         raise SystemExit(f"{lever} blends its tree already (baseline_blend {cfg.baseline_blend:g}): choose a network alone")
+    if cfg.record_consensus:
+        raise SystemExit(f"{lever} answers with record consensus already: pass --set record_consensus=0, as its run must")
     cfg = override(cfg, {"split.seed": seed, "training.seed": seed})  # as interpatient.py's run_fold trains
     trees, counts, tests = [], np.zeros(len(NAMES)), []
     for fold in folds_of(estimate, data, n_main, args.folds, seed, cfg.split.val_size):
         tests.append(fold.test)
+        counts += np.bincount(data.y[fold.train], minlength=len(NAMES))
+        if blended:
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tree = fit_baseline(cfg, data, fold.train)  # the run's own: lever_config asks for baseline hgb
         trees.append(class_probabilities(tree, data.rows(fold.test), range(len(NAMES))))
-        counts += np.bincount(data.y[fold.train], minlength=len(NAMES))
-    tree_probs = np.concatenate(trees)
-    if len(tree_probs) != len(saved["y"]):
-        raise SystemExit(f"{lever}_{estimate}_probs.npz does not hold these folds' test rows")
-    agree = float((tree_probs.argmax(axis=1) == saved["base"]).mean())
-    print(f"{lever} {estimate} (seed {seed}): refitted trees agree with the run's on {agree:.3f} of the beats", file=sys.stderr)
     test = np.concatenate(tests)
+    if len(test) != len(saved["y"]) or (data.y[test] != saved["y"]).any():
+        raise SystemExit(f"{lever}_{estimate}_probs.npz does not hold these folds' test rows")
+    tree_probs = np.concatenate(trees) if trees else None
+    if tree_probs is not None:
+        agree = float((tree_probs.argmax(axis=1) == saved["base"]).mean())
+        say = f"{lever} {estimate} (seed {seed}): refitted trees agree with the run's on {agree:.3f} of the beats"
+        print(say, file=sys.stderr)
 
     def consensus(probs: np.ndarray, weight: float) -> np.ndarray:
         from ecgvgg.core.consensus import record_consensus
@@ -110,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     for estimate in args.estimates:
         net, tree, counts, consensus = tree_probabilities(args.lever, estimate, args)
         y = np.load(args.cache / f"{args.lever}_{estimate}_probs.npz")["y"]
+        if tree is None:  # the run's own answers, its tree blended in
+            w = args.consensus
+            lines += [row("as run", estimate, y, net.argmax(axis=1))]
+            lines += [row(f"as run + consensus {w:g}", estimate, y, consensus(net, w).argmax(axis=1))]
+            print("\n".join(lines[-2:]), flush=True)
+            continue
         for w in BLENDS:
             lines.append(row(f"blend {w:g}", estimate, y, ((1 - w) * net + w * tree).argmax(axis=1)))
         shares = np.log(np.maximum(counts / counts.sum(), 1e-4))
