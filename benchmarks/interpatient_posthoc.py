@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,12 @@ def tree_probabilities(
 
         channels, refs, rhythm = max(1, len(cfg.data.channels)), cfg.data.references, len(cfg.data.rhythm_columns)
         rows, groups = data.rows(test), data.named_groups(test)
+        started = time.perf_counter()
         clusters = cfg.record_clusters
-        return record_consensus(probs, rows, groups, weight, clusters, channels=channels, references=refs, rhythm=rhythm)
+        out = record_consensus(probs, rows, groups, weight, clusters, channels=channels, references=refs, rhythm=rhythm)
+        seconds, records = time.perf_counter() - started, len(set(groups.tolist()))
+        print(f"record consensus: {len(test)} beats of {records} records in {seconds:.1f} s", file=sys.stderr)
+        return out
 
     return saved["probs"], tree_probs, counts, consensus
 
