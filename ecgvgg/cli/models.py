@@ -19,7 +19,10 @@ from ecgvgg.cli.report import console
 TrackingUri = Annotated[Optional[str], typer.Option(help="MLflow store for --run.")]
 GroupColumn = Annotated[
     Optional[str],
-    typer.Option(help="Group column to ignore (default: the one the model was trained with, when the table has it)."),
+    typer.Option(
+        help="Group column: not a feature; the records for a model with record consensus "
+        "(default: the one the model was trained with, when the table has it)."
+    ),
 ]
 
 
