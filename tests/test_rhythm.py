@@ -194,7 +194,7 @@ def test_the_blended_model_answers_as_its_network_and_tree_together_and_is_not_e
     from ecgvgg.core.inference import BASELINE_FILE, load_model
 
     tmp, uri, run, output = rhythm_run
-    assert "VGG16 + gradient-boosted tree (blend 0.5) vs gradient-boosted tree:" in output
+    assert "VGG16 + gradient-boosted tree (blend 0.5) with record consensus 0.5 vs gradient-boosted tree:" in output
     assert "baseline_hgb_macro_f1" in run.data.metrics
     path = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
     with zipfile.ZipFile(path) as z:

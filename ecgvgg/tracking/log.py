@@ -277,6 +277,7 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: Stud
         split_kind(cfg),
         baseline_kind=cfg.baseline_kind,
         blend=cfg.baseline_blend,
+        consensus=cfg.record_consensus,
     )
     folder = store.local_run_dir(uri, run.info.run_id)
     return _log_model(r.model, r.contract, folder, data.rows(r.fold.test[:5]), baseline=r.baseline)
@@ -324,6 +325,7 @@ def _log_pooled(
         result.kind,
         result.cv,
         baseline_kind=cfg.baseline_kind,
+        consensus=cfg.record_consensus,
     )
     return logged
 
@@ -379,6 +381,7 @@ def describe_run(
     cv: Mapping[str, Any] | None = None,
     baseline_kind: str = "rf",
     blend: float = 0.0,
+    consensus: float = 0.0,
 ) -> str:
     """Write the run's description (MLflow's note): verdict, macro-F1 with interval, recall per class, baseline."""
     what = "Out-of-fold" if cv else "Test"
@@ -392,7 +395,7 @@ def describe_run(
         lines.append(f"Cross-validated macro-F1 {cv['macro_f1'][0]:.3f} ± {cv['macro_f1'][1]:.3f} over {cv['folds']} folds.")
     lines.append("Recall: " + ", ".join(f"{n} {scores['recall'][i]:.3f}" for i, n in enumerate(names)) + ".")
     if baseline is not None:
-        lines.append(comparison(baseline_kind, blend, scores["macro_f1"], baseline) + ".")
+        lines.append(comparison(baseline_kind, blend, scores["macro_f1"], baseline, consensus) + ".")
     if missed:
         lines.append("Missed (recall 0): " + "; ".join(f"{n} on {where}" for n, where in missed.items()) + ".")
     text = "\n\n".join(lines)
