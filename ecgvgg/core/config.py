@@ -409,14 +409,19 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _records_known(self) -> PipelineConfig:
-        if self.training.class_weight == "records" and not self.data.group_column:
-            raise ValueError("training.class_weight: records needs data.group_column (the record of each row)")
-        if self.training.subject_adversary:
-            if not self.data.group_column:
-                raise ValueError("training.subject_adversary: needs data.group_column (the record of each row)")
-            if self.data.stream or self.training.mixup:
-                key = "data.stream" if self.data.stream else "training.mixup"
-                raise ValueError(f"training.subject_adversary: not available with {key} (set one of them to 0/false)")
+        t = self.training
+        for key, on in (
+            ("training.class_weight: records", t.class_weight == "records"),
+            ("training.subject_adversary:", bool(t.subject_adversary)),
+            ("record_consensus:", bool(self.record_consensus)),
+        ):
+            if on and not self.data.group_column:
+                raise ValueError(f"{key} needs data.group_column (the record of each row)")
+        if t.subject_adversary and (self.data.stream or t.mixup):
+            key = "data.stream" if self.data.stream else "training.mixup"
+            raise ValueError(f"training.subject_adversary: not available with {key} (set one of them to 0/false)")
+        if self.record_consensus and self.data.stream:
+            raise ValueError("record_consensus: not available with data.stream (set record_consensus to 0)")
         return self
 
     @model_validator(mode="after")
@@ -427,15 +432,6 @@ class PipelineConfig(_Section):
             for key, on in (("data.stream", self.data.stream), ("split.folds", self.split.folds)):
                 if on:
                     raise ValueError(f"baseline_blend: not available with {key} (set baseline_blend to 0)")
-        return self
-
-    @model_validator(mode="after")
-    def _consensus_knows_records(self) -> PipelineConfig:
-        if self.record_consensus:
-            if not self.data.group_column:
-                raise ValueError("record_consensus: needs data.group_column (the record of each row)")
-            if self.data.stream:
-                raise ValueError("record_consensus: not available with data.stream (set record_consensus to 0)")
         return self
 
     @property
