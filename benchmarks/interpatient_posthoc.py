@@ -79,13 +79,12 @@ def tree_probabilities(
         print(say, file=sys.stderr)
 
     def consensus(probs: np.ndarray, weight: float) -> np.ndarray:
-        from ecgvgg.core.consensus import record_consensus
+        from ecgvgg.core.contract import contract_for
 
-        channels, refs, rhythm = max(1, len(cfg.data.channels)), cfg.data.references, len(cfg.data.rhythm_columns)
+        contract = contract_for(override(cfg, {"record_consensus": weight}), data.features)  # as a run's model answers
         rows, groups = data.rows(test), data.named_groups(test)
         started = time.perf_counter()
-        clusters = cfg.record_clusters
-        out = record_consensus(probs, rows, groups, weight, clusters, channels=channels, references=refs, rhythm=rhythm)
+        out = contract.with_consensus(probs, rows, groups)
         seconds, records = time.perf_counter() - started, len(set(groups.tolist()))
         print(f"record consensus: {len(test)} beats of {records} records in {seconds:.1f} s", file=sys.stderr)
         return out
