@@ -51,28 +51,20 @@ def random_forest(
     return forest.fit(np.asarray(X_train), np.asarray(y_train))
 
 
-def split_rows(
-    X: np.ndarray, channels: int = 1, references: int = 0, rhythm: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows ``(beat channels..., reference channels..., rhythm...)`` as the beats ``(n, channels - references,
-    length)`` (the first ``references`` of them have a reference), the reference beats ``(n, references,
-    length)`` and the rhythm values ``(n, rhythm)``."""
-    X = np.asarray(X, dtype=np.float32)
-    beats, r = (X[:, :-rhythm], X[:, -rhythm:]) if rhythm else (X, X[:, :0])
-    length = beats.shape[1] // max(1, channels)
-    signal = beats.reshape(len(X), max(1, channels), length)
-    return signal[:, : max(1, channels) - references], signal[:, max(1, channels) - references :], r
-
-
 def reference_features(X: np.ndarray, channels: int = 1, references: int = 0, rhythm: int = 0) -> np.ndarray:
     """Rows ``(beat channels..., reference channels..., rhythm...)`` as the rhythm values, the beats, each
     referenced beat minus its reference and its :func:`template_measures` (the reference channels themselves
     are left out)."""
-    own, refs, r = split_rows(X, channels, references, rhythm)
-    parts = [r, own.reshape(len(own), -1)]
+    X = np.asarray(X, dtype=np.float32)
+    beats, r = (X[:, :-rhythm], X[:, -rhythm:]) if rhythm else (X, X[:, :0])
+    length = beats.shape[1] // max(1, channels)
+    signal = beats.reshape(len(X), max(1, channels), length)
+    own = signal[:, : channels - references] if references else signal
+    parts = [r, own.reshape(len(X), -1)]
     if references:
-        parts.append((own[:, :references] - refs).reshape(len(own), -1))
-        parts.extend(template_measures(own[:, k], refs[:, k]) for k in range(references))
+        pairs = [(signal[:, k], signal[:, channels - references + k]) for k in range(references)]
+        parts.append(np.hstack([beat - ref for beat, ref in pairs]))
+        parts.extend(template_measures(beat, ref) for beat, ref in pairs)
     return np.hstack(parts)
 
 

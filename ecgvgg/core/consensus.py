@@ -28,13 +28,14 @@ BEATS_PER_CLUSTER = 10
 def consensus_features(rows: np.ndarray, channels: int = 1, references: int = 0, rhythm: int = 0) -> np.ndarray:
     """Per beat of raw ``rows`` (beat channels..., reference channels..., rhythm...): its shape (each
     referenced channel minus its reference) and then its rhythm values."""
-    from ecgvgg.core.baselines import split_rows
-
-    own, refs, r = split_rows(rows, channels, references, rhythm)
+    X = np.asarray(rows, dtype=np.float32)
+    beats, r = (X[:, :-rhythm], X[:, -rhythm:]) if rhythm else (X, X[:, :0])
+    signal = beats.reshape(len(X), max(1, channels), -1)
+    own = signal[:, : channels - references] if references else signal
     if references:
         own = own.copy()
-        own[:, :references] -= refs
-    return np.hstack([own.reshape(len(own), -1), r])
+        own[:, :references] -= signal[:, channels - references :]
+    return np.hstack([own.reshape(len(X), -1), r])
 
 
 def record_consensus(
