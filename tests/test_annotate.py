@@ -97,6 +97,23 @@ def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
         assert same >= 0.95, (name, same)
 
 
+def test_record_consensus_on_request_draws_a_record_s_answers_together(labelled, tmp_path):
+    out, _ = labelled
+    base = pd.read_csv(out / "209m8.csv")  # the packaged model answers beat by beat
+    res = _annotate(RECORD, "-o", tmp_path / "c", "--consensus", "0.6")
+    assert res.exit_code == 0, res.output
+    together = pd.read_csv(tmp_path / "c" / "209m8.csv")
+    assert together["sample"].tolist() == base["sample"].tolist()
+    p = [f"p_{c}" for c in "NSVFQ"]
+    assert together[p].var().sum() < base[p].var().sum()  # beats alike answer alike
+    assert np.abs(together[p].to_numpy() - base[p].to_numpy()).max() > 0.01
+    np.testing.assert_allclose(together[p].sum(axis=1), 1, atol=1e-3)
+    assert (together["label"] == base["label"]).mean() > 0.8
+    res = _annotate(RECORD, "-o", tmp_path / "z", "--consensus", "0")
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "z" / "209m8.csv"), base)  # 0: none, as the model is
+
+
 @pytest.mark.parametrize(
     "case,says",
     [
@@ -109,6 +126,7 @@ def test_resampled_and_other_formats_get_the_same_labels(labelled, tmp_path):
         ("csv_without_fs", "give it with --fs HZ"),
         ("taken", "results for 209m8 are already there; pass --overwrite"),
         ("no_reference", "no reference annotations 209m8.qrs"),
+        ("consensus", "--consensus 1: must be at least 0 and below 1"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_no_output(tmp_path, case, says):
@@ -142,6 +160,8 @@ def test_bad_input_is_one_line_and_leaves_no_output(tmp_path, case, says):
         (out / "209m8.csv").write_text("sample\n")
     elif case == "no_reference":
         args += ["--reference", "qrs"]
+    elif case == "consensus":
+        args += ["--consensus", "1"]
     res = _annotate(target, *args)
     assert res.exit_code == 2, res.output
     assert len(res.output.strip().splitlines()) == 1 and says in res.output, res.output

@@ -245,7 +245,9 @@ def test_the_model_with_record_consensus_answers_per_record_when_given_the_recor
     # annotate labels a whole recording with its beats together: the record's answers draw closer
     rec = open_recordings([DATA / "records" / "209m8"])[0]
     plan = plan_for(rec, loaded.contract)
-    plain = replace(loaded, contract=replace(loaded.contract, data={**loaded.contract.data, "consensus": {}}))
+    plain = replace(loaded, contract=loaded.contract.with_consensus_weight(0))  # annotate --consensus 0
+    assert plain.contract.consensus == {}
+    assert loaded.contract.with_consensus_weight(0.3).consensus == {"weight": 0.3, "clusters": 4}
     p = [f"p_{n}" for n in loaded.class_names]
     with_consensus, without = label(rec, loaded, plan).beats[p].to_numpy(), label(rec, plain, plan).beats[p].to_numpy()
     assert with_consensus.var(axis=0).sum() < without.var(axis=0).sum()

@@ -35,6 +35,14 @@ def annotate(
     ] = None,
     lead: Annotated[Optional[str], typer.Option(help="The lead to read first (default: the model's).")] = None,
     fs: Annotated[Optional[float], typer.Option(help="Sampling rate of CSV input, in Hz.")] = None,
+    consensus: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Record consensus: beats of the recording of one shape and rhythm move their probabilities this far "
+            "(0 to below 1) towards their group's mean; labels then depend on later beats too. 0: none. "
+            "Default: the model's own (none for the packaged model)."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace earlier results in the output folder.")] = False,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for --model run:RUN_ID.")] = None,
 ) -> None:
@@ -44,6 +52,8 @@ def annotate(
     with guard(ctx.obj) as inv:
         if fs is not None and fs <= 0:
             raise ConfigError("--fs must be > 0 Hz")
+        if consensus is not None and not 0 <= consensus < 1:
+            raise ConfigError(f"--consensus {consensus:g}: must be at least 0 and below 1")
         recordings = open_recordings(inputs, fs)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out}: is a file; give a folder")
@@ -60,6 +70,8 @@ def annotate(
         from ecgvgg.core.inference import load_model
 
         loaded = load_model(path, source=source)
+        if consensus is not None:
+            loaded.contract = loaded.contract.with_consensus_weight(consensus)
         results = []
         for rec, plan in zip(recordings, plans):
             results.append(_annotate_one(rec, plan, loaded, out, reference))

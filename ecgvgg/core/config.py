@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ecgvgg.core.consensus import CLUSTERS
 from ecgvgg.core.contract import reference_channels
 from ecgvgg.core.errors import ConfigError
 from ecgvgg.core.resampling import SamplerName
@@ -346,7 +347,7 @@ class PipelineConfig(_Section):
     #: evaluate, predict (given the group column) and annotate answer as the run scored.
     record_consensus: float = Field(0.0, ge=0, lt=1)
     #: At most this many clusters per record for ``record_consensus`` (fewer in short records).
-    record_clusters: int = Field(60, ge=2)
+    record_clusters: int = Field(CLUSTERS, ge=2)
 
     @model_validator(mode="after")
     def _phases(self) -> PipelineConfig:

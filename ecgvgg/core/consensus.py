@@ -23,6 +23,8 @@ MIN_BEATS = 20
 COMPONENTS = 8
 #: At least this many beats per cluster on average (short records get fewer clusters).
 BEATS_PER_CLUSTER = 10
+#: At most this many clusters per record, unless a model says otherwise (``record_clusters``).
+CLUSTERS = 60
 
 
 def consensus_features(rows: np.ndarray, channels: int = 1, references: int = 0, rhythm: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@ model's metadata; :meth:`InputContract.to_dict` writes the same JSON as every ea
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,16 @@ class InputContract:
     def consensus(self) -> dict[str, Any]:
         """The record consensus the model answers with (``weight``, ``clusters``; empty for none)."""
         return dict(self.data.get("consensus") or {})
+
+    def with_consensus_weight(self, weight: float) -> InputContract:
+        """This contract answering with record consensus of ``weight`` (0: none) instead of its own; its own number
+        of clusters, else the default."""
+        from ecgvgg.core.consensus import CLUSTERS
+
+        data = {k: v for k, v in self.data.items() if k != "consensus"}
+        if weight:
+            data["consensus"] = {"weight": float(weight), "clusters": int(self.consensus.get("clusters", CLUSTERS))}
+        return replace(self, data=data)
 
     def with_consensus(self, probs: np.ndarray, rows: np.ndarray, groups: Any) -> np.ndarray:
         """``probs`` of raw ``rows`` after the model's record consensus over ``groups`` (as they are without one)."""
