@@ -242,6 +242,26 @@ def test_the_model_with_record_consensus_answers_per_record_when_given_the_recor
     scored = json.loads(res.output[res.output.index("{") :])["confusion_matrix"]
     pred = np.asarray(loaded.classes)[together.argmax(axis=1)]
     assert scored == confusion(beats["label"].to_numpy(), pred, loaded.classes).tolist()  # evaluate scores the same
+    # --consensus replaces the model's own: 0 answers beat by beat, another weight as record_consensus would
+    res = CliRunner().invoke(
+        app, ["predict", "--model", str(path), str(table), "-o", str(tmp_path / "p0.csv"), "--consensus", "0"]
+    )
+    assert res.exit_code == 0, res.output
+    columns = [f"p_{n}" for n in loaded.class_names]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p0.csv")[columns].to_numpy(), alone, atol=1e-5)
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(path), str(table), "--json", "--consensus", "0.9"])
+    assert res.exit_code == 0, res.output
+    stronger = record_consensus(alone, loaded.rows(beats), records, 0.9, 4, rhythm=len(RHYTHM))
+    assert not np.allclose(stronger, together, atol=1e-3)
+    scored = json.loads(res.output[res.output.index("{") :])["confusion_matrix"]
+    pred = np.asarray(loaded.classes)[stronger.argmax(axis=1)]
+    assert scored == confusion(beats["label"].to_numpy(), pred, loaded.classes).tolist()
+    # a weight asked for without the records: one line, exit 2, nothing written
+    beats.drop(columns="record").to_parquet(tmp_path / "no_records.parquet")
+    no_records = ["predict", "--model", str(path), str(tmp_path / "no_records.parquet"), "-o", str(tmp_path / "n.csv")]
+    res = CliRunner().invoke(app, [*no_records, "--consensus", "0.5"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "--consensus needs each beat's record" in res.output and not (tmp_path / "n.csv").exists()
     # annotate labels a whole recording with its beats together: the record's answers draw closer
     rec = open_recordings([DATA / "records" / "209m8"])[0]
     plan = plan_for(rec, loaded.contract)

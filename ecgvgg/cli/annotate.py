@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from ecgvgg.core.errors import ConfigError, DataError
 from ecgvgg.cli.exits import guard, load_tensorflow
+from ecgvgg.cli.models import check_consensus
 from ecgvgg.cli.report import console, err_console
 
 #: The files ``annotate`` writes for each recording, by extension.
@@ -52,8 +53,7 @@ def annotate(
     with guard(ctx.obj) as inv:
         if fs is not None and fs <= 0:
             raise ConfigError("--fs must be > 0 Hz")
-        if consensus is not None and not 0 <= consensus < 1:
-            raise ConfigError(f"--consensus {consensus:g}: must be at least 0 and below 1")
+        check_consensus(consensus)
         recordings = open_recordings(inputs, fs)
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out}: is a file; give a folder")

@@ -25,6 +25,29 @@ GroupColumn = Annotated[
     ),
 ]
 
+Consensus = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Record consensus, 0 to below 1: the beats of one record (the group column) of one shape and rhythm move "
+        "their probabilities this far towards their cluster's mean. 0: none. Default: the model's own."
+    ),
+]
+
+
+def check_consensus(weight: Optional[float]) -> None:
+    """Refuse a ``--consensus`` weight outside [0, 1) in one line."""
+    if weight is not None and not 0 <= weight < 1:
+        raise ConfigError(f"--consensus {weight:g}: must be at least 0 and below 1")
+
+
+def _with_consensus(loaded: Any, weight: Optional[float], groups: Any, data: Path) -> None:
+    """Make ``loaded`` answer with record consensus of ``weight`` (None: its own); a weight asked for needs the records."""
+    if weight is None:
+        return
+    loaded.contract = loaded.contract.with_consensus_weight(weight)
+    if weight and groups is None:
+        raise DataError(f"{data}: --consensus needs each beat's record, and the table has no group column (--group-column)")
+
 
 def evaluate(
     ctx: typer.Context,
@@ -35,6 +58,7 @@ def evaluate(
         Optional[str], typer.Option(help="Label column of a table with a header (default: the one the model was trained with).")
     ] = None,
     group_column: GroupColumn = None,
+    consensus: Consensus = None,
     tracking_uri: TrackingUri = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print scores as JSON.")] = False,
 ) -> None:
@@ -47,6 +71,7 @@ def evaluate(
     from ecgvgg.core.inference import table_settings, warn_seen_groups
 
     with guard(ctx.obj) as inv:
+        check_consensus(consensus)
         data = _data_file(data)
         loaded = _load(inv, run_id, model, tracking_uri)
         label, group, header = table_settings(loaded, data, label_column, group_column)
@@ -54,6 +79,7 @@ def evaluate(
             data, label_column=label, group_column=group, header=header, classes=loaded.classes, label_option="--label-column"
         )
         warn_seen_groups(loaded, data, groups)
+        _with_consensus(loaded, consensus, groups, data)
         scores = loaded.score(X, y, groups)  # the records, for a model with record consensus
     names = loaded.class_names
     if as_json:
@@ -126,6 +152,7 @@ def predict(
         Optional[str], typer.Option(help="Label column to ignore if present (default: the one the model was trained with).")
     ] = None,
     group_column: GroupColumn = None,
+    consensus: Consensus = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Write predicted classes and class probabilities, one row per beat."""
@@ -135,6 +162,7 @@ def predict(
     from ecgvgg.core.inference import read_beats, warn_seen_groups
 
     with guard(ctx.obj) as inv:
+        check_consensus(consensus)
         data = _data_file(data)
         check_out(out, data)
         loaded = _load(inv, run_id, model, tracking_uri)
@@ -142,6 +170,7 @@ def predict(
         if group and group in kept:
             warn_seen_groups(loaded, data, kept[group], scored=False)
         records = kept[group].to_numpy() if group and group in kept else None  # for a model with record consensus
+        _with_consensus(loaded, consensus, records, data)
         predicted = loaded.predict_frame(X, groups=records)
         frame = pd.concat([kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]), predicted], axis=1)
         write_table(frame, out)
