@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ecgvgg.core.consensus import MIN_BEATS, consensus_features, record_consensus
+from ecgvgg.core.consensus import MIN_BEATS, record_consensus
+from ecgvgg.core.rows import relative_rows
 
 LENGTH = 40
 
@@ -28,11 +29,14 @@ def test_a_records_odd_calls_follow_the_beats_that_look_and_come_like_them():
     probs = np.where(ectopic[:, None], [0.2, 0.8], [0.9, 0.1]).astype(np.float32)
     odd = np.flatnonzero(~ectopic)[:6]
     probs[odd] = [0.35, 0.65]  # six normal beats called ectopic, as a new patient's beats are
-    out = record_consensus(probs, rows, np.zeros(len(rows)), 0.6, 8, channels=2, references=1, rhythm=2)
+    features = relative_rows(rows, channels=2, references=1, rhythm=2)
+    out = record_consensus(probs, features, np.zeros(len(rows)), 0.6, 8, rhythm=2)
     assert (out[odd].argmax(axis=1) == 0).all()  # now normal, as the beats like them
     assert (out[ectopic].argmax(axis=1) == 1).all()  # the ectopic beats stay ectopic
     np.testing.assert_allclose(out.sum(axis=1), 1, atol=1e-6)
-    np.testing.assert_array_equal(record_consensus(probs, rows, np.zeros(len(rows)), 0.0, 8), probs)
+    np.testing.assert_array_equal(
+        record_consensus(probs, relative_rows(rows, 2, 1, 2), np.zeros(len(rows)), 0.0, 8, rhythm=2), probs
+    )
 
 
 def test_each_record_answers_alone_and_a_short_one_is_left_as_it_is():
@@ -42,11 +46,11 @@ def test_each_record_answers_alone_and_a_short_one_is_left_as_it_is():
     rows = np.vstack([a, b])
     groups = np.r_[np.full(len(a), "100"), np.full(len(b), "101")]
     probs = rng.dirichlet(np.ones(3), len(rows)).astype(np.float32)
-    out = record_consensus(probs, rows, groups, 0.5, 10, channels=2, references=1, rhythm=2)
+    out = record_consensus(probs, relative_rows(rows, 2, 1, 2), groups, 0.5, 10, rhythm=2)
     np.testing.assert_array_equal(out[len(a) :], probs[len(a) :])  # too short to cluster
     other = probs.copy()
     other[len(a) :] = rng.dirichlet(np.ones(3), len(b))
-    again = record_consensus(other, rows, groups, 0.5, 10, channels=2, references=1, rhythm=2)
+    again = record_consensus(other, relative_rows(rows, 2, 1, 2), groups, 0.5, 10, rhythm=2)
     np.testing.assert_array_equal(again[: len(a)], out[: len(a)])  # another record's beats change nothing here
     # averaging within clusters only ever narrows how the record's probabilities spread
     assert out[: len(a)].var(axis=0).sum() < probs[: len(a)].var(axis=0).sum()
@@ -54,9 +58,9 @@ def test_each_record_answers_alone_and_a_short_one_is_left_as_it_is():
 
 def test_the_shape_is_each_beat_minus_its_reference_beside_the_rhythm():
     rows = np.arange(2 * (3 + 3 + 3 + 3 + 1), dtype=np.float32).reshape(2, -1)  # two leads, two references, one rhythm
-    f = consensus_features(rows, channels=4, references=2, rhythm=1)
+    f = relative_rows(rows, channels=4, references=2, rhythm=1)
     assert f.shape == (2, 3 + 3 + 1)
     np.testing.assert_array_equal(f[:, :6], rows[:, :6] - rows[:, 6:12])
     np.testing.assert_array_equal(f[:, 6], rows[:, 12])
     with pytest.raises(ValueError):
-        consensus_features(rows[:, :-1], channels=4, references=2, rhythm=1)  # rows that do not split into channels
+        relative_rows(rows[:, :-1], channels=4, references=2, rhythm=1)  # rows that do not split into channels

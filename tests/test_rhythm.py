@@ -220,6 +220,7 @@ def test_the_model_with_record_consensus_answers_per_record_when_given_the_recor
     from ecgvgg.core.consensus import record_consensus
     from ecgvgg.core.inference import load_model
     from ecgvgg.core.metrics import confusion
+    from ecgvgg.core.rows import relative_rows
 
     tmp, uri, run, _ = rhythm_run
     path = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
@@ -229,7 +230,7 @@ def test_the_model_with_record_consensus_answers_per_record_when_given_the_recor
     records = beats["record"].to_numpy()
     alone = loaded.predict_proba(beats)  # without the records: each beat alone, network and tree blended
     together = loaded.predict_proba(beats, groups=records)
-    by_hand = record_consensus(alone, loaded.rows(beats), records, 0.5, 4, rhythm=len(RHYTHM))
+    by_hand = record_consensus(alone, relative_rows(loaded.rows(beats), rhythm=len(RHYTHM)), records, 0.5, 4, rhythm=len(RHYTHM))
     np.testing.assert_allclose(together, by_hand, atol=1e-6)
     assert not np.allclose(together, alone, atol=1e-3)
     # predict reads the table's record column and answers as the run scored
@@ -251,7 +252,7 @@ def test_the_model_with_record_consensus_answers_per_record_when_given_the_recor
     np.testing.assert_allclose(pd.read_csv(tmp_path / "p0.csv")[columns].to_numpy(), alone, atol=1e-5)
     res = CliRunner().invoke(app, ["evaluate", "--model", str(path), str(table), "--json", "--consensus", "0.9"])
     assert res.exit_code == 0, res.output
-    stronger = record_consensus(alone, loaded.rows(beats), records, 0.9, 4, rhythm=len(RHYTHM))
+    stronger = record_consensus(alone, relative_rows(loaded.rows(beats), rhythm=len(RHYTHM)), records, 0.9, 4, rhythm=len(RHYTHM))
     assert not np.allclose(stronger, together, atol=1e-3)
     scored = json.loads(res.output[res.output.index("{") :])["confusion_matrix"]
     pred = np.asarray(loaded.classes)[stronger.argmax(axis=1)]

@@ -15,6 +15,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
+from ecgvgg.core.rows import split_rows
+
 #: Trees in the random-forest baseline.
 RF_TREES = 300
 #: Boosting iterations of the gradient-boosted baseline.
@@ -55,16 +57,11 @@ def reference_features(X: np.ndarray, channels: int = 1, references: int = 0, rh
     """Rows ``(beat channels..., reference channels..., rhythm...)`` as the rhythm values, the beats, each
     referenced beat minus its reference and its :func:`template_measures` (the reference channels themselves
     are left out)."""
-    X = np.asarray(X, dtype=np.float32)
-    beats, r = (X[:, :-rhythm], X[:, -rhythm:]) if rhythm else (X, X[:, :0])
-    length = beats.shape[1] // max(1, channels)
-    signal = beats.reshape(len(X), max(1, channels), length)
-    own = signal[:, : channels - references] if references else signal
-    parts = [r, own.reshape(len(X), -1)]
+    own, refs, r = split_rows(X, channels, references, rhythm)
+    parts = [r, own.reshape(len(own), -1)]
     if references:
-        pairs = [(signal[:, k], signal[:, channels - references + k]) for k in range(references)]
-        parts.append(np.hstack([beat - ref for beat, ref in pairs]))
-        parts.extend(template_measures(beat, ref) for beat, ref in pairs)
+        parts.append((own[:, :references] - refs).reshape(len(own), -1))
+        parts.extend(template_measures(own[:, k], refs[:, k]) for k in range(references))
     return np.hstack(parts)
 
 

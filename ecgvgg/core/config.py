@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecgvgg.core.consensus import CLUSTERS
-from ecgvgg.core.contract import reference_channels
+from ecgvgg.core.rows import reference_channels
 from ecgvgg.core.errors import ConfigError
 from ecgvgg.core.resampling import SamplerName
 

@@ -27,39 +27,28 @@ BEATS_PER_CLUSTER = 10
 CLUSTERS = 60
 
 
-def consensus_features(rows: np.ndarray, channels: int = 1, references: int = 0, rhythm: int = 0) -> np.ndarray:
-    """Per beat of raw ``rows`` (beat channels..., reference channels..., rhythm...): its shape (each
-    referenced channel minus its reference) and then its rhythm values."""
-    X = np.asarray(rows, dtype=np.float32)
-    beats, r = (X[:, :-rhythm], X[:, -rhythm:]) if rhythm else (X, X[:, :0])
-    signal = beats.reshape(len(X), max(1, channels), -1)
-    own = signal[:, : channels - references] if references else signal
-    if references:
-        own = own.copy()
-        own[:, :references] -= signal[:, channels - references :]
-    return np.hstack([own.reshape(len(X), -1), r])
-
-
 def record_consensus(
     probs: np.ndarray,
-    rows: np.ndarray,
+    features: np.ndarray,
     groups: np.ndarray,
     weight: float,
     clusters: int,
     *,
-    channels: int = 1,
-    references: int = 0,
     rhythm: int = 0,
     seed: int = 0,
 ) -> np.ndarray:
-    """``probs`` moved by ``weight`` towards the mean of their beat's cluster within its record (``groups``)."""
+    """``probs`` moved by ``weight`` towards the mean of their beat's cluster within its record (``groups``).
+
+    ``features``: per beat its shape, then its ``rhythm`` rhythm values (the rows of a table as
+    :func:`ecgvgg.core.rows.relative_rows` gives them: each beat minus its reference).
+    """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
     probs = np.asarray(probs, dtype=np.float32)
     if not weight or len(probs) == 0:
         return probs
-    features = consensus_features(rows, channels, references, rhythm)
+    features = np.asarray(features, dtype=np.float32)
     shape_columns = features.shape[1] - rhythm
     out = probs.copy()
     for group in np.unique(np.asarray(groups)):

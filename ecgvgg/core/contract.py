@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ecgvgg.core.rows import reference_channels, relative_rows, samples_per_channel
+
 #: A summary of the new beats further than this many training standard deviations from the training
 #: beats' is reported as another format (a single MIT-BIH record of the same format stays under 3).
 DRIFT_LIMIT = 3.0
@@ -19,16 +21,6 @@ DRIFT_LIMIT = 3.0
 DRIFT_MIN_ROWS = 20
 #: What :func:`beat_format` measures of each beat, in words.
 FORMAT_SUMMARIES = ("lowest sample", "highest sample", "mean sample", "share of zero samples")
-
-
-def reference_channels(channels: Sequence[str]) -> int:
-    """How many of the channel prefixes ``channels`` are reference beats (those named ``ref...``, the last ones)."""
-    return sum(str(n).startswith("ref") for n in channels)
-
-
-def samples_per_channel(width: int, rhythm: int, channels: int) -> int:
-    """Samples of one channel's beat in rows of ``width`` values that end with ``rhythm`` rhythm values."""
-    return (width - rhythm) // max(1, channels)
 
 
 def beat_format(beats: Any) -> np.ndarray:
@@ -124,17 +116,9 @@ class InputContract:
         c = self.consensus
         if not c or groups is None:
             return probs
-        channels = self.channels
-        return record_consensus(
-            probs,
-            rows,
-            np.asarray(groups),
-            float(c["weight"]),
-            int(c["clusters"]),
-            channels=max(1, len(channels)),
-            references=reference_channels(channels),
-            rhythm=len(self.rhythm_columns),
-        )
+        channels, rhythm = self.channels, len(self.rhythm_columns)
+        features = relative_rows(rows, max(1, len(channels)), reference_channels(channels), rhythm)
+        return record_consensus(probs, features, np.asarray(groups), float(c["weight"]), int(c["clusters"]), rhythm=rhythm)
 
     @property
     def prepare(self) -> dict[str, Any]:

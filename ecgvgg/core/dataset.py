@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ecgvgg.core.config import PipelineConfig, data_path
-from ecgvgg.core.contract import InputContract, samples_per_channel
+from ecgvgg.core.contract import InputContract
+from ecgvgg.core.rows import samples_per_channel
 from ecgvgg.core.data import load_xy
 from ecgvgg.core.errors import ConfigError, DataError
 from ecgvgg.core.folds import Fold, plan

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ecgvgg.core.contract import InputContract, samples_per_channel
+from ecgvgg.core.contract import InputContract
+from ecgvgg.core.rows import samples_per_channel
 from ecgvgg.core.shapes import fold_side
 
 
