@@ -40,7 +40,7 @@ def annotate(
         Optional[float],
         typer.Option(
             help="Record consensus: beats of the recording of one shape and rhythm move their probabilities this far "
-            "(0 to below 1) towards their group's mean; labels then depend on later beats too. 0: none. "
+            "(0 to below 1) towards their cluster's mean; labels then depend on later beats too. 0: none. "
             "Default: the model's own (none for the packaged model)."
         ),
     ] = None,
