@@ -44,9 +44,9 @@ def _with_consensus(loaded: Any, weight: Optional[float], groups: Any, data: Pat
     """Make ``loaded`` answer with record consensus of ``weight`` (None: its own); a weight asked for needs the records."""
     if weight is None:
         return
-    loaded.contract = loaded.contract.with_consensus_weight(weight)
     if weight and groups is None:
         raise DataError(f"{data}: --consensus needs each beat's record, and the table has no group column (--group-column)")
+    loaded.contract = loaded.contract.with_consensus_weight(weight)
 
 
 def evaluate(
