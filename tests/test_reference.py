@@ -113,7 +113,7 @@ def test_the_reference_model_reads_four_channels_and_its_differences(reference_r
     path = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
     with zipfile.ZipFile(path) as z:
         contract = json.loads(z.read("ecgvgg.json"))
-    assert contract["data"]["channels"] == ["x", "x2_", "ref", "ref2_"] and contract["length"] == 4 * 81 + 4
+    assert contract["data"]["channels"] == ["x", "x2_", "ref", "ref2_"] and contract["length"] == 4 * 81 + 7
     loaded = load_model(path)
     assert loaded.model.get_layer("beat_minus_reference").output.shape[1:] == (2, 81)
     assert loaded.model.get_layer("samples_by_channel").output.shape[1:] == (81, 6)

@@ -20,7 +20,7 @@ from ecgvgg.core.resampling import cap_per_class
 
 wfdb = pytest.importorskip("wfdb")
 CV = str(ROOT / "pipelines" / "interpatient_cv.yaml")
-RHYTHM = ["rr_pre_rel", "rr_post_rel", "rr_local_rel", "rr_pre_local"]
+RHYTHM = ["rr_pre_rel", "rr_post_rel", "rr_local_rel", "rr_pre_local", "rr_post_pre", "rr_pre_median", "rr_post_median"]
 #: Two real records cut to 3 minutes (MIT-BIH 208 from 0:00, 209 from 8:00): N, S, V and F beats.
 TINY = ["training.epochs=8", *TINY_RECORDS, "data.channels=[]"]
 
@@ -57,7 +57,19 @@ def test_rhythm_columns_by_hand_on_a_short_annotated_sequence():
     assert local.tolist() == pytest.approx([1.0, 1.0, 0.75, 0.75, 1.0])
     assert rhythm["rr_pre_rel"].tolist() == pytest.approx(np.array([1.0, 1.0, 0.5, 1.0]) / 0.875)
     assert rhythm["rr_pre_local"].iloc[2] == pytest.approx(0.5 / np.mean([1.0, 1.0, 0.5]))
+    assert rhythm["rr_post_pre"].tolist() == pytest.approx([1.0, 0.5, 2.0, 1.0])  # the pause after the early beat
+    assert rhythm["rr_median"].tolist() == pytest.approx([1.0] * 4)  # the median of the 5 pre-RR 1 1 0.5 1 1
     assert list(rhythm.columns) == list(RHYTHM_COLUMNS)
+
+
+def test_median_rhythm_takes_the_beats_on_either_side_and_fewer_at_the_edges():
+    # beats at 0, 1.0, 1.5, 3.0, 3.5, 4.5 s -> pre-RR 1.0 1.0 0.5 1.5 0.5 1.0
+    rhythm = rhythm_features(np.array([0, 100, 150, 300, 350, 450]), 100.0, around=1)
+    assert rhythm["rr_median"].tolist() == pytest.approx([1.0, 1.0, 1.0, 0.5, 1.0, 0.75])
+    assert rhythm["rr_pre_median"].tolist() == pytest.approx([1.0, 1.0, 0.5, 3.0, 0.5, 1.0 / 0.75])
+    assert rhythm["rr_post_median"].tolist() == pytest.approx([1.0, 0.5, 1.5, 1.0, 1.0, 1.0 / 0.75])
+    single = rhythm_features(np.array([100]), 100.0)
+    assert single["rr_median"].tolist() == [0.0] and single["rr_post_pre"].tolist() == [1.0]
 
 
 def test_prepare_writes_rhythm_columns_and_reads_svdb_lead_names(table, tmp_path):
@@ -154,7 +166,7 @@ def test_the_rhythm_model_trains_saves_and_carries_its_columns(rhythm_run, table
     path = tmp / "mlruns" / "runs" / run.info.run_id / "model.keras"
     with zipfile.ZipFile(path) as z:
         contract = json.loads(z.read("ecgvgg.json"))
-    assert contract["data"]["rhythm_columns"] == RHYTHM and contract["data"]["features"][-4:] == RHYTHM
+    assert contract["data"]["rhythm_columns"] == RHYTHM and contract["data"]["features"][-len(RHYTHM) :] == RHYTHM
     assert "sample" not in contract["data"]["features"] and "rr_pre" not in contract["data"]["features"]
     loaded = load_model(path)
     assert {"rhythm_fc", "rhythm_norm", "fc1", "block5_pool", "predictions"} <= {ly.name for ly in loaded.model.layers}
@@ -166,7 +178,7 @@ def test_the_rhythm_model_trains_saves_and_carries_its_columns(rhythm_run, table
     # a rhythm value changes the answer: the branch is wired in
     rows = loaded.prepare(beats.head(20))
     moved = rows.copy()
-    moved[:, -4:] *= 0.5
+    moved[:, -len(RHYTHM) :] *= 0.5
     assert not np.allclose(loaded.model.predict(rows, verbose=0), loaded.model.predict(moved, verbose=0))
 
 

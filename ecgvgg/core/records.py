@@ -100,7 +100,22 @@ LEAD_STAND_INS: dict[str, tuple[str, ...]] = {
 #: (the running median of the beats before it, see :func:`reference_beats`), or ``none``.
 REFERENCE_MODES = ("none", "record", "causal")
 #: Rhythm columns written by ``prepare`` (see :func:`rhythm_features`).
-RHYTHM_COLUMNS = ("rr_pre", "rr_post", "rr_local", "rr_record", "rr_pre_rel", "rr_post_rel", "rr_local_rel", "rr_pre_local")
+RHYTHM_COLUMNS = (
+    "rr_pre",
+    "rr_post",
+    "rr_local",
+    "rr_record",
+    "rr_median",
+    "rr_pre_rel",
+    "rr_post_rel",
+    "rr_local_rel",
+    "rr_pre_local",
+    "rr_pre_median",
+    "rr_post_median",
+    "rr_post_pre",
+)
+#: The rhythm columns in seconds; the others are ratios (1 where there is no interval to measure).
+ABSOLUTE_RHYTHM = ("rr_pre", "rr_post", "rr_local", "rr_record", "rr_median")
 
 
 @dataclass
@@ -133,20 +148,23 @@ class PrepareReport:
         return text
 
 
-def rhythm_features(peaks: np.ndarray, fs: float, local: int = 10) -> pd.DataFrame:
+def rhythm_features(peaks: np.ndarray, fs: float, local: int = 10, around: int = 10) -> pd.DataFrame:
     """RR-interval context of each beat in seconds, from the samples of all beats of one record.
 
     ``rr_pre`` / ``rr_post``: the interval from the previous beat / to the next one (the first
     beat takes its post-RR as pre-RR, the last its pre-RR as post-RR); ``rr_local``: the mean
     pre-RR of this beat and the ``local - 1`` before it; ``rr_record``: the record's mean RR
-    (it looks at the whole record, the future included); ``*_rel``: each divided by
-    ``rr_record``; ``rr_pre_local``: pre-RR divided by ``rr_local`` (prematurity).
+    (it looks at the whole record, the future included); ``rr_median``: the median pre-RR of this
+    beat and the ``around`` beats on either side (fewer at the record's edges), the surrounding
+    rhythm that a run of ectopic beats does not drag as it drags a mean; ``*_rel``: pre-, post- and
+    local RR divided by ``rr_record``; ``rr_pre_local``: pre-RR divided by ``rr_local``
+    (prematurity); ``rr_pre_median`` / ``rr_post_median``: pre- / post-RR divided by ``rr_median``;
+    ``rr_post_pre``: post-RR divided by pre-RR (the pause after an early beat).
     """
     t = np.asarray(peaks, dtype=np.float64) / fs
     n = len(t)
     if n < 2:  # no interval to measure: neutral values
-        zeros, ones = np.zeros(n), np.ones(n)
-        return pd.DataFrame(dict(zip(RHYTHM_COLUMNS, (zeros, zeros, zeros, zeros, ones, ones, ones, ones))), dtype=np.float32)
+        return pd.DataFrame({c: np.zeros(n) if c in ABSOLUTE_RHYTHM else np.ones(n) for c in RHYTHM_COLUMNS}, dtype=np.float32)
     rr = np.diff(t)
     pre = np.concatenate([rr[:1], rr])
     post = np.concatenate([rr, rr[-1:]])
@@ -154,8 +172,22 @@ def rhythm_features(peaks: np.ndarray, fs: float, local: int = 10) -> pd.DataFra
     start = np.maximum(np.arange(n) - local + 1, 0)
     loc = (csum[1:] - csum[start]) / (np.arange(n) - start + 1)
     mean = np.full(n, rr.mean())
-    cols = (pre, post, loc, mean, pre / mean, post / mean, loc / mean, pre / loc)
-    return pd.DataFrame(dict(zip(RHYTHM_COLUMNS, cols))).astype(np.float32)
+    med = pd.Series(pre).rolling(2 * around + 1, center=True, min_periods=1).median().to_numpy()
+    cols = {
+        "rr_pre": pre,
+        "rr_post": post,
+        "rr_local": loc,
+        "rr_record": mean,
+        "rr_median": med,
+        "rr_pre_rel": pre / mean,
+        "rr_post_rel": post / mean,
+        "rr_local_rel": loc / mean,
+        "rr_pre_local": pre / loc,
+        "rr_pre_median": pre / med,
+        "rr_post_median": post / med,
+        "rr_post_pre": post / pre,
+    }
+    return pd.DataFrame(cols)[list(RHYTHM_COLUMNS)].astype(np.float32)
 
 
 def beat_columns(length: int, lead: int = 0, reference: bool = False) -> list[str]:
