@@ -147,6 +147,23 @@ def test_record_consensus_needs_the_records_in_memory(extra, says):
         load_config(ROOT / "pipelines" / "interpatient_cv.yaml", ["record_consensus=0.5", "training.subject_adversary=0", *extra])
 
 
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["data.group_column=null", "training.class_weight=balanced"], "record_adaptation: needs data.group_column"),
+        (["split.folds=5"], "record_adaptation: not available with split.folds"),
+        (["model.batch_norm=false"], "record_adaptation: not available with model.batch_norm: false"),
+        (["record_adaptation=1.5"], "record_adaptation"),
+    ],
+)
+def test_record_adaptation_needs_the_records_and_batch_normalisation(extra, says):
+    from ecgvgg.core.config import load_config
+
+    with pytest.raises(ValueError, match=says):
+        base = ["record_adaptation=0.5", "training.subject_adversary=0", "split.folds=null"]
+        load_config(ROOT / "pipelines" / "interpatient_cv.yaml", [*base, *extra])
+
+
 #: The shipped pipelines (tune_space.yaml is a search space for ``ecgvgg tune``, not a pipeline).
 PIPELINES = sorted(p for p in (ROOT / "pipelines").glob("*.yaml") if p.name != "tune_space.yaml")
 

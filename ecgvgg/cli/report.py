@@ -99,7 +99,8 @@ def print_summary(result: Any) -> None:
         b = result.baseline_macro_f1
         from ecgvgg.core.baselines import comparison
 
-        console.print(comparison(result.cfg.baseline_kind, result.cfg.baseline_blend, f1, b, result.cfg.record_consensus))
+        c = result.cfg
+        console.print(comparison(c.baseline_kind, c.baseline_blend, f1, b, c.record_consensus, c.record_adaptation))
     console.print(f"split: {escape(result.kind)}")
     for name, where in result.missed.items():
         err_console.print(

@@ -282,7 +282,8 @@ def label(
     window = float(plan.prepare.get("reference_window", 300.0))
     history: list[list[np.ndarray]] = [[] for _ in plan.leads]  # the causal reference's past beats
     past: list[np.ndarray] = []
-    cut: list[tuple[np.ndarray, np.ndarray]] = []  # each chunk's beat positions and rows, for record consensus
+    cut: list[tuple[np.ndarray, np.ndarray]] = []  # each chunk's beat positions and rows, when the record answers together
+    whole = bool(loaded.contract.consensus or loaded.contract.adaptation)
     probs = np.zeros((len(peaks), len(loaded.class_names)), np.float32)
     for inside, beats in _chunk_beats(rec, plan, peaks, chunk_s):
         refs = []
@@ -297,12 +298,15 @@ def label(
                     history[k] = [both[keep >= peaks[inside][-1] - window * rec.fs]]
                 past = [keep[keep >= peaks[inside][-1] - window * rec.fs]]
         rows = loaded.rows(_rows(plan, beats, refs, rhythm.iloc[inside]))
-        probs[inside] = loaded.predict_proba(rows)
-        if loaded.contract.consensus:  # the whole record's beats answer together once all are cut
+        if whole:  # the whole record's beats answer together once all are cut
             cut.append((inside, rows))
+        else:
+            probs[inside] = loaded.predict_proba(rows)
         if progress is not None:
             progress(len(inside) / len(peaks) * 2 / 3)
-    probs = _record_consensus(loaded, probs, cut)
+    if cut:
+        at = np.concatenate([inside for inside, _ in cut])
+        probs[at] = loaded.predict_proba(np.concatenate([rows for _, rows in cut]), groups=np.zeros(len(at)))
     names = list(loaded.class_names)
     frame = pd.DataFrame(
         {"sample": peaks, "time_s": peaks / rec.fs, "label": np.asarray(names, dtype=object)[probs.argmax(axis=1)]}
@@ -310,16 +314,6 @@ def label(
     for i, n in enumerate(names):
         frame[f"p_{n}"] = probs[:, i]
     return Labelled(rec, frame, names)
-
-
-def _record_consensus(loaded: Any, probs: np.ndarray, cut: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The recording's probabilities after the model's record consensus over its ``cut`` beats (unchanged without one)."""
-    if not cut:
-        return probs
-    at = np.concatenate([inside for inside, _ in cut])
-    out = probs.copy()
-    out[at] = loaded.contract.with_consensus(probs[at], np.concatenate([rows for _, rows in cut]), np.zeros(len(at)))
-    return out
 
 
 def _rows(plan: Plan, beats: list[np.ndarray], refs: list[np.ndarray], rhythm: pd.DataFrame) -> pd.DataFrame:

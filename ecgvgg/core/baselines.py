@@ -25,12 +25,15 @@ HGB_ITERATIONS = 200
 BASELINE_NAMES = {"rf": "random forest", "hgb": "gradient-boosted tree"}
 
 
-def comparison(baseline_kind: str, blend: float, score: float, baseline: float, consensus: float = 0.0) -> str:
+def comparison(
+    baseline_kind: str, blend: float, score: float, baseline: float, consensus: float = 0.0, adaptation: float = 0.0
+) -> str:
     """``VGG16 vs random forest: 0.900 vs 0.850 (+0.050)``, naming the blend when the model is one and its
-    record consensus when it has one."""
+    record adaptation and consensus when it has them."""
     name = BASELINE_NAMES.get(baseline_kind, baseline_kind)
     ours = f"VGG16 + {name} (blend {blend:g})" if blend else "VGG16"
-    ours += f" with record consensus {consensus:g}" if consensus else ""
+    ours += f" with record adaptation {adaptation:g}" if adaptation else ""
+    ours += f"{' and' if adaptation else ' with'} record consensus {consensus:g}" if consensus else ""
     return f"{ours} vs {name}: {score:.3f} vs {baseline:.3f} ({score - baseline:+.3f})"
 
 

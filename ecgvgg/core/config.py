@@ -348,6 +348,12 @@ class PipelineConfig(_Section):
     record_consensus: float = Field(0.0, ge=0, lt=1)
     #: At most this many clusters per record for ``record_consensus`` (fewer in short records).
     record_clusters: int = Field(CLUSTERS, ge=2)
+    #: Record adaptation (``ecgvgg.core.adaptation``): within each record, each batch-normalisation
+    #: layer's statistics move by this share of how the record's inputs to it differ from a sample of the
+    #: training rows' (0: as trained). No labels; needs ``data.group_column`` and ``model.batch_norm``;
+    #: saved with the model, so evaluate, predict (given the group column) and annotate answer as the
+    #: run scored.
+    record_adaptation: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _phases(self) -> PipelineConfig:
@@ -415,6 +421,7 @@ class PipelineConfig(_Section):
             ("training.class_weight: records", t.class_weight == "records"),
             ("training.subject_adversary:", bool(t.subject_adversary)),
             ("record_consensus:", bool(self.record_consensus)),
+            ("record_adaptation:", bool(self.record_adaptation)),
         ):
             if on and not self.data.group_column:
                 raise ValueError(f"{key} needs data.group_column (the record of each row)")
@@ -423,6 +430,14 @@ class PipelineConfig(_Section):
             raise ValueError(f"training.subject_adversary: not available with {key} (set one of them to 0/false)")
         if self.record_consensus and self.data.stream:
             raise ValueError("record_consensus: not available with data.stream (set record_consensus to 0)")
+        if self.record_adaptation:
+            for key, on in (
+                ("data.stream", self.data.stream),
+                ("split.folds", self.split.folds is not None),
+                ("model.batch_norm: false", not self.model.batch_norm),
+            ):
+                if on:
+                    raise ValueError(f"record_adaptation: not available with {key} (set record_adaptation to 0)")
         return self
 
     @model_validator(mode="after")

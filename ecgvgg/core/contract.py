@@ -121,6 +121,33 @@ class InputContract:
         return record_consensus(probs, features, np.asarray(groups), float(c["weight"]), int(c["clusters"]), rhythm=rhythm)
 
     @property
+    def adaptation(self) -> dict[str, Any]:
+        """The record adaptation the network answers with (``weight``, ``reference``: each batch-normalisation
+        layer's input statistics over a sample of the training rows; empty for none)."""
+        return dict(self.data.get("adaptation") or {})
+
+    def with_adaptation(self, weight: float, reference: Mapping[str, Any] | None = None) -> InputContract:
+        """This contract answering with record adaptation of ``weight`` (0: none), with the given ``reference``
+        statistics or its own."""
+        data = {k: v for k, v in self.data.items() if k != "adaptation"}
+        reference = reference if reference is not None else self.adaptation.get("reference")
+        if weight:
+            if not reference:
+                raise ValueError("record adaptation needs the training rows' reference statistics, which this model lacks")
+            data["adaptation"] = {"weight": float(weight), "reference": dict(reference)}
+        return replace(self, data=data)
+
+    def network_probabilities(self, model: Any, shaped: np.ndarray, groups: Any, batch_size: int = 1024) -> np.ndarray:
+        """The network's class probabilities of ``shaped`` rows: each record of ``groups`` answered with the model's
+        record adaptation when it has one and the records are known, else row by row."""
+        a = self.adaptation
+        if not a or groups is None:
+            return np.asarray(model.predict(shaped, batch_size=batch_size, verbose=0), dtype=np.float32)
+        from ecgvgg.core.adaptation import record_adapted
+
+        return record_adapted(model, shaped, np.asarray(groups), a["reference"], float(a["weight"]))
+
+    @property
     def prepare(self) -> dict[str, Any]:
         """How ``ecgvgg prepare`` cut the training beats (empty when unknown)."""
         return dict(self.data.get("prepare") or {})

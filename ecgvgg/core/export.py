@@ -83,11 +83,17 @@ def check_request(fmt: str, out: Path) -> None:
 
 
 def check_exportable(contract: Any, fmt: str) -> None:
-    """Refuse a model blended with its baseline (``baseline_blend``): the exported file would hold the network alone."""
+    """Refuse a model blended with its baseline (``baseline_blend``) or adapted to each record (``record_adaptation``):
+    the exported file would hold the network alone, answering beat by beat as trained."""
     if contract.blend:
         raise DataError(
             f"the model blends its network with a baseline (baseline_blend {contract.blend:g}), which {fmt} "
             "cannot hold; export a model trained with baseline_blend: 0"
+        )
+    if contract.adaptation:
+        raise DataError(
+            f"the model adapts its batch normalisation to each record (record_adaptation "
+            f"{contract.adaptation['weight']:g}), which {fmt} cannot hold; export a model trained with record_adaptation: 0"
         )
 
 

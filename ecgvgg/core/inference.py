@@ -94,9 +94,9 @@ class LoadedModel:
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray, batch_size: int = 1024, groups: Any = None) -> np.ndarray:
         """Class probabilities, one column per class (blended with the saved baseline's when there is one; with
-        the record of each row, ``groups``, after the model's record consensus when it has one)."""
+        the record of each row, ``groups``, after the model's record adaptation and consensus when it has them)."""
         rows = self.rows(X)
-        probs = np.asarray(self.model.predict(self._shaped(rows), batch_size=batch_size, verbose=0))
+        probs = self.contract.network_probabilities(self.model, self._shaped(rows), groups, batch_size)
         if self.baseline is not None:
             from ecgvgg.core.baselines import blended
 

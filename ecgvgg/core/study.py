@@ -126,12 +126,19 @@ def run_fold(
         started = time.perf_counter()
         fit, unfrozen = _train(cfg, model, shaped, observers, folder / "best.keras" if folder else None, resume)
     seen = None if grouping(cfg, data) is None else data.distinct_groups(fold.train, fold.val)
+    sample = _sample_rows(data, fold.train, cfg.training.seed)
+    contract = contract_for(cfg, data.features, seen, rows=sample, made=_made(cfg))
+    if cfg.record_adaptation:  # the statistics a record is compared with: training rows in their own proportions
+        from ecgvgg.core.adaptation import reference_statistics
+
+        assert sample is not None  # the config check refuses record_adaptation with data.stream
+        contract = contract.with_adaptation(cfg.record_adaptation, reference_statistics(model, contract.shape(sample)))
     out = FoldResult(
         fold,
         splits.counts,
         model,
         fit,
-        contract_for(cfg, data.features, seen, rows=_sample_rows(data, fold.train, cfg.training.seed), made=_made(cfg)),
+        contract,
         seconds=time.perf_counter() - started,
         first_epoch=(resume.epoch if resume else 0) + 1,
         unfrozen_at=unfrozen,
@@ -160,7 +167,8 @@ def _score(cfg: PipelineConfig, data: StudyData, out: FoldResult, shaped: Splits
         )
         out.baseline_score = None if base is None else float(macro_f1_from_confusion(base))
     else:
-        out.probs = np.asarray(out.model.predict(shaped.X_test, batch_size=t.batch_size, verbose=0), dtype=np.float32)
+        records = data.groups[shaped.test_index] if out.contract.adaptation and data.groups is not None else None
+        out.probs = out.contract.network_probabilities(out.model, shaped.X_test, records, t.batch_size)
         raw = None if forest is None else data.X[shaped.test_index]
         if cfg.baseline_blend:  # the model is the network and the baseline: the run scores it as it is saved
             from ecgvgg.core.baselines import blended

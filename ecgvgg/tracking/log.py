@@ -278,6 +278,7 @@ def _log_fold(cfg: PipelineConfig, r: FoldResult, uri: str, run: Any, data: Stud
         baseline_kind=cfg.baseline_kind,
         blend=cfg.baseline_blend,
         consensus=cfg.record_consensus,
+        adaptation=cfg.record_adaptation,
     )
     folder = store.local_run_dir(uri, run.info.run_id)
     return _log_model(r.model, r.contract, folder, data.rows(r.fold.test[:5]), baseline=r.baseline)
@@ -382,6 +383,7 @@ def describe_run(
     baseline_kind: str = "rf",
     blend: float = 0.0,
     consensus: float = 0.0,
+    adaptation: float = 0.0,
 ) -> str:
     """Write the run's description (MLflow's note): verdict, macro-F1 with interval, recall per class, baseline."""
     what = "Out-of-fold" if cv else "Test"
@@ -395,7 +397,7 @@ def describe_run(
         lines.append(f"Cross-validated macro-F1 {cv['macro_f1'][0]:.3f} ± {cv['macro_f1'][1]:.3f} over {cv['folds']} folds.")
     lines.append("Recall: " + ", ".join(f"{n} {scores['recall'][i]:.3f}" for i, n in enumerate(names)) + ".")
     if baseline is not None:
-        lines.append(comparison(baseline_kind, blend, scores["macro_f1"], baseline, consensus) + ".")
+        lines.append(comparison(baseline_kind, blend, scores["macro_f1"], baseline, consensus, adaptation) + ".")
     if missed:
         lines.append("Missed (recall 0): " + "; ".join(f"{n} on {where}" for n, where in missed.items()) + ".")
     text = "\n\n".join(lines)
