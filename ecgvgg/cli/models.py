@@ -20,7 +20,7 @@ TrackingUri = Annotated[Optional[str], typer.Option(help="MLflow store for --run
 GroupColumn = Annotated[
     Optional[str],
     typer.Option(
-        help="Group column: not a feature; the records for a model with record consensus "
+        help="Group column: not a feature; the records for a model with record consensus or adaptation "
         "(default: the one the model was trained with, when the table has it)."
     ),
 ]
@@ -80,7 +80,7 @@ def evaluate(
         )
         warn_seen_groups(loaded, data, groups)
         _with_consensus(loaded, consensus, groups, data)
-        scores = loaded.score(X, y, groups)  # the records, for a model with record consensus
+        scores = loaded.score(X, y, groups)  # the records, for record consensus or adaptation
     names = loaded.class_names
     if as_json:
         from ecgvgg.core.metrics import aami_scores
@@ -169,7 +169,7 @@ def predict(
         X, kept, _, group = read_beats(loaded, data, label_column, group_column)
         if group and group in kept:
             warn_seen_groups(loaded, data, kept[group], scored=False)
-        records = kept[group].to_numpy() if group and group in kept else None  # for a model with record consensus
+        records = kept[group].to_numpy() if group and group in kept else None  # for record consensus or adaptation
         _with_consensus(loaded, consensus, records, data)
         predicted = loaded.predict_frame(X, groups=records)
         frame = pd.concat([kept.drop(columns=[c for c in kept.columns if c in ("prediction", "class_name")]), predicted], axis=1)
