@@ -115,4 +115,6 @@ def _restore(layers: list[Any], trained: list[tuple[np.ndarray, np.ndarray]]) ->
 
 def _predict(model: Any, x: np.ndarray) -> np.ndarray:
     """The model's outputs for ``x``, in passes of :data:`BATCH` rows."""
-    return np.concatenate([np.asarray(model(x[i : i + BATCH], training=False)) for i in range(0, len(x), BATCH)])
+    listed = isinstance(model.input, (list, tuple))  # the rows in the structure the model was built with, or Keras warns
+    parts = (x[i : i + BATCH] for i in range(0, len(x), BATCH))
+    return np.concatenate([np.asarray(model([p] if listed else p, training=False)) for p in parts])
