@@ -14,10 +14,10 @@ domain adaptation", adapted):
 (``variance + eps`` in fact, ``eps`` the layer's own), layer after layer, each measured with the layers
 before it adapted. At ``w = 1`` a record's inputs to each layer are mapped onto the training sample's
 mean and spread before the trained normalisation: a record at twice the gain answers as at the
-training gain. Comparing with a sample of the
-training rows in their own proportions (mostly normal beats, as a record is), rather than taking the
-record's statistics outright, keeps a record's share of normal beats from reading as a shift. No
-label is read. Records of fewer than :data:`MIN_BEATS` beats are left as they are.
+training gain. Comparing with a sample of the training rows in their own proportions (mostly normal
+beats, as a record is), rather than taking the record's statistics outright, keeps a record's share
+of normal beats from reading as a shift. No label is read. Records of fewer than :data:`MIN_BEATS`
+beats are left as they are.
 """
 
 from __future__ import annotations
