@@ -229,6 +229,7 @@ SLOW_FIXTURES = {
     "cv_run",
     "trained",
     "rhythm_run",
+    "adapted_run",
     "reference_run",
     "sweep",
     "source_run",
