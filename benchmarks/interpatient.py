@@ -318,6 +318,25 @@ HEAD = (
 )
 
 
+def add_lever_arguments(parser: argparse.ArgumentParser, lever: str) -> None:
+    """The options of a script about one lever's runs: the record folders, the lever (default ``lever``), its
+    estimates, the folds and the cache of tables and saved probabilities."""
+    parser.add_argument("--records", type=Path, default=SHARED / "mitdb_ds1")
+    parser.add_argument("--svdb", type=Path, default=SHARED / "svdb")
+    parser.add_argument("--lever", choices=list(LEVERS), default=lever)
+    parser.add_argument("--estimates", nargs="+", choices=ESTIMATES, default=list(ESTIMATES))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
+
+
+def missing_probabilities(args: argparse.Namespace) -> str | None:
+    """Why the lever's saved probabilities cannot be read (None when every estimate has them)."""
+    missing = [e for e in args.estimates if not (args.cache / f"{args.lever}_{e}_probs.npz").is_file()]
+    if not missing:
+        return None
+    return f"no saved probabilities of {args.lever} for {', '.join(missing)}: run interpatient.py first"
+
+
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """The repeatable ``--set KEY=VALUE`` option (``args.sets``): configuration overrides."""
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=help)

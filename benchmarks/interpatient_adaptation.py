@@ -18,11 +18,10 @@ import argparse
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-from interpatient import ESTIMATES, LEVERS, SHARED, add_set_argument, aami_row, estimate_data, folds_of
+from interpatient import aami_row, add_lever_arguments, add_set_argument, estimate_data, folds_of
 
 
 def scored(lever: str, estimate: str, args: argparse.Namespace) -> dict[str, list[np.ndarray]]:
@@ -67,14 +66,9 @@ def _f1s(y: np.ndarray, probs: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Train, score plain and adapted, print the pooled rows and save the probabilities."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--records", type=Path, default=SHARED / "mitdb_ds1")
-    p.add_argument("--svdb", type=Path, default=SHARED / "svdb")
-    p.add_argument("--lever", choices=list(LEVERS), default="one_lead")
-    p.add_argument("--estimates", nargs="+", choices=ESTIMATES, default=list(ESTIMATES))
+    add_lever_arguments(p, "one_lead")
     p.add_argument("--weights", nargs="+", type=float, default=[0.5])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
     add_set_argument(p, "override the lever's configuration (repeatable)")
     args = p.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,20 @@ import argparse
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from interpatient import ESTIMATES, LEVERS, NAMES, ROOT, SHARED, aami_row, add_set_argument, estimate_data, folds_of
+from interpatient import (
+    NAMES,
+    ROOT,
+    aami_row,
+    add_lever_arguments,
+    add_set_argument,
+    estimate_data,
+    folds_of,
+    missing_probabilities,
+)
 
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFTS = (0.1, 0.3, 0.5)
@@ -104,20 +112,14 @@ def row(label: str, estimate: str, y: np.ndarray, pred: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Blend and shift one lever's saved probabilities; print and write the Markdown table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--records", type=Path, default=SHARED / "mitdb_ds1")
-    p.add_argument("--svdb", type=Path, default=SHARED / "svdb")
-    p.add_argument("--lever", choices=list(LEVERS), default="one_lead")
-    p.add_argument("--estimates", nargs="+", choices=ESTIMATES, default=list(ESTIMATES))
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
+    add_lever_arguments(p, "one_lead")
     p.add_argument("--out", default="interpatient_posthoc")
     p.add_argument("--consensus", type=float, default=0.0, help="also score record consensus of this weight (0: not)")
     add_set_argument(p, "override the configuration the trees are fitted with (repeatable), e.g. baseline_class_weight=training")
     args = p.parse_args(argv)
-    missing = [e for e in args.estimates if not (args.cache / f"{args.lever}_{e}_probs.npz").is_file()]
-    if missing:
-        names = ", ".join(missing)
-        print(f"error: no saved probabilities of {args.lever} for {names}: run interpatient.py first", file=sys.stderr)
+    why = missing_probabilities(args)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
         return 2
     lines = [
         "| decision | estimate | SVEB Se / +P / F1 | VEB Se / +P / F1 | N Se |",

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from interpatient import (
-    ESTIMATES,
     LEVERS,
     ROOT,
-    SHARED,
+    add_lever_arguments,
     add_set_argument,
     estimate_data,
     folds_of,
     lever_pipeline,
+    missing_probabilities,
     prepare_options,
     table,
 )
@@ -95,20 +94,14 @@ def markdown(errors: pd.DataFrame, by: str, top: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Count one lever's errors by record; print the worst records and write the CSV."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--records", type=Path, default=SHARED / "mitdb_ds1")
-    p.add_argument("--svdb", type=Path, default=SHARED / "svdb")
-    p.add_argument("--lever", choices=list(LEVERS), default="shipped")
-    p.add_argument("--estimates", nargs="+", choices=ESTIMATES, default=list(ESTIMATES))
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--cache", type=Path, default=Path("/tmp/ecgvgg_interpatient"))
+    add_lever_arguments(p, "shipped")
     p.add_argument("--top", type=int, default=5, help="records shown per estimate and kind of false call")
     p.add_argument("--out", default=None, help="CSV name under benchmarks/results/ (default: interpatient_records_LEVER)")
     add_set_argument(p, "override the configuration the lever ran with (repeatable), as interpatient.py was given")
     args = p.parse_args(argv)
-    missing = [e for e in args.estimates if not (args.cache / f"{args.lever}_{e}_probs.npz").is_file()]
-    if missing:
-        names = ", ".join(missing)
-        print(f"error: no saved probabilities of {args.lever} for {names}: run interpatient.py first", file=sys.stderr)
+    why = missing_probabilities(args)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
         return 2
     lines = [
         "| estimate | worst by | record | beats | SVEB found | SVEB false | VEB found | VEB false | N missed "
