@@ -159,8 +159,8 @@ def test_record_consensus_needs_the_records_in_memory(extra, says):
 def test_record_adaptation_needs_the_records_and_batch_normalisation(extra, says):
     from ecgvgg.core.config import load_config
 
+    base = ["record_adaptation=0.5", "training.subject_adversary=0", "split.folds=null"]
     with pytest.raises(ValueError, match=says):
-        base = ["record_adaptation=0.5", "training.subject_adversary=0", "split.folds=null"]
         load_config(ROOT / "pipelines" / "interpatient_cv.yaml", [*base, *extra])
 
 
